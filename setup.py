@@ -1,0 +1,22 @@
+from pathlib import Path
+
+from setuptools import setup
+
+setup(
+    name="tinyvgg",
+    version="0.1.0",
+    description="A from-scratch deep learning engine for studying backprop on VGG networks",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["tinyvgg", "tinyvgg.ops", "tinyvgg.nn", "tinyvgg.kernels"],
+    # The CUDA sources live at the top level but install as tinyvgg/kernels/.
+    package_dir={"tinyvgg.kernels": "kernels"},
+    package_data={"tinyvgg.kernels": ["*.cu", "*.cuh", "README.md"]},
+    install_requires=["numpy>=1.24"],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6.50"],
+        "gpu": ["cupy-cuda12x>=13"],
+    },
+    entry_points={"console_scripts": ["tinyvgg = tinyvgg.cli:main"]},
+)

@@ -1,0 +1,10 @@
+"""tinyvgg: a from-scratch deep learning engine for studying backprop on VGG networks."""
+from . import functional, nn
+from .gradcheck import GradcheckError, gradcheck
+from .random import manual_seed
+from .tensor import Function, Tensor, is_grad_enabled, no_grad, tensor
+
+__version__ = "0.1.0"
+
+__all__ = ["Tensor", "tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck",
+           "GradcheckError", "manual_seed", "functional", "nn", "__version__"]

@@ -1,0 +1,156 @@
+"""The layers VGG is built from, with PyTorch's parameter names and shapes."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from ..ops.dropout import check_p
+from ..ops.pool import normalize_output_size
+from . import init
+from .module import Module, Parameter
+
+
+def _empty(shape, dtype):
+    return np.zeros(shape, dtype=np.dtype(dtype))
+
+
+def _check_dtype(layer, dtype):
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise TypeError(f"{layer}: dtype must be float32 or float64, got {np.dtype(dtype)}")
+
+
+class _Conv(Module):
+    kernel = 0
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True, dtype=np.float32):
+        super().__init__()
+        name = type(self).__name__
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"{name}: channel counts must be positive, "
+                             f"got in_channels={in_channels}, out_channels={out_channels}")
+        _check_dtype(name, dtype)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        k = self.kernel
+        self.weight = Parameter(_empty((out_channels, in_channels, k, k), dtype))
+        self.bias = Parameter(_empty((out_channels,), dtype)) if bias else None
+        init.default_(self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"{self.in_channels}, {self.out_channels}" + ("" if self.bias is not None
+                                                             else ", bias=False")
+
+
+class Conv3x3(_Conv):
+    """3x3 convolution, stride 1, padding 1 (``torch.nn.Conv2d(cin, cout, 3, padding=1)``)."""
+    kernel = 3
+
+    def forward(self, x):
+        return F.conv3x3(x, self.weight, self.bias)
+
+
+class Conv1x1(_Conv):
+    """1x1 convolution (``torch.nn.Conv2d(cin, cout, 1)``)."""
+    kernel = 1
+
+    def forward(self, x):
+        return F.conv1x1(x, self.weight, self.bias)
+
+
+class Linear(Module):
+    """y = x W^T + b, W of shape (out_features, in_features)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 dtype=np.float32):
+        super().__init__()
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"Linear: feature counts must be positive, got "
+                             f"in_features={in_features}, out_features={out_features}")
+        _check_dtype("Linear", dtype)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Parameter(_empty((out_features, in_features), dtype))
+        self.bias = Parameter(_empty((out_features,), dtype)) if bias else None
+        init.default_(self.weight, self.bias)
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}" + \
+            ("" if self.bias is not None else ", bias=False")
+
+
+class MaxPool2x2(Module):
+    """2x2 max pooling, stride 2 (``torch.nn.MaxPool2d(2, 2)``)."""
+
+    def forward(self, x):
+        return F.maxpool2x2(x)
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return F.relu(x)
+
+
+class Flatten(Module):
+    def __init__(self, start_dim: int = 1):
+        super().__init__()
+        self.start_dim = start_dim
+
+    def forward(self, x):
+        return F.flatten(x, self.start_dim)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}"
+
+
+class AdaptiveAvgPool2d(Module):
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = normalize_output_size("AdaptiveAvgPool2d", output_size)
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class Dropout(Module):
+    """Inverted dropout in training mode, identity in eval mode; ``p`` = drop probability."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = check_p(p)
+
+    def forward(self, x):
+        return F.dropout(x, self.p, training=self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class BatchNorm2d(Module):
+    """Batch norm over (N, H, W) per channel, with running statistics for eval mode."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = True, dtype=np.float32):
+        super().__init__()
+        if num_features < 1:
+            raise ValueError(f"BatchNorm2d: num_features must be positive, got {num_features}")
+        _check_dtype("BatchNorm2d", dtype)
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = Parameter(np.ones(num_features, dtype=dtype)) if affine else None
+        self.bias = Parameter(np.zeros(num_features, dtype=dtype)) if affine else None
+        self.register_buffer("running_mean", np.zeros(num_features, dtype=dtype))
+        self.register_buffer("running_var", np.ones(num_features, dtype=dtype))
+        self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
+
+    def forward(self, x):
+        y = F.batch_norm2d(x, self.running_mean, self.running_var, self.weight, self.bias,
+                           training=self.training, momentum=self.momentum, eps=self.eps)
+        if self.training:
+            self.num_batches_tracked += 1
+        return y
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"

@@ -1,0 +1,40 @@
+"""relu: y = max(x, 0).
+
+Backward: dy/dx is 1 where x > 0 and 0 where x < 0; at the kink x = 0 we take
+0 (PyTorch's choice), so ``dL/dx = g * (y > 0)``. Keeping ``y`` rather than
+``x`` is enough to know the sign, and ``y`` is kept alive by the next layer
+anyway.
+
+Finite differences cannot see a one-sided slope at the kink, so gradient
+checks use inputs kept away from 0 (``tinyvgg.gradcheck.kink_free``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..tensor import Function
+from . import checks
+
+
+def relu_naive(x):
+    y = np.empty_like(x)
+    flat_in, flat_out = x.reshape(-1), y.reshape(-1)
+    for i in range(flat_in.size):
+        flat_out[i] = flat_in[i] if flat_in[i] > 0 else 0
+    return y
+
+
+class ReLU(Function):
+    name = "relu"
+
+    @staticmethod
+    def forward(ctx, x):
+        checks.floating("relu", input=x)
+        y = np.maximum(x, 0)  # keeps x's memory layout
+        if ctx.needs_input_grad[0]:
+            ctx.save(y=y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        return (g * (ctx.y > 0),)

@@ -1,0 +1,74 @@
+"""Elementwise add and multiply (with NumPy broadcasting) and sum.
+
+For z = a + b: dL/da = g and dL/db = g. For z = a * b: dL/da = g * b and
+dL/db = g * a. Where an input was broadcast (a size-1 or missing axis
+stretched to match), its gradient is summed over the stretched axes, since
+each of its values was used once per copy.
+
+For s = sum(x): dL/dx = g broadcast to x's shape.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..tensor import Function
+from . import checks
+
+
+def unbroadcast(grad, shape):
+    """Sum ``grad`` over the axes along which an input of ``shape`` was broadcast."""
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
+
+
+class Add(Function):
+    name = "add"
+
+    @staticmethod
+    def forward(ctx, a, b):
+        checks.floating("add", a=a, b=b)
+        ctx.save(a_shape=a.shape, b_shape=b.shape)
+        return a + b
+
+    @staticmethod
+    def backward(ctx, g):
+        return unbroadcast(g, ctx.a_shape), unbroadcast(g, ctx.b_shape)
+
+
+class Mul(Function):
+    name = "mul"
+
+    @staticmethod
+    def forward(ctx, a, b):
+        checks.floating("mul", a=a, b=b)
+        if ctx.needs_input_grad[0]:
+            ctx.save(b=b)
+        if ctx.needs_input_grad[1]:
+            ctx.save(a=a)
+        ctx.save(a_shape=a.shape, b_shape=b.shape)
+        return a * b
+
+    @staticmethod
+    def backward(ctx, g):
+        need_a, need_b = ctx.needs_input_grad
+        da = unbroadcast(g * ctx.b, ctx.a_shape) if need_a else None
+        db = unbroadcast(g * ctx.a, ctx.b_shape) if need_b else None
+        return da, db
+
+
+class Sum(Function):
+    name = "sum"
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save(input_shape=x.shape)
+        return np.asarray(x.sum(), dtype=x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return (np.broadcast_to(g, ctx.input_shape),)

@@ -1,0 +1,42 @@
+"""Input validation shared by the ops.
+
+Each check raises ``ValueError`` (wrong shape or value) or ``TypeError``
+(wrong dtype) with a message that names the op, what it expected and what it
+got: a bad input must never turn into a wrong answer further down.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def floating(op: str, **arrays) -> np.dtype:
+    """All given arrays (None allowed) are float32 or all float64; returns that dtype."""
+    present = {name: a for name, a in arrays.items() if a is not None}
+    for name, a in present.items():
+        if a.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
+    dtypes = {name: a.dtype for name, a in present.items()}
+    if len(set(dtypes.values())) > 1:
+        listed = ", ".join(f"{n} {d}" for n, d in dtypes.items())
+        raise TypeError(f"{op}: inputs must share one dtype, got {listed}; "
+                        "convert them with .to(np.float32) or .to(np.float64)")
+    return next(iter(dtypes.values()))
+
+
+def rank(op: str, name: str, array, ndim: int, layout: str) -> None:
+    if array.ndim != ndim:
+        raise ValueError(f"{op}: {name} must be {ndim}-D {layout}, "
+                         f"got {array.ndim}-D shape {tuple(array.shape)}")
+
+
+def shape(op: str, name: str, array, expected: tuple) -> None:
+    if tuple(array.shape) != tuple(expected):
+        raise ValueError(f"{op}: {name} must have shape {tuple(expected)}, "
+                         f"got {tuple(array.shape)}")
+
+
+def bias(op: str, b, out_features: int) -> None:
+    if b is not None:
+        shape(op, "bias", b, (out_features,))

@@ -1,0 +1,73 @@
+"""cross_entropy: softmax cross-entropy of integer labels, averaged over the batch.
+
+For logits z of shape (N, C) and labels t[n] in [0, C)::
+
+    L = (1/N) sum_n ( logsumexp(z[n, :]) - z[n, t[n]] )
+    logsumexp(z) = m + log(sum_c exp(z[c] - m)),   m = max_c z[c]
+
+Subtracting the row maximum changes nothing mathematically but keeps exp()
+from overflowing for large logits.
+
+Backward: d logsumexp(z) / dz[c] = softmax(z)[c], so::
+
+    dL/dz[n, c] = (softmax(z[n])[c] - [c == t[n]]) / N
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..tensor import Function
+from . import checks
+
+
+def cross_entropy_naive(logits, labels):
+    N, C = logits.shape
+    total = 0.0
+    for n in range(N):
+        m = max(float(v) for v in logits[n])
+        lse = m + math.log(sum(math.exp(float(v) - m) for v in logits[n]))
+        total += lse - float(logits[n, labels[n]])
+    return np.asarray(total / N, dtype=logits.dtype)
+
+
+def check_labels(logits, labels):
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"cross_entropy: labels must be integers (class indices), "
+                        f"got dtype {labels.dtype}")
+    if labels.shape != (logits.shape[0],):
+        raise ValueError(f"cross_entropy: labels must have shape ({logits.shape[0]},) "
+                         f"to match logits of shape {tuple(logits.shape)}, "
+                         f"got {tuple(labels.shape)}")
+    if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
+        bad = labels[(labels < 0) | (labels >= logits.shape[1])]
+        raise ValueError(f"cross_entropy: labels must be in [0, {logits.shape[1]}) for "
+                         f"{logits.shape[1]} classes, got {bad[:5].tolist()}")
+
+
+class CrossEntropy(Function):
+    name = "cross_entropy"
+
+    @staticmethod
+    def forward(ctx, logits, labels):
+        checks.floating("cross_entropy", logits=logits)
+        checks.rank("cross_entropy", "logits", logits, 2, "(N, classes)")
+        if logits.shape[0] == 0:
+            raise ValueError("cross_entropy: the batch is empty (logits shape "
+                             f"{tuple(logits.shape)}); the mean over no samples is undefined")
+        check_labels(logits, labels)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        rows = np.arange(logits.shape[0])
+        if ctx.needs_input_grad[0]:
+            ctx.save(probs=np.exp(log_probs), labels=labels)
+        return np.asarray(-log_probs[rows, labels].mean(), dtype=logits.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        N = ctx.probs.shape[0]
+        d = ctx.probs.copy()
+        d[np.arange(N), ctx.labels] -= 1
+        d *= g / N
+        return d, None

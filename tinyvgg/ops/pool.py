@@ -1,0 +1,193 @@
+"""maxpool2x2 and adaptive_avg_pool2d.
+
+**maxpool2x2** (kernel 2, stride 2; an odd last row or column is dropped, as
+with PyTorch's floor mode)::
+
+    y[n, c, i, j] = max_{u, v in {0, 1}} x[n, c, 2i + u, 2j + v]
+
+Backward: the max is locally the identity on its winning input and constant
+in the others, so ``dL/dx`` is ``g[n, c, i, j]`` at the argmax of each window
+and 0 everywhere else (including a dropped odd row or column).
+
+Tie rule: when several values of a window are equal to its max, the first one
+in row-major window order ``(0,0), (0,1), (1,0), (1,1)`` wins and alone
+receives the gradient (PyTorch's rule). A NaN in a window makes the output
+NaN and the first NaN takes the gradient.
+
+**adaptive_avg_pool2d** to ``(Ho, Wo)``: output cell ``(i, j)`` averages the
+rows ``floor(i*H/Ho) <= h < ceil((i+1)*H/Ho)`` and the matching columns
+(PyTorch's bins, which may overlap when H is not a multiple of Ho). Each bin
+is a rectangle, so the average separates into a row and a column average::
+
+    y = P_h @ x @ P_w.T      with P_h[i, h] = 1 / len(bin_i) if h in bin_i else 0
+
+and the backward is the transposed map, ``dL/dx = P_h.T @ g @ P_w``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..tensor import Function
+from . import checks
+
+# The four window positions (u, v) in the order ties are broken.
+WINDOW = ((0, 0), (0, 1), (1, 0), (1, 1))
+
+
+# --- naive references -----------------------------------------------------------
+
+def maxpool2x2_naive(x):
+    """Returns (y, argmax) with argmax[n, c, i, j] = 2u + v of the winner."""
+    N, C, H, W = x.shape
+    Ho, Wo = H // 2, W // 2
+    y = np.empty((N, C, Ho, Wo), dtype=x.dtype)
+    argmax = np.empty((N, C, Ho, Wo), dtype=np.uint8)
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    best, best_k = None, 0
+                    for k, (u, v) in enumerate(WINDOW):
+                        value = x[n, c, 2 * i + u, 2 * j + v]
+                        if best is None or value > best or (np.isnan(value) and not np.isnan(best)):
+                            best, best_k = value, k
+                    y[n, c, i, j], argmax[n, c, i, j] = best, best_k
+    return y, argmax
+
+
+def maxpool2x2_backward_naive(x, grad_out):
+    _, argmax = maxpool2x2_naive(x)
+    dx = np.zeros_like(x)
+    N, C, Ho, Wo = grad_out.shape
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    u, v = WINDOW[argmax[n, c, i, j]]
+                    dx[n, c, 2 * i + u, 2 * j + v] += grad_out[n, c, i, j]
+    return dx
+
+
+def adaptive_avg_pool2d_naive(x, output_size):
+    N, C, H, W = x.shape
+    Ho, Wo = output_size
+    y = np.empty((N, C, Ho, Wo), dtype=x.dtype)
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                h0, h1 = (i * H) // Ho, -((-(i + 1) * H) // Ho)
+                for j in range(Wo):
+                    w0, w1 = (j * W) // Wo, -((-(j + 1) * W) // Wo)
+                    total = 0.0
+                    for h in range(h0, h1):
+                        for w in range(w0, w1):
+                            total += x[n, c, h, w]
+                    y[n, c, i, j] = total / ((h1 - h0) * (w1 - w0))
+    return y
+
+
+# --- fast paths -------------------------------------------------------------------
+
+def _window_views(x):
+    """The four strided views x[:, :, u::2, v::2], cropped to the pooled size."""
+    _, _, H, W = x.shape
+    Ho, Wo = H // 2, W // 2
+    return [x[:, :, u:2 * Ho:2, v:2 * Wo:2] for u, v in WINDOW]
+
+
+def channels_last(x) -> bool:
+    """True when x (N, C, H, W) is laid out channels-last in memory, as conv outputs are."""
+    return x.ndim == 4 and x.shape[1] > 1 and x.strides[1] < x.strides[3]
+
+
+def zeros_in_layout(shape, dtype, as_channels_last: bool):
+    """Zeros of NCHW ``shape``, laid out channels-last in memory if asked."""
+    if not as_channels_last:
+        return np.zeros(shape, dtype=dtype)
+    N, C, H, W = shape
+    return np.zeros((N, H, W, C), dtype=dtype).transpose(0, 3, 1, 2)
+
+
+def maxpool2x2_fast(x):
+    """Returns (y, argmax) like the naive version, with whole-array operations."""
+    a, b, c, d = _window_views(x)
+    y = np.maximum(np.maximum(a, b), np.maximum(c, d))
+    # Test positions in reverse so that the first maximal one is written last.
+    argmax = np.full(y.shape, 3, dtype=np.uint8)
+    has_nan = bool(np.isnan(y).any())
+    for k, view in ((2, c), (1, b), (0, a)):
+        wins = view == y
+        if has_nan:
+            wins |= np.isnan(view)
+        np.copyto(argmax, k, where=wins)
+    return y, argmax
+
+
+def _check_pool_input(op, x):
+    checks.floating(op, input=x)
+    checks.rank(op, "input", x, 4, "(N, C, H, W)")
+
+
+class MaxPool2x2(Function):
+    """2x2 max pooling, stride 2. See the module docstring for the math and the tie rule."""
+    name = "maxpool2x2"
+
+    @staticmethod
+    def forward(ctx, x):
+        _check_pool_input("maxpool2x2", x)
+        if x.shape[2] < 2 or x.shape[3] < 2:
+            raise ValueError(f"maxpool2x2: input must be at least 2x2 in H and W, "
+                             f"got shape {tuple(x.shape)}")
+        y, argmax = maxpool2x2_fast(x)
+        if ctx.needs_input_grad[0]:
+            ctx.save(argmax=argmax, input_shape=x.shape, input_channels_last=channels_last(x))
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        dx = zeros_in_layout(ctx.input_shape, g.dtype, ctx.input_channels_last)
+        for k, dx_view in enumerate(_window_views(dx)):
+            np.multiply(g, ctx.argmax == k, out=dx_view)
+        return (dx,)
+
+
+def normalize_output_size(op, output_size):
+    if isinstance(output_size, (int, np.integer)):
+        output_size = (output_size, output_size)
+    try:
+        Ho, Wo = (int(s) for s in output_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"{op}: output_size must be an int or a pair of ints, "
+                         f"got {output_size!r}") from None
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"{op}: output_size must be positive, got {(Ho, Wo)}")
+    return Ho, Wo
+
+
+def bin_matrix(in_size, out_size, dtype):
+    """P[i, h] = 1/len(bin_i) for h in bin_i: averaging over PyTorch's adaptive bins."""
+    i = np.arange(out_size)
+    start = (i * in_size) // out_size
+    end = -((-(i + 1) * in_size) // out_size)
+    h = np.arange(in_size)
+    inside = (h >= start[:, None]) & (h < end[:, None])
+    return (inside / (end - start)[:, None]).astype(dtype)
+
+
+class AdaptiveAvgPool2d(Function):
+    """Average pooling to a fixed output size. See the module docstring for the math."""
+    name = "adaptive_avg_pool2d"
+
+    @staticmethod
+    def forward(ctx, x, output_size):
+        _check_pool_input("adaptive_avg_pool2d", x)
+        Ho, Wo = normalize_output_size("adaptive_avg_pool2d", output_size)
+        P_h = bin_matrix(x.shape[2], Ho, x.dtype)
+        P_w = bin_matrix(x.shape[3], Wo, x.dtype)
+        if ctx.needs_input_grad[0]:
+            ctx.save(P_h=P_h, P_w=P_w)
+        return P_h @ x @ P_w.T
+
+    @staticmethod
+    def backward(ctx, g):
+        return (ctx.P_h.T @ g @ ctx.P_w,)

@@ -1,0 +1,325 @@
+"""Tensor, the op base class, and backpropagation.
+
+The whole of backprop fits in :meth:`Tensor.backward`:
+
+1. list every tensor the result depends on, inputs before outputs (a
+   topological order, found with an explicit stack so deep graphs never hit
+   Python's recursion limit);
+2. walk that list backwards; each tensor made by an op hands its gradient to
+   the op's ``backward``, which returns one gradient per input;
+3. gradients arriving at a tensor from several uses are summed (``+``).
+
+An op is a :class:`Function` subclass with two static methods::
+
+    forward(ctx, *arrays, **params) -> array      # saves what backward needs
+    backward(ctx, grad_output)      -> tuple of input gradients (or None)
+
+Both work on raw arrays of the tensors' device; ``ctx`` (a :class:`Context`)
+holds exactly what forward chose to keep with ``ctx.save(...)``, and is
+emptied once backward has used it.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+
+from . import backend
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "grad_enabled", True)
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Context manager (and decorator) that stops ops from recording the graph.
+
+    Inside it, results have ``requires_grad=False`` and ops keep nothing for
+    backward, which is what evaluation and weight updates want.
+    """
+
+    def __enter__(self):
+        self._previous = is_grad_enabled()
+        _state.grad_enabled = False
+        return self
+
+    def __exit__(self, *exc):
+        _state.grad_enabled = self._previous
+        return False
+
+
+class Context:
+    """What one op call keeps between its forward and its backward.
+
+    ``ctx.save(name=value, ...)`` stores values; backward reads them back as
+    attributes (``ctx.name``). ``needs_input_grad[i]`` says whether input ``i``
+    wants a gradient, so backward can skip work nobody asked for.
+    """
+
+    def __init__(self, op_name: str, needs_input_grad: tuple[bool, ...], device: str):
+        self.op_name = op_name
+        self.needs_input_grad = needs_input_grad
+        self.device = device
+        self._saved: dict = {}
+        self._freed = False
+
+    def save(self, **values) -> None:
+        self._saved.update(values)
+
+    def __getattr__(self, name):
+        # Only reached when normal attribute lookup fails: i.e. for saved values.
+        saved = self.__dict__.get("_saved", {})
+        if name in saved:
+            return saved[name]
+        if self.__dict__.get("_freed"):
+            raise RuntimeError(
+                f"{self.op_name}: the values saved for backward were freed by an earlier "
+                "backward(); pass retain_graph=True to the first backward() to run backward "
+                "through this graph again")
+        raise AttributeError(f"{self.op_name}: nothing named {name!r} was saved for backward")
+
+    @property
+    def saved_nbytes(self) -> int:
+        return sum(v.nbytes for v in self._saved.values() if hasattr(v, "nbytes"))
+
+    def free(self) -> None:
+        self._saved = {}
+        self._freed = True
+
+
+class Node:
+    """One recorded op call: which op, its context, and its input tensors."""
+
+    __slots__ = ("function", "ctx", "inputs")
+
+    def __init__(self, function: type, ctx: Context, inputs: tuple):
+        self.function = function
+        self.ctx = ctx
+        self.inputs = inputs
+
+    def __repr__(self):
+        return f"<{self.function.__name__} node>"
+
+
+class Function:
+    """Base class of every op. Subclasses define ``forward`` and ``backward``."""
+
+    #: the name used in error messages; defaults to the class name
+    name: str | None = None
+
+    @staticmethod
+    def forward(ctx: Context, *arrays, **params):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx: Context, grad_output):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs, **params) -> "Tensor":
+        """Run the op on tensors (or raw values for non-differentiable inputs)."""
+        op_name = cls.name or cls.__name__
+        tensors = [t for t in inputs if isinstance(t, Tensor)]
+        device = backend.common_device(op_name, [t.device for t in tensors])
+        arrays = [t.data if isinstance(t, Tensor) else t for t in inputs]
+        needs_input_grad = tuple(isinstance(t, Tensor) and t.requires_grad for t in inputs)
+        record = is_grad_enabled() and any(needs_input_grad)
+        ctx = Context(op_name, needs_input_grad if record else (False,) * len(inputs), device)
+        out = Tensor(cls.forward(ctx, *arrays, **params), requires_grad=record)
+        if record:
+            out.creator = Node(cls, ctx, inputs)
+        return out
+
+
+class Tensor:
+    """An n-dimensional array that remembers how it was made.
+
+    ``data`` is the array (NumPy on the CPU); ``grad`` is filled in by
+    :meth:`backward` for tensors created by the user with ``requires_grad``.
+    """
+
+    __array_priority__ = 100  # so ``ndarray * Tensor`` defers to Tensor.__rmul__
+
+    def __init__(self, data, requires_grad: bool = False):
+        self.data = data
+        self.grad = None
+        self.creator: Node | None = None
+        if requires_grad and not np.issubdtype(data.dtype, np.floating):
+            raise TypeError(f"tensor: only floating-point tensors can require gradients, "
+                            f"got dtype {data.dtype}")
+        self.requires_grad = bool(requires_grad)
+
+    # --- what the array is -------------------------------------------------
+    shape = property(lambda self: tuple(self.data.shape))
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: int(self.data.size))
+    device = property(lambda self: backend.device_of(self.data))
+    is_leaf = property(lambda self: self.creator is None)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def numpy(self) -> np.ndarray:
+        """The values as a NumPy array (on the CPU this shares memory)."""
+        return backend.to_numpy(self.data)
+
+    def item(self) -> float:
+        if self.size != 1:
+            raise ValueError(f"item: expected a tensor with one element, got shape {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def detach(self) -> "Tensor":
+        """The same values, cut off from the graph."""
+        return Tensor(self.data)
+
+    def to(self, device_or_dtype) -> "Tensor":
+        """A copy on another device or with another dtype (``self`` if nothing changes)."""
+        if isinstance(device_or_dtype, str):
+            data = backend.move(self.data, device_or_dtype)
+        else:
+            data = self.data.astype(np.dtype(device_or_dtype), copy=False)
+        if data is self.data:
+            return self
+        return Tensor(data, requires_grad=self.requires_grad and self.is_leaf)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        body = np.array2string(self.numpy(), precision=4, threshold=20, prefix="tensor(")
+        return f"tensor({body}, dtype={self.dtype}{grad})"
+
+    # --- backprop ------------------------------------------------------------
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) * grad into ``leaf.grad`` for every leaf.
+
+        ``grad`` defaults to 1 for a one-element tensor; any other tensor must
+        be given the gradient of some scalar with respect to it. Unless
+        ``retain_graph`` is set, the arrays ops saved for backward are freed
+        as soon as they have been used.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad: no input of "
+                               "the ops that made it had requires_grad=True "
+                               "(or it was made under no_grad())")
+        if grad is None:
+            if self.size != 1:
+                raise ValueError(
+                    f"backward: called without a gradient on a tensor of shape {self.shape}; "
+                    "only a one-element tensor (a loss) gets the implicit gradient 1, "
+                    "so pass grad= with the same shape")
+            grad = backend.array_module(self.data).ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else grad
+            if tuple(grad.shape) != self.shape:
+                raise ValueError(f"backward: grad has shape {tuple(grad.shape)}, "
+                                 f"but the tensor has shape {self.shape}")
+            grad = grad.astype(self.dtype, copy=False)
+
+        grads = {id(self): grad}
+        for tensor in reversed(_topological_order(self)):
+            g = grads.pop(id(tensor), None)
+            if g is None:
+                continue
+            if tensor.creator is None:
+                # Always a fresh array: an op may return a view, or hand the
+                # same array to two inputs, and .grad must be the leaf's own.
+                tensor.grad = g.copy() if tensor.grad is None else tensor.grad + g
+                continue
+            node = tensor.creator
+            input_grads = node.function.backward(node.ctx, g)
+            if not retain_graph:
+                node.ctx.free()
+            for inp, ig in zip(node.inputs, input_grads):
+                if ig is None or not isinstance(inp, Tensor) or not inp.requires_grad:
+                    continue
+                grads[id(inp)] = ig if id(inp) not in grads else grads[id(inp)] + ig
+
+    # --- a little arithmetic, so losses and penalties can be written naturally
+    def __add__(self, other):
+        from .ops.arith import Add
+        return Add.apply(self, _as_tensor(other, self))
+
+    def __radd__(self, other):
+        return self.__add__(other)
+
+    def __sub__(self, other):
+        return self + (-1.0) * _as_tensor(other, self)
+
+    def __rsub__(self, other):
+        return _as_tensor(other, self) + (-1.0) * self
+
+    def __neg__(self):
+        return (-1.0) * self
+
+    def __mul__(self, other):
+        from .ops.arith import Mul
+        return Mul.apply(self, _as_tensor(other, self))
+
+    def __rmul__(self, other):
+        return self.__mul__(other)
+
+    def sum(self):
+        from .ops.arith import Sum
+        return Sum.apply(self)
+
+    def mean(self):
+        return self.sum() * (1.0 / self.size)
+
+    def reshape(self, *shape):
+        from .ops.shape import Reshape
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return Reshape.apply(self, shape=shape)
+
+
+def _as_tensor(value, like: Tensor) -> Tensor:
+    if isinstance(value, Tensor):
+        return value
+    xp = backend.array_module(like.data)
+    return Tensor(xp.asarray(value, dtype=like.dtype))
+
+
+def _topological_order(root: Tensor) -> list:
+    """Every tensor ``root`` depends on, each listed after all of its inputs.
+
+    Depth-first search with an explicit stack: a tensor is emitted once all
+    of its inputs have been emitted (post-order), so the list is a valid
+    order for the forward pass and its reverse for the backward pass.
+    """
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        tensor, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(tensor)
+            continue
+        if id(tensor) in visited:
+            continue
+        visited.add(id(tensor))
+        stack.append((tensor, True))
+        if tensor.creator is not None:
+            for inp in tensor.creator.inputs:
+                if isinstance(inp, Tensor) and inp.requires_grad and id(inp) not in visited:
+                    stack.append((inp, False))
+    return order
+
+
+_DEFAULT_FLOAT = np.float32
+
+
+def tensor(data, requires_grad: bool = False, dtype=None, device: str = "cpu") -> Tensor:
+    """Make a tensor from an array, a nested list or a number (always copies).
+
+    Python floats and lists of them become float32 (the engine's default);
+    NumPy arrays keep their dtype unless ``dtype`` is given.
+    """
+    if isinstance(data, Tensor):
+        data = data.numpy()
+    if dtype is None and not isinstance(data, np.ndarray):
+        probe = np.asarray(data)
+        dtype = _DEFAULT_FLOAT if np.issubdtype(probe.dtype, np.floating) else None
+    array = np.array(data, dtype=dtype, copy=True)
+    return Tensor(backend.move(array, device), requires_grad=requires_grad)
