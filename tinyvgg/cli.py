@@ -12,7 +12,7 @@ def main(argv=None) -> int:
                                       "VGG-style network for a few steps")
     args = parser.parse_args(argv)
     if args.command == "check":
-        from .checks import run
+        from .selfcheck import run
         return 0 if run() else 1
     return 2
 

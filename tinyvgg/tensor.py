@@ -141,7 +141,7 @@ class Tensor:
     :meth:`backward` for tensors created by the user with ``requires_grad``.
     """
 
-    __array_priority__ = 100  # so ``ndarray * Tensor`` defers to Tensor.__rmul__
+    __array_ufunc__ = None  # so ``ndarray * Tensor`` defers to Tensor.__rmul__
 
     def __init__(self, data, requires_grad: bool = False):
         self.data = data
@@ -177,14 +177,18 @@ class Tensor:
         return Tensor(self.data)
 
     def to(self, device_or_dtype) -> "Tensor":
-        """A copy on another device or with another dtype (``self`` if nothing changes)."""
+        """This tensor on another device or in another dtype (``self`` if nothing changes).
+
+        A dtype change is an op like any other: gradients flow back through it.
+        """
         if isinstance(device_or_dtype, str):
             data = backend.move(self.data, device_or_dtype)
-        else:
-            data = self.data.astype(np.dtype(device_or_dtype), copy=False)
-        if data is self.data:
+            return self if data is self.data else Tensor(data, requires_grad=self.requires_grad)
+        dtype = np.dtype(device_or_dtype)
+        if dtype == self.dtype:
             return self
-        return Tensor(data, requires_grad=self.requires_grad and self.is_leaf)
+        from .ops.arith import Cast
+        return Cast.apply(self, dtype=dtype)
 
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
@@ -212,7 +216,8 @@ class Tensor:
                     "so pass grad= with the same shape")
             grad = backend.array_module(self.data).ones_like(self.data)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else grad
+            grad = backend.array_module(self.data).asarray(
+                grad.data if isinstance(grad, Tensor) else grad)
             if tuple(grad.shape) != self.shape:
                 raise ValueError(f"backward: grad has shape {tuple(grad.shape)}, "
                                  f"but the tensor has shape {self.shape}")

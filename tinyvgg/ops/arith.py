@@ -6,6 +6,8 @@ stretched to match), its gradient is summed over the stretched axes, since
 each of its values was used once per copy.
 
 For s = sum(x): dL/dx = g broadcast to x's shape.
+
+For a dtype cast y = x.astype(d): dL/dx = g cast back to x's dtype.
 """
 from __future__ import annotations
 
@@ -72,3 +74,16 @@ class Sum(Function):
     @staticmethod
     def backward(ctx, g):
         return (np.broadcast_to(g, ctx.input_shape),)
+
+
+class Cast(Function):
+    name = "cast"
+
+    @staticmethod
+    def forward(ctx, x, dtype):
+        ctx.save(input_dtype=x.dtype)
+        return x.astype(dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return (g.astype(ctx.input_dtype),)

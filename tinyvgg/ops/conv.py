@@ -107,19 +107,25 @@ def kernel_matrix(weight):
     return weight.transpose(0, 2, 3, 1).reshape(C_out, -1)
 
 
-def conv3x3_fast(x, weight, bias=None):
-    """The engine's conv3x3 forward; returns (y, im2col rows)."""
+def turned_kernel_rows(w_matrix):
+    """The (9*Cout, C) matrix M with im2col(g) @ M = dL/dx, built from kernel_matrix(w).
+
+    Row (u, v, o), column c holds w'[c, o, u, v] = w[o, c, 2-u, 2-v]: the
+    kernel turned by 180 degrees with in and out channels swapped.
+    """
+    C_out = w_matrix.shape[0]
+    turned = w_matrix.reshape(C_out, 3, 3, -1)[:, ::-1, ::-1, :]
+    return turned.transpose(1, 2, 0, 3).reshape(9 * C_out, -1)
+
+
+def conv3x3_rows(x, kernel_rows, bias=None):
+    """y = im2col(x) @ kernel_rows (+ bias) as an NCHW view; returns (y, im2col rows)."""
     N, _, H, W = x.shape
     rows = im2col3x3(x)
-    y = rows @ kernel_matrix(weight).T
+    y = rows @ kernel_rows
     if bias is not None:
         y += bias
     return from_pixel_rows(y, N, H, W), rows
-
-
-def turned_kernel(weight):
-    """w'[c, o, u, v] = w[o, c, 2-u, 2-v]: the kernel whose convolution with g is dL/dx."""
-    return weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
 
 
 def _check_conv(op, x, weight, bias, k):
@@ -143,9 +149,10 @@ class Conv3x3(Function):
     @staticmethod
     def forward(ctx, x, weight, bias=None):
         _check_conv("conv3x3", x, weight, bias, 3)
-        y, rows = conv3x3_fast(x, weight, bias)
+        w_matrix = kernel_matrix(weight)
+        y, rows = conv3x3_rows(x, w_matrix.T, bias)
         if ctx.needs_input_grad[0]:
-            ctx.save(weight=weight)
+            ctx.save(w_matrix=w_matrix)
         if ctx.needs_input_grad[1]:
             ctx.save(rows=rows)
         return y
@@ -156,7 +163,7 @@ class Conv3x3(Function):
         g_rows = pixel_rows(g)
         dx = dw = db = None
         if need_x:
-            dx, _ = conv3x3_fast(g, turned_kernel(ctx.weight))
+            dx, _ = conv3x3_rows(g, turned_kernel_rows(ctx.w_matrix))
         if need_w:
             C_out = g.shape[1]
             dw = (g_rows.T @ ctx.rows).reshape(C_out, 3, 3, -1).transpose(0, 3, 1, 2)

@@ -1,0 +1,322 @@
+"""CPU benchmark: every op, forward and backward, and a VGG-16 training step, against PyTorch.
+
+Shapes are those of VGG-16 on CIFAR-size input (32x32, batch 64, float32).
+Each measurement is the median of ``--repeats`` runs after ``--warmup`` runs;
+PyTorch (oneDNN) runs in the same process on the same inputs, and the ratio
+column is tinyvgg's throughput over PyTorch's (1.0 = same speed, higher is
+faster). Absolute times on a shared machine are noise; the ratio is the
+number to read.
+
+    python benchmarks/bench_cpu.py            # writes benchmarks/results/cpu-<machine>.{json,md}
+    python benchmarks/bench_cpu.py --quick    # fewer repeats, for a smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import tinyvgg as tv
+from tinyvgg import functional as F
+from tinyvgg import nn
+from tinyvgg.fileio import atomic_write
+
+try:
+    import torch
+except ImportError:  # the benchmark still runs, without the comparison
+    torch = None
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BATCH = 64
+
+# VGG-16's convolutions at 32x32 input: (C_in, C_out, H = W)
+VGG16_CIFAR_CONVS = [(3, 64, 32), (64, 64, 32), (64, 128, 16), (128, 128, 16),
+                     (128, 256, 8), (256, 256, 8), (256, 256, 8),
+                     (256, 512, 4), (512, 512, 4), (512, 512, 4),
+                     (512, 512, 2), (512, 512, 2), (512, 512, 2)]
+VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
+             512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def median_seconds(fn, warmup, repeats):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# --- per-op cases: each returns (tinyvgg forward, torch forward) on the same data ----------
+
+def op_cases():
+    rng = np.random.default_rng(0)
+
+    def randn(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    labels = rng.integers(0, 10, BATCH)
+    cases = []
+    seen = set()
+    for c_in, c_out, hw in VGG16_CIFAR_CONVS:
+        if (c_in, c_out, hw) in seen:
+            continue
+        seen.add((c_in, c_out, hw))
+        flops = 2 * BATCH * hw * hw * c_out * c_in * 9
+        cases.append((f"conv3x3 {c_in}->{c_out} @{hw}x{hw}", flops, 2 * flops,
+                      [randn(BATCH, c_in, hw, hw), randn(c_out, c_in, 3, 3) * 0.05, randn(c_out)],
+                      F.conv3x3,
+                      lambda x, w, b: torch.nn.functional.conv2d(x, w, b, padding=1)))
+    cases.append(("conv1x1 256->256 @8x8", 2 * BATCH * 64 * 256 * 256, 4 * BATCH * 64 * 256 * 256,
+                  [randn(BATCH, 256, 8, 8), randn(256, 256, 1, 1) * 0.05, randn(256)],
+                  F.conv1x1, lambda x, w, b: torch.nn.functional.conv2d(x, w, b)))
+    for c, hw in ((64, 32), (256, 8)):
+        cases.append((f"maxpool2x2 {c} @{hw}x{hw}", 0, 0, [randn(BATCH, c, hw, hw)],
+                      F.maxpool2x2, lambda x: torch.nn.functional.max_pool2d(x, 2, 2)))
+        cases.append((f"relu {c} @{hw}x{hw}", 0, 0, [randn(BATCH, c, hw, hw)],
+                      F.relu, torch.relu))
+    cases.append(("batch_norm2d 64 @32x32", 0, 0,
+                  [randn(BATCH, 64, 32, 32), 1 + randn(64) * 0.1, randn(64)],
+                  lambda x, w, b: F.batch_norm2d(x, None, None, w, b, training=True),
+                  lambda x, w, b: torch.nn.functional.batch_norm(x, None, None, w, b,
+                                                                 training=True)))
+    cases.append(("adaptive_avg_pool2d 512 @7x7->1", 0, 0, [randn(BATCH, 512, 7, 7)],
+                  lambda x: F.adaptive_avg_pool2d(x, 1),
+                  lambda x: torch.nn.functional.adaptive_avg_pool2d(x, 1)))
+    for n_in, n_out in ((512, 512), (512, 10)):
+        flops = 2 * BATCH * n_in * n_out
+        cases.append((f"linear {n_in}->{n_out}", flops, 2 * flops,
+                      [randn(BATCH, n_in), randn(n_out, n_in) * 0.05, randn(n_out)],
+                      F.linear, torch.nn.functional.linear))
+    cases.append(("dropout p=0.5 (64x512)", 0, 0, [randn(BATCH, 512)],
+                  lambda x: F.dropout(x, 0.5, seed=1),
+                  lambda x: torch.nn.functional.dropout(x, 0.5, training=True)))
+    cases.append(("cross_entropy (64x10)", 0, 0, [randn(BATCH, 10)],
+                  lambda z: F.cross_entropy(z, labels),
+                  lambda z: torch.nn.functional.cross_entropy(z, torch.from_numpy(labels))))
+    return cases
+
+
+def time_forward_backward(make_inputs, fn, backward_grad, warmup, repeats):
+    """(forward seconds, backward seconds) for one op; backward reuses one recorded graph."""
+    inputs = make_inputs()
+    forward = median_seconds(lambda: fn(*inputs), warmup, repeats)
+    out = fn(*inputs)
+    grad = backward_grad(out)
+
+    def backward():
+        for t in inputs:
+            t.grad = None
+        out.backward(grad, retain_graph=True)
+    return forward, median_seconds(backward, warmup, repeats)
+
+
+def bench_ops(warmup, repeats):
+    rows = []
+    for name, fwd_flops, bwd_flops, arrays, ours, theirs in op_cases():
+        grad_rng = np.random.default_rng(1)
+        ours_f, ours_b = time_forward_backward(
+            lambda: [tv.tensor(a, requires_grad=True) for a in arrays], ours,
+            lambda out: grad_rng.standard_normal(out.shape).astype(np.float32),
+            warmup, repeats)
+        row = dict(op=name, fwd_flops=fwd_flops, bwd_flops=bwd_flops,
+                   tinyvgg_fwd_ms=1e3 * ours_f, tinyvgg_bwd_ms=1e3 * ours_b)
+        if torch is not None:
+            th_f, th_b = time_forward_backward(
+                lambda: [torch.tensor(a, requires_grad=True) for a in arrays], theirs,
+                lambda out: torch.randn(out.shape), warmup, repeats)
+            row.update(torch_fwd_ms=1e3 * th_f, torch_bwd_ms=1e3 * th_b)
+        rows.append(row)
+        print(_op_line(row), flush=True)
+    return rows
+
+
+# --- the training step ---------------------------------------------------------------------
+
+def tinyvgg_vgg16(num_classes=10):
+    layers, c_in = [], 3
+    for v in VGG16_CFG:
+        if v == "M":
+            layers.append(nn.MaxPool2x2())
+        else:
+            layers += [nn.Conv3x3(c_in, v), nn.ReLU()]
+            c_in = v
+    layers += [nn.Flatten(), nn.Linear(512, 512), nn.ReLU(), nn.Dropout(0.5),
+               nn.Linear(512, 512), nn.ReLU(), nn.Dropout(0.5), nn.Linear(512, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def torch_vgg16(num_classes=10):
+    tnn = torch.nn
+    layers, c_in = [], 3
+    for v in VGG16_CFG:
+        if v == "M":
+            layers.append(tnn.MaxPool2d(2, 2))
+        else:
+            layers += [tnn.Conv2d(c_in, v, 3, padding=1), tnn.ReLU()]
+            c_in = v
+    layers += [tnn.Flatten(), tnn.Linear(512, 512), tnn.ReLU(), tnn.Dropout(0.5),
+               tnn.Linear(512, 512), tnn.ReLU(), tnn.Dropout(0.5), tnn.Linear(512, num_classes)]
+    return tnn.Sequential(*layers)
+
+
+def bench_training_step(warmup, repeats, lr=0.01):
+    """Forward, loss, backward and an SGD update of VGG-16 on a 32x32 batch of 64."""
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((BATCH, 3, 32, 32)).astype(np.float32)
+    labels = rng.integers(0, 10, BATCH)
+    model = tinyvgg_vgg16()
+    if torch is not None:
+        reference = torch_vgg16()
+        model.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+
+    def ours():
+        loss = F.cross_entropy(model(tv.tensor(images)), labels)
+        model.zero_grad()
+        loss.backward()
+        for p in model.parameters():
+            p.data -= lr * p.grad
+    flops = 3 * sum(2 * BATCH * hw * hw * co * ci * 9 for ci, co, hw in VGG16_CIFAR_CONVS)
+    result = dict(model="VGG-16 (CIFAR head 512-512-10)", batch=BATCH, input="3x32x32",
+                  dtype="float32", approx_flops=flops,
+                  tinyvgg_ms=1e3 * median_seconds(ours, warmup, repeats))
+    if torch is not None:
+        x, y = torch.from_numpy(images), torch.from_numpy(labels)
+
+        def theirs():
+            loss = torch.nn.functional.cross_entropy(reference(x), y)
+            reference.zero_grad()
+            loss.backward()
+            with torch.no_grad():
+                for p in reference.parameters():
+                    p -= lr * p.grad
+        result["torch_ms"] = 1e3 * median_seconds(theirs, warmup, repeats)
+    return result
+
+
+# --- reporting -------------------------------------------------------------------------------
+
+def _ratio(ours_ms, theirs_ms):
+    return theirs_ms / ours_ms if theirs_ms else None
+
+
+def _gflops(flops, ms):
+    return flops / ms / 1e6 if flops else None
+
+
+def _fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def _op_line(r):
+    parts = [f"{r['op']:<34}", f"fwd {r['tinyvgg_fwd_ms']:8.2f} ms", f"bwd {r['tinyvgg_bwd_ms']:8.2f} ms"]
+    if "torch_fwd_ms" in r:
+        parts.append(f"torch fwd {r['torch_fwd_ms']:8.2f} bwd {r['torch_bwd_ms']:8.2f}")
+        parts.append(f"ratio fwd {_ratio(r['tinyvgg_fwd_ms'], r['torch_fwd_ms']):.2f} "
+                     f"bwd {_ratio(r['tinyvgg_bwd_ms'], r['torch_bwd_ms']):.2f}")
+    return "  ".join(parts)
+
+
+def machine_info():
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, cwd=Path(__file__).parent,
+                               check=True).stdout.strip()
+        commit += "+uncommitted" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    blas = "unknown"
+    try:
+        config = np.show_config(mode="dicts")
+        blas = f"{config['Build Dependencies']['blas']['name']} {config['Build Dependencies']['blas']['version']}"
+    except Exception:  # the layout of show_config differs between NumPy versions
+        pass
+    return dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(),
+                numpy=np.__version__, numpy_blas=blas,
+                torch=None if torch is None else torch.__version__,
+                torch_threads=None if torch is None else torch.get_num_threads(),
+                commit=commit, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+
+
+def markdown(report):
+    m = report["machine"]
+    lines = [f"# CPU benchmark: tinyvgg vs PyTorch {m['torch'] or '(not installed)'}", "",
+             f"{m['cpu']}, {m['cores']} cores; NumPy {m['numpy']} ({m['numpy_blas']}); "
+             f"PyTorch threads {m['torch_threads']}; commit {m['commit']}; {m['date']}.", "",
+             f"Median of {report['repeats']} runs after {report['warmup']} warm-up runs. "
+             "Ratio = tinyvgg throughput / PyTorch throughput (higher is better, 1.0 = parity).",
+             "", "## VGG-16 training step (32x32, batch 64, float32)", ""]
+    s = report["training_step"]
+    ips = lambda ms: BATCH / ms * 1e3  # noqa: E731
+    lines += ["| | ms / step | images / s | GFLOP/s (3x conv forward FLOPs) |", "|---|---|---|---|",
+              f"| tinyvgg | {s['tinyvgg_ms']:.1f} | {ips(s['tinyvgg_ms']):.1f} | "
+              f"{_fmt(_gflops(s['approx_flops'], s['tinyvgg_ms']), '.1f')} |"]
+    if "torch_ms" in s:
+        lines += [f"| PyTorch | {s['torch_ms']:.1f} | {ips(s['torch_ms']):.1f} | "
+                  f"{_fmt(_gflops(s['approx_flops'], s['torch_ms']), '.1f')} |", "",
+                  f"**Ratio: {_ratio(s['tinyvgg_ms'], s['torch_ms']):.2f}x PyTorch's throughput.**"]
+    lines += ["", "## Ops (batch 64)", "",
+              "| op | tinyvgg fwd ms | bwd ms | GFLOP/s fwd / bwd | PyTorch fwd ms | bwd ms "
+              "| ratio fwd | ratio bwd |", "|---|---|---|---|---|---|---|---|"]
+    for r in report["ops"]:
+        gf = (f"{_fmt(_gflops(r['fwd_flops'], r['tinyvgg_fwd_ms']), '.0f')} / "
+              f"{_fmt(_gflops(r['bwd_flops'], r['tinyvgg_bwd_ms']), '.0f')}")
+        lines.append(
+            f"| {r['op']} | {r['tinyvgg_fwd_ms']:.2f} | {r['tinyvgg_bwd_ms']:.2f} | {gf} | "
+            f"{_fmt(r.get('torch_fwd_ms'), '.2f')} | {_fmt(r.get('torch_bwd_ms'), '.2f')} | "
+            f"{_fmt(_ratio(r['tinyvgg_fwd_ms'], r.get('torch_fwd_ms')), '.2f')} | "
+            f"{_fmt(_ratio(r['tinyvgg_bwd_ms'], r.get('torch_bwd_ms')), '.2f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="3 repeats, 1 warm-up")
+    parser.add_argument("--no-ops", action="store_true", help="only the training step")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="file stem for the results (default benchmarks/results/cpu-<machine>)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.warmup = 3, 1
+    if torch is None:
+        print("PyTorch is not installed: timing tinyvgg alone (pip install torch for the "
+              "comparison)", file=sys.stderr)
+    report = dict(machine=machine_info(), repeats=args.repeats, warmup=args.warmup)
+    report["ops"] = [] if args.no_ops else bench_ops(args.warmup, args.repeats)
+    report["training_step"] = step = bench_training_step(args.warmup, args.repeats)
+    print(f"VGG-16 training step: tinyvgg {step['tinyvgg_ms']:.1f} ms"
+          + (f", PyTorch {step['torch_ms']:.1f} ms, ratio "
+             f"{_ratio(step['tinyvgg_ms'], step['torch_ms']):.2f}" if "torch_ms" in step else ""))
+    machine = re.sub(r"[^a-z0-9]+", "-", report["machine"]["cpu"].lower()).strip("-")
+    stem = args.out or RESULTS / f"cpu-{machine}-{report['machine']['cores']}cores"
+    atomic_write(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
+    atomic_write(stem.with_suffix(".md"), markdown(report))
+    print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
