@@ -77,9 +77,12 @@ class Module:
         return iter(m for m in self._modules.values() if m is not None)
 
     def named_parameters(self):
+        """Each parameter once, under its first name, even if a layer is used twice."""
+        seen = set()
         for name, module in self.named_modules():
             for pname, p in module._parameters.items():
-                if p is not None:
+                if p is not None and id(p) not in seen:
+                    seen.add(id(p))
                     yield (f"{name}.{pname}" if name else pname), p
 
     def parameters(self):
@@ -105,16 +108,19 @@ class Module:
             p.grad = None
 
     # --- state ------------------------------------------------------------------------
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
-        """Copies of every parameter and buffer as NumPy arrays, by dotted name."""
-        state = OrderedDict()
+    def _state_arrays(self):
+        """(dotted name, array) of every parameter and buffer, module by module, in
+        PyTorch's order; a layer used twice appears under both of its names."""
         for prefix, module in self.named_modules():
             own = [(k, p.data) for k, p in module._parameters.items() if p is not None]
             own += [(k, b) for k, b in module._buffers.items() if b is not None]
             for name, array in own:
-                key = f"{prefix}.{name}" if prefix else name
-                state[key] = np.array(backend.to_numpy(array), copy=True)
-        return state
+                yield (f"{prefix}.{name}" if prefix else name), array
+
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Copies of every parameter and buffer as NumPy arrays, by dotted name."""
+        return OrderedDict((key, np.array(backend.to_numpy(array), copy=True))
+                           for key, array in self._state_arrays())
 
     def load_state_dict(self, state_dict, strict: bool = True) -> None:
         """Copy values into this module's parameters and buffers.
@@ -123,9 +129,7 @@ class Module:
         this module lacks or does not provide are errors too; all problems
         are listed in one message and nothing is loaded unless all is well.
         """
-        own = OrderedDict(self.named_parameters())
-        buffers = OrderedDict(self.named_buffers())
-        targets = {**{k: p.data for k, p in own.items()}, **buffers}
+        targets = OrderedDict(self._state_arrays())
         given = {k: (v.numpy() if isinstance(v, Tensor) else np.asarray(v))
                  for k, v in state_dict.items()}
         missing = [k for k in targets if k not in given]

@@ -17,10 +17,9 @@ from . import checks
 
 
 def relu_naive(x):
-    y = np.empty_like(x)
-    flat_in, flat_out = x.reshape(-1), y.reshape(-1)
-    for i in range(flat_in.size):
-        flat_out[i] = flat_in[i] if flat_in[i] > 0 else 0
+    y = np.empty(x.shape, dtype=x.dtype)
+    for index in np.ndindex(*x.shape):
+        y[index] = x[index] if x[index] > 0 else 0
     return y
 
 

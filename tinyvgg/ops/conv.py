@@ -129,7 +129,7 @@ def conv3x3_rows(x, kernel_rows, bias=None):
 
 
 def _check_conv(op, x, weight, bias, k):
-    checks.floating(op, x=x, weight=weight, bias=bias)
+    checks.floating(op, input=x, weight=weight, bias=bias)
     checks.rank(op, "input", x, 4, "(N, C, H, W)")
     checks.rank(op, "weight", weight, 4, f"(C_out, C_in, {k}, {k})")
     if weight.shape[2:] != (k, k):
@@ -159,7 +159,7 @@ class Conv3x3(Function):
 
     @staticmethod
     def backward(ctx, g):
-        need_x, need_w, need_b = ctx.needs_input_grad
+        need_x, need_w, need_b = (ctx.needs_input_grad + (False,))[:3]  # bias is optional
         g_rows = pixel_rows(g)
         dx = dw = db = None
         if need_x:
@@ -193,7 +193,7 @@ class Conv1x1(Function):
 
     @staticmethod
     def backward(ctx, g):
-        need_x, need_w, need_b = ctx.needs_input_grad
+        need_x, need_w, need_b = (ctx.needs_input_grad + (False,))[:3]  # bias is optional
         N, C_out, H, W = g.shape
         g_rows = pixel_rows(g)
         dx = dw = db = None

@@ -54,7 +54,7 @@ class Linear(Function):
 
     @staticmethod
     def backward(ctx, g):
-        need_x, need_w, need_b = ctx.needs_input_grad
+        need_x, need_w, need_b = (ctx.needs_input_grad + (False,))[:3]  # bias is optional
         g2d = g.reshape(-1, g.shape[-1])
         dx = dw = db = None
         if need_x:

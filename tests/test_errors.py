@@ -1,0 +1,172 @@
+"""Bad input is rejected with the right exception type and a message that names the op
+(or layer) and the expected and actual values."""
+import re
+
+import numpy as np
+import pytest
+
+import tinyvgg as tv
+from helpers import leaf, randn
+from tinyvgg import functional as F
+from tinyvgg import nn
+
+
+def t(*shape, dtype=np.float32):
+    return leaf(randn(0, shape, dtype), requires_grad=False)
+
+
+def raises(exception, *fragments):
+    """pytest.raises for ``exception`` whose message contains every fragment, in order."""
+    return pytest.raises(exception, match="(?s)" + ".*".join(re.escape(f) for f in fragments))
+
+
+def test_conv_rejects_wrong_input_rank():
+    with raises(ValueError, "conv3x3", "input must be 4-D", "got 3-D shape (3, 5, 5)"):
+        F.conv3x3(t(3, 5, 5), t(4, 3, 3, 3))
+
+
+def test_conv_rejects_channel_mismatch():
+    with raises(ValueError, "conv3x3", "input has 2 channels but the weight expects 3",
+                "(4, 3, 3, 3)", "(1, 2, 5, 5)"):
+        F.conv3x3(t(1, 2, 5, 5), t(4, 3, 3, 3))
+
+
+@pytest.mark.parametrize("conv, weight_shape, expected", [
+    (F.conv3x3, (4, 3, 1, 1), "(C_out, C_in, 3, 3)"),
+    (F.conv1x1, (4, 3, 3, 3), "(C_out, C_in, 1, 1)")], ids=["conv3x3", "conv1x1"])
+def test_conv_rejects_weight_of_the_wrong_kernel_size(conv, weight_shape, expected):
+    with raises(ValueError, conv.__name__, expected, f"got {weight_shape}"):
+        conv(t(1, 3, 5, 5), t(*weight_shape))
+
+
+def test_conv_rejects_bias_of_wrong_shape():
+    with raises(ValueError, "conv3x3", "bias must have shape (4,)", "got (3,)"):
+        F.conv3x3(t(1, 3, 5, 5), t(4, 3, 3, 3), t(3))
+
+
+def test_dtype_mix_is_a_type_error():
+    with raises(TypeError, "conv3x3", "share one dtype", "float32", "weight float64"):
+        F.conv3x3(t(1, 3, 5, 5), t(4, 3, 3, 3, dtype=np.float64))
+
+
+@pytest.mark.parametrize("op, name", [(F.relu, "relu"), (F.maxpool2x2, "maxpool2x2"),
+                                      (lambda x: F.dropout(x, 0.5, seed=0), "dropout")],
+                         ids=["relu", "maxpool2x2", "dropout"])
+def test_integer_input_is_a_type_error(op, name):
+    with raises(TypeError, name, "float32 or float64", "int64"):
+        op(tv.tensor(np.ones((1, 1, 2, 2), dtype=np.int64)))
+
+
+def test_array_instead_of_tensor_is_a_type_error():
+    with raises(TypeError, "relu", "Tensor", "ndarray"):
+        F.relu(np.ones(3))
+
+
+def test_linear_rejects_in_features_mismatch():
+    with raises(ValueError, "linear", "in_features = 5", "(2, 5)", "got input shape (4, 6)"):
+        F.linear(t(4, 6), t(2, 5))
+
+
+def test_cross_entropy_rejects_labels_out_of_range():
+    with raises(ValueError, "cross_entropy", "[0, 3)", "[3, -1]"):
+        F.cross_entropy(t(4, 3), np.array([0, 3, 1, -1]))
+
+
+def test_cross_entropy_rejects_float_labels():
+    with raises(TypeError, "cross_entropy", "integers", "float64"):
+        F.cross_entropy(t(2, 3), np.array([0.0, 1.0]))
+
+
+def test_cross_entropy_rejects_wrong_label_shape():
+    with raises(ValueError, "cross_entropy", "shape (4,)", "(4, 3)", "got (4, 1)"):
+        F.cross_entropy(t(4, 3), np.zeros((4, 1), dtype=np.int64))
+
+
+def test_maxpool_rejects_a_1x1_input():
+    with raises(ValueError, "maxpool2x2", "at least 2x2", "(1, 2, 1, 1)"):
+        F.maxpool2x2(t(1, 2, 1, 1))
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5, "0.5", None])
+def test_dropout_rejects_p_outside_0_1(p):
+    with raises(ValueError, "dropout", "[0, 1]", repr(p)):
+        F.dropout(t(2, 3), p, seed=0)
+    with raises(ValueError, "dropout", "[0, 1]", repr(p)):
+        nn.Dropout(p)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5, "7", True])
+def test_dropout_rejects_bad_seed(seed):
+    with raises(ValueError, "dropout", "seed", "[0, 2**64)", repr(seed)):
+        F.dropout(t(2, 3), 0.5, seed=seed)
+
+
+def test_manual_seed_rejects_bad_seed():
+    with raises(ValueError, "manual_seed", "seed", "-3"):
+        tv.manual_seed(-3)
+
+
+@pytest.mark.parametrize("output_size, fragment", [
+    (0, "must be positive, got (0, 0)"), ((2, -1), "must be positive, got (2, -1)"),
+    ("big", "int or a pair of ints, got 'big'"), ((1, 2, 3), "int or a pair of ints")])
+def test_adaptive_pool_rejects_bad_output_size(output_size, fragment):
+    with raises(ValueError, "adaptive_avg_pool2d", fragment):
+        F.adaptive_avg_pool2d(t(1, 2, 4, 4), output_size)
+    with raises(ValueError, "AdaptiveAvgPool2d", fragment):
+        nn.AdaptiveAvgPool2d(output_size)
+
+
+def test_batch_norm_training_needs_more_than_one_value_per_channel():
+    with raises(ValueError, "batch_norm2d", "more than one value per channel", "(1, 3, 1, 1)"):
+        F.batch_norm2d(t(1, 3, 1, 1), training=True)
+
+
+def test_batch_norm_rejects_statistics_of_wrong_shape():
+    with raises(ValueError, "batch_norm2d", "running_mean must have shape (3,)", "got (4,)"):
+        F.batch_norm2d(t(2, 3, 2, 2), np.zeros(4, np.float32), np.ones(3, np.float32))
+
+
+def test_batch_norm_eval_needs_running_statistics():
+    with raises(ValueError, "batch_norm2d", "evaluation mode", "running_mean"):
+        F.batch_norm2d(t(2, 3, 2, 2), training=False)
+
+
+@pytest.mark.parametrize("start_dim", [4, -5])
+def test_flatten_rejects_bad_start_dim(start_dim):
+    with raises(ValueError, "flatten", "start_dim", "4 axes", f"got {start_dim}"):
+        F.flatten(t(1, 2, 3, 4), start_dim)
+
+
+def test_mixed_devices():
+    pytest.skip("only the 'cpu' device exists in this version, so devices cannot be mixed")
+
+
+def test_module_error_names_the_layer():
+    model = nn.Sequential(nn.Conv3x3(3, 8), nn.ReLU(), nn.Linear(8, 2))
+    with raises(ValueError, "Conv3x3(3, 8): conv3x3: input has 4 channels but the weight "
+                "expects 3"):
+        model(t(1, 4, 5, 5))
+
+
+def test_module_error_names_the_innermost_layer_once():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
+    with pytest.raises(ValueError) as caught:
+        model(t(2, 3, 5))
+    message = str(caught.value)
+    assert message.startswith("Linear(in_features=12, out_features=2): linear: ")
+    assert "got input shape (2, 15)" in message
+    assert message.count("Linear(") == 1 and "Sequential" not in message
+
+
+def test_layer_constructors_reject_bad_arguments():
+    with raises(ValueError, "Conv3x3", "in_channels=0"):
+        nn.Conv3x3(0, 4)
+    with raises(TypeError, "Linear", "float32 or float64", "int32"):
+        nn.Linear(2, 3, dtype=np.int32)
+    with raises(ValueError, "BatchNorm2d", "num_features", "0"):
+        nn.BatchNorm2d(0)
+
+
+def test_unknown_device_is_rejected():
+    with raises(ValueError, "unknown device 'tpu'", "cpu"):
+        tv.tensor([1.0], device="tpu")
