@@ -7,9 +7,42 @@ is added here and in each op's device-specific code, not in the public API.
 """
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
+
 import numpy as np
 
 DEVICES = ("cpu",)
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
+
+    A training step allocates and frees the same large arrays (im2col
+    matrices of up to hundreds of MB) over and over. By default glibc hands
+    every block over 32 MB back to the kernel when it is freed, and the next
+    allocation of that size pays a page fault for every 4 KiB page it
+    touches: on the machines measured, that made filling a fresh array about
+    three times slower than refilling a kept one. Raising the mmap and trim
+    thresholds to 1 GiB keeps the blocks in the process heap; the cost is a
+    resident size that stays at its peak, like a GPU caching allocator's.
+    Set TINYVGG_RETURN_FREED_MEMORY=1 to keep glibc's defaults.
+    Returns True when the thresholds were set (Linux with glibc only).
+    """
+    if os.environ.get("TINYVGG_RETURN_FREED_MEMORY") == "1" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    one_gib = ctypes.c_int(1 << 30)
+    return bool(mallopt(M_MMAP_THRESHOLD, one_gib)) and bool(mallopt(M_TRIM_THRESHOLD, one_gib))
+
+
+KEEPS_FREED_MEMORY = keep_freed_memory()
 
 
 def check_device(device: str) -> str:

@@ -231,7 +231,7 @@ class Tensor:
             if tensor.creator is None:
                 # Always a fresh array: an op may return a view, or hand the
                 # same array to two inputs, and .grad must be the leaf's own.
-                tensor.grad = g.copy() if tensor.grad is None else tensor.grad + g
+                tensor.grad = g.copy(order="K") if tensor.grad is None else tensor.grad + g
                 continue
             node = tensor.creator
             input_grads = node.function.backward(node.ctx, g)

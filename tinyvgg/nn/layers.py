@@ -31,7 +31,11 @@ class _Conv(Module):
         _check_dtype(name, dtype)
         self.in_channels, self.out_channels = in_channels, out_channels
         k = self.kernel
-        self.weight = Parameter(_empty((out_channels, in_channels, k, k), dtype))
+        # Stored (Cout, k, k, Cin) in memory, shown as (Cout, Cin, k, k): the memory
+        # order of the im2col columns, so the convolution's matrix product reads
+        # the weight (and writes its gradient) without a transposing copy.
+        kernel_major = _empty((out_channels, k, k, in_channels), dtype)
+        self.weight = Parameter(kernel_major.transpose(0, 3, 1, 2))
         self.bias = Parameter(_empty((out_channels,), dtype)) if bias else None
         init.default_(self.weight, self.bias)
 

@@ -102,7 +102,10 @@ def im2col3x3(x):
 
 
 def kernel_matrix(weight):
-    """(Cout, C, k, k) -> (Cout, k*k*C), columns in the (u, v, c) order of im2col."""
+    """(Cout, C, k, k) -> (Cout, k*k*C), columns in the (u, v, c) order of im2col.
+
+    A view, without copying, when the weight is stored (Cout, k, k, C) in
+    memory, as ``tinyvgg.nn``'s conv layers store it."""
     C_out = weight.shape[0]
     return weight.transpose(0, 2, 3, 1).reshape(C_out, -1)
 
@@ -167,7 +170,6 @@ class Conv3x3(Function):
         if need_w:
             C_out = g.shape[1]
             dw = (g_rows.T @ ctx.rows).reshape(C_out, 3, 3, -1).transpose(0, 3, 1, 2)
-            dw = np.ascontiguousarray(dw)
         if need_b:
             db = g_rows.sum(axis=0)
         return dx, dw, db

@@ -27,12 +27,7 @@ import numpy as np
 
 from ..tensor import Function
 from . import checks
-
-AXES = (0, 2, 3)
-
-
-def _per_channel(v):
-    return v.reshape(1, -1, 1, 1)
+from .conv import from_pixel_rows, pixel_rows
 
 
 def batch_norm2d_naive(x, gamma, beta, eps):
@@ -69,43 +64,57 @@ def _check(x, gamma, beta, running_mean, running_var, training):
 
 
 class BatchNorm2d(Function):
+    """Works on pixel rows (N*H*W, C), a view of channels-last input such as a
+    conv's output, so that every per-channel sum is a fast reduction down
+    contiguous columns and the result stays channels-last for the next layer."""
     name = "batch_norm2d"
 
     @staticmethod
     def forward(ctx, x, gamma, beta, running_mean, running_var, training, momentum, eps):
         _check(x, gamma, beta, running_mean, running_var, training)
+        N, _, H, W = x.shape
+        rows = pixel_rows(x)
         if training:
-            mu, var = x.mean(axis=AXES), x.var(axis=AXES)
+            mu = rows.mean(axis=0)
+            centered = rows - mu
+            var = np.mean(np.square(centered), axis=0)
             if running_mean is not None:
-                m = x.size // x.shape[1]
+                m = rows.shape[0]
                 running_mean *= 1 - momentum
                 running_mean += momentum * mu
                 running_var *= 1 - momentum
                 running_var += momentum * var * (m / (m - 1))
         else:
             mu, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
+            centered = rows - mu
         inv_std = (1 / np.sqrt(var + eps)).astype(x.dtype)
-        x_hat = (x - _per_channel(mu)) * _per_channel(inv_std)
-        y = x_hat if gamma is None else x_hat * _per_channel(gamma)
+        x_hat = np.multiply(centered, inv_std, out=centered)
+        y = x_hat * gamma if gamma is not None else x_hat.copy()
         if beta is not None:
-            y = y + _per_channel(beta)
+            y += beta
         if any(ctx.needs_input_grad):
             ctx.save(x_hat=x_hat, inv_std=inv_std, gamma=gamma, training=training)
-        return y
+        return from_pixel_rows(y, N, H, W)
 
     @staticmethod
     def backward(ctx, g):
         need_x, need_gamma, need_beta = ctx.needs_input_grad[:3]
-        x_hat, inv_std, gamma = ctx.x_hat, ctx.inv_std, ctx.gamma
-        dgamma = (g * x_hat).sum(axis=AXES) if need_gamma else None
-        dbeta = g.sum(axis=AXES) if need_beta else None
+        N, _, H, W = g.shape
+        g_rows, x_hat, inv_std, gamma = pixel_rows(g), ctx.x_hat, ctx.inv_std, ctx.gamma
+        # Both sums are needed for dx in training mode anyway.
+        dbeta = g_rows.sum(axis=0) if need_beta or (need_x and ctx.training) else None
+        dgamma = np.einsum("mc,mc->c", g_rows, x_hat) \
+            if need_gamma or (need_x and ctx.training) else None
         dx = None
         if need_x:
-            dx_hat = g if gamma is None else g * _per_channel(gamma)
+            scale = inv_std if gamma is None else gamma * inv_std
             if ctx.training:
-                dx = (dx_hat - dx_hat.mean(axis=AXES, keepdims=True)
-                      - x_hat * (dx_hat * x_hat).mean(axis=AXES, keepdims=True))
-                dx *= _per_channel(inv_std)
+                # mean(dx_hat) = gamma * dbeta / m and mean(dx_hat * x_hat) = gamma * dgamma / m
+                m = g_rows.shape[0]
+                dx = g_rows - x_hat * (dgamma / m)
+                dx -= dbeta / m
+                dx *= scale
             else:
-                dx = dx_hat * _per_channel(inv_std)
-        return dx, dgamma, dbeta, None, None
+                dx = g_rows * scale
+            dx = from_pixel_rows(dx, N, H, W)
+        return (dx, dgamma if need_gamma else None, dbeta if need_beta else None, None, None)

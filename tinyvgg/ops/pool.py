@@ -112,14 +112,14 @@ def maxpool2x2_fast(x):
     """Returns (y, argmax) like the naive version, with whole-array operations."""
     a, b, c, d = _window_views(x)
     y = np.maximum(np.maximum(a, b), np.maximum(c, d))
-    # Test positions in reverse so that the first maximal one is written last.
-    argmax = np.full(y.shape, 3, dtype=np.uint8)
-    has_nan = bool(np.isnan(y).any())
-    for k, view in ((2, c), (1, b), (0, a)):
-        wins = view == y
-        if has_nan:
-            wins |= np.isnan(view)
-        np.copyto(argmax, k, where=wins)
+    # loses[k] is 1 where position k does not hold the max (a NaN max is held by the NaNs).
+    if np.isnan(y).any():
+        loses_a, loses_b, loses_c = ((v != y) & (v == v) for v in (a, b, c))
+    else:
+        loses_a, loses_b, loses_c = (v != y for v in (a, b, c))
+    loses_a, loses_b, loses_c = (m.view(np.uint8) for m in (loses_a, loses_b, loses_c))
+    # The first winner: 0 if a wins, else 1 if b wins, else 2 if c wins, else 3.
+    argmax = loses_a * (1 + loses_b * (1 + loses_c))
     return y, argmax
 
 
