@@ -64,7 +64,12 @@ def op_cases():
     rng = np.random.default_rng(0)
 
     def randn(*shape):
-        return rng.standard_normal(shape).astype(np.float32)
+        """Random float32 values; activations (4-D, more than 3 channels) come channels-last
+        in memory, as conv outputs are in tinyvgg, so each op sees what it sees in a network."""
+        values = rng.standard_normal(shape).astype(np.float32)
+        if len(shape) == 4 and shape[1] > 3:
+            values = np.ascontiguousarray(values.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        return values
 
     labels = rng.integers(0, 10, BATCH)
     cases = []
@@ -117,9 +122,22 @@ def time_forward_backward(make_inputs, fn, backward_grad, warmup, repeats):
 
     def backward():
         for t in inputs:
-            t.grad = None
+            if t.requires_grad:
+                t.grad = None
         out.backward(grad, retain_graph=True)
     return forward, median_seconds(backward, warmup, repeats)
+
+
+def _needs_grad(array):
+    """Everything but the image input (3 channels) gets a gradient, as in training."""
+    return not (array.ndim == 4 and array.shape[1] == 3)
+
+
+def _like(array, rng):
+    """Random values in ``array``'s memory layout, as the gradient arriving in training is."""
+    grad = np.empty_like(array)
+    grad[...] = rng.standard_normal(array.shape)
+    return grad
 
 
 def bench_ops(warmup, repeats):
@@ -127,14 +145,14 @@ def bench_ops(warmup, repeats):
     for name, fwd_flops, bwd_flops, arrays, ours, theirs in op_cases():
         grad_rng = np.random.default_rng(1)
         ours_f, ours_b = time_forward_backward(
-            lambda: [tv.tensor(a, requires_grad=True) for a in arrays], ours,
-            lambda out: grad_rng.standard_normal(out.shape).astype(np.float32),
-            warmup, repeats)
+            lambda: [tv.tensor(a, requires_grad=_needs_grad(a)) for a in arrays], ours,
+            lambda out: _like(out.data, grad_rng), warmup, repeats)
         row = dict(op=name, fwd_flops=fwd_flops, bwd_flops=bwd_flops,
                    tinyvgg_fwd_ms=1e3 * ours_f, tinyvgg_bwd_ms=1e3 * ours_b)
         if torch is not None:
             th_f, th_b = time_forward_backward(
-                lambda: [torch.tensor(a, requires_grad=True) for a in arrays], theirs,
+                lambda: [torch.tensor(np.ascontiguousarray(a), requires_grad=_needs_grad(a))
+                         for a in arrays], theirs,
                 lambda out: torch.randn(out.shape), warmup, repeats)
             row.update(torch_fwd_ms=1e3 * th_f, torch_bwd_ms=1e3 * th_b)
         rows.append(row)
