@@ -24,6 +24,7 @@ def relu_naive(x):
 
 
 class ReLU(Function):
+    """y = max(x, 0).  Backward: dL/dx = g * [y > 0]."""
     name = "relu"
 
     @staticmethod

@@ -29,6 +29,7 @@ def unbroadcast(grad, shape):
 
 
 class Add(Function):
+    """z = a + b.  Backward: dL/da = g, dL/db = g (summed over broadcast axes)."""
     name = "add"
 
     @staticmethod
@@ -43,6 +44,7 @@ class Add(Function):
 
 
 class Mul(Function):
+    """z = a * b.  Backward: dL/da = g * b, dL/db = g * a (summed over broadcast axes)."""
     name = "mul"
 
     @staticmethod
@@ -64,6 +66,7 @@ class Mul(Function):
 
 
 class Sum(Function):
+    """s = sum(x).  Backward: dL/dx = g everywhere."""
     name = "sum"
 
     @staticmethod
@@ -77,6 +80,7 @@ class Sum(Function):
 
 
 class Cast(Function):
+    """y = x in another dtype.  Backward: dL/dx = g cast back to x's dtype."""
     name = "cast"
 
     @staticmethod

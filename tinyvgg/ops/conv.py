@@ -146,7 +146,10 @@ def _check_conv(op, x, weight, bias, k):
 
 
 class Conv3x3(Function):
-    """3x3 convolution, stride 1, zero padding 1. See the module docstring for the math."""
+    """3x3 convolution, stride 1, zero padding 1.
+
+    Backward: dL/db = sum of g over (n, i, j); dL/dw = g^T @ im2col(x);
+    dL/dx = conv3x3(g) with the kernel turned 180 degrees, in/out swapped."""
     name = "conv3x3"
 
     @staticmethod
@@ -176,7 +179,9 @@ class Conv3x3(Function):
 
 
 class Conv1x1(Function):
-    """1x1 convolution: a linear map of the channels applied at every pixel."""
+    """1x1 convolution: a linear map of the channels applied at every pixel.
+
+    Backward, on pixel rows: dL/dx = g @ W, dL/dw = g^T @ x, dL/db = sum of g."""
     name = "conv1x1"
 
     @staticmethod

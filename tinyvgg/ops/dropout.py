@@ -54,6 +54,7 @@ def dropout_mask(shape, p, seed):
 
 
 class Dropout(Function):
+    """y = x * m / (1 - p).  Backward: dL/dx = g * m / (1 - p)."""
     name = "dropout"
 
     @staticmethod

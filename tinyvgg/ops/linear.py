@@ -31,6 +31,7 @@ def linear_naive(x, weight, bias=None):
 
 
 class Linear(Function):
+    """y = x W^T + b.  Backward: dL/dx = g W, dL/dW = g^T x, dL/db = sum_n g."""
     name = "linear"
 
     @staticmethod

@@ -47,6 +47,9 @@ def check_labels(logits, labels):
 
 
 class CrossEntropy(Function):
+    """L = mean_n (logsumexp(z_n) - z_n[t_n]).
+
+    Backward: dL/dz = (softmax(z) - onehot(t)) / N."""
     name = "cross_entropy"
 
     @staticmethod

@@ -64,7 +64,11 @@ def _check(x, gamma, beta, running_mean, running_var, training):
 
 
 class BatchNorm2d(Function):
-    """Works on pixel rows (N*H*W, C), a view of channels-last input such as a
+    """y = gamma * (x - mu) / sqrt(var + eps) + beta, per channel.
+
+    Backward (training): dL/dx = gamma / sqrt(var + eps) * (g - mean(g) - x_hat * mean(g * x_hat)).
+
+    Works on pixel rows (N*H*W, C), a view of channels-last input such as a
     conv's output, so that every per-channel sum is a fast reduction down
     contiguous columns and the result stays channels-last for the next layer."""
     name = "batch_norm2d"

@@ -129,7 +129,9 @@ def _check_pool_input(op, x):
 
 
 class MaxPool2x2(Function):
-    """2x2 max pooling, stride 2. See the module docstring for the math and the tie rule."""
+    """2x2 max pooling, stride 2 (ties: first max in row-major window order).
+
+    Backward: g goes to the argmax of each window, 0 elsewhere."""
     name = "maxpool2x2"
 
     @staticmethod
@@ -175,7 +177,9 @@ def bin_matrix(in_size, out_size, dtype):
 
 
 class AdaptiveAvgPool2d(Function):
-    """Average pooling to a fixed output size. See the module docstring for the math."""
+    """y = P_h @ x @ P_w^T with PyTorch's adaptive bins.
+
+    Backward: dL/dx = P_h^T @ g @ P_w."""
     name = "adaptive_avg_pool2d"
 
     @staticmethod

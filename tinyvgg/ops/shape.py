@@ -24,6 +24,7 @@ def flatten_naive(x):
 
 
 class Reshape(Function):
+    """y = x with another shape.  Backward: dL/dx = g reshaped back."""
     name = "reshape"
 
     @staticmethod
