@@ -35,6 +35,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..tensor import Function
 from . import checks
+from .linear import affine_rows, affine_rows_backward
 
 
 # --- naive reference: the loops a student writes first ----------------------
@@ -121,16 +122,6 @@ def turned_kernel_rows(w_matrix):
     return turned.transpose(1, 2, 0, 3).reshape(9 * C_out, -1)
 
 
-def conv3x3_rows(x, kernel_rows, bias=None):
-    """y = im2col(x) @ kernel_rows (+ bias) as an NCHW view; returns (y, im2col rows)."""
-    N, _, H, W = x.shape
-    rows = im2col3x3(x)
-    y = rows @ kernel_rows
-    if bias is not None:
-        y += bias
-    return from_pixel_rows(y, N, H, W), rows
-
-
 def _check_conv(op, x, weight, bias, k):
     checks.floating(op, input=x, weight=weight, bias=bias)
     checks.rank(op, "input", x, 4, "(N, C, H, W)")
@@ -155,23 +146,23 @@ class Conv3x3(Function):
     @staticmethod
     def forward(ctx, x, weight, bias=None):
         _check_conv("conv3x3", x, weight, bias, 3)
-        w_matrix = kernel_matrix(weight)
-        y, rows = conv3x3_rows(x, w_matrix.T, bias)
+        N, _, H, W = x.shape
+        w_matrix, rows = kernel_matrix(weight), im2col3x3(x)
         if ctx.needs_input_grad[0]:
             ctx.save(w_matrix=w_matrix)
         if ctx.needs_input_grad[1]:
             ctx.save(rows=rows)
-        return y
+        return from_pixel_rows(affine_rows(rows, w_matrix, bias), N, H, W)
 
     @staticmethod
     def backward(ctx, g):
         need_x, need_w, need_b = (ctx.needs_input_grad + (False,))[:3]  # bias is optional
+        N, C_out, H, W = g.shape
         g_rows = pixel_rows(g)
         dx = dw = db = None
-        if need_x:
-            dx, _ = conv3x3_rows(g, turned_kernel_rows(ctx.w_matrix))
-        if need_w:
-            C_out = g.shape[1]
+        if need_x:  # a 3x3 convolution of g with the turned kernel
+            dx = from_pixel_rows(im2col3x3(g) @ turned_kernel_rows(ctx.w_matrix), N, H, W)
+        if need_w:  # columns (u, v, c) back to (Cout, C, 3, 3)
             dw = (g_rows.T @ ctx.rows).reshape(C_out, 3, 3, -1).transpose(0, 3, 1, 2)
         if need_b:
             db = g_rows.sum(axis=0)
@@ -188,26 +179,16 @@ class Conv1x1(Function):
     def forward(ctx, x, weight, bias=None):
         _check_conv("conv1x1", x, weight, bias, 1)
         N, _, H, W = x.shape
-        rows = pixel_rows(x)
-        y = rows @ kernel_matrix(weight).T
-        if bias is not None:
-            y += bias
-        if ctx.needs_input_grad[0]:
-            ctx.save(weight=weight)
-        if ctx.needs_input_grad[1]:
-            ctx.save(rows=rows)
-        return from_pixel_rows(y, N, H, W)
+        w_matrix, rows = kernel_matrix(weight), pixel_rows(x)
+        ctx.save(w_matrix=w_matrix, rows=rows)
+        return from_pixel_rows(affine_rows(rows, w_matrix, bias), N, H, W)
 
     @staticmethod
     def backward(ctx, g):
         need_x, need_w, need_b = (ctx.needs_input_grad + (False,))[:3]  # bias is optional
         N, C_out, H, W = g.shape
-        g_rows = pixel_rows(g)
-        dx = dw = db = None
-        if need_x:
-            dx = from_pixel_rows(g_rows @ kernel_matrix(ctx.weight), N, H, W)
-        if need_w:
-            dw = (g_rows.T @ ctx.rows).reshape(C_out, -1, 1, 1)
-        if need_b:
-            db = g_rows.sum(axis=0)
+        dx_rows, dw, db = affine_rows_backward(pixel_rows(g), ctx.rows, ctx.w_matrix,
+                                               need_x, need_w, need_b)
+        dx = None if dx_rows is None else from_pixel_rows(dx_rows, N, H, W)
+        dw = None if dw is None else dw.reshape(C_out, -1, 1, 1)
         return dx, dw, db

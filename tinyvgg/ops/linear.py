@@ -30,6 +30,23 @@ def linear_naive(x, weight, bias=None):
     return out
 
 
+def affine_rows(rows, weight, bias=None):
+    """rows @ weight.T + bias for rows (M, in) and weight (out, in): the product every
+    linear and convolution layer comes down to."""
+    y = rows @ weight.T
+    if bias is not None:
+        y += bias
+    return y
+
+
+def affine_rows_backward(g_rows, rows, weight, need_rows, need_weight, need_bias):
+    """(dL/drows, dL/dweight, dL/dbias) of ``affine_rows``, each None unless asked for."""
+    d_rows = g_rows @ weight if need_rows else None
+    d_weight = g_rows.T @ rows if need_weight else None
+    d_bias = g_rows.sum(axis=0) if need_bias else None
+    return d_rows, d_weight, d_bias
+
+
 class Linear(Function):
     """y = x W^T + b.  Backward: dL/dx = g W, dL/dW = g^T x, dL/db = sum_n g."""
     name = "linear"
@@ -44,24 +61,12 @@ class Linear(Function):
                              f"{tuple(x.shape)}")
         checks.bias("linear", bias, weight.shape[0])
         x2d = x.reshape(-1, weight.shape[1])
-        y = x2d @ weight.T
-        if bias is not None:
-            y += bias
-        if ctx.needs_input_grad[0]:
-            ctx.save(weight=weight)
-        if ctx.needs_input_grad[1]:
-            ctx.save(x2d=x2d)
-        return y.reshape(*x.shape[:-1], weight.shape[0])
+        ctx.save(weight=weight, x2d=x2d)
+        return affine_rows(x2d, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
     def backward(ctx, g):
         need_x, need_w, need_b = (ctx.needs_input_grad + (False,))[:3]  # bias is optional
-        g2d = g.reshape(-1, g.shape[-1])
-        dx = dw = db = None
-        if need_x:
-            dx = (g2d @ ctx.weight).reshape(*g.shape[:-1], -1)
-        if need_w:
-            dw = g2d.T @ ctx.x2d
-        if need_b:
-            db = g2d.sum(axis=0)
-        return dx, dw, db
+        dx, dw, db = affine_rows_backward(g.reshape(-1, g.shape[-1]), ctx.x2d, ctx.weight,
+                                          need_x, need_w, need_b)
+        return (None if dx is None else dx.reshape(*g.shape[:-1], -1)), dw, db
