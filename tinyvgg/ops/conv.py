@@ -15,8 +15,8 @@ Backward, with ``g = dL/dy``::
 
 The last line is itself a same-size convolution: of ``g`` with the kernel
 turned by 180 degrees and its in/out channels swapped,
-``w'[c, o, u, v] = w[o, c, k-1-u, k-1-v]``. So the input gradient reuses the
-forward code.
+``w'[c, o, u, v] = w[o, c, k-1-u, k-1-v]``. So the input gradient is computed
+the way the forward pass is: im2col of ``g`` times the turned kernel's matrix.
 
 The fast path turns the convolution into one matrix product. Each output
 pixel ``(n, i, j)`` becomes a row holding the ``k*k*C`` input values it
