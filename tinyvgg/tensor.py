@@ -69,6 +69,11 @@ class Context:
     def save(self, **values) -> None:
         self._saved.update(values)
 
+    def needs(self, n: int) -> tuple[bool, ...]:
+        """``needs_input_grad`` for an op with ``n`` inputs, optional ones included:
+        an input that was not passed (a bias left out) needs no gradient."""
+        return (self.needs_input_grad + (False,) * n)[:n]
+
     def __getattr__(self, name):
         # Only reached when normal attribute lookup fails: i.e. for saved values.
         saved = self.__dict__.get("_saved", {})

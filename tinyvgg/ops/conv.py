@@ -156,7 +156,7 @@ class Conv3x3(Function):
 
     @staticmethod
     def backward(ctx, g):
-        need_x, need_w, need_b = (ctx.needs_input_grad + (False,))[:3]  # bias is optional
+        need_x, need_w, need_b = ctx.needs(3)
         N, C_out, H, W = g.shape
         g_rows = pixel_rows(g)
         dx = dw = db = None
@@ -185,7 +185,7 @@ class Conv1x1(Function):
 
     @staticmethod
     def backward(ctx, g):
-        need_x, need_w, need_b = (ctx.needs_input_grad + (False,))[:3]  # bias is optional
+        need_x, need_w, need_b = ctx.needs(3)
         N, C_out, H, W = g.shape
         dx_rows, dw, db = affine_rows_backward(pixel_rows(g), ctx.rows, ctx.w_matrix,
                                                need_x, need_w, need_b)

@@ -66,7 +66,7 @@ class Linear(Function):
 
     @staticmethod
     def backward(ctx, g):
-        need_x, need_w, need_b = (ctx.needs_input_grad + (False,))[:3]  # bias is optional
+        need_x, need_w, need_b = ctx.needs(3)
         dx, dw, db = affine_rows_backward(g.reshape(-1, g.shape[-1]), ctx.x2d, ctx.weight,
                                           need_x, need_w, need_b)
         return (None if dx is None else dx.reshape(*g.shape[:-1], -1)), dw, db

@@ -102,7 +102,7 @@ class BatchNorm2d(Function):
 
     @staticmethod
     def backward(ctx, g):
-        need_x, need_gamma, need_beta = ctx.needs_input_grad[:3]
+        need_x, need_gamma, need_beta = ctx.needs(3)
         N, _, H, W = g.shape
         g_rows, x_hat, inv_std, gamma = pixel_rows(g), ctx.x_hat, ctx.inv_std, ctx.gamma
         # Both sums are needed for dx in training mode anyway.
