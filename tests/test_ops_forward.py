@@ -12,6 +12,7 @@ from tinyvgg.ops.conv import conv_backward_naive, conv_naive
 from tinyvgg.ops.dropout import dropout_mask_naive
 from tinyvgg.ops.linear import linear_naive
 from tinyvgg.ops.loss import cross_entropy_naive
+from tinyvgg.ops.lrn import local_response_norm_backward_naive, local_response_norm_naive
 from tinyvgg.ops.norm import batch_norm2d_naive
 from tinyvgg.ops.pool import (adaptive_avg_pool2d_naive, maxpool2x2_backward_naive,
                               maxpool2x2_naive)
@@ -162,3 +163,27 @@ def test_cross_entropy_matches_naive(n, classes, scale, dtype, layout, seed):
     loss = F.cross_entropy(leaf(logits, False), labels)
     assert loss.shape == ()
     assert_close(loss, cross_entropy_naive(logits, labels))
+
+
+#: (alpha, beta, k): the default, and settings where the cross-channel term is large
+lrn_params = st.sampled_from([(1e-4, 0.75, 1.0), (0.5, 0.75, 2.0), (2.0, 0.5, 1.0),
+                              (1.0, 1.5, 0.5)])
+
+
+@given(shape=nchw_shapes(max_c=7), size=st.integers(1, 6), params=lrn_params, dtype=dtypes,
+       layout=layouts_4d, seed=seeds)
+def test_local_response_norm_forward_matches_naive(shape, size, params, dtype, layout, seed):
+    x = in_layout(2 * randn(seed, shape, dtype), layout)
+    y = F.local_response_norm(leaf(x, False), size, *params)
+    assert_close(y, local_response_norm_naive(x, size, *params))
+
+
+@given(shape=nchw_shapes(max_c=7), size=st.integers(1, 6), params=lrn_params, dtype=dtypes,
+       layout=layouts_4d, seed=seeds)
+def test_local_response_norm_backward_matches_naive(shape, size, params, dtype, layout, seed):
+    """The naive backward walks each output's window forwards; the fast one sums over the
+    window turned around, which differs from the forward window for even sizes."""
+    x = leaf(in_layout(2 * randn(seed, shape, dtype), layout))
+    g = in_layout(randn(seed + 1, shape, dtype), layout)
+    F.local_response_norm(x, size, *params).backward(g)
+    assert_close(x.grad, local_response_norm_backward_naive(x.numpy(), g, size, *params))

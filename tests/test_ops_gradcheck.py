@@ -8,12 +8,14 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 import tinyvgg as tv
-from helpers import in_layout, layouts, layouts_4d, leaf, randn, rng, seeds, small_nchw_shapes
+from helpers import (in_layout, layouts, layouts_4d, leaf, nchw_shapes, randn, rng, seeds,
+                     small_nchw_shapes)
 from tinyvgg import functional as F
 from tinyvgg.gradcheck import kink_free, tie_free
 from tinyvgg.ops.activation import ReLU
 from tinyvgg.ops.conv import Conv3x3
 from tinyvgg.ops.linear import Linear
+from tinyvgg.ops.lrn import LocalResponseNorm, channel_window_sums
 
 MODES = ("full", "directional")
 mode_param = pytest.mark.parametrize("mode", MODES)
@@ -106,6 +108,17 @@ def test_cross_entropy_gradients(mode, n, classes, layout, seed):
           [leaf(in_layout(3 * randn(seed, (n, classes)), layout))], mode)
 
 
+@mode_param
+@given(shape=nchw_shapes(max_n=2, max_c=6, max_hw=3), size=st.integers(1, 6),
+       alpha=st.sampled_from([0.5, 1.0, 2.0]), layout=layouts_4d, seed=seeds)
+@example(shape=(2, 5, 2, 3), size=3, alpha=2.0, layout="channels_last", seed=0)
+@example(shape=(2, 5, 2, 3), size=4, alpha=2.0, layout="channels_last", seed=0)
+def test_local_response_norm_gradients_for_odd_and_even_sizes(mode, shape, size, alpha, layout,
+                                                              seed):
+    check(lambda x: F.local_response_norm(x, size, alpha=alpha, beta=0.75, k=1.0),
+          [leaf(in_layout(randn(seed, shape), layout))], mode)
+
+
 # --- negative controls: a wrong backward must be caught, named and quantified --------------
 
 class ConvWithScaledInputGrad(Conv3x3):
@@ -135,6 +148,26 @@ class ReLUPassingNegatives(ReLU):
     @staticmethod
     def backward(ctx, g):
         return (g * (ctx.y > 0) + 0.1 * g,)
+
+
+class LocalResponseNormWithoutCrossChannelTerm(LocalResponseNorm):
+    """Treats the divisor as a constant: drops the gradient that flows through it."""
+
+    @staticmethod
+    def backward(ctx, g):
+        return (g * ctx.d ** -ctx.beta,)
+
+
+class LocalResponseNormWithForwardWindow(LocalResponseNorm):
+    """Sums the cross-channel term over the forward window instead of the turned-around
+    one: the same for odd sizes, wrong for even ones."""
+
+    @staticmethod
+    def backward(ctx, g):
+        x, d, size, alpha, beta = ctx.x, ctx.d, ctx.size, ctx.alpha, ctx.beta
+        direct = g * d ** -beta
+        cross = channel_window_sums(direct * x / d, size // 2, (size - 1) // 2)
+        return (direct - (2 * alpha * beta / size) * x * cross,)
 
 
 def conv_inputs():
@@ -207,3 +240,28 @@ def test_gradcheck_rejects_unknown_mode_and_nothing_to_check():
         tv.gradcheck(F.relu, [x], mode="fast")
     with pytest.raises(ValueError, match="requires_grad"):
         tv.gradcheck(F.relu, [leaf(randn(0, (2, 3)), requires_grad=False)])
+
+
+@mode_param
+@pytest.mark.parametrize("op, size", [
+    pytest.param(LocalResponseNormWithoutCrossChannelTerm, 3, id="lrn without cross term, size 3"),
+    pytest.param(LocalResponseNormWithoutCrossChannelTerm, 4, id="lrn without cross term, size 4"),
+    pytest.param(LocalResponseNormWithForwardWindow, 4, id="lrn forward window, even size 4")])
+def test_wrong_local_response_norm_backward_is_caught(mode, op, size):
+    x = leaf(randn(0, (2, 4, 2, 3)))
+    with pytest.raises(tv.GradcheckError) as caught:
+        tv.gradcheck(lambda x: op.apply(x, size=size, alpha=1.0, beta=0.75, k=1.0), {"x": x},
+                     mode=mode)
+    message = str(caught.value)
+    assert "gradcheck failed for x " in message
+    found = re.search(rf"numeric {NUMBER}, analytic {NUMBER}", message)
+    assert found, message
+    assert not np.isclose(*(float(v) for v in found.groups()), rtol=1e-3, atol=1e-6), message
+
+
+@mode_param
+def test_forward_window_backward_is_right_for_odd_sizes(mode):
+    """The even-size control above fails only because of the window's asymmetry."""
+    x = leaf(randn(0, (2, 4, 2, 3)))
+    check(lambda x: LocalResponseNormWithForwardWindow.apply(x, size=3, alpha=1.0, beta=0.75,
+                                                             k=1.0), {"x": x}, mode)

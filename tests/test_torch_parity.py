@@ -141,6 +141,29 @@ def test_batch_norm2d_running_var_uses_the_unbiased_batch_variance():
     np.testing.assert_allclose(var, 0.9 + 0.1 * x.var(axis=(0, 2, 3), ddof=1), rtol=1e-12)
 
 
+@given(shape=nchw_shapes(max_c=7), size=st.integers(1, 6),
+       params=st.sampled_from([(1e-4, 0.75, 1.0), (0.5, 0.75, 2.0), (2.0, 0.5, 1.0)]),
+       dtype=dtypes, layout=layouts_4d, seed=seeds)
+@example(shape=(2, 6, 3, 2), size=4, params=(2.0, 0.5, 1.0), dtype=np.float32,
+         layout="channels_last", seed=0)
+def test_local_response_norm_matches_torch(shape, size, params, dtype, layout, seed):
+    x = 2 * randn(seed, shape, dtype)
+    ours, theirs = leaf(in_layout(x, layout)), torch_leaf(x)
+    y = F.local_response_norm(ours, size, *params)
+    y_torch = TF.local_response_norm(theirs, size, *params)
+    assert_matches_torch(y, y_torch)
+    backward_both(y, y_torch, seed + 1)
+    assert_matches_torch(ours.grad, theirs.grad)
+
+
+@pytest.mark.parametrize("args", [(5,), (2, 0.5, 1.0, 2.0)])
+def test_local_response_norm_layer_matches_torch_repr_and_output(args):
+    x = randn(0, (2, 6, 3, 4))
+    layer, reference = nn.LocalResponseNorm(*args), torch.nn.LocalResponseNorm(*args)
+    assert repr(layer) == repr(reference)
+    assert_matches_torch(layer(tv.tensor(x)), reference(torch.from_numpy(x)))
+
+
 @given(n=st.integers(1, 6), classes=st.integers(1, 7), scale=st.sampled_from([1.0, 40.0]),
        dtype=dtypes, seed=seeds)
 def test_cross_entropy_matches_torch(n, classes, scale, dtype, seed):

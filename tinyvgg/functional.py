@@ -14,13 +14,15 @@ from .ops.conv import Conv1x1, Conv3x3
 from .ops.dropout import Dropout, check_p
 from .ops.linear import Linear
 from .ops.loss import CrossEntropy
+from .ops.lrn import LocalResponseNorm
 from .ops.norm import BatchNorm2d
 from .ops.pool import AdaptiveAvgPool2d, MaxPool2x2
 from .ops.shape import Reshape
 from .tensor import Tensor, _as_tensor
 
 __all__ = ["conv3x3", "conv1x1", "maxpool2x2", "relu", "linear", "flatten",
-           "adaptive_avg_pool2d", "batch_norm2d", "dropout", "cross_entropy", "add", "mul"]
+           "adaptive_avg_pool2d", "batch_norm2d", "local_response_norm", "dropout",
+           "cross_entropy", "add", "mul"]
 
 
 def _check_tensor(op: str, name: str, value) -> Tensor:
@@ -95,6 +97,18 @@ def batch_norm2d(x: Tensor, running_mean=None, running_var=None, weight: Tensor 
     return BatchNorm2d.apply(_check_tensor("batch_norm2d", "input", x), weight, bias,
                              raw(running_mean), raw(running_var), training=bool(training),
                              momentum=float(momentum), eps=float(eps))
+
+
+def local_response_norm(x: Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 1.0) -> Tensor:
+    """Divide each value by ``(k + alpha/size * s)^beta``, where ``s`` sums the squares
+    of ``size`` neighbouring channels at the same pixel (AlexNet's LRN).
+
+    Channel c's window is c - size//2 .. c + (size-1)//2, zero-padded at both
+    ends, with the defaults of ``torch.nn.functional.local_response_norm``.
+    """
+    return LocalResponseNorm.apply(_check_tensor("local_response_norm", "input", x),
+                                   size=size, alpha=alpha, beta=beta, k=k)
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, seed: int | None = None) -> Tensor:

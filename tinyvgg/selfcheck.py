@@ -47,6 +47,12 @@ def op_cases(seed: int = 0):
         ("batch_norm2d (eval)",
          lambda x, w, b: F.batch_norm2d(x, *eval_stats, w, b, training=False),
          [_t(randn(3, 3, 4, 3)), _t(randn(3)), _t(randn(3))]),
+        ("local_response_norm",
+         lambda x: F.local_response_norm(x, 3, alpha=0.5, beta=0.75, k=2.0),
+         [_t(randn(2, 5, 3, 4))]),
+        ("local_response_norm(4)",
+         lambda x: F.local_response_norm(x, 4, alpha=0.5, beta=0.75, k=2.0),
+         [_t(randn(2, 5, 3, 4))]),
         ("dropout", lambda x: F.dropout(x, p=0.5, seed=1234), [_t(randn(4, 25))]),
         ("cross_entropy", lambda z: F.cross_entropy(z, labels), [_t(3 * randn(4, 3))]),
     ]

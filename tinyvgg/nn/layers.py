@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import functional as F
 from ..ops.dropout import check_p
+from ..ops.lrn import check_params as check_lrn_params
 from ..ops.pool import normalize_output_size
 from . import init
 from .module import Module, Parameter
@@ -158,3 +159,19 @@ class BatchNorm2d(Module):
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class LocalResponseNorm(Module):
+    """Local response normalisation across ``size`` neighbouring channels
+    (``torch.nn.LocalResponseNorm``); no parameters."""
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = check_lrn_params(
+            "LocalResponseNorm", size, alpha, beta, k)
+
+    def forward(self, x):
+        return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+
+    def extra_repr(self):
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"

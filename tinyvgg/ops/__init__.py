@@ -9,6 +9,7 @@ the backward:
     shape.py       reshape / flatten
     dropout.py     inverted dropout with a Philox mask
     norm.py        batch_norm2d
+    lrn.py         local_response_norm (across channels)
     loss.py        softmax cross-entropy
     arith.py       add, mul, sum (for losses and penalties)
     checks.py      the input validation they share
