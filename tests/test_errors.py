@@ -50,8 +50,10 @@ def test_dtype_mix_is_a_type_error():
 
 
 @pytest.mark.parametrize("op, name", [(F.relu, "relu"), (F.maxpool2x2, "maxpool2x2"),
-                                      (lambda x: F.dropout(x, 0.5, seed=0), "dropout")],
-                         ids=["relu", "maxpool2x2", "dropout"])
+                                      (lambda x: F.dropout(x, 0.5, seed=0), "dropout"),
+                                      (lambda x: F.local_response_norm(x, 3),
+                                       "local_response_norm")],
+                         ids=["relu", "maxpool2x2", "dropout", "local_response_norm"])
 def test_integer_input_is_a_type_error(op, name):
     with raises(TypeError, name, "float32 or float64", "int64"):
         op(tv.tensor(np.ones((1, 1, 2, 2), dtype=np.int64)))
@@ -143,7 +145,7 @@ def test_mixed_devices():
 
 def test_module_error_names_the_layer():
     model = nn.Sequential(nn.Conv3x3(3, 8), nn.ReLU(), nn.Linear(8, 2))
-    with raises(ValueError, "Conv3x3(3, 8): conv3x3: input has 4 channels but the weight "
+    with raises(ValueError, "Conv3x3(3, 8) at 0: conv3x3: input has 4 channels but the weight "
                 "expects 3"):
         model(t(1, 4, 5, 5))
 
@@ -153,7 +155,7 @@ def test_module_error_names_the_innermost_layer_once():
     with pytest.raises(ValueError) as caught:
         model(t(2, 3, 5))
     message = str(caught.value)
-    assert message.startswith("Linear(in_features=12, out_features=2): linear: ")
+    assert message.startswith("Linear(in_features=12, out_features=2) at 1: linear: ")
     assert "got input shape (2, 15)" in message
     assert message.count("Linear(") == 1 and "Sequential" not in message
 
@@ -170,3 +172,34 @@ def test_layer_constructors_reject_bad_arguments():
 def test_unknown_device_is_rejected():
     with raises(ValueError, "unknown device 'tpu'", "cpu"):
         tv.tensor([1.0], device="tpu")
+
+
+def test_local_response_norm_rejects_wrong_input_rank():
+    with raises(ValueError, "local_response_norm", "input must be 4-D",
+                "got 3-D shape (3, 5, 5)"):
+        F.local_response_norm(t(3, 5, 5), 3)
+
+
+@pytest.mark.parametrize("arguments, fragments", [
+    (dict(size=0), ("size", "positive integer", "got 0")),
+    (dict(size=-2), ("size", "positive integer", "got -2")),
+    (dict(size=2.5), ("size", "positive integer", "got 2.5")),
+    (dict(size=True), ("size", "positive integer", "got True")),
+    (dict(size=3, k=0.0), ("k must be positive", "got 0.0")),
+    (dict(size=3, k=-1), ("k must be positive", "got -1.0")),
+    (dict(size=3, alpha=-0.1), ("alpha must be >= 0", "got -0.1")),
+    (dict(size=3, beta=float("nan")), ("beta must be a finite real number", "got nan")),
+    (dict(size=3, alpha="big"), ("alpha must be a finite real number", "got 'big'"))],
+    ids=["size 0", "size -2", "size 2.5", "size True", "k 0", "k -1", "alpha < 0", "beta nan",
+         "alpha str"])
+def test_local_response_norm_rejects_bad_arguments(arguments, fragments):
+    with raises(ValueError, "local_response_norm", *fragments):
+        F.local_response_norm(t(1, 4, 2, 2), **arguments)
+    with raises(ValueError, "LocalResponseNorm", *fragments):
+        nn.LocalResponseNorm(**arguments)
+
+
+def test_local_response_norm_layer_error_names_the_layer():
+    with raises(ValueError, "LocalResponseNorm(3, alpha=0.0001, beta=0.75, k=1.0): "
+                "local_response_norm: input must be 4-D"):
+        nn.LocalResponseNorm(3)(t(3, 5, 5))

@@ -1,10 +1,13 @@
 """tinyvgg: a from-scratch deep learning engine for studying backprop on VGG networks."""
-from . import functional, nn
+from . import functional, models, nn
 from .gradcheck import GradcheckError, gradcheck
 from .random import manual_seed
+from .serialization import load, save
+from .summary import summary
 from .tensor import Function, Tensor, is_grad_enabled, no_grad, tensor
 
 __version__ = "0.1.0"
 
 __all__ = ["Tensor", "tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck",
-           "GradcheckError", "manual_seed", "functional", "nn", "__version__"]
+           "GradcheckError", "manual_seed", "functional", "nn", "models", "summary", "save",
+           "load", "__version__"]

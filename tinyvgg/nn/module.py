@@ -35,6 +35,7 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
 
     # --- registration ------------------------------------------------------------
     def __setattr__(self, name, value):
@@ -180,14 +181,24 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         try:
-            return self.forward(*args, **kwargs)
+            output = self.forward(*args, **kwargs)
         except (ValueError, TypeError) as error:
-            # Name the innermost layer the bad input reached, once.
-            if getattr(error, "layer", None) is None:
-                error.layer = self
-                error.args = (f"{self._describe()}: {error.args[0]}",) + error.args[1:] \
-                    if error.args else (self._describe(),)
+            _name_the_layer(error, self)
             raise
+        for hook in list(self._forward_hooks.values()):
+            replaced = hook(self, args, output)
+            if replaced is not None:
+                output = replaced
+        return output
+
+    def register_forward_hook(self, hook) -> "HookHandle":
+        """Call ``hook(module, inputs, output)`` after every forward of this module.
+
+        A hook that returns something replaces the output with it. Returns a
+        handle whose ``remove()`` takes the hook off again."""
+        handle = HookHandle(self._forward_hooks)
+        self._forward_hooks[handle.id] = hook
+        return handle
 
     def _describe(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
@@ -203,6 +214,36 @@ class Module:
             child = repr(module).replace("\n", "\n  ")
             lines.append(f"  ({name}): {child}")
         return "\n".join(lines) + "\n)"
+
+
+class HookHandle:
+    _next_id = 0
+
+    def __init__(self, hooks):
+        self.hooks, self.id = hooks, HookHandle._next_id
+        HookHandle._next_id += 1
+
+    def remove(self) -> None:
+        self.hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def _name_the_layer(error, module) -> None:
+    """Prefix the error with the innermost layer the bad input reached and its
+    dotted path, as seen from the outermost module it passed through."""
+    if getattr(error, "layer", None) is None:
+        error.layer, error.layer_path = module, ""
+        error.plain_message = str(error.args[0]) if error.args else ""
+    else:
+        error.layer_path = next((name for name, m in module.named_modules()
+                                 if m is error.layer), error.layer_path)
+    where = f" at {error.layer_path}" if error.layer_path else ""
+    error.args = (f"{error.layer._describe()}{where}: {error.plain_message}",) + error.args[1:]
 
 
 class Sequential(Module):
@@ -224,6 +265,13 @@ class Sequential(Module):
         if isinstance(index, slice):
             return Sequential(*modules[index])
         return modules[index]
+
+    def __setitem__(self, index, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"Sequential: item {index} must be a Module, "
+                            f"got {type(module).__name__}")
+        keys = list(self._modules)
+        setattr(self, keys[index], module)
 
     def __iter__(self):
         return iter(self._modules.values())

@@ -179,13 +179,18 @@ def bin_matrix(in_size, out_size, dtype):
 class AdaptiveAvgPool2d(Function):
     """y = P_h @ x @ P_w^T with PyTorch's adaptive bins.
 
-    Backward: dL/dx = P_h^T @ g @ P_w."""
+    Backward: dL/dx = P_h^T @ g @ P_w.  When the output size is the input's,
+    P_h and P_w are identities and the input is passed through as it is."""
     name = "adaptive_avg_pool2d"
 
     @staticmethod
     def forward(ctx, x, output_size):
         _check_pool_input("adaptive_avg_pool2d", x)
         Ho, Wo = normalize_output_size("adaptive_avg_pool2d", output_size)
+        if (Ho, Wo) == x.shape[2:]:
+            # Every bin is one pixel (VGG's 7x7 pool at 224x224): nothing to compute or store.
+            ctx.save(identity=True)
+            return x
         P_h = bin_matrix(x.shape[2], Ho, x.dtype)
         P_w = bin_matrix(x.shape[3], Wo, x.dtype)
         if ctx.needs_input_grad[0]:
@@ -194,4 +199,6 @@ class AdaptiveAvgPool2d(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if getattr(ctx, "identity", False):
+            return (g,)
         return (ctx.P_h.T @ g @ ctx.P_w,)

@@ -1,0 +1,244 @@
+"""``summary(model, input_shape)``: where a network's memory, parameters and compute sit.
+
+The table is the one the lecture slides draw for VGG-16, computed for any
+model by running one forward pass and recording every layer's output:
+
+* activations: values each layer produces for one image (the slide's
+  "memory"); ReLU and dropout are counted with the layer before them, since
+  they can overwrite it in place (as torchvision's ``ReLU(inplace=True)``
+  does), and a flatten is only a view;
+* params: weights alone (the slide's "not counting biases") and with biases;
+* MACs: multiply-accumulates of the forward pass (one MAC = 2 FLOPs).
+
+A forward pass must hold the activations; training keeps them for the
+backward pass and adds a gradient of each, hence roughly double.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import nn
+from .tensor import Tensor, no_grad
+
+#: layers the slide's accounting folds into the one before (in place, or a view)
+FOLDED = (nn.ReLU, nn.Dropout, nn.Flatten)
+
+SLIDE_CLAIM = "24M x 4 bytes ~ 96MB"
+
+
+@dataclass
+class Row:
+    name: str            # dotted path in the model ("features.0")
+    kind: str            # "conv3-64", "maxpool", "fc-4096", ...
+    shape: tuple         # output shape of one image (C, H, W) or (features,)
+    activations: int     # values in the output, for the whole batch
+    weights: int         # parameters without biases
+    params: int          # parameters with biases
+    macs: int            # forward multiply-accumulates, for the whole batch
+
+
+def _kind(module, output_shape) -> str:
+    if isinstance(module, nn.Conv3x3):
+        return f"conv3-{module.out_channels}"
+    if isinstance(module, nn.Conv1x1):
+        return f"conv1-{module.out_channels}"
+    if isinstance(module, nn.Linear):
+        return f"fc-{module.out_features}"
+    if isinstance(module, nn.MaxPool2x2):
+        return "maxpool"
+    if isinstance(module, nn.BatchNorm2d):
+        return "batchnorm"
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        return "avgpool"
+    if isinstance(module, nn.LocalResponseNorm):
+        return "lrn"
+    return type(module).__name__.lower()
+
+
+def _macs(module, output_shape) -> int:
+    batch_and_pixels = int(np.prod(output_shape)) // output_shape[1] if len(output_shape) > 1 \
+        else 1
+    if isinstance(module, (nn.Conv3x3, nn.Conv1x1)):
+        return batch_and_pixels * module.out_channels * module.in_channels * module.kernel ** 2
+    if isinstance(module, nn.Linear):
+        return int(np.prod(output_shape[:-1])) * module.in_features * module.out_features
+    return 0
+
+
+def _param_counts(module) -> tuple[int, int]:
+    params = [(name, p) for name, p in module._parameters.items() if p is not None]
+    total = sum(p.data.size for _, p in params)
+    biases = sum(p.data.size for name, p in params if name == "bias")
+    return total - biases, total
+
+
+def _leaf_names(model):
+    return {id(m): name for name, m in model.named_modules() if not m._modules}
+
+
+class Summary:
+    """Per-layer rows and totals for one input shape; ``str()`` gives the table."""
+
+    def __init__(self, model, input_shape, dtype, rows):
+        self.model_name = getattr(model, "name", type(model).__name__)
+        self.input_shape, self.dtype, self.rows = tuple(input_shape), np.dtype(dtype), rows
+        self.batch = input_shape[0]
+
+    # --- totals (for the whole batch) ---------------------------------------------
+    @property
+    def activations(self) -> int:
+        return sum(r.activations for r in self.rows)
+
+    @property
+    def activation_bytes(self) -> int:
+        return self.activations * self.dtype.itemsize
+
+    @property
+    def training_bytes(self) -> int:
+        """Activations kept for backward plus one gradient of each: about twice the forward."""
+        return 2 * self.activation_bytes
+
+    @property
+    def params(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    @property
+    def weights(self) -> int:
+        return sum(r.weights for r in self.rows)
+
+    @property
+    def macs(self) -> int:
+        return sum(r.macs for r in self.rows)
+
+    def share(self, attribute, kinds) -> float:
+        total = sum(getattr(r, attribute) for r in self.rows)
+        part = sum(getattr(r, attribute) for r in self.rows if r.kind.startswith(kinds))
+        return part / total if total else 0.0
+
+    def to_dict(self) -> dict:
+        return {"model": self.model_name, "input_shape": list(self.input_shape),
+                "dtype": self.dtype.name,
+                "rows": [dict(r.__dict__, shape=list(r.shape)) for r in self.rows],
+                "activations": self.activations, "activation_bytes": self.activation_bytes,
+                "training_bytes": self.training_bytes, "params": self.params,
+                "weights": self.weights, "macs": self.macs}
+
+    # --- the table -------------------------------------------------------------------
+    def __str__(self) -> str:
+        header = ("layer", "type", "output", "activations", "memory", "weights",
+                  "params (+bias)", "MACs")
+        lines = []
+        for r in self.rows:
+            lines.append((r.name, r.kind, "x".join(map(str, r.shape)), f"{r.activations:,}",
+                          _bytes(r.activations * self.dtype.itemsize),
+                          f"{r.weights:,}" if r.params else "-",
+                          f"{r.params:,}" if r.params else "-",
+                          _count(r.macs) if r.macs else "-"))
+        lines.append(("total", "", "", f"{self.activations:,}", _bytes(self.activation_bytes),
+                      f"{self.weights:,}", f"{self.params:,}", _count(self.macs)))
+        widths = [max(len(line[i]) for line in [header] + lines) for i in range(len(header))]
+        left = {0, 1, 2}
+
+        def fmt(line):
+            return "  ".join(cell.ljust(w) if i in left else cell.rjust(w)
+                             for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
+        rule = "-" * len(fmt(header))
+        per = "per image" if self.batch == 1 else f"for a batch of {self.batch}"
+        shape = "x".join(map(str, self.input_shape[1:]))
+        table = [f"{self.model_name}, input {shape}, {self.dtype.name}, {per}", rule,
+                 fmt(header), rule] + [fmt(line) for line in lines[:-1]] + [rule, fmt(lines[-1])]
+        conv_params = self.share("params", ("conv",))
+        fc_params = self.share("params", ("fc",))
+        half = _half_point(self.rows)
+        notes = [
+            "",
+            f"Forward memory: {self.activations:,} activation values x {self.dtype.itemsize} "
+            f"bytes = {_bytes(self.activation_bytes)} {per} (input and every layer output "
+            "counted once).",
+            f"Training: roughly double, about {_bytes(self.training_bytes)}: the activations "
+            "stay for the backward pass and each gets a gradient.",
+            f"Parameters: {self.params:,} ({self.weights:,} without biases) = "
+            f"{_bytes(self.params * self.dtype.itemsize)}.",
+            f"Compute: {_count(self.macs)} multiply-accumulates ({_count(2 * self.macs)} "
+            f"FLOPs) forward {per}.",
+            f"Memory sits early: half of the activations are in the first {half[0]} of "
+            f"{len(self.rows)} rows (up to {half[1]}); convolutions produce "
+            f"{self.share('activations', ('conv',)):.0%} of them.",
+            f"Parameters sit late: the FC layers hold {fc_params:.1%} of them, the "
+            f"convolutions {conv_params:.1%}.",
+        ]
+        if self.model_name.startswith("vgg16") and self.input_shape[1:] == (3, 224, 224):
+            notes.append(
+                f"The slide total \"{SLIDE_CLAIM}\" overcounts: its own rows add up to "
+                f"{self.activations / 1e6:.1f}M values, {self.activation_bytes / 1e6:.0f} MB "
+                f"({_bytes(self.activation_bytes)}).")
+        return "\n".join(table + notes)
+
+    __repr__ = __str__
+
+
+def _half_point(rows):
+    total, running = sum(r.activations for r in rows), 0
+    for i, r in enumerate(rows, 1):
+        running += r.activations
+        if 2 * running >= total:
+            return i, r.name
+    return len(rows), rows[-1].name if rows else ""
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _count(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def summary(model, input_shape, dtype=None) -> Summary:
+    """The per-layer table of ``model`` on inputs of ``input_shape``: (C, H, W) for one
+    image, or (N, C, H, W). Runs one forward pass (no gradients, eval mode)."""
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 3:
+        shape = (1,) + shape
+    if len(shape) != 4 or min(shape) < 1:
+        raise ValueError(f"summary: input_shape must be (C, H, W) or (N, C, H, W) with "
+                         f"positive sizes, got {tuple(input_shape)}")
+    if dtype is None:
+        dtype = next((p.dtype for p in model.parameters()), np.float32)
+    names = _leaf_names(model)
+    rows = [Row("input", "input", shape[1:], int(np.prod(shape)), 0, 0, 0)]
+    seen = set()
+
+    def record(module, inputs, output):
+        if not isinstance(output, Tensor) or id(module) not in names:
+            return
+        weights, params = (0, 0) if id(module) in seen else _param_counts(module)
+        seen.add(id(module))
+        passthrough = output.data is getattr(inputs[0], "data", None)
+        if isinstance(module, FOLDED) or passthrough:
+            rows[-1].kind += f", {_kind(module, output.shape)}"
+            return
+        rows.append(Row(names[id(module)], _kind(module, output.shape), tuple(output.shape[1:]),
+                        int(np.prod(output.shape)), weights, params,
+                        _macs(module, output.shape)))
+
+    handles = [m.register_forward_hook(record) for name, m in model.named_modules()
+               if not m._modules]
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            model(Tensor(np.zeros(shape, dtype=dtype)))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return Summary(model, shape, dtype, rows)
