@@ -1,6 +1,8 @@
-"""CPU benchmark: every op, forward and backward, and a VGG-16 training step, against PyTorch.
+"""CPU benchmark: every op, forward and backward, and VGG-16 steps, against PyTorch.
 
-Shapes are those of VGG-16 on CIFAR-size input (32x32, batch 64, float32).
+Op shapes are those of VGG-16 on CIFAR-size input (32x32, batch 64, float32);
+the whole network runs at that size (a training step) and at ImageNet size
+(the full 138M-parameter VGG-16, 224x224, batch 2, forward and backward).
 Each measurement is the median of ``--repeats`` runs after ``--warmup`` runs;
 PyTorch (oneDNN) runs in the same process on the same inputs, and the ratio
 column is tinyvgg's throughput over PyTorch's (1.0 = same speed, higher is
@@ -43,8 +45,6 @@ VGG16_CIFAR_CONVS = [(3, 64, 32), (64, 64, 32), (64, 128, 16), (128, 128, 16),
                      (128, 256, 8), (256, 256, 8), (256, 256, 8),
                      (256, 512, 4), (512, 512, 4), (512, 512, 4),
                      (512, 512, 2), (512, 512, 2), (512, 512, 2)]
-VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
-             512, 512, 512, "M", 512, 512, 512, "M"]
 
 
 def median_seconds(fn, warmup, repeats):
@@ -163,53 +163,55 @@ def bench_ops(warmup, repeats):
 
 # --- the training step ---------------------------------------------------------------------
 
-def tinyvgg_vgg16(num_classes=10):
-    layers, c_in = [], 3
-    for v in VGG16_CFG:
-        if v == "M":
-            layers.append(nn.MaxPool2x2())
-        else:
-            layers += [nn.Conv3x3(c_in, v), nn.ReLU()]
-            c_in = v
-    layers += [nn.Flatten(), nn.Linear(512, 512), nn.ReLU(), nn.Dropout(0.5),
-               nn.Linear(512, 512), nn.ReLU(), nn.Dropout(0.5), nn.Linear(512, num_classes)]
-    return nn.Sequential(*layers)
-
-
-def torch_vgg16(num_classes=10):
+def torch_vgg16(head, num_classes):
+    """torchvision's VGG-16 layout (features / avgpool / classifier) in PyTorch, with the
+    classifier of ``tinyvgg.models.vgg16(head=head)`` so that state_dicts carry over."""
     tnn = torch.nn
     layers, c_in = [], 3
-    for v in VGG16_CFG:
+    for v in tv.models.cfgs["D"]:
         if v == "M":
             layers.append(tnn.MaxPool2d(2, 2))
         else:
-            layers += [tnn.Conv2d(c_in, v, 3, padding=1), tnn.ReLU()]
+            layers += [tnn.Conv2d(c_in, v, 3, padding=1), tnn.ReLU(inplace=True)]
             c_in = v
-    layers += [tnn.Flatten(), tnn.Linear(512, 512), tnn.ReLU(), tnn.Dropout(0.5),
-               tnn.Linear(512, 512), tnn.ReLU(), tnn.Dropout(0.5), tnn.Linear(512, num_classes)]
-    return tnn.Sequential(*layers)
+    pool, hidden = (7, 4096) if head == "imagenet" else (1, 512)
+    model = tnn.Module()
+    model.features = tnn.Sequential(*layers)
+    model.avgpool = tnn.AdaptiveAvgPool2d(pool)
+    model.classifier = tnn.Sequential(
+        tnn.Linear(512 * pool * pool, hidden), tnn.ReLU(True), tnn.Dropout(0.5),
+        tnn.Linear(hidden, hidden), tnn.ReLU(True), tnn.Dropout(0.5),
+        tnn.Linear(hidden, num_classes))
+    model.forward = lambda x: model.classifier(torch.flatten(model.avgpool(model.features(x)), 1))
+    return model
 
 
-def bench_training_step(warmup, repeats, lr=0.01):
-    """Forward, loss, backward and an SGD update of VGG-16 on a 32x32 batch of 64."""
+def bench_training_step(warmup, repeats, head="compact", batch=BATCH, size=32, num_classes=10,
+                        lr=0.01):
+    """Forward, loss, backward and an SGD update of VGG-16 (``lr=None``: no update)."""
     rng = np.random.default_rng(0)
-    images = rng.standard_normal((BATCH, 3, 32, 32)).astype(np.float32)
-    labels = rng.integers(0, 10, BATCH)
-    model = tinyvgg_vgg16()
+    images = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+    labels = rng.integers(0, num_classes, batch)
+    model = tv.models.vgg16(head=head, num_classes=num_classes)
     if torch is not None:
-        reference = torch_vgg16()
+        reference = torch_vgg16(head, num_classes)
         model.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
 
     def ours():
         loss = F.cross_entropy(model(tv.tensor(images)), labels)
         model.zero_grad()
         loss.backward()
-        for p in model.parameters():
-            p.data -= lr * p.grad
-    flops = 3 * sum(2 * BATCH * hw * hw * co * ci * 9 for ci, co, hw in VGG16_CIFAR_CONVS)
-    result = dict(model="VGG-16 (CIFAR head 512-512-10)", batch=BATCH, input="3x32x32",
-                  dtype="float32", approx_flops=flops,
-                  tinyvgg_ms=1e3 * median_seconds(ours, warmup, repeats))
+        if lr is not None:
+            for p in model.parameters():
+                p.data -= lr * p.grad
+    summary = tv.summary(model, (batch, 3, size, size))
+    convs = sum(r.macs for r in summary.rows if r.kind.startswith("conv"))
+    first = summary.rows[1].macs  # its backward computes no input gradient
+    flops = 2 * (3 * convs - first + 3 * (summary.macs - convs))
+    head_name = "torchvision head 25088-4096-4096" if head == "imagenet" else "head 512-512"
+    result = dict(model=f"VGG-16 ({head_name}-{num_classes})", batch=batch,
+                  input=f"3x{size}x{size}", dtype="float32", sgd_update=lr is not None,
+                  approx_flops=flops, tinyvgg_ms=1e3 * median_seconds(ours, warmup, repeats))
     if torch is not None:
         x, y = torch.from_numpy(images), torch.from_numpy(labels)
 
@@ -217,11 +219,18 @@ def bench_training_step(warmup, repeats, lr=0.01):
             loss = torch.nn.functional.cross_entropy(reference(x), y)
             reference.zero_grad()
             loss.backward()
-            with torch.no_grad():
-                for p in reference.parameters():
-                    p -= lr * p.grad
+            if lr is not None:
+                with torch.no_grad():
+                    for p in reference.parameters():
+                        p -= lr * p.grad
         result["torch_ms"] = 1e3 * median_seconds(theirs, warmup, repeats)
     return result
+
+
+def bench_imagenet_step(warmup, repeats):
+    """Forward and backward of the full VGG-16 (138M parameters) on two 224x224 images."""
+    return bench_training_step(warmup, repeats, head="imagenet", batch=2, size=224,
+                               num_classes=1000, lr=None)
 
 
 # --- reporting -------------------------------------------------------------------------------
@@ -278,23 +287,33 @@ def machine_info():
                 commit=commit, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
 
 
+def _step_table(s):
+    ips = lambda ms: s["batch"] / ms * 1e3  # noqa: E731
+    lines = [f"{s['model']}.", "",
+             "| | ms / step | images / s | GFLOP/s (forward + backward FLOPs) |",
+             "|---|---|---|---|",
+             f"| tinyvgg | {s['tinyvgg_ms']:.1f} | {ips(s['tinyvgg_ms']):.1f} | "
+             f"{_fmt(_gflops(s['approx_flops'], s['tinyvgg_ms']), '.1f')} |"]
+    if "torch_ms" in s:
+        lines += [f"| PyTorch | {s['torch_ms']:.1f} | {ips(s['torch_ms']):.1f} | "
+                  f"{_fmt(_gflops(s['approx_flops'], s['torch_ms']), '.1f')} |", "",
+                  f"**Ratio: {_ratio(s['tinyvgg_ms'], s['torch_ms']):.2f}x PyTorch's throughput.**"]
+    return lines
+
+
 def markdown(report):
     m = report["machine"]
     lines = [f"# CPU benchmark: tinyvgg vs PyTorch {m['torch'] or '(not installed)'}", "",
              f"{m['cpu']}, {m['cores']} cores; NumPy {m['numpy']} ({m['numpy_blas']}); "
              f"PyTorch threads {m['torch_threads']}; commit {m['commit']}; {m['date']}.", "",
              f"Median of {report['repeats']} runs after {report['warmup']} warm-up runs. "
-             "Ratio = tinyvgg throughput / PyTorch throughput (higher is better, 1.0 = parity).",
-             "", "## VGG-16 training step (32x32, batch 64, float32)", ""]
-    s = report["training_step"]
-    ips = lambda ms: BATCH / ms * 1e3  # noqa: E731
-    lines += ["| | ms / step | images / s | GFLOP/s (3x conv forward FLOPs) |", "|---|---|---|---|",
-              f"| tinyvgg | {s['tinyvgg_ms']:.1f} | {ips(s['tinyvgg_ms']):.1f} | "
-              f"{_fmt(_gflops(s['approx_flops'], s['tinyvgg_ms']), '.1f')} |"]
-    if "torch_ms" in s:
-        lines += [f"| PyTorch | {s['torch_ms']:.1f} | {ips(s['torch_ms']):.1f} | "
-                  f"{_fmt(_gflops(s['approx_flops'], s['torch_ms']), '.1f')} |", "",
-                  f"**Ratio: {_ratio(s['tinyvgg_ms'], s['torch_ms']):.2f}x PyTorch's throughput.**"]
+             "Ratio = tinyvgg throughput / PyTorch throughput (higher is better, 1.0 = parity)."]
+    for key, title in (("training_step", "VGG-16 training step (32x32, batch 64, float32, "
+                                         "forward + backward + SGD update)"),
+                       ("imagenet_step", "Full VGG-16 at ImageNet size (224x224, batch 2, "
+                                         "float32, forward + backward)")):
+        if key in report:
+            lines += ["", f"## {title}", ""] + _step_table(report[key])
     lines += ["", "## Ops (batch 64)", "",
               "| op | tinyvgg fwd ms | bwd ms | GFLOP/s fwd / bwd | PyTorch fwd ms | bwd ms "
               "| ratio fwd | ratio bwd |", "|---|---|---|---|---|---|---|---|"]
@@ -315,7 +334,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="3 repeats, 1 warm-up")
-    parser.add_argument("--no-ops", action="store_true", help="only the training step")
+    parser.add_argument("--no-ops", action="store_true", help="only the whole-network steps")
+    parser.add_argument("--no-imagenet", action="store_true",
+                        help="skip the full VGG-16 at 224x224")
     parser.add_argument("--out", type=Path, default=None,
                         help="file stem for the results (default benchmarks/results/cpu-<machine>)")
     args = parser.parse_args(argv)
@@ -326,10 +347,17 @@ def main(argv=None):
               "comparison)", file=sys.stderr)
     report = dict(machine=machine_info(), repeats=args.repeats, warmup=args.warmup)
     report["ops"] = [] if args.no_ops else bench_ops(args.warmup, args.repeats)
-    report["training_step"] = step = bench_training_step(args.warmup, args.repeats)
-    print(f"VGG-16 training step: tinyvgg {step['tinyvgg_ms']:.1f} ms"
-          + (f", PyTorch {step['torch_ms']:.1f} ms, ratio "
-             f"{_ratio(step['tinyvgg_ms'], step['torch_ms']):.2f}" if "torch_ms" in step else ""))
+    report["training_step"] = bench_training_step(args.warmup, args.repeats)
+    if not args.no_imagenet:
+        report["imagenet_step"] = bench_imagenet_step(args.warmup, args.repeats)
+    for key in ("training_step", "imagenet_step"):
+        if key in report:
+            step = report[key]
+            print(f"{step['model']}, {step['input']}, batch {step['batch']}: tinyvgg "
+                  f"{step['tinyvgg_ms']:.1f} ms" + (
+                      f", PyTorch {step['torch_ms']:.1f} ms, ratio "
+                      f"{_ratio(step['tinyvgg_ms'], step['torch_ms']):.2f}"
+                      if "torch_ms" in step else ""), flush=True)
     machine = re.sub(r"[^a-z0-9]+", "-", report["machine"]["cpu"].lower()).strip("-")
     stem = args.out or RESULTS / f"cpu-{machine}-{report['machine']['cores']}cores"
     atomic_write(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")

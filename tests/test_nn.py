@@ -258,3 +258,26 @@ def test_manual_seed_makes_initialisation_reproducible():
     a = nn.Conv3x3(3, 4).weight.numpy().copy()
     tv.manual_seed(5)
     np.testing.assert_array_equal(nn.Conv3x3(3, 4).weight.numpy(), a)
+
+
+def test_forward_hooks_see_each_call_can_replace_the_output_and_come_off():
+    layer = nn.ReLU()
+    calls = []
+    handle = layer.register_forward_hook(lambda m, inputs, out: calls.append((m, inputs, out)))
+    x = tv.tensor(np.array([-1.0, 2.0]))
+    y = layer(x)
+    assert calls == [(layer, (x,), y)]
+    with layer.register_forward_hook(lambda m, inputs, out: out * 2):
+        np.testing.assert_array_equal(layer(x).numpy(), [0.0, 4.0])
+    np.testing.assert_array_equal(layer(x).numpy(), [0.0, 2.0])
+    handle.remove()
+    layer(x)
+    assert len(calls) == 3 and not layer._forward_hooks
+
+
+def test_sequential_item_assignment_keeps_the_name():
+    model = nn.Sequential(nn.ReLU(), nn.Linear(2, 3))
+    model[1] = nn.Linear(2, 4)
+    assert [k for k, _ in model.named_parameters()] == ["1.weight", "1.bias"]
+    with pytest.raises(TypeError, match="Sequential: item 0 must be a Module"):
+        model[0] = "relu"

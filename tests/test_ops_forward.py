@@ -187,3 +187,12 @@ def test_local_response_norm_backward_matches_naive(shape, size, params, dtype, 
     g = in_layout(randn(seed + 1, shape, dtype), layout)
     F.local_response_norm(x, size, *params).backward(g)
     assert_close(x.grad, local_response_norm_backward_naive(x.numpy(), g, size, *params))
+
+
+def test_adaptive_avg_pool2d_to_its_own_size_passes_the_input_through():
+    x = leaf(in_layout(randn(0, (2, 3, 7, 7)), "channels_last"))
+    y = F.adaptive_avg_pool2d(x, 7)
+    assert y.data is x.data
+    g = randn(1, (2, 3, 7, 7))
+    y.backward(g)
+    np.testing.assert_array_equal(x.grad, g)
