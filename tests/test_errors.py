@@ -139,10 +139,6 @@ def test_flatten_rejects_bad_start_dim(start_dim):
         F.flatten(t(1, 2, 3, 4), start_dim)
 
 
-def test_mixed_devices():
-    pytest.skip("only the 'cpu' device exists in this version, so devices cannot be mixed")
-
-
 def test_module_error_names_the_layer():
     model = nn.Sequential(nn.Conv3x3(3, 8), nn.ReLU(), nn.Linear(8, 2))
     with raises(ValueError, "Conv3x3(3, 8) at 0: conv3x3: input has 4 channels but the weight "

@@ -172,11 +172,6 @@ def test_to_float64_casts_parameters_and_float_buffers_only():
     assert model(images(np.float64)).dtype == np.float64
 
 
-def test_to_cuda_raises_a_clear_error():
-    with pytest.raises(ValueError, match=r"'cuda'.*CPU only.*cpu"):
-        small_model().to("cuda")
-
-
 def test_batch_norm_counts_batches_only_in_training():
     bn = nn.BatchNorm2d(3)
     x = images()

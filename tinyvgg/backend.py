@@ -1,9 +1,10 @@
 """Devices and their array libraries.
 
-Every tensor lives on one device. ``"cpu"`` arrays are NumPy arrays. The
-rest of the engine asks this module which device an array is on and never
-checks array types itself, so a second backend (CuPy arrays for ``"cuda"``)
-is added here and in each op's device-specific code, not in the public API.
+Every tensor lives on one device: ``"cpu"`` arrays are NumPy arrays,
+``"cuda"`` arrays are CuPy arrays on the current GPU. The rest of the
+engine asks this module which device an array is on and never checks array
+types itself. CuPy is imported only when a GPU is asked for, so the CPU
+path needs nothing but NumPy.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sys
 
 import numpy as np
 
-DEVICES = ("cpu",)
+DEVICES = ("cpu", "cuda")
 
 
 def keep_freed_memory() -> bool:
@@ -45,43 +46,88 @@ def keep_freed_memory() -> bool:
 KEEPS_FREED_MEMORY = keep_freed_memory()
 
 
+class DeviceUnavailableError(RuntimeError):
+    """``"cuda"`` was asked for on a machine that cannot provide it."""
+
+
+GPU_INSTALL_HINT = ('install the GPU extra with  pip install -e ".[gpu]"  (CuPy for CUDA 12; '
+                    'for CUDA 13 use  pip install cupy-cuda13x)')
+
+
+def cupy_module():
+    """CuPy, once it is known to see a GPU; a clear error saying what is missing otherwise."""
+    try:
+        import cupy
+    except ImportError:
+        raise DeviceUnavailableError(f"device 'cuda': CuPy is not installed; "
+                                     f"{GPU_INSTALL_HINT}") from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # no driver, or a driver too old for this CuPy
+        raise DeviceUnavailableError(f"device 'cuda': no usable NVIDIA GPU was found "
+                                     f"(CUDA runtime: {error})") from None
+    if count == 0:
+        raise DeviceUnavailableError("device 'cuda': no NVIDIA GPU was found")
+    return cupy
+
+
+def gpu_available() -> bool:
+    try:
+        cupy_module()
+        return True
+    except DeviceUnavailableError:
+        return False
+
+
 def check_device(device: str) -> str:
     if not isinstance(device, str):
-        raise TypeError(f"device: expected a string such as 'cpu', got {device!r}")
-    if device == "cuda" or device.startswith("cuda:"):
-        raise ValueError(f"device {device!r}: this version of tinyvgg runs on the CPU only; "
-                         f"available devices: {', '.join(DEVICES)}")
+        raise TypeError(f"device: expected a string such as 'cpu' or 'cuda', got {device!r}")
     if device not in DEVICES:
+        hint = " (the current GPU is 'cuda'; select another with CUDA_VISIBLE_DEVICES)" \
+            if device.startswith("cuda:") else ""
         raise ValueError(f"device: unknown device {device!r}; available devices: "
-                         f"{', '.join(DEVICES)}")
+                         f"{', '.join(DEVICES)}{hint}")
+    if device == "cuda":
+        cupy_module()
     return device
+
+
+def _is_cupy(array) -> bool:
+    return type(array).__module__.startswith("cupy")
 
 
 def device_of(array) -> str:
     if isinstance(array, np.ndarray):
         return "cpu"
-    raise TypeError(f"tensor data must be an array of a supported device, got {type(array).__name__}")
+    if _is_cupy(array):
+        return "cuda"
+    raise TypeError(f"tensor data must be a NumPy (cpu) or CuPy (cuda) array, "
+                    f"got {type(array).__name__}")
 
 
 def array_module(array):
-    """The array library (``numpy``) that operates on ``array``."""
-    device_of(array)
-    return np
+    """The array library (``numpy`` or ``cupy``) that operates on ``array``."""
+    return np if device_of(array) == "cpu" else cupy_module()
 
 
 def move(array, device: str):
     """``array`` on ``device`` (the same object when it is already there)."""
     check_device(device)
-    return array
+    if device_of(array) == device:
+        return array
+    if device == "cuda":
+        return cupy_module().asarray(array)
+    return array.get()
 
 
 def to_numpy(array) -> np.ndarray:
-    return array
+    return array.get() if _is_cupy(array) else array
 
 
 def common_device(op_name: str, devices) -> str:
     """The one device all inputs of an op share; mixing devices is an error."""
     unique = sorted(set(devices))
     if len(unique) > 1:
-        raise ValueError(f"{op_name}: all inputs must be on the same device, got {unique}")
+        raise ValueError(f"{op_name}: all inputs must be on the same device, got "
+                         f"{' and '.join(unique)}; move them with .to(device) first")
     return unique[0] if unique else "cpu"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import cuda
 from ..tensor import Function
 from . import checks
 
@@ -24,17 +25,27 @@ def relu_naive(x):
 
 
 class ReLU(Function):
-    """y = max(x, 0).  Backward: dL/dx = g * [y > 0]."""
+    """y = max(x, 0).  Backward: dL/dx = g * [y > 0].  GPU: kernels/relu.cu."""
     name = "relu"
 
     @staticmethod
     def forward(ctx, x):
         checks.floating("relu", input=x)
-        y = np.maximum(x, 0)  # keeps x's memory layout
+        if ctx.device == "cuda":
+            x = cuda.contiguous(x)
+            y = cuda.empty_like(x)
+            cuda.launch_elementwise("relu", "relu_forward", x.dtype, x.size, x, y)
+        else:
+            y = np.maximum(x, 0)  # keeps x's memory layout
         if ctx.needs_input_grad[0]:
             ctx.save(y=y)
         return y
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.device == "cuda":
+            g = cuda.contiguous(g)
+            dx = cuda.empty_like(g)
+            cuda.launch_elementwise("relu", "relu_backward", g.dtype, g.size, g, ctx.y, dx)
+            return (dx,)
         return (g * (ctx.y > 0),)

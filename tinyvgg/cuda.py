@@ -1,0 +1,128 @@
+"""Our CUDA kernels: ``kernels/<file>.cu`` compiled at first use with CuPy's RawModule.
+
+Each ``.cu`` file is self-contained CUDA C++ (NVRTC compiles it: no
+``#include``). Kernels are templates over the element type::
+
+    template <typename T>
+    __global__ void relu_forward(const T* x, T* y, long long n) { ... }
+
+and this module instantiates every one of them for ``float`` and
+``double`` (found by scanning the source), so an op asks for
+``function("relu", "relu_forward", x.dtype)``. Kernels that do not depend on
+the element type are declared ``extern "C" __global__`` and asked for with
+``dtype=None``. Compiled modules are cached in memory per process and on
+disk by CuPy (``~/.cupy/kernel_cache``), so a kernel compiles once per
+machine. A compile error names the ``.cu`` file and line.
+
+Array arguments must be C-contiguous CuPy arrays: ops make them so
+(``contiguous``) before launching. Sizes are passed as ``long long``.
+"""
+from __future__ import annotations
+
+import functools
+import re
+
+import numpy as np
+
+from . import backend
+from .kernels import source_dir
+
+CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+THREADS = 256  # threads per block for one-thread-per-element kernels
+
+_TEMPLATED = re.compile(r"template\s*<\s*typename\s+T\s*>\s*__global__\s+void\s+(\w+)\s*\(")
+_PLAIN = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
+
+
+class KernelCompileError(RuntimeError):
+    """A ``.cu`` file failed to compile; the message gives its path and line."""
+
+
+def source_path(file: str):
+    path = source_dir() / f"{file}.cu"
+    if not path.is_file():
+        raise FileNotFoundError(f"CUDA kernel file {path} not found")
+    return path
+
+
+def kernel_names(code: str) -> tuple[list[str], list[str]]:
+    """(templated kernels, plain extern "C" kernels) declared in a source."""
+    return _TEMPLATED.findall(code), _PLAIN.findall(code)
+
+
+def instantiations(code: str) -> list[str]:
+    """The names NVRTC is asked to compile: each template for float and double."""
+    templated, plain = kernel_names(code)
+    return [f"{name}<{ctype}>" for name in templated for ctype in CTYPES.values()] + plain
+
+
+def _located(log: str, path) -> str:
+    """NVRTC names the source after a temporary file: point at ours instead."""
+    return re.sub(r"[^\s:()]*\.cu\((\d+)\)", lambda m: f"{path}:{m.group(1)}", log)
+
+
+@functools.lru_cache(maxsize=None)
+def module(file: str):
+    cupy = backend.cupy_module()
+    path = source_path(file)
+    code = path.read_text()
+    raw = cupy.RawModule(code=code, options=("-std=c++17",),
+                         name_expressions=instantiations(code))
+    try:
+        raw.compile()
+    except cupy.cuda.compiler.CompileException as error:
+        raise KernelCompileError(f"compiling {path} failed:\n"
+                                 f"{_located(str(error), path)}") from None
+    return raw
+
+
+@functools.lru_cache(maxsize=None)
+def function(file: str, name: str, dtype=None):
+    """The compiled kernel ``name`` of ``kernels/<file>.cu`` for ``dtype`` (None: not templated)."""
+    raw = module(file)
+    if dtype is None:
+        return raw.get_function(name)
+    dtype = np.dtype(dtype)
+    if dtype not in CTYPES:
+        raise TypeError(f"{file}.cu {name}: kernels exist for float32 and float64, got {dtype}")
+    return raw.get_function(f"{name}<{CTYPES[dtype]}>")
+
+
+def blocks_for(n: int, threads: int = THREADS) -> int:
+    return max(1, (int(n) + threads - 1) // threads)
+
+
+def launch(file: str, name: str, dtype, grid, block, args, shared_mem: int = 0) -> None:
+    """Run a kernel. Python ints become ``long long`` and Python floats the kernel's
+    element type ``T`` (float32 for kernels that are not templated); NumPy scalars
+    (``np.uint64(seed)``) and arrays are passed as they are."""
+    element = np.dtype(dtype).type if dtype is not None else np.float32
+    converted = tuple(np.int64(a) if type(a) is int else element(a) if type(a) is float else a
+                      for a in args)
+    grid = grid if isinstance(grid, tuple) else (int(grid),)
+    block = block if isinstance(block, tuple) else (int(block),)
+    function(file, name, dtype)(grid, block, converted, shared_mem=shared_mem)
+
+
+def launch_elementwise(file: str, name: str, dtype, n: int, *args) -> None:
+    """One thread per element for ``n`` elements; the kernel's last parameter is ``n``."""
+    if n:
+        launch(file, name, dtype, blocks_for(n), THREADS, args + (n,))
+
+
+def contiguous(array):
+    """A C-contiguous CuPy array with the same values (no copy when it already is one)."""
+    return backend.cupy_module().ascontiguousarray(array)
+
+
+def empty_like(array):
+    """An uninitialised C-contiguous GPU array of the same shape and dtype."""
+    return backend.cupy_module().empty(array.shape, dtype=array.dtype)
+
+
+def empty(shape, dtype):
+    return backend.cupy_module().empty(shape, dtype=dtype)
+
+
+def zeros(shape, dtype):
+    return backend.cupy_module().zeros(shape, dtype=dtype)
