@@ -53,3 +53,55 @@ def test_compile_errors_point_at_our_file():
     log = "/tmp/tmpab12/kern.cu(17): error: identifier \"oops\" is undefined"
     assert _located(log, "/pkg/kernels/relu.cu") == \
         "/pkg/kernels/relu.cu:17: error: identifier \"oops\" is undefined"
+
+
+def _nvrtc_library():
+    """libnvrtc from the CUDA toolkit or the nvidia-cuda-nvrtc-cu12 wheel, or None."""
+    import ctypes
+    import ctypes.util
+    from pathlib import Path
+    candidates = []
+    try:
+        import nvidia.cuda_nvrtc
+        candidates += sorted(Path(list(nvidia.cuda_nvrtc.__path__)[0], "lib").glob("libnvrtc.so*"))
+    except ImportError:
+        pass
+    found = ctypes.util.find_library("nvrtc")
+    candidates += [found] if found else []
+    for candidate in candidates:
+        try:
+            return ctypes.CDLL(str(candidate))
+        except OSError:
+            continue
+    return None
+
+
+NVRTC = _nvrtc_library()
+
+
+@pytest.mark.skipif(NVRTC is None, reason="NVRTC (libnvrtc) is not installed")
+@pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
+def test_kernel_source_compiles_with_nvrtc_as_the_loader_asks(path):
+    """What CuPy's RawModule does on a GPU machine: NVRTC, no headers, each template named."""
+    import ctypes
+    code = path.read_text()
+    program = ctypes.c_void_p()
+    assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), code.encode(), path.name.encode(),
+                                    0, None, None) == 0
+    try:
+        for expression in instantiations(code):
+            assert NVRTC.nvrtcAddNameExpression(program, expression.encode()) == 0
+        options = [b"-std=c++17", b"--gpu-architecture=compute_90"]
+        status = NVRTC.nvrtcCompileProgram(program, len(options),
+                                           (ctypes.c_char_p * len(options))(*options))
+        size = ctypes.c_size_t()
+        NVRTC.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        NVRTC.nvrtcGetProgramLog(program, log)
+        assert status == 0, f"{path.name} fails under NVRTC:\n{_located(log.value.decode(), path)}"
+        for expression in instantiations(code):
+            lowered = ctypes.c_char_p()
+            assert NVRTC.nvrtcGetLoweredName(program, expression.encode(),
+                                             ctypes.byref(lowered)) == 0, expression
+    finally:
+        NVRTC.nvrtcDestroyProgram(ctypes.byref(program))

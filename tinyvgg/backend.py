@@ -105,6 +105,14 @@ def device_of(array) -> str:
                     f"got {type(array).__name__}")
 
 
+def device_of_or_none(value):
+    """The device of an array, or None for anything else (lists, numbers)."""
+    try:
+        return device_of(value)
+    except TypeError:
+        return None
+
+
 def array_module(array):
     """The array library (``numpy`` or ``cupy``) that operates on ``array``."""
     return np if device_of(array) == "cpu" else cupy_module()

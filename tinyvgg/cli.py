@@ -47,16 +47,22 @@ def _summary(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tinyvgg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("check", help="gradient-check every op in float64 and train a small "
-                                      "VGG-style network for a few steps")
+    check = commands.add_parser("check", help="gradient-check every op in float64 and train "
+                                              "a small VGG-style network for a few steps")
+    check.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="run the checks on the CPU (default) or on the GPU's kernels")
     summary = commands.add_parser("summary", help="per-layer activations, memory, parameters "
                                                   "and MACs of a VGG")
     _add_model_options(summary)
     summary.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     if args.command == "check":
+        from .backend import DeviceUnavailableError
         from .selfcheck import run
-        return 0 if run() else 1
+        try:
+            return 0 if run(device=args.device) else 1
+        except DeviceUnavailableError as error:
+            parser.exit(2, f"tinyvgg check: {error}\n")
     if args.command == "summary":
         try:
             return _summary(args)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import random
+from . import backend, random
 from .ops.activation import ReLU
 from .ops.arith import Add, Mul
 from .ops.conv import Conv1x1, Conv3x3
@@ -136,6 +136,10 @@ def cross_entropy(logits: Tensor, labels) -> Tensor:
 
 
 def _as_labels(labels):
+    if isinstance(labels, Tensor):
+        labels = labels.data
+    if backend.device_of_or_none(labels) == "cuda":
+        return labels  # checked by the op, which copies the few labels to the host
     array = np.asarray(labels)
     if array.dtype == object:
         raise TypeError("cross_entropy: labels must be an integer array")

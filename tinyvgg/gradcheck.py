@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import backend
 from .tensor import Tensor, no_grad
 
 #: defaults by the dtype the function computes in: step, absolute and relative tolerance
@@ -98,7 +99,7 @@ def _gradients(call, checked, cotangent):
     y.backward(np.asarray(cotangent, dtype=y.dtype))
     grads = {}
     for name, t in checked.items():
-        g = np.zeros(t.shape) if t.grad is None else t.grad
+        g = np.zeros(t.shape) if t.grad is None else backend.to_numpy(t.grad)
         grads[name] = np.asarray(g, dtype=np.float64)
         t.grad = None
     return grads
@@ -107,7 +108,7 @@ def _gradients(call, checked, cotangent):
 def _central_difference(evaluate, tensor, direction, eps, weights):
     """(L(x + eps d) - L(x - eps d)) / 2 eps with L = <weights, f>; x is restored after."""
     original = tensor.data.copy()
-    step = (eps * direction).astype(tensor.dtype)
+    step = backend.array_module(tensor.data).asarray((eps * direction).astype(tensor.dtype))
     try:
         tensor.data[...] = original + step
         plus = evaluate()

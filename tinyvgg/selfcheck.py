@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from . import backend
 from . import functional as F
 from . import nn
 from .gradcheck import GradcheckError, gradcheck, kink_free, tie_free
@@ -18,20 +19,24 @@ from .random import manual_seed
 from .tensor import tensor
 
 
-def _t(array):
-    return tensor(array, requires_grad=True)
+def op_cases(seed: int = 0, device: str = "cpu"):
+    """(name, fn, inputs) for a float64 gradient check of each op, with inputs on ``device``.
 
-
-def op_cases(seed: int = 0):
-    """(name, fn, inputs) for a float64 gradient check of each op."""
+    The values do not depend on the device, so the same cases compare devices."""
     rng = np.random.default_rng(seed)
 
     def randn(*shape):
         return rng.standard_normal(shape)
 
-    labels = np.array([0, 2, 1, 2])
-    bn_stats = (np.zeros(3), np.ones(3))
-    eval_stats = (randn(3), rng.uniform(0.5, 2.0, 3))
+    def _t(array):
+        return tensor(array, requires_grad=True, device=device)
+
+    def on_device(*arrays):
+        return tuple(backend.move(a, device) for a in arrays)
+
+    labels, = on_device(np.array([0, 2, 1, 2]))
+    bn_stats = on_device(np.zeros(3), np.ones(3))
+    eval_stats = on_device(randn(3), rng.uniform(0.5, 2.0, 3))
     return [
         ("conv3x3", F.conv3x3, [_t(randn(2, 3, 5, 4)), _t(randn(4, 3, 3, 3)), _t(randn(4))]),
         ("conv1x1", F.conv1x1, [_t(randn(2, 3, 5, 4)), _t(randn(4, 3, 1, 1)), _t(randn(4))]),
@@ -88,10 +93,11 @@ def small_vgg(num_classes=10, width=8, batch_norm=False, dtype=np.float64):
     return model
 
 
-def run(out=print) -> bool:
+def run(out=print, device: str = "cpu") -> bool:
+    backend.check_device(device)
     ok = True
-    out("Gradient checks, float64 (central differences vs backward):")
-    for name, fn, inputs in op_cases():
+    out(f"Gradient checks on {device}, float64 (central differences vs backward):")
+    for name, fn, inputs in op_cases(device=device):
         start = time.perf_counter()
         try:
             gradcheck(fn, inputs)
@@ -101,7 +107,7 @@ def run(out=print) -> bool:
         out(f"  {name:<22} {sum(t.size for t in inputs):>5} inputs  "
             f"{1e3 * (time.perf_counter() - start):7.1f} ms  {verdict}")
 
-    x = _t(kink_free((2, 3, 4, 4), seed=3))
+    x = tensor(kink_free((2, 3, 4, 4), seed=3), requires_grad=True, device=device)
     try:
         gradcheck(_WrongReLU.apply, [x])
         out("  negative control: a wrong ReLU backward was NOT caught")
@@ -109,13 +115,13 @@ def run(out=print) -> bool:
     except GradcheckError as error:
         out(f"  negative control: wrong ReLU backward caught as expected\n    ({error})")
 
-    out("\nA small VGG-style network on 16x16 inputs (float64):")
+    out(f"\nA small VGG-style network on 16x16 inputs (float64, {device}):")
     manual_seed(0)
     rng = np.random.default_rng(0)
-    images = tensor(rng.standard_normal((8, 3, 16, 16)))
+    images = tensor(rng.standard_normal((8, 3, 16, 16)), device=device)
     labels = rng.integers(0, 10, size=8)
     for batch_norm in (False, True):
-        model = small_vgg(batch_norm=batch_norm)
+        model = small_vgg(batch_norm=batch_norm).to(device)
         params = dict(model.named_parameters())
         model.eval()  # no dropout noise for the check; batch norm uses running stats
         gradcheck(lambda **_: F.cross_entropy(model(images), labels), params,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import nn
+from . import backend, nn
 from .tensor import Tensor, no_grad
 
 #: layers the slide's accounting folds into the one before (in place, or a view)
@@ -211,8 +211,10 @@ def summary(model, input_shape, dtype=None) -> Summary:
     if len(shape) != 4 or min(shape) < 1:
         raise ValueError(f"summary: input_shape must be (C, H, W) or (N, C, H, W) with "
                          f"positive sizes, got {tuple(input_shape)}")
+    params = model.parameters()
     if dtype is None:
-        dtype = next((p.dtype for p in model.parameters()), np.float32)
+        dtype = params[0].dtype if params else np.float32
+    device = params[0].device if params else "cpu"
     names = _leaf_names(model)
     rows = [Row("input", "input", shape[1:], int(np.prod(shape)), 0, 0, 0)]
     seen = set()
@@ -236,7 +238,7 @@ def summary(model, input_shape, dtype=None) -> Summary:
     model.eval()
     try:
         with no_grad():
-            model(Tensor(np.zeros(shape, dtype=dtype)))
+            model(Tensor(backend.move(np.zeros(shape, dtype=dtype), device)))
     finally:
         for handle in handles:
             handle.remove()

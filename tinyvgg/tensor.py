@@ -327,7 +327,10 @@ def tensor(data, requires_grad: bool = False, dtype=None, device: str = "cpu") -
     NumPy arrays keep their dtype unless ``dtype`` is given.
     """
     if isinstance(data, Tensor):
-        data = data.numpy()
+        data = data.data
+    if not isinstance(data, np.ndarray) and backend.device_of_or_none(data) == "cuda":
+        array = data.astype(data.dtype if dtype is None else dtype, copy=True)
+        return Tensor(backend.move(array, device), requires_grad=requires_grad)
     if dtype is None and not isinstance(data, np.ndarray):
         probe = np.asarray(data)
         dtype = _DEFAULT_FLOAT if np.issubdtype(probe.dtype, np.floating) else None

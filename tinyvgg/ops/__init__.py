@@ -12,5 +12,6 @@ the backward:
     lrn.py         local_response_norm (across channels)
     loss.py        softmax cross-entropy
     arith.py       add, mul, sum (for losses and penalties)
+    sgd.py         the in-place SGD step with momentum (PyTorch's rule)
     checks.py      the input validation they share
 """

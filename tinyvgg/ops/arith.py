@@ -8,11 +8,13 @@ each of its values was used once per copy.
 For s = sum(x): dL/dx = g broadcast to x's shape.
 
 For a dtype cast y = x.astype(d): dL/dx = g cast back to x's dtype.
+
+These serve losses and penalties built from tensors; on the GPU they are
+CuPy's elementwise arithmetic, as the ops' kernels are not needed for them.
 """
 from __future__ import annotations
 
-import numpy as np
-
+from .. import backend
 from ..tensor import Function
 from . import checks
 
@@ -72,11 +74,11 @@ class Sum(Function):
     @staticmethod
     def forward(ctx, x):
         ctx.save(input_shape=x.shape)
-        return np.asarray(x.sum(), dtype=x.dtype)
+        return backend.array_module(x).asarray(x.sum(), dtype=x.dtype)
 
     @staticmethod
     def backward(ctx, g):
-        return (np.broadcast_to(g, ctx.input_shape),)
+        return (backend.array_module(g).broadcast_to(g, ctx.input_shape),)
 
 
 class Cast(Function):

@@ -27,12 +27,23 @@ same column order::
 
 The result is channels-last (NHWC) in memory; it is returned as an NCHW
 view of that memory, so the next layer reads it without a transpose copy.
+
+On the GPU the convolutions run our kernels on C-contiguous NCHW arrays:
+``kernels/conv3x3.cu`` (a shared-memory tiled kernel, or the naive one-thread-
+per-output kernel, chosen with :func:`use_conv3x3_kernel` or the environment
+variable ``TINYVGG_CONV3X3_KERNEL``) and ``kernels/conv1x1.cu`` (a tiled
+matrix product over the batch's pixels). The input gradient is the forward
+kernel run on ``g`` with the turned kernel; the weight and bias gradients are
+deterministic block reductions (no atomics).
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .. import cuda
 from ..tensor import Function
 from . import checks
 from .linear import affine_rows, affine_rows_backward
@@ -122,6 +133,145 @@ def turned_kernel_rows(w_matrix):
     return turned.transpose(1, 2, 0, 3).reshape(9 * C_out, -1)
 
 
+# --- GPU path: kernels/conv3x3.cu and kernels/conv1x1.cu ------------------------
+
+CONV3X3_KERNELS = ("tiled", "naive")
+CONV3X3_KERNEL_ENV = "TINYVGG_CONV3X3_KERNEL"
+
+# Launch shapes; they must match the constants at the top of the .cu files.
+CONV_TILE = 16          # conv3x3_forward_tiled: 16 x 16 output pixels per block
+CONV_OUT_GROUP = 16     # conv3x3_forward_tiled: output channels per block
+REDUCE_THREADS = 256    # conv3x3_weight_grad, conv3x3_bias_grad: threads per block
+GEMM_TILE = 64          # conv1x1 kernels: 64 x 64 result tile per block
+GEMM_SIDE = 16          # conv1x1 kernels: 16 x 16 threads per block
+MAX_GRID_Z = 65535      # CUDA's limit on gridDim.z
+# conv1x1_weight_grad splits the batch's pixels so that about this many blocks run,
+# but gives each split at least WGRAD_MIN_COLUMNS pixels to add up.
+WGRAD_TARGET_BLOCKS = 512
+WGRAD_MIN_COLUMNS = 256
+
+
+def _checked_conv3x3_kernel(name, where: str) -> str:
+    if name not in CONV3X3_KERNELS:
+        raise ValueError(f"{where}: unknown conv3x3 kernel {name!r}; "
+                         f"choose one of {', '.join(repr(k) for k in CONV3X3_KERNELS)}")
+    return name
+
+
+_conv3x3_kernel = _checked_conv3x3_kernel(os.environ.get(CONV3X3_KERNEL_ENV) or "tiled",
+                                          f"environment variable {CONV3X3_KERNEL_ENV}")
+
+
+def use_conv3x3_kernel(name: str) -> None:
+    """Select the GPU kernel behind conv3x3's forward pass and input gradient:
+    ``"tiled"`` (shared-memory tiles, the default) or ``"naive"`` (one thread per
+    output, every load from global memory). The environment variable
+    TINYVGG_CONV3X3_KERNEL sets the choice at import. The CPU path is unaffected."""
+    global _conv3x3_kernel
+    _conv3x3_kernel = _checked_conv3x3_kernel(name, "use_conv3x3_kernel")
+
+
+def conv3x3_kernel() -> str:
+    """The GPU kernel conv3x3 uses now: ``"tiled"`` or ``"naive"``."""
+    return _conv3x3_kernel
+
+
+def _blocks(n: int, per_block: int) -> int:
+    return (int(n) + per_block - 1) // per_block
+
+
+def _bias_flag(bias):
+    """(bias as a contiguous GPU array or None, has_bias as the kernels' long long flag)."""
+    return (None, 0) if bias is None else (cuda.contiguous(bias), 1)
+
+
+def conv3x3_cuda(x, weight, bias=None):
+    """conv3x3 of CuPy arrays with the kernel chosen by :func:`use_conv3x3_kernel`."""
+    x, weight = cuda.contiguous(x), cuda.contiguous(weight)
+    bias, has_bias = _bias_flag(bias)
+    N, C_in, H, W = x.shape
+    C_out = weight.shape[0]
+    y = cuda.empty((N, C_out, H, W), x.dtype)
+    if y.size == 0:
+        return y
+    if _conv3x3_kernel == "naive":
+        cuda.launch_elementwise("conv3x3", "conv3x3_forward_naive", x.dtype, y.size,
+                                x, weight, bias, y, C_in, C_out, H, W, has_bias)
+    else:
+        grid = (_blocks(H, CONV_TILE) * _blocks(W, CONV_TILE), _blocks(C_out, CONV_OUT_GROUP),
+                min(N, MAX_GRID_Z))
+        cuda.launch("conv3x3", "conv3x3_forward_tiled", x.dtype, grid, (CONV_TILE, CONV_TILE),
+                    (x, weight, bias, y, N, C_in, C_out, H, W, has_bias))
+    return y
+
+
+def conv3x3_input_grad_cuda(g, weight):
+    """dL/dx: g convolved with the kernel turned 180 degrees, in/out channels swapped."""
+    turned = cuda.contiguous(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    return conv3x3_cuda(g, turned)
+
+
+def conv3x3_weight_grad_cuda(x, g):
+    """dL/dw (Cout, Cin, 3, 3): one block per (output, input) channel pair."""
+    x, g = cuda.contiguous(x), cuda.contiguous(g)
+    N, C_in, H, W = x.shape
+    C_out = g.shape[1]
+    dw = cuda.empty((C_out, C_in, 3, 3), x.dtype)
+    if dw.size:
+        cuda.launch("conv3x3", "conv3x3_weight_grad", x.dtype, C_out * C_in, REDUCE_THREADS,
+                    (x, g, dw, N, C_in, C_out, H, W))
+    return dw
+
+
+def conv_bias_grad_cuda(g):
+    """dL/db (Cout,): the sum of g over images and pixels, one block per channel."""
+    g = cuda.contiguous(g)
+    N, C = g.shape[:2]
+    db = cuda.empty((C,), g.dtype)
+    if C:
+        cuda.launch("conv3x3", "conv3x3_bias_grad", g.dtype, C, REDUCE_THREADS,
+                    (g, db, N, C, g.shape[2] * g.shape[3]))
+    return db
+
+
+def conv1x1_cuda(x, w_matrix, bias=None):
+    """y[n, o, p] = b[o] + sum_c w_matrix[o, c] x[n, c, p] for CuPy arrays; w_matrix (Cout, Cin)."""
+    x, w_matrix = cuda.contiguous(x), cuda.contiguous(w_matrix)
+    bias, has_bias = _bias_flag(bias)
+    N, C_in, H, W = x.shape
+    C_out = w_matrix.shape[0]
+    y = cuda.empty((N, C_out, H, W), x.dtype)
+    if y.size:
+        grid = (_blocks(N * H * W, GEMM_TILE), _blocks(C_out, GEMM_TILE))
+        cuda.launch("conv1x1", "conv1x1_forward_tiled", x.dtype, grid, (GEMM_SIDE, GEMM_SIDE),
+                    (x, w_matrix, bias, y, N, C_in, C_out, H * W, has_bias))
+    return y
+
+
+def conv1x1_weight_grad_cuda(x, g):
+    """dL/dw as a (Cout, Cin) matrix: g @ x^T over every pixel of the batch.
+
+    When the result has few tiles, the pixels are split among more blocks and their
+    partial sums are added in a fixed order, so the result is the same on every run."""
+    x, g = cuda.contiguous(x), cuda.contiguous(g)
+    N, C_in, H, W = x.shape
+    C_out = g.shape[1]
+    dw = cuda.empty((C_out, C_in), x.dtype)
+    if dw.size == 0:
+        return dw
+    tiles = _blocks(C_out, GEMM_TILE) * _blocks(C_in, GEMM_TILE)
+    splits = max(1, min(_blocks(WGRAD_TARGET_BLOCKS, tiles), N * H * W // WGRAD_MIN_COLUMNS,
+                        MAX_GRID_Z))
+    partial = dw if splits == 1 else cuda.empty((splits, C_out, C_in), x.dtype)
+    grid = (_blocks(C_in, GEMM_TILE), _blocks(C_out, GEMM_TILE), splits)
+    cuda.launch("conv1x1", "conv1x1_weight_grad", x.dtype, grid, (GEMM_SIDE, GEMM_SIDE),
+                (x, g, partial, N, C_in, C_out, H * W))
+    if splits > 1:
+        cuda.launch_elementwise("conv1x1", "conv1x1_sum_splits", x.dtype, dw.size,
+                                partial, dw, splits)
+    return dw
+
+
 def _check_conv(op, x, weight, bias, k):
     checks.floating(op, input=x, weight=weight, bias=bias)
     checks.rank(op, "input", x, 4, "(N, C, H, W)")
@@ -140,12 +290,20 @@ class Conv3x3(Function):
     """3x3 convolution, stride 1, zero padding 1.
 
     Backward: dL/db = sum of g over (n, i, j); dL/dw = g^T @ im2col(x);
-    dL/dx = conv3x3(g) with the kernel turned 180 degrees, in/out swapped."""
+    dL/dx = conv3x3(g) with the kernel turned 180 degrees, in/out swapped.
+    GPU: kernels/conv3x3.cu."""
     name = "conv3x3"
 
     @staticmethod
     def forward(ctx, x, weight, bias=None):
         _check_conv("conv3x3", x, weight, bias, 3)
+        if ctx.device == "cuda":
+            x, weight = cuda.contiguous(x), cuda.contiguous(weight)
+            if ctx.needs_input_grad[0]:
+                ctx.save(weight=weight)
+            if ctx.needs_input_grad[1]:
+                ctx.save(x=x)
+            return conv3x3_cuda(x, weight, bias)
         N, _, H, W = x.shape
         w_matrix, rows = kernel_matrix(weight), im2col3x3(x)
         if ctx.needs_input_grad[0]:
@@ -157,6 +315,12 @@ class Conv3x3(Function):
     @staticmethod
     def backward(ctx, g):
         need_x, need_w, need_b = ctx.needs(3)
+        if ctx.device == "cuda":
+            g = cuda.contiguous(g)
+            dx = conv3x3_input_grad_cuda(g, ctx.weight) if need_x else None
+            dw = conv3x3_weight_grad_cuda(ctx.x, g) if need_w else None
+            db = conv_bias_grad_cuda(g) if need_b else None
+            return dx, dw, db
         N, C_out, H, W = g.shape
         g_rows = pixel_rows(g)
         dx = dw = db = None
@@ -172,12 +336,21 @@ class Conv3x3(Function):
 class Conv1x1(Function):
     """1x1 convolution: a linear map of the channels applied at every pixel.
 
-    Backward, on pixel rows: dL/dx = g @ W, dL/dw = g^T @ x, dL/db = sum of g."""
+    Backward, on pixel rows: dL/dx = g @ W, dL/dw = g^T @ x, dL/db = sum of g.
+    GPU: kernels/conv1x1.cu."""
     name = "conv1x1"
 
     @staticmethod
     def forward(ctx, x, weight, bias=None):
         _check_conv("conv1x1", x, weight, bias, 1)
+        if ctx.device == "cuda":
+            x = cuda.contiguous(x)
+            w_matrix = cuda.contiguous(weight.reshape(weight.shape[:2]))
+            if ctx.needs_input_grad[0]:
+                ctx.save(w_matrix=w_matrix)
+            if ctx.needs_input_grad[1]:
+                ctx.save(x=x)
+            return conv1x1_cuda(x, w_matrix, bias)
         N, _, H, W = x.shape
         w_matrix, rows = kernel_matrix(weight), pixel_rows(x)
         ctx.save(w_matrix=w_matrix, rows=rows)
@@ -186,6 +359,15 @@ class Conv1x1(Function):
     @staticmethod
     def backward(ctx, g):
         need_x, need_w, need_b = ctx.needs(3)
+        if ctx.device == "cuda":
+            g = cuda.contiguous(g)
+            dx = conv1x1_cuda(g, ctx.w_matrix.T) if need_x else None
+            dw = None
+            if need_w:
+                dw = conv1x1_weight_grad_cuda(ctx.x, g)
+                dw = dw.reshape(*dw.shape, 1, 1)
+            db = conv_bias_grad_cuda(g) if need_b else None
+            return dx, dw, db
         N, C_out, H, W = g.shape
         dx_rows, dw, db = affine_rows_backward(pixel_rows(g), ctx.rows, ctx.w_matrix,
                                                need_x, need_w, need_b)

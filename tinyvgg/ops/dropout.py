@@ -16,13 +16,18 @@ The mask is a pure function of ``(seed, i)`` with ``i`` the element's index
 in C order: ``m[i] = bits(seed, i) >= floor(p * 2**32)``, where ``bits`` is
 Philox-4x32-10 (``tinyvgg.random.element_bits``). An integer comparison
 leaves no room for rounding, so every device draws the identical mask.
+
+On the GPU (``kernels/dropout.cu``) each thread computes the Philox block
+``i // 4`` of its own element ``i`` and keeps word ``i % 4``, exactly the
+counter layout of ``element_bits``; the threshold is passed as a 64-bit
+integer, so ``p = 1`` (threshold ``2**32``) keeps nothing there too.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .. import cuda, random
 from ..tensor import Function
-from .. import random
 from . import checks
 
 
@@ -53,14 +58,56 @@ def dropout_mask(shape, p, seed):
     return (random.element_bits(seed, n) >= np.uint32(keep_threshold(p))).reshape(shape)
 
 
+# --- GPU paths (kernels/dropout.cu) ---------------------------------------------
+
+def element_bits_cuda(seed: int, n: int, first: int = 0):
+    """``random.element_bits(seed, first + n)[first:]`` computed on the GPU (uint32 CuPy array)."""
+    bits = cuda.empty((n,), np.uint32)
+    cuda.launch_elementwise("dropout", "dropout_bits", None, n,
+                            np.uint64(seed), np.uint64(first), bits)
+    return bits
+
+
+def dropout_mask_cuda(shape, p, seed):
+    """``dropout_mask(shape, p, seed)`` drawn on the GPU: the identical mask, as CuPy bools."""
+    mask = cuda.empty(tuple(shape), np.bool_)
+    cuda.launch_elementwise("dropout", "dropout_mask", None, mask.size,
+                            np.uint64(seed), np.uint64(keep_threshold(p)), mask)
+    return mask
+
+
+def dropout_cuda(x, p, seed, scale):
+    """(x * m * scale, m) for a CuPy array, with m = ``dropout_mask_cuda(x.shape, p, seed)``."""
+    x = cuda.contiguous(x)
+    y = cuda.empty_like(x)
+    mask = cuda.empty(x.shape, np.bool_)
+    cuda.launch_elementwise("dropout", "dropout_forward", x.dtype, x.size, x, y, mask,
+                            np.uint64(seed), np.uint64(keep_threshold(p)), scale)
+    return y, mask
+
+
+def dropout_backward_cuda(g, mask, scale):
+    """g * mask * scale for CuPy arrays."""
+    g = cuda.contiguous(g)
+    dx = cuda.empty_like(g)
+    cuda.launch_elementwise("dropout", "dropout_backward", g.dtype, g.size, g, mask,
+                            g.dtype.type(scale), dx)
+    return dx
+
+
 class Dropout(Function):
-    """y = x * m / (1 - p).  Backward: dL/dx = g * m / (1 - p)."""
+    """y = x * m / (1 - p).  Backward: dL/dx = g * m / (1 - p).  GPU: kernels/dropout.cu."""
     name = "dropout"
 
     @staticmethod
     def forward(ctx, x, p, seed):
         checks.floating("dropout", input=x)
         scale = x.dtype.type(0 if p >= 1 else 1 / (1 - p))
+        if ctx.device == "cuda":
+            y, mask = dropout_cuda(x, p, seed, scale)
+            if ctx.needs_input_grad[0]:
+                ctx.save(mask=mask, scale=scale)
+            return y
         mask = dropout_mask(x.shape, p, seed)
         if ctx.needs_input_grad[0]:
             ctx.save(mask=mask, scale=scale)
@@ -68,4 +115,6 @@ class Dropout(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.device == "cuda":
+            return (dropout_backward_cuda(g, ctx.mask, ctx.scale),)
         return (g * ctx.mask * ctx.scale,)

@@ -9,13 +9,25 @@ Backward, with g = dL/dy of shape (N, out)::
     dL/dx = g W              (N, out) @ (out, in)
     dL/dW = g^T x            (out, N) @ (N, in)
     dL/db = sum_n g[n, :]
+
+On the GPU all three products are one kernel, ``gemm`` of kernels/gemm.cu,
+told which operand to read transposed; the bias is added by
+``add_bias_rows`` and summed by ``sum_rows``. Convolutions reach the same
+kernels through ``affine_rows_gpu`` / ``affine_rows_backward_gpu``.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .. import cuda
 from ..tensor import Function
 from . import checks
+
+GEMM_TILE = 64  # rows and columns of C per block in kernels/gemm.cu
+GEMM_BLOCK = (16, 16)  # threads per block: each computes 4 x 4 values of the tile
+MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y (gemm puts tiles of columns there)
+SUM_COLUMNS, SUM_ROW_THREADS = 32, 8  # sum_rows' block: 32 columns x 8 threads down the rows
+SUM_TARGET_BLOCKS = 1024  # enough blocks to fill a GPU; tall inputs are split into row chunks
 
 
 def linear_naive(x, weight, bias=None):
@@ -47,8 +59,90 @@ def affine_rows_backward(g_rows, rows, weight, need_rows, need_weight, need_bias
     return d_rows, d_weight, d_bias
 
 
+# --- GPU: kernels/gemm.cu ------------------------------------------------------
+
+def gemm_gpu(a, b, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0,
+             beta: float = 0.0, out=None):
+    """alpha * op(a) @ op(b) + beta * out for 2-D CuPy arrays of one dtype, where op
+    transposes its operand when asked. Returns ``out`` (a new array when None, then
+    beta must be 0)."""
+    a, b = cuda.contiguous(a), cuda.contiguous(b)
+    M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    K_b, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if K != K_b:
+        raise ValueError(f"gemm: op(a) is {M} x {K} but op(b) is {K_b} x {N}")
+    if a.dtype != b.dtype:
+        raise TypeError(f"gemm: a and b must share one dtype, got {a.dtype} and {b.dtype}")
+    if out is None:
+        if beta != 0:
+            raise ValueError("gemm: beta != 0 needs an out array to accumulate into")
+        out = cuda.empty((M, N), a.dtype)
+    elif tuple(out.shape) != (M, N) or out.dtype != a.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"gemm: out must be a C-contiguous {M} x {N} {a.dtype} array, "
+                         f"got shape {tuple(out.shape)}, dtype {out.dtype}")
+    if M == 0 or N == 0:
+        return out
+    grid = (cuda.blocks_for(M, GEMM_TILE), cuda.blocks_for(N, GEMM_TILE))
+    if grid[1] > MAX_GRID_Y:
+        raise ValueError(f"gemm: {N} columns need {grid[1]} column tiles, more than the "
+                         f"{MAX_GRID_Y} a grid allows")
+    cuda.launch("gemm", "gemm", a.dtype, grid, GEMM_BLOCK,
+                (a, b, out, M, N, K, int(trans_a), int(trans_b), float(alpha), float(beta)))
+    return out
+
+
+def add_bias_rows_gpu(y, bias):
+    """y[i, j] += bias[j] in place, for a C-contiguous (rows, cols) CuPy array y."""
+    cuda.launch_elementwise("gemm", "add_bias_rows", y.dtype, y.size, y,
+                            cuda.contiguous(bias), y.shape[1])
+    return y
+
+
+def sum_rows_gpu(g):
+    """sum_i g[i, :] of a 2-D CuPy array, the same on every run (no atomics).
+
+    A tall matrix is summed in row chunks by parallel blocks, and the chunks'
+    partial sums by a second launch of the same kernel."""
+    g = cuda.contiguous(g)
+    rows, cols = g.shape
+    out = cuda.empty((cols,), g.dtype)
+    if cols == 0:
+        return out
+    column_blocks = cuda.blocks_for(cols, SUM_COLUMNS)
+    chunks = max(1, min(-(-rows // (SUM_ROW_THREADS * SUM_COLUMNS)),
+                        SUM_TARGET_BLOCKS // column_blocks))
+    rows_per_chunk = max(1, -(-rows // chunks))
+    chunks = max(1, -(-rows // rows_per_chunk))
+    partial = out if chunks == 1 else cuda.empty((chunks, cols), g.dtype)
+    block = (SUM_COLUMNS, SUM_ROW_THREADS)
+    cuda.launch("gemm", "sum_rows", g.dtype, (column_blocks, chunks), block,
+                (g, partial, rows, cols, rows_per_chunk))
+    if chunks > 1:
+        cuda.launch("gemm", "sum_rows", g.dtype, (column_blocks, 1), block,
+                    (partial, out, chunks, cols, chunks))
+    return out
+
+
+def affine_rows_gpu(rows, weight, bias=None):
+    """``affine_rows`` on the GPU: rows (M, in) @ weight.T + bias, one gemm."""
+    y = gemm_gpu(rows, weight, trans_b=True)
+    if bias is not None:
+        add_bias_rows_gpu(y, bias)
+    return y
+
+
+def affine_rows_backward_gpu(g_rows, rows, weight, need_rows, need_weight, need_bias):
+    """``affine_rows_backward`` on the GPU: g W, g^T rows and the column sums of g."""
+    g_rows = cuda.contiguous(g_rows)
+    d_rows = gemm_gpu(g_rows, weight) if need_rows else None
+    d_weight = gemm_gpu(g_rows, rows, trans_a=True) if need_weight else None
+    d_bias = sum_rows_gpu(g_rows) if need_bias else None
+    return d_rows, d_weight, d_bias
+
+
 class Linear(Function):
-    """y = x W^T + b.  Backward: dL/dx = g W, dL/dW = g^T x, dL/db = sum_n g."""
+    """y = x W^T + b.  Backward: dL/dx = g W, dL/dW = g^T x, dL/db = sum_n g.
+    GPU: kernels/gemm.cu."""
     name = "linear"
 
     @staticmethod
@@ -61,12 +155,17 @@ class Linear(Function):
                              f"{tuple(x.shape)}")
         checks.bias("linear", bias, weight.shape[0])
         x2d = x.reshape(-1, weight.shape[1])
+        if ctx.device == "cuda":
+            x2d, weight = cuda.contiguous(x2d), cuda.contiguous(weight)
+            ctx.save(weight=weight, x2d=x2d)
+            return affine_rows_gpu(x2d, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
         ctx.save(weight=weight, x2d=x2d)
         return affine_rows(x2d, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
     def backward(ctx, g):
         need_x, need_w, need_b = ctx.needs(3)
-        dx, dw, db = affine_rows_backward(g.reshape(-1, g.shape[-1]), ctx.x2d, ctx.weight,
-                                          need_x, need_w, need_b)
+        backward_rows = affine_rows_backward_gpu if ctx.device == "cuda" else affine_rows_backward
+        dx, dw, db = backward_rows(g.reshape(-1, g.shape[-1]), ctx.x2d, ctx.weight,
+                                   need_x, need_w, need_b)
         return (None if dx is None else dx.reshape(*g.shape[:-1], -1)), dw, db

@@ -11,6 +11,9 @@ from overflowing for large logits.
 Backward: d logsumexp(z) / dz[c] = softmax(z)[c], so::
 
     dL/dz[n, c] = (softmax(z[n])[c] - [c == t[n]]) / N
+
+Labels may be NumPy or CuPy integer arrays on either device: they are
+checked on the host (they are small) and used where the logits are.
 """
 from __future__ import annotations
 
@@ -18,8 +21,12 @@ import math
 
 import numpy as np
 
+from .. import backend, cuda
 from ..tensor import Function
 from . import checks
+
+XENT_THREADS = 256  # kernels/softmax_xent.cu reduces each row with a block of this size
+MAX_ROW_BLOCKS = 65535  # more rows are covered by the kernel's grid-stride loop
 
 
 def cross_entropy_naive(logits, labels):
@@ -46,10 +53,35 @@ def check_labels(logits, labels):
                          f"{logits.shape[1]} classes, got {bad[:5].tolist()}")
 
 
+def labels_on_gpu(labels: np.ndarray):
+    """Checked host labels as a contiguous int64 CuPy array (the kernels index with long long)."""
+    return backend.cupy_module().asarray(np.ascontiguousarray(labels, dtype=np.int64))
+
+
+def cross_entropy_gpu(logits, labels):
+    """(per-row losses, softmax probabilities) of contiguous CuPy logits and int64 labels."""
+    rows, cols = logits.shape
+    probs = cuda.empty_like(logits)
+    losses = cuda.empty((rows,), logits.dtype)
+    cuda.launch("softmax_xent", "softmax_xent_forward", logits.dtype, min(rows, MAX_ROW_BLOCKS),
+                XENT_THREADS, (logits, labels, probs, losses, rows, cols))
+    return losses, probs
+
+
+def cross_entropy_backward_gpu(probs, labels, g):
+    """(softmax - onehot(labels)) * g / N for the scalar upstream gradient g (a CuPy array)."""
+    rows, cols = probs.shape
+    dz = cuda.empty_like(probs)
+    cuda.launch_elementwise("softmax_xent", "softmax_xent_backward", probs.dtype, probs.size,
+                            probs, labels, cuda.contiguous(g.astype(probs.dtype, copy=False)),
+                            dz, rows, cols)
+    return dz
+
+
 class CrossEntropy(Function):
     """L = mean_n (logsumexp(z_n) - z_n[t_n]).
 
-    Backward: dL/dz = (softmax(z) - onehot(t)) / N."""
+    Backward: dL/dz = (softmax(z) - onehot(t)) / N.  GPU: kernels/softmax_xent.cu."""
     name = "cross_entropy"
 
     @staticmethod
@@ -59,7 +91,14 @@ class CrossEntropy(Function):
         if logits.shape[0] == 0:
             raise ValueError("cross_entropy: the batch is empty (logits shape "
                              f"{tuple(logits.shape)}); the mean over no samples is undefined")
+        labels = backend.to_numpy(labels)  # checked on the host: N integers
         check_labels(logits, labels)
+        if ctx.device == "cuda":
+            labels = labels_on_gpu(labels)
+            losses, probs = cross_entropy_gpu(cuda.contiguous(logits), labels)
+            if ctx.needs_input_grad[0]:
+                ctx.save(probs=probs, labels=labels)
+            return losses.mean().astype(logits.dtype, copy=False)
         shifted = logits - logits.max(axis=1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         rows = np.arange(logits.shape[0])
@@ -69,6 +108,8 @@ class CrossEntropy(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.device == "cuda":
+            return cross_entropy_backward_gpu(ctx.probs, ctx.labels, g), None
         N = ctx.probs.shape[0]
         d = ctx.probs.copy()
         d[np.arange(N), ctx.labels] -= 1

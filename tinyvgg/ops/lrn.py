@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 
+from .. import cuda
 from ..tensor import Function
 from . import checks
 
@@ -100,6 +101,7 @@ def check_params(op: str, size, alpha, beta, k) -> tuple[int, float, float, floa
 
 class LocalResponseNorm(Function):
     """y_c = x_c * d_c^(-beta),  d_c = k + alpha/size * (sum of x^2 over the window of c).
+    GPU: kernels/lrn.cu.
 
     Backward: dL/dx_j = g_j d_j^(-beta) - (2 alpha beta / size) x_j * (sum of
     g_c x_c d_c^(-beta-1) over the channels c whose window holds j)."""
@@ -111,6 +113,16 @@ class LocalResponseNorm(Function):
         checks.floating(op, input=x)
         checks.rank(op, "input", x, 4, "(N, C, H, W)")
         size, alpha, beta, k = check_params(op, size, alpha, beta, k)
+        if ctx.device == "cuda":
+            _, C, H, W = x.shape
+            x = cuda.contiguous(x)
+            y = cuda.empty_like(x)
+            d = cuda.empty_like(x) if ctx.needs_input_grad[0] else None
+            cuda.launch_elementwise("lrn", "lrn_forward", x.dtype, x.size, x, y, d, size,
+                                    alpha / size, beta, k, C, H * W)
+            if d is not None:
+                ctx.save(x=x, d=d, size=size, alpha=alpha, beta=beta)
+            return y
         d = channel_window_sums(np.square(x), size // 2, (size - 1) // 2)
         d *= alpha / size
         d += k
@@ -123,6 +135,13 @@ class LocalResponseNorm(Function):
     @staticmethod
     def backward(ctx, g):
         x, d, size, alpha, beta = ctx.x, ctx.d, ctx.size, ctx.alpha, ctx.beta
+        if ctx.device == "cuda":
+            _, C, H, W = x.shape
+            g = cuda.contiguous(g)
+            dx = cuda.empty_like(g)
+            cuda.launch_elementwise("lrn", "lrn_backward", g.dtype, g.size, g, x, d, dx, size,
+                                    beta, 2 * alpha * beta / size, C, H * W)
+            return (dx,)
         dx = np.power(d, -beta)
         dx *= g
         through_d = dx * x

@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 
+from .. import backend, cuda
 from ..tensor import Function
 from . import checks
 from .conv import from_pixel_rows, pixel_rows
@@ -63,19 +64,91 @@ def _check(x, gamma, beta, running_mean, running_var, training):
                          f"compute a variance, got input shape {tuple(x.shape)}")
 
 
+#: the block size kernels/batch_norm.cu's per-channel reductions are written for
+BATCH_NORM_REDUCE_THREADS = 256
+
+
+def _update_running_statistics(running_mean, running_var, mu, var, m, momentum):
+    """Move the running statistics towards the batch's, in place, on the running
+    statistics' own device (the batch's C values are copied there when it differs)."""
+    mu = backend.move(mu, backend.device_of(running_mean))
+    var = backend.move(var, backend.device_of(running_var))
+    running_mean *= 1 - momentum
+    running_mean += momentum * mu
+    running_var *= 1 - momentum
+    running_var += momentum * var * (m / (m - 1))
+
+
+def _on_gpu(array, dtype=None):
+    """A C-contiguous CuPy copy or view of a per-channel vector given as NumPy or CuPy."""
+    if array is None:
+        return None
+    return cuda.contiguous(backend.cupy_module().asarray(array, dtype=dtype))
+
+
+def _forward_gpu(ctx, x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    N, C, H, W = x.shape
+    x, gamma, beta = cuda.contiguous(x), _on_gpu(gamma), _on_gpu(beta)
+    if training:
+        mu, var, inv_std = (cuda.empty((C,), x.dtype) for _ in range(3))
+        if C:
+            cuda.launch("batch_norm", "batch_norm_statistics", x.dtype, C,
+                        BATCH_NORM_REDUCE_THREADS, (x, mu, var, inv_std, eps, N, C, H * W))
+        if running_mean is not None:
+            _update_running_statistics(running_mean, running_var, mu, var, N * H * W, momentum)
+    else:
+        var = _on_gpu(running_var, x.dtype)
+        mu, inv_std = _on_gpu(running_mean, x.dtype), cuda.empty((C,), x.dtype)
+        cuda.launch_elementwise("batch_norm", "batch_norm_inverse_std", x.dtype, C,
+                                var, inv_std, eps)
+    x_hat = cuda.empty_like(x) if any(ctx.needs_input_grad) else None
+    y = cuda.empty_like(x)
+    cuda.launch_elementwise("batch_norm", "batch_norm_forward", x.dtype, x.size,
+                            x, mu, inv_std, gamma, beta, x_hat, y, C, H * W)
+    if x_hat is not None:
+        ctx.save(x_hat=x_hat, inv_std=inv_std, gamma=gamma, training=training)
+    return y
+
+
+def _backward_gpu(ctx, g, need_x, need_gamma, need_beta):
+    N, C, H, W = g.shape
+    g, x_hat, inv_std, gamma = cuda.contiguous(g), ctx.x_hat, ctx.inv_std, ctx.gamma
+    dbeta = dgamma = dx = None
+    if need_beta or need_gamma or (need_x and ctx.training):
+        dbeta, dgamma = cuda.empty((C,), g.dtype), cuda.empty((C,), g.dtype)
+        if C:
+            cuda.launch("batch_norm", "batch_norm_backward_sums", g.dtype, C,
+                        BATCH_NORM_REDUCE_THREADS, (g, x_hat, dbeta, dgamma, N, C, H * W))
+    if need_x:
+        dx = cuda.empty_like(g)
+        if ctx.training:
+            cuda.launch_elementwise("batch_norm", "batch_norm_backward_input", g.dtype, g.size,
+                                    g, x_hat, inv_std, gamma, dbeta, dgamma, dx, N * H * W,
+                                    C, H * W)
+        else:
+            cuda.launch_elementwise("batch_norm", "batch_norm_backward_input_eval", g.dtype,
+                                    g.size, g, inv_std, gamma, dx, C, H * W)
+    return (dx, dgamma if need_gamma else None, dbeta if need_beta else None, None, None)
+
+
 class BatchNorm2d(Function):
-    """y = gamma * (x - mu) / sqrt(var + eps) + beta, per channel.
+    """y = gamma * (x - mu) / sqrt(var + eps) + beta, per channel.  GPU: kernels/batch_norm.cu.
 
     Backward (training): dL/dx = gamma / sqrt(var + eps) * (g - mean(g) - x_hat * mean(g * x_hat)).
 
     Works on pixel rows (N*H*W, C), a view of channels-last input such as a
     conv's output, so that every per-channel sum is a fast reduction down
-    contiguous columns and the result stays channels-last for the next layer."""
+    contiguous columns and the result stays channels-last for the next layer.
+    On the GPU it works on the NCHW array directly, one block per channel for
+    the sums."""
     name = "batch_norm2d"
 
     @staticmethod
     def forward(ctx, x, gamma, beta, running_mean, running_var, training, momentum, eps):
         _check(x, gamma, beta, running_mean, running_var, training)
+        if ctx.device == "cuda":
+            return _forward_gpu(ctx, x, gamma, beta, running_mean, running_var, training,
+                                momentum, eps)
         N, _, H, W = x.shape
         rows = pixel_rows(x)
         if training:
@@ -83,11 +156,8 @@ class BatchNorm2d(Function):
             centered = rows - mu
             var = np.mean(np.square(centered), axis=0)
             if running_mean is not None:
-                m = rows.shape[0]
-                running_mean *= 1 - momentum
-                running_mean += momentum * mu
-                running_var *= 1 - momentum
-                running_var += momentum * var * (m / (m - 1))
+                _update_running_statistics(running_mean, running_var, mu, var, rows.shape[0],
+                                           momentum)
         else:
             mu, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
             centered = rows - mu
@@ -103,6 +173,8 @@ class BatchNorm2d(Function):
     @staticmethod
     def backward(ctx, g):
         need_x, need_gamma, need_beta = ctx.needs(3)
+        if ctx.device == "cuda":
+            return _backward_gpu(ctx, g, need_x, need_gamma, need_beta)
         N, _, H, W = g.shape
         g_rows, x_hat, inv_std, gamma = pixel_rows(g), ctx.x_hat, ctx.inv_std, ctx.gamma
         # Both sums are needed for dx in training mode anyway.

@@ -22,11 +22,16 @@ is a rectangle, so the average separates into a row and a column average::
     y = P_h @ x @ P_w.T      with P_h[i, h] = 1 / len(bin_i) if h in bin_i else 0
 
 and the backward is the transposed map, ``dL/dx = P_h.T @ g @ P_w``.
+
+On the GPU (``kernels/pool.cu``) every thread computes one element of the
+result directly: an output's max or bin average in forward, and in backward
+an input's share of the gradient, read from the outputs it fed (no atomics).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .. import cuda
 from ..tensor import Function
 from . import checks
 
@@ -123,6 +128,49 @@ def maxpool2x2_fast(x):
     return y, argmax
 
 
+# --- GPU paths (kernels/pool.cu) ------------------------------------------------
+
+def maxpool2x2_cuda(x):
+    """(y, argmax) of a CuPy array, with the CPU path's tie and NaN rules; argmax is uint8."""
+    x = cuda.contiguous(x)
+    N, C, H, W = x.shape
+    y = cuda.empty((N, C, H // 2, W // 2), x.dtype)
+    argmax = cuda.empty(y.shape, np.uint8)
+    cuda.launch_elementwise("pool", "maxpool2x2_forward", x.dtype, y.size, x, y, argmax, H, W)
+    return y, argmax
+
+
+def maxpool2x2_backward_cuda(g, argmax, input_shape):
+    """dL/dx of shape ``input_shape``: g at each window's argmax, 0 elsewhere."""
+    g = cuda.contiguous(g)
+    N, C, H, W = input_shape
+    dx = cuda.empty((N, C, H, W), g.dtype)
+    cuda.launch_elementwise("pool", "maxpool2x2_backward", g.dtype, dx.size, g, argmax, dx, H, W)
+    return dx
+
+
+def adaptive_avg_pool2d_cuda(x, output_size):
+    """Average of each of PyTorch's adaptive bins, for a CuPy array."""
+    x = cuda.contiguous(x)
+    N, C, H, W = x.shape
+    Ho, Wo = output_size
+    y = cuda.empty((N, C, Ho, Wo), x.dtype)
+    cuda.launch_elementwise("pool", "adaptive_avg_pool2d_forward", x.dtype, y.size,
+                            x, y, H, W, Ho, Wo)
+    return y
+
+
+def adaptive_avg_pool2d_backward_cuda(g, input_shape):
+    """dL/dx of shape ``input_shape``: each input sums g / bin area over the bins holding it."""
+    g = cuda.contiguous(g)
+    Ho, Wo = g.shape[2:]
+    N, C, H, W = input_shape
+    dx = cuda.empty((N, C, H, W), g.dtype)
+    cuda.launch_elementwise("pool", "adaptive_avg_pool2d_backward", g.dtype, dx.size,
+                            g, dx, H, W, Ho, Wo)
+    return dx
+
+
 def _check_pool_input(op, x):
     checks.floating(op, input=x)
     checks.rank(op, "input", x, 4, "(N, C, H, W)")
@@ -131,7 +179,7 @@ def _check_pool_input(op, x):
 class MaxPool2x2(Function):
     """2x2 max pooling, stride 2 (ties: first max in row-major window order).
 
-    Backward: g goes to the argmax of each window, 0 elsewhere."""
+    Backward: g goes to the argmax of each window, 0 elsewhere.  GPU: kernels/pool.cu."""
     name = "maxpool2x2"
 
     @staticmethod
@@ -140,6 +188,11 @@ class MaxPool2x2(Function):
         if x.shape[2] < 2 or x.shape[3] < 2:
             raise ValueError(f"maxpool2x2: input must be at least 2x2 in H and W, "
                              f"got shape {tuple(x.shape)}")
+        if ctx.device == "cuda":
+            y, argmax = maxpool2x2_cuda(x)
+            if ctx.needs_input_grad[0]:
+                ctx.save(argmax=argmax, input_shape=tuple(x.shape))
+            return y
         y, argmax = maxpool2x2_fast(x)
         if ctx.needs_input_grad[0]:
             ctx.save(argmax=argmax, input_shape=x.shape, input_channels_last=channels_last(x))
@@ -147,6 +200,8 @@ class MaxPool2x2(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.device == "cuda":
+            return (maxpool2x2_backward_cuda(g, ctx.argmax, ctx.input_shape),)
         dx = zeros_in_layout(ctx.input_shape, g.dtype, ctx.input_channels_last)
         for k, dx_view in enumerate(_window_views(dx)):
             np.multiply(g, ctx.argmax == k, out=dx_view)
@@ -180,7 +235,8 @@ class AdaptiveAvgPool2d(Function):
     """y = P_h @ x @ P_w^T with PyTorch's adaptive bins.
 
     Backward: dL/dx = P_h^T @ g @ P_w.  When the output size is the input's,
-    P_h and P_w are identities and the input is passed through as it is."""
+    P_h and P_w are identities and the input is passed through as it is.
+    GPU: kernels/pool.cu."""
     name = "adaptive_avg_pool2d"
 
     @staticmethod
@@ -191,6 +247,10 @@ class AdaptiveAvgPool2d(Function):
             # Every bin is one pixel (VGG's 7x7 pool at 224x224): nothing to compute or store.
             ctx.save(identity=True)
             return x
+        if ctx.device == "cuda":
+            if ctx.needs_input_grad[0]:
+                ctx.save(input_shape=tuple(x.shape))
+            return adaptive_avg_pool2d_cuda(x, (Ho, Wo))
         P_h = bin_matrix(x.shape[2], Ho, x.dtype)
         P_w = bin_matrix(x.shape[3], Wo, x.dtype)
         if ctx.needs_input_grad[0]:
@@ -201,4 +261,6 @@ class AdaptiveAvgPool2d(Function):
     def backward(ctx, g):
         if getattr(ctx, "identity", False):
             return (g,)
+        if ctx.device == "cuda":
+            return (adaptive_avg_pool2d_backward_cuda(g, ctx.input_shape),)
         return (ctx.P_h.T @ g @ ctx.P_w,)

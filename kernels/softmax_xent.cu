@@ -1,0 +1,80 @@
+// softmax_xent: softmax cross-entropy of (rows x cols) logits z with integer
+// labels t, as in ops/loss.py.
+//
+// forward: one block of XENT_THREADS threads per row (a grid-stride loop over
+// rows lets any grid cover any batch). Thread tid visits the columns tid,
+// tid + blockDim.x, ... of its row three times: for the row maximum m, for
+// the sum s of exp(z - m), and to write the softmax probabilities
+// p[c] = exp((z[c] - m) - log s). Each of the two reductions goes through
+// shared memory as a tree in a fixed order, so the result is the same on
+// every run. Thread 0 writes the row's loss, log s - (z[t] - m), into a
+// per-row vector; the host takes its mean. The probabilities are what
+// backward needs.
+//
+// backward: one thread per element (r, c) of the rows x cols gradient, flat
+// index i = r * cols + c: dz[i] = (p[i] - [c == t[r]]) * (g / rows), with the
+// scalar upstream gradient g read from device memory.
+
+#define XENT_THREADS 256
+
+__device__ __forceinline__ float exp_of(float x) { return expf(x); }
+__device__ __forceinline__ double exp_of(double x) { return exp(x); }
+__device__ __forceinline__ float log_of(float x) { return logf(x); }
+__device__ __forceinline__ double log_of(double x) { return log(x); }
+
+// Launch with blockDim.x == XENT_THREADS (a power of two, for the tree reductions).
+template <typename T>
+__global__ void softmax_xent_forward(const T* z, const long long* labels, T* probs, T* losses,
+                                     long long rows, long long cols) {
+    __shared__ T scratch[XENT_THREADS];
+    const int tid = threadIdx.x;
+
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const T* zr = z + r * cols;
+        T* pr = probs + r * cols;
+
+        T m = zr[0];
+        for (long long c = tid; c < cols; c += blockDim.x)
+            m = zr[c] > m ? zr[c] : m;
+        scratch[tid] = m;
+        __syncthreads();
+        for (int half = blockDim.x / 2; half > 0; half /= 2) {
+            if (tid < half && scratch[tid + half] > scratch[tid])
+                scratch[tid] = scratch[tid + half];
+            __syncthreads();
+        }
+        m = scratch[0];
+        __syncthreads();  // everyone has m before scratch is reused
+
+        T s = T(0);
+        for (long long c = tid; c < cols; c += blockDim.x)
+            s += exp_of(zr[c] - m);
+        scratch[tid] = s;
+        __syncthreads();
+        for (int half = blockDim.x / 2; half > 0; half /= 2) {
+            if (tid < half)
+                scratch[tid] += scratch[tid + half];
+            __syncthreads();
+        }
+        const T log_s = log_of(scratch[0]);
+
+        if (tid == 0)
+            losses[r] = log_s - (zr[labels[r]] - m);
+        for (long long c = tid; c < cols; c += blockDim.x)
+            pr[c] = exp_of((zr[c] - m) - log_s);
+        __syncthreads();  // everyone has read scratch[0] before the next row writes it
+    }
+}
+
+template <typename T>
+__global__ void softmax_xent_backward(const T* probs, const long long* labels, const T* g, T* dz,
+                                      long long rows, long long cols, long long n) {
+    const T scale = g[0] / T(rows);
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        T d = probs[i];
+        if (i % cols == labels[i / cols])
+            d -= T(1);
+        dz[i] = d * scale;
+    }
+}
