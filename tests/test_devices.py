@@ -59,3 +59,12 @@ def test_ops_refuse_mixed_devices():
     with pytest.raises(ValueError, match="conv3x3: all inputs must be on the same device, "
                                          "got cpu and cuda"):
         conv(x)
+
+
+@pytest.mark.gpu
+def test_state_dict_loads_into_a_model_on_the_gpu():
+    source = nn.Sequential(nn.Conv3x3(3, 4), nn.BatchNorm2d(4))
+    target = nn.Sequential(nn.Conv3x3(3, 4), nn.BatchNorm2d(4)).to("cuda")
+    target.load_state_dict(source.state_dict())
+    for (key, a), b in zip(source.state_dict().items(), target.state_dict().values()):
+        np.testing.assert_array_equal(a, b, err_msg=key)

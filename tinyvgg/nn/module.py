@@ -148,7 +148,7 @@ class Module:
             raise ValueError(f"load_state_dict into {type(self).__name__}: " + " | ".join(problems))
         for key, target in targets.items():
             if key in given:
-                target[...] = given[key]
+                target[...] = backend.array_module(target).asarray(given[key])
 
     # --- devices and dtypes -------------------------------------------------------------
     def to(self, device_or_dtype) -> "Module":
