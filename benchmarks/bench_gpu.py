@@ -32,7 +32,7 @@ from tinyvgg.ops.conv import conv3x3_kernel, use_conv3x3_kernel
 from tinyvgg.ops.sgd import sgd_step_
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cpu import machine_info  # noqa: E402
+from bench_cpu import _fmt, _ratio, machine_info, torch_vgg16  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -156,7 +156,7 @@ def bench_training_step(torch, batch, warmup, repeats, lr=0.01, momentum=0.9):
     del model, params, velocities
     backend.cupy_module().get_default_memory_pool().free_all_blocks()
     if torch is not None:
-        reference = torch_vgg16(torch).cuda()
+        reference = torch_vgg16("imagenet", 1000).cuda()
         optimiser = torch.optim.SGD(reference.parameters(), lr=lr, momentum=momentum)
         tx = torch.tensor(images, device="cuda")
         ty = torch.tensor(labels, device="cuda")
@@ -172,29 +172,6 @@ def bench_training_step(torch, batch, warmup, repeats, lr=0.01, momentum=0.9):
             row[f"torch_{mode}_ms"] = torch_median_ms(torch, theirs, warmup, repeats)
             row[f"torch_{mode}_peak_bytes"] = torch.cuda.max_memory_allocated()
     return row
-
-
-def torch_vgg16(torch):
-    tnn = torch.nn
-    layers, c_in = [], 3
-    for v in tv.models.cfgs["D"]:
-        if v == "M":
-            layers.append(tnn.MaxPool2d(2, 2))
-        else:
-            layers += [tnn.Conv2d(c_in, v, 3, padding=1), tnn.ReLU(inplace=True)]
-            c_in = v
-    return tnn.Sequential(*layers, tnn.AdaptiveAvgPool2d(7), tnn.Flatten(),
-                          tnn.Linear(25088, 4096), tnn.ReLU(True), tnn.Dropout(),
-                          tnn.Linear(4096, 4096), tnn.ReLU(True), tnn.Dropout(),
-                          tnn.Linear(4096, 1000))
-
-
-def _ratio(ours, theirs):
-    return theirs / ours if ours and theirs else None
-
-
-def _fmt(v, spec):
-    return "-" if v is None else format(v, spec)
 
 
 def markdown(report):

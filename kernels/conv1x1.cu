@@ -44,6 +44,26 @@
 #define GEMM_THREADS (GEMM_SIDE * GEMM_SIDE)
 #define GEMM_LOADS (GEMM_TILE * GEMM_CHUNK / GEMM_THREADS)
 
+// The inner product both kernels share: thread (tx, ty) adds one staged chunk to
+// its register block, acc[i][j] += sum_k rows[k][ty + 16 i] * cols[k][tx + 16 j].
+template <typename T>
+__device__ __forceinline__ void multiply_staged_chunk(const T (*rows)[GEMM_TILE + 1],
+                                                      const T (*cols)[GEMM_TILE + 1],
+                                                      T (*acc)[GEMM_PER_THREAD], int tx, int ty) {
+#pragma unroll
+    for (int k = 0; k < GEMM_CHUNK; ++k) {
+        T a[GEMM_PER_THREAD], c[GEMM_PER_THREAD];
+#pragma unroll
+        for (int i = 0; i < GEMM_PER_THREAD; ++i) a[i] = rows[k][ty + GEMM_SIDE * i];
+#pragma unroll
+        for (int j = 0; j < GEMM_PER_THREAD; ++j) c[j] = cols[k][tx + GEMM_SIDE * j];
+#pragma unroll
+        for (int i = 0; i < GEMM_PER_THREAD; ++i)
+#pragma unroll
+            for (int j = 0; j < GEMM_PER_THREAD; ++j) acc[i][j] += a[i] * c[j];
+    }
+}
+
 template <typename T>
 __global__ void conv1x1_forward_tiled(const T* x, const T* w, const T* b, T* y,
                                       long long N, long long Cin, long long Cout, long long P,
@@ -90,18 +110,7 @@ __global__ void conv1x1_forward_tiled(const T* x, const T* w, const T* b, T* y,
         }
         __syncthreads();
 
-#pragma unroll
-        for (int k = 0; k < GEMM_CHUNK; ++k) {
-            T a[GEMM_PER_THREAD], c[GEMM_PER_THREAD];
-#pragma unroll
-            for (int i = 0; i < GEMM_PER_THREAD; ++i) a[i] = w_tile[k][ty + GEMM_SIDE * i];
-#pragma unroll
-            for (int j = 0; j < GEMM_PER_THREAD; ++j) c[j] = x_tile[k][tx + GEMM_SIDE * j];
-#pragma unroll
-            for (int i = 0; i < GEMM_PER_THREAD; ++i)
-#pragma unroll
-                for (int j = 0; j < GEMM_PER_THREAD; ++j) acc[i][j] += a[i] * c[j];
-        }
+        multiply_staged_chunk(w_tile, x_tile, acc, tx, ty);
         // The next chunk overwrites the tiles: wait until every thread is done with them.
         __syncthreads();
     }
@@ -165,18 +174,7 @@ __global__ void conv1x1_weight_grad(const T* x, const T* g, T* partial, long lon
         }
         __syncthreads();
 
-#pragma unroll
-        for (int k = 0; k < GEMM_CHUNK; ++k) {
-            T a[GEMM_PER_THREAD], c[GEMM_PER_THREAD];
-#pragma unroll
-            for (int i = 0; i < GEMM_PER_THREAD; ++i) a[i] = g_tile[k][ty + GEMM_SIDE * i];
-#pragma unroll
-            for (int j = 0; j < GEMM_PER_THREAD; ++j) c[j] = x_tile[k][tx + GEMM_SIDE * j];
-#pragma unroll
-            for (int i = 0; i < GEMM_PER_THREAD; ++i)
-#pragma unroll
-                for (int j = 0; j < GEMM_PER_THREAD; ++j) acc[i][j] += a[i] * c[j];
-        }
+        multiply_staged_chunk(g_tile, x_tile, acc, tx, ty);
         // The next chunk overwrites the tiles: wait until every thread is done with them.
         __syncthreads();
     }

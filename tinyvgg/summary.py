@@ -39,7 +39,7 @@ class Row:
     macs: int            # forward multiply-accumulates, for the whole batch
 
 
-def _kind(module, output_shape) -> str:
+def _kind(module) -> str:
     if isinstance(module, nn.Conv3x3):
         return f"conv3-{module.out_channels}"
     if isinstance(module, nn.Conv1x1):
@@ -226,9 +226,9 @@ def summary(model, input_shape, dtype=None) -> Summary:
         seen.add(id(module))
         passthrough = output.data is getattr(inputs[0], "data", None)
         if isinstance(module, FOLDED) or passthrough:
-            rows[-1].kind += f", {_kind(module, output.shape)}"
+            rows[-1].kind += f", {_kind(module)}"
             return
-        rows.append(Row(names[id(module)], _kind(module, output.shape), tuple(output.shape[1:]),
+        rows.append(Row(names[id(module)], _kind(module), tuple(output.shape[1:]),
                         int(np.prod(output.shape)), weights, params,
                         _macs(module, output.shape)))
 
