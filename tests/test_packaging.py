@@ -22,3 +22,16 @@ def test_check_command_passes(capsys):
     assert "all checks passed" in out
     assert "negative control: wrong ReLU backward caught" in out
     assert "FAILED" not in out
+
+
+def test_a_wheel_holds_every_subpackage():
+    """setup.py lists packages by hand; a forgotten one would import fine from the
+    source tree and be missing from a real install."""
+    from pathlib import Path
+
+    root = Path(tinyvgg.__file__).parent
+    on_disk = {".".join(p.relative_to(root.parent).parts[:-1]) for p in root.rglob("__init__.py")}
+    assert {"tinyvgg", "tinyvgg.models", "tinyvgg.data"} <= on_disk
+    setup_text = (root.parent / "setup.py").read_text()
+    for package in sorted(on_disk):
+        assert f'"{package}"' in setup_text, f"setup.py does not list {package}"

@@ -1,5 +1,5 @@
 """tinyvgg: a from-scratch deep learning engine for studying backprop on VGG networks."""
-from . import functional, models, nn
+from . import functional, models, nn, optim
 from .gradcheck import GradcheckError, gradcheck
 from .random import manual_seed
 from .serialization import load, save
@@ -9,5 +9,5 @@ from .tensor import Function, Tensor, is_grad_enabled, no_grad, tensor
 __version__ = "0.1.0"
 
 __all__ = ["Tensor", "tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck",
-           "GradcheckError", "manual_seed", "functional", "nn", "models", "summary", "save",
+           "GradcheckError", "manual_seed", "functional", "nn", "models", "optim", "summary", "save",
            "load", "__version__"]

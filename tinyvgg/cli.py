@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _positive_int(text):
@@ -44,6 +45,124 @@ def _summary(args) -> int:
     return 0
 
 
+def _add_train_options(parser):
+    """Every TrainConfig field as a flag. Defaults are None here so that a resumed run can
+    tell which flags were given; TrainConfig supplies the real defaults."""
+    from .train import AUGMENTATIONS, SCHEDULES, TrainConfig
+    d = TrainConfig.__dataclass_fields__
+    add = parser.add_argument
+    add("--model", help=f"vgg11, vgg13, vgg16, vgg19, vgg16c, vgg11_lrn, or A..E "
+                        f"(default {d['model'].default})")
+    add("--width", type=float, help=f"channel multiplier (default {d['width'].default})")
+    add("--batch-norm", dest="batch_norm", action="store_const", const=True,
+        help="batch norm after every conv (the default)")
+    add("--no-batch-norm", dest="batch_norm", action="store_const", const=False)
+    add("--head", choices=("compact", "imagenet"), help="classifier (default compact)")
+    add("--dropout", type=float, help="drop probability in the classifier (default 0.5)")
+    add("--dataset", choices=("mnist", "fashion-mnist", "folder"),
+        help="mnist (default), fashion-mnist, or folder: an image folder per class")
+    add("--data-dir", help="a directory of MNIST-format idx files, or the image-folder root "
+                           "with train/ and test/ (or val/)")
+    add("--image-size", type=_positive_int, help="network input size (default 32)")
+    add("--scale-min", type=_positive_int, help="image folders: smallest training scale S")
+    add("--scale-max", type=_positive_int, help="image folders: largest training scale S "
+                                                "(images are stored at this size)")
+    add("--val-size", type=int, help="training images held out for validation (default 5000)")
+    add("--limit", type=_positive_int, help="train on only the first N images")
+    add("--epochs", type=_positive_int, help=f"default {d['epochs'].default}")
+    add("--batch-size", type=_positive_int, help=f"default {d['batch_size'].default}")
+    add("--lr", type=float, help=f"learning rate (default {d['lr'].default})")
+    add("--momentum", type=float, help="default 0.9")
+    add("--weight-decay", type=float, help="L2 weight decay (default 5e-4)")
+    add("--nesterov", action="store_const", const=True, help="Nesterov momentum")
+    add("--schedule", choices=SCHEDULES, help="learning-rate schedule (default cosine); "
+                                              "plateau divides by 10 when validation "
+                                              "accuracy stops improving, as in the paper")
+    add("--step-size", type=_positive_int, help="step schedule: epochs per division by 10")
+    add("--patience", type=_positive_int, help="plateau: epochs without improvement")
+    add("--restart-period", type=_positive_int,
+        help="warm restarts: epochs in the first cycle (a snapshot is saved at each cycle's end)")
+    add("--restart-mult", type=_positive_int, help="warm restarts: cycle growth factor")
+    add("--augment", help=f"auto, none, or a comma list of {', '.join(AUGMENTATIONS)}")
+    add("--device", choices=("cpu", "cuda"))
+    add("--dtype", choices=("float32", "float64"))
+    add("--seed", type=int)
+    add("--prefetch", type=int, help="batches prepared ahead in a background thread "
+                                     "(default 2; 0 turns it off)")
+    add("--out", help="output directory (default runs/<dataset>-<model>-w<width>-s<seed>)")
+
+
+#: what a resumed run may change: how long it runs, where, and how it shows progress
+RESUMABLE_OVERRIDES = ("epochs", "device", "prefetch")
+
+
+def _train(args, parser) -> int:
+    from .checkpoint import load_checkpoint
+    from .train import TrainConfig, TrainingDiverged, train
+    given = {k: v for k, v in vars(args).items()
+             if k in TrainConfig.__dataclass_fields__ and v is not None}
+    if args.resume:
+        saved = load_checkpoint(args.resume).meta["config"]
+        fixed = {k: v for k, v in given.items()
+                 if k not in RESUMABLE_OVERRIDES and k != "out" and v != saved.get(k)}
+        if fixed:
+            wrong = ", ".join(f"--{k.replace('_', '-')} {v} (the run has {saved.get(k)})"
+                              for k, v in fixed.items())
+            raise ValueError(f"--resume continues a run as it was configured; only "
+                             f"--epochs, --device and --prefetch may change, got {wrong}")
+        saved.update({k: v for k, v in given.items() if k in RESUMABLE_OVERRIDES})
+        if args.out is None:
+            saved["out"] = str(Path(args.resume).parent)
+        else:
+            saved["out"] = args.out
+        config = TrainConfig.from_dict(saved)
+    else:
+        config = TrainConfig(**given)
+    try:
+        result = train(config, resume=args.resume, progress=not args.no_progress)
+    except TrainingDiverged as error:
+        print(f"tinyvgg train: {error}", file=sys.stderr)
+        return 1
+    return 130 if result.status == "interrupted" else 0
+
+
+def _evaluate(args) -> int:
+    from .train import evaluate_checkpoints
+    if args.ensemble and len(args.checkpoints) < 2:
+        raise ValueError("--ensemble averages several checkpoints; give at least two")
+    result = evaluate_checkpoints(args.checkpoints, dataset=args.dataset,
+                                  data_dir=args.data_dir, split=args.split,
+                                  batch_size=args.batch_size, device=args.device)
+    if not args.ensemble:
+        result.pop("ensemble", None)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"{result['dataset']} {result['split']} ({result['images']} images)")
+    for row in result["members"]:
+        print(f"  {100 * row['accuracy']:6.2f}%  loss {row['loss']:.4f}  {row['checkpoint']}")
+    if "ensemble" in result:
+        best = max(row["accuracy"] for row in result["members"])
+        e = result["ensemble"]
+        print(f"  {100 * e['accuracy']:6.2f}%  loss {e['loss']:.4f}  ensemble of "
+              f"{len(result['members'])} (mean softmax); best member {100 * best:.2f}%")
+    return 0
+
+
+def _predict(args) -> int:
+    from .train import predict_files
+    checkpoints = [args.checkpoint] + list(args.ensemble or [])
+    results = predict_files(checkpoints, args.images, device=args.device, invert=args.invert,
+                            top=args.top)
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    for row in results:
+        guesses = ", ".join(f"{g['class']} {100 * g['probability']:.1f}%" for g in row["top"])
+        print(f"{row['file']}: {guesses}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tinyvgg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -55,7 +174,45 @@ def main(argv=None) -> int:
                                                   "and MACs of a VGG")
     _add_model_options(summary)
     summary.add_argument("--json", action="store_true", help="print the figures as JSON")
+    train = commands.add_parser("train", help="train a VGG on MNIST, Fashion-MNIST or an "
+                                              "image folder, with checkpoints and curves")
+    _add_train_options(train)
+    train.add_argument("--resume", metavar="CHECKPOINT",
+                       help="continue a run exactly from its checkpoint.npz")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate = commands.add_parser("eval", help="test accuracy of checkpoints, and of their "
+                                                "ensemble with --ensemble")
+    evaluate.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT")
+    evaluate.add_argument("--ensemble", action="store_true",
+                          help="also score the average of the checkpoints' softmax outputs")
+    evaluate.add_argument("--dataset", choices=("mnist", "fashion-mnist", "folder"),
+                          help="default: the one the checkpoint was trained on")
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--split", choices=("train", "test"), default="test")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=256)
+    evaluate.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    evaluate.add_argument("--json", action="store_true")
+    predict = commands.add_parser("predict", help="classify image files with a checkpoint")
+    predict.add_argument("checkpoint")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--ensemble", nargs="+", metavar="CHECKPOINT",
+                         help="more checkpoints whose softmax outputs are averaged in")
+    predict.add_argument("--invert", action="store_true",
+                         help="dark strokes on light paper: invert to MNIST's white on black")
+    predict.add_argument("--top", type=_positive_int, default=3)
+    predict.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    predict.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.command in ("train", "eval", "predict"):
+        from .backend import DeviceUnavailableError
+        from .checkpoint import CheckpointError
+        run = {"train": lambda: _train(args, parser), "eval": lambda: _evaluate(args),
+               "predict": lambda: _predict(args)}[args.command]
+        try:
+            return run()
+        except (ValueError, FileNotFoundError, ImportError, CheckpointError,
+                DeviceUnavailableError) as error:
+            parser.exit(2, f"tinyvgg {args.command}: {error}\n")
     if args.command == "check":
         from .backend import DeviceUnavailableError
         from .selfcheck import run

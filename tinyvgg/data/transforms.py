@@ -4,8 +4,15 @@ Resizing uses the bilinear (triangle) filter widened by the scale factor
 when shrinking, as Pillow does: each output pixel averages every input
 pixel under the filter, so a photo shrunk 10x does not alias. The filter is
 separable, so a resize is two matrix products: ``rows @ image @ cols^T``.
+
+Below the per-image functions are the batch transforms of the data loader
+(``RandomCrop``, ``RandomScaleCrop``, ``ColorJitter``, ``RGBShift``, ...):
+callables ``transform(batch, rng)`` on float (N, C, H, W) batches, random
+only through the generator they are given.
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -45,12 +52,14 @@ def resize_shorter_side(image, size: int) -> np.ndarray:
     """Scale so the shorter side is ``size`` pixels, keeping the aspect ratio
     (the paper's "isotropically rescaled" training scale S)."""
     image = _check_image("resize_shorter_side", image)
-    height, width = image.shape[:2]
+    return resize(image, _shorter_side_target(*image.shape[:2], size))
+
+
+def _shorter_side_target(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) after scaling the shorter side to ``size``, keeping the aspect ratio."""
     if height <= width:
-        target = (size, max(1, int(round(width * size / height))))
-    else:
-        target = (max(1, int(round(height * size / width))), size)
-    return resize(image, target)
+        return size, max(1, int(round(width * size / height)))
+    return max(1, int(round(height * size / width))), size
 
 
 def center_crop(image, size: int) -> np.ndarray:
@@ -67,3 +76,372 @@ def center_crop(image, size: int) -> np.ndarray:
 def normalize(image, mean, std) -> np.ndarray:
     """(image - mean) / std per channel, on the last axis."""
     return (np.asarray(image) - np.asarray(mean)) / np.asarray(std)
+
+
+# --- batch transforms --------------------------------------------------------------
+#
+# The data loader's augmentation. A batch transform is a callable
+# ``transform(batch, rng) -> batch`` on a float (N, C, H, W) batch with
+# values in [0, 1]; ``rng`` is a numpy.random.Generator and the only source
+# of randomness, so the same generator state gives the same output. Every
+# sample gets its own random draw, and the draws are vectorised over the
+# batch. Transforms never change their input in place.
+
+#: eigenvalues and eigenvectors (columns) of the covariance of ImageNet's RGB
+#: pixels in [0, 1], as published with AlexNet-style colour augmentation
+IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+                       (-0.5808, -0.0045, -0.8140),
+                       (-0.5836, -0.6948, 0.4203))
+
+#: ITU-R 601 luma weights, the grey image of torchvision's contrast adjustment
+GREY_WEIGHTS = (0.2989, 0.587, 0.114)
+
+
+def _batch(owner: str, batch, floating: bool = True) -> np.ndarray:
+    if not isinstance(batch, np.ndarray):
+        raise TypeError(f"{owner}: expected a NumPy array of shape (N, C, H, W), "
+                        f"got {type(batch).__name__}")
+    if batch.ndim != 4:
+        raise ValueError(f"{owner}: expected a batch of shape (N, C, H, W), "
+                         f"got shape {batch.shape}")
+    if floating and not np.issubdtype(batch.dtype, np.floating):
+        raise TypeError(f"{owner}: expected a float batch (ToFloat turns uint8 images into "
+                        f"floats), got {batch.dtype}")
+    return batch
+
+
+def _generator(owner: str, rng) -> np.random.Generator:
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"{owner}: rng must be a numpy.random.Generator "
+                        f"(np.random.default_rng(seed)), got {type(rng).__name__}")
+    return rng
+
+
+def _real(owner: str, arg: str, value, minimum=None, maximum=None) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                      np.floating)):
+        raise TypeError(f"{owner}: {arg} must be a number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or (minimum is not None and value < minimum) \
+            or (maximum is not None and value > maximum):
+        if maximum is not None:
+            wanted = f"in [{minimum:g}, {maximum:g}]"
+        else:
+            wanted = "finite" if minimum is None else f"finite and >= {minimum:g}"
+        raise ValueError(f"{owner}: {arg} must be {wanted}, got {value}")
+    return value
+
+
+def _whole(owner: str, arg: str, value, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{owner}: {arg} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{owner}: {arg} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _size_pair(owner: str, value) -> tuple[int, int]:
+    """An int or an (h, w) pair of positive ints."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{owner}: size must be an int or (height, width), got {value!r}")
+        return _whole(owner, "size", value[0], 1), _whole(owner, "size", value[1], 1)
+    side = _whole(owner, "size", value, 1)
+    return side, side
+
+
+def _per_sample(values: np.ndarray) -> np.ndarray:
+    """(N,) values shaped to broadcast over (N, C, H, W)."""
+    return values[:, None, None, None]
+
+
+class Compose:
+    """Apply batch transforms in order, each with the same generator."""
+
+    def __init__(self, transforms):
+        try:
+            transforms = list(transforms)
+        except TypeError:
+            raise TypeError(f"Compose: expected a list of transforms, "
+                            f"got {type(transforms).__name__}") from None
+        for i, transform in enumerate(transforms):
+            if not callable(transform):
+                raise TypeError(f"Compose: transform {i} is not callable: {transform!r}")
+        self.transforms = transforms
+
+    def __call__(self, batch, rng=None):
+        for transform in self.transforms:
+            batch = transform(batch, rng)
+        return batch
+
+    def __repr__(self) -> str:
+        if not self.transforms:
+            return "Compose([])"
+        return "Compose([\n" + "".join(f"    {t!r},\n" for t in self.transforms) + "])"
+
+
+class ToFloat:
+    """Integer images (uint8) to floats: ``batch * scale`` in ``dtype`` (0..255 -> 0..1)."""
+
+    def __init__(self, scale: float = 1 / 255, dtype=np.float32):
+        self.scale = _real("ToFloat", "scale", scale)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"ToFloat: dtype must be float32 or float64, got {self.dtype}")
+
+    def __call__(self, batch, rng=None):
+        batch = _batch("ToFloat", batch, floating=False)
+        if not np.issubdtype(batch.dtype, np.integer):
+            raise TypeError(f"ToFloat: expected integer images such as uint8, got {batch.dtype} "
+                            f"(a float batch is converted already)")
+        return np.multiply(batch, self.dtype.type(self.scale), dtype=self.dtype)
+
+    def __repr__(self) -> str:
+        return f"ToFloat(scale={self.scale:g}, dtype={self.dtype.name})"
+
+
+class Pad:
+    """Pad every image by ``padding`` pixels of ``value`` on all four sides (28 -> 32 with 2)."""
+
+    def __init__(self, padding: int, value: float = 0.0):
+        self.padding = _whole("Pad", "padding", padding, 0)
+        self.value = _real("Pad", "value", value)
+
+    def __call__(self, batch, rng=None):
+        batch = _batch("Pad", batch)
+        p = self.padding
+        return np.pad(batch, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=self.value)
+
+    def __repr__(self) -> str:
+        return f"Pad(padding={self.padding}, value={self.value:g})"
+
+
+def _crop_windows(batch: np.ndarray, top: np.ndarray, left: np.ndarray, height: int,
+                  width: int) -> np.ndarray:
+    """Sample i's ``height`` x ``width`` window at (top[i], left[i]), for all i at once."""
+    windows = np.lib.stride_tricks.sliding_window_view(batch, (height, width), axis=(2, 3))
+    # advanced indices on axes 0, 2, 3 around the channel slice: the result is (N, C, h, w)
+    return windows[np.arange(len(batch)), :, top, left]
+
+
+class RandomCrop:
+    """Pad by ``padding`` zeros, then crop ``size`` at a random offset per sample.
+
+    torchvision's RandomCrop: the offsets are uniform over every position
+    where the window fits (top drawn first, then left). ``size`` is an int
+    or (height, width).
+    """
+
+    def __init__(self, size, padding: int = 0):
+        self.size = _size_pair("RandomCrop", size)
+        self.padding = _whole("RandomCrop", "padding", padding, 0)
+
+    def __call__(self, batch, rng):
+        batch = _batch("RandomCrop", batch)
+        rng = _generator("RandomCrop", rng)
+        if self.padding:
+            p = self.padding
+            batch = np.pad(batch, ((0, 0), (0, 0), (p, p), (p, p)))
+        n, _, height, width = batch.shape
+        crop_h, crop_w = self.size
+        if height < crop_h or width < crop_w:
+            raise ValueError(f"RandomCrop: a {crop_h}x{crop_w} crop needs an image at least that "
+                             f"big, got {height}x{width} after padding by {self.padding}")
+        top = rng.integers(0, height - crop_h + 1, size=n)
+        left = rng.integers(0, width - crop_w + 1, size=n)
+        return _crop_windows(batch, top, left, crop_h, crop_w)
+
+    def __repr__(self) -> str:
+        return f"RandomCrop(size={self.size}, padding={self.padding})"
+
+
+class CenterCrop:
+    """The central ``size`` window of every image (an int or (height, width)).
+
+    When the margin is odd, the extra pixel is left at the bottom and right,
+    as :func:`center_crop` does.
+    """
+
+    def __init__(self, size):
+        self.size = _size_pair("CenterCrop", size)
+
+    def __call__(self, batch, rng=None):
+        batch = _batch("CenterCrop", batch)
+        height, width = batch.shape[2:]
+        crop_h, crop_w = self.size
+        if height < crop_h or width < crop_w:
+            raise ValueError(f"CenterCrop: a {crop_h}x{crop_w} crop needs an image at least that "
+                             f"big, got {height}x{width}")
+        top, left = (height - crop_h) // 2, (width - crop_w) // 2
+        return batch[:, :, top:top + crop_h, left:left + crop_w].copy()
+
+    def __repr__(self) -> str:
+        return f"CenterCrop(size={self.size})"
+
+
+class RandomHorizontalFlip:
+    """Mirror each image left-right with probability ``p``."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = _real("RandomHorizontalFlip", "p", p, 0.0, 1.0)
+
+    def __call__(self, batch, rng):
+        batch = _batch("RandomHorizontalFlip", batch)
+        rng = _generator("RandomHorizontalFlip", rng)
+        flip = rng.random(len(batch)) < self.p
+        return np.where(_per_sample(flip), batch[..., ::-1], batch)
+
+    def __repr__(self) -> str:
+        return f"RandomHorizontalFlip(p={self.p:g})"
+
+
+class ColorJitter:
+    """Random brightness, then contrast, per image (torchvision's formulas).
+
+    Brightness multiplies the image by b ~ U[max(0, 1 - brightness), 1 + brightness];
+    contrast blends it with the mean m of its grey image (luma weights
+    0.2989, 0.587, 0.114; a one-channel image is its own grey):
+    ``c * x + (1 - c) * m`` with c drawn likewise from ``contrast``. Each
+    step clips to [0, 1]. A zero strength skips its step and its draw.
+    """
+
+    def __init__(self, brightness: float = 0.0, contrast: float = 0.0):
+        self.brightness = _real("ColorJitter", "brightness", brightness, 0.0)
+        self.contrast = _real("ColorJitter", "contrast", contrast, 0.0)
+
+    def __call__(self, batch, rng):
+        batch = _batch("ColorJitter", batch)
+        rng = _generator("ColorJitter", rng)
+        n, channels = batch.shape[:2]
+        dtype = batch.dtype
+        if self.contrast > 0 and channels not in (1, 3):
+            raise ValueError(f"ColorJitter: contrast needs grey (C = 1) or RGB (C = 3) images, "
+                             f"got C = {channels}")
+        out = batch
+        if self.brightness > 0:
+            b = rng.uniform(max(0.0, 1 - self.brightness), 1 + self.brightness, n).astype(dtype)
+            out = np.clip(out * _per_sample(b), 0, 1)
+        if self.contrast > 0:
+            c = rng.uniform(max(0.0, 1 - self.contrast), 1 + self.contrast, n).astype(dtype)
+            if channels == 1:
+                grey = out[:, 0]
+            else:
+                grey = np.tensordot(np.asarray(GREY_WEIGHTS, dtype), out, axes=([0], [1]))
+            mean = grey.mean(axis=(1, 2))
+            out = np.clip(_per_sample(c) * out + _per_sample((1 - c) * mean), 0, 1)
+        return out if out is not batch else batch.copy()
+
+    def __repr__(self) -> str:
+        return f"ColorJitter(brightness={self.brightness:g}, contrast={self.contrast:g})"
+
+
+class RGBShift:
+    """AlexNet's colour augmentation, as in the VGG paper: shift each image's colours
+    along the principal components of ImageNet's pixels.
+
+    Every pixel of image n gets ``sum_i alpha_i * lambda_i * v_i`` added,
+    with alpha_i ~ N(0, std) drawn per image, lambda_i the eigenvalues and
+    v_i the eigenvectors (columns of ``eigenvectors``) of the RGB covariance.
+    The defaults are ImageNet's, for images in [0, 1]; the result is not
+    clipped. Needs RGB images.
+    """
+
+    def __init__(self, std: float = 0.1, eigenvalues=IMAGENET_PCA_EIGVAL,
+                 eigenvectors=IMAGENET_PCA_EIGVEC):
+        self.std = _real("RGBShift", "std", std, 0.0)
+        self.eigenvalues = np.array(eigenvalues, dtype=np.float64)
+        self.eigenvectors = np.array(eigenvectors, dtype=np.float64)
+        if self.eigenvalues.shape != (3,) or self.eigenvectors.shape != (3, 3):
+            raise ValueError(f"RGBShift: expected 3 eigenvalues and a 3x3 matrix of "
+                             f"eigenvectors, got shapes {self.eigenvalues.shape} and "
+                             f"{self.eigenvectors.shape}")
+        if not (np.isfinite(self.eigenvalues).all() and np.isfinite(self.eigenvectors).all()):
+            raise ValueError("RGBShift: eigenvalues and eigenvectors must be finite")
+
+    def __call__(self, batch, rng):
+        batch = _batch("RGBShift", batch)
+        rng = _generator("RGBShift", rng)
+        if batch.shape[1] != 3:
+            raise ValueError(f"RGBShift: needs RGB images (C = 3), got C = {batch.shape[1]}")
+        alpha = rng.normal(0.0, self.std, size=(len(batch), 3))
+        shift = (alpha * self.eigenvalues) @ self.eigenvectors.T  # (N, 3): one RGB offset per image
+        return batch + shift.astype(batch.dtype)[:, :, None, None]
+
+    def __repr__(self) -> str:
+        return f"RGBShift(std={self.std:g})"
+
+
+class Normalize:
+    """(x - mean) / std per channel; the paper's mean subtraction is std = 1."""
+
+    def __init__(self, mean, std):
+        self.mean = np.atleast_1d(np.array(mean, dtype=np.float64))
+        self.std = np.atleast_1d(np.array(std, dtype=np.float64))
+        if self.mean.ndim != 1 or self.mean.shape != self.std.shape:
+            raise ValueError(f"Normalize: mean and std must be sequences of one value per "
+                             f"channel, of the same length, got shapes {self.mean.shape} and "
+                             f"{self.std.shape}")
+        if not (np.isfinite(self.mean).all() and np.isfinite(self.std).all()) \
+                or (self.std <= 0).any():
+            raise ValueError(f"Normalize: mean must be finite and std finite and > 0, "
+                             f"got mean {self.mean.tolist()} and std {self.std.tolist()}")
+
+    def __call__(self, batch, rng=None):
+        batch = _batch("Normalize", batch)
+        if batch.shape[1] != len(self.mean):
+            raise ValueError(f"Normalize: {len(self.mean)} channel means and stds for a batch "
+                             f"with {batch.shape[1]} channels")
+        mean = self.mean.astype(batch.dtype)[None, :, None, None]
+        std = self.std.astype(batch.dtype)[None, :, None, None]
+        return (batch - mean) / std
+
+    def __repr__(self) -> str:
+        return f"Normalize(mean={self.mean.tolist()}, std={self.std.tolist()})"
+
+
+@functools.lru_cache(maxsize=256)
+def _resize_weights(in_size: int, out_size: int, dtype: str) -> np.ndarray:
+    weights = bilinear_weights(in_size, out_size).astype(dtype)
+    weights.flags.writeable = False  # shared between calls and threads
+    return weights
+
+
+class RandomScaleCrop:
+    """The VGG paper's multi-scale training: rescale, then crop at random.
+
+    Per sample, a training scale S is drawn uniformly from the integers in
+    [scale_min, scale_max], the image is resized so that its shorter side
+    is S (keeping the aspect ratio; antialiased bilinear, as
+    :func:`resize_shorter_side`), and a ``crop`` x ``crop`` window is taken at
+    a random offset. Only the rows and columns of the window are computed.
+    Draws: all scales, then all tops, then all lefts. The paper's settings
+    are crop 224 with S in [256, 512]; scale_min = scale_max is single-scale
+    training.
+    """
+
+    def __init__(self, crop: int, scale_min: int, scale_max: int):
+        self.crop = _whole("RandomScaleCrop", "crop", crop, 1)
+        self.scale_min = _whole("RandomScaleCrop", "scale_min", scale_min, self.crop)
+        self.scale_max = _whole("RandomScaleCrop", "scale_max", scale_max, self.scale_min)
+
+    def __call__(self, batch, rng):
+        batch = _batch("RandomScaleCrop", batch)
+        rng = _generator("RandomScaleCrop", rng)
+        n, channels, height, width = batch.shape
+        scales = rng.integers(self.scale_min, self.scale_max + 1, size=n)
+        targets = np.array([_shorter_side_target(height, width, int(s)) for s in scales],
+                           dtype=np.int64).reshape(n, 2)
+        tops = rng.integers(0, targets[:, 0] - self.crop + 1)
+        lefts = rng.integers(0, targets[:, 1] - self.crop + 1)
+        out = np.empty((n, channels, self.crop, self.crop), batch.dtype)
+        dtype = batch.dtype.name
+        for i in range(n):
+            rows = _resize_weights(height, int(targets[i, 0]), dtype)[tops[i]:tops[i] + self.crop]
+            cols = _resize_weights(width, int(targets[i, 1]), dtype)[lefts[i]:lefts[i] + self.crop]
+            out[i] = rows @ batch[i] @ cols.T
+        return out
+
+    def __repr__(self) -> str:
+        return (f"RandomScaleCrop(crop={self.crop}, scale_min={self.scale_min}, "
+                f"scale_max={self.scale_max})")

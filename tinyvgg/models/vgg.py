@@ -92,6 +92,7 @@ class VGG(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
         self.classifier = classifier
         self.config, self.batch_norm = config, batch_norm
+        self.head = "imagenet" if pool_size == 7 else "compact"
         self.pools = sum(isinstance(m, nn.MaxPool2x2) for m in features)
         first = next(m for m in features if isinstance(m, (nn.Conv3x3, nn.Conv1x1)))
         self.in_channels = first.in_channels
@@ -138,10 +139,24 @@ def _classifier(in_features: int, hidden: int, num_classes: int, dropout: float,
 
 def initialize(model: nn.Module, generator=None) -> nn.Module:
     """torchvision's VGG initialisation: He normal (fan_out) for convolutions,
-    N(0, 0.01) for linear layers, zero biases, batch norm at identity."""
+    N(0, 0.01) for linear layers, zero biases, batch norm at identity.
+
+    The compact head is the exception: its linear layers get He normal
+    (fan_in), and the last one N(0, 1/fan_in). N(0, 0.01) suits 4096-wide
+    layers, where each layer scales its input's spread by about
+    0.01 * sqrt(4096 / 2) = 0.45; in a 128-wide head the factor is 0.08, the
+    three layers shrink the signal (and the gradient coming back) 2000-fold,
+    and training stalls at chance, the lecture's vanishing-activation case.
+    """
+    compact = getattr(model, "head", "imagenet") == "compact"
+    linears = [m for _, m in model.named_modules() if isinstance(m, nn.Linear)]
     for _, module in model.named_modules():
         if isinstance(module, (nn.Conv3x3, nn.Conv1x1)):
             init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu",
+                                 generator=generator)
+        elif isinstance(module, nn.Linear) and compact:
+            init.kaiming_normal_(module.weight, mode="fan_in",
+                                 nonlinearity="linear" if module is linears[-1] else "relu",
                                  generator=generator)
         elif isinstance(module, nn.Linear):
             init.normal_(module.weight, 0.0, 0.01, generator=generator)

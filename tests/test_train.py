@@ -1,0 +1,261 @@
+"""Training runs end to end on small made-up digits: resume, checkpoints, divergence, CLI."""
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from tinyvgg.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tinyvgg.cli import main
+from tinyvgg.data.datasets import write_idx
+from tinyvgg.train import TrainConfig, TrainingDiverged, train
+
+
+def make_digits(n: int, seed: int):
+    """28x28 uint8 images whose class (0..9) is the row of a bright bar, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=n).astype(np.uint8)
+    images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+    for image, label in zip(images, labels):
+        row = 4 + 2 * int(label)
+        image[row:row + 2, 6:22] = 230
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("digits")
+    for split, n, seed in (("train", 320, 1), ("t10k", 80, 2)):
+        images, labels = make_digits(n, seed)
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+def small_config(digits_dir, out, **changes):
+    options = dict(dataset="mnist", data_dir=str(digits_dir), model="vgg11", width=0.0625,
+                   epochs=2, batch_size=32, lr=0.05, val_size=64, schedule="step",
+                   step_size=1, dtype="float64", prefetch=0, out=str(out), seed=3)
+    options.update(changes)
+    return TrainConfig(**options)
+
+
+def weights_of(run_dir):
+    return load_checkpoint(os.path.join(run_dir, "checkpoint.npz")).model
+
+
+def assert_bit_identical(a, b):
+    assert list(a) == list(b)
+    for key in a:
+        assert np.array_equal(a[key], b[key]), f"{key} differs"
+
+
+def test_two_epochs_equal_one_plus_resume_plus_one_bit_for_bit(digits_dir, tmp_path):
+    whole = train(small_config(digits_dir, tmp_path / "whole"), progress=False, log=lambda m: 0)
+    assert whole.status == "finished" and whole.epoch == 2
+    first = train(small_config(digits_dir, tmp_path / "split", epochs=1), progress=False,
+                  log=lambda m: 0)
+    assert first.status == "finished"
+    resumed = train(small_config(digits_dir, tmp_path / "split"),
+                    resume=tmp_path / "split" / "checkpoint.npz", progress=False,
+                    log=lambda m: 0)
+    assert resumed.epoch == 2
+    assert_bit_identical(weights_of(tmp_path / "whole"), weights_of(tmp_path / "split"))
+    optimizer_a = load_checkpoint(tmp_path / "whole" / "checkpoint.npz").optimizer
+    optimizer_b = load_checkpoint(tmp_path / "split" / "checkpoint.npz").optimizer
+    assert_bit_identical(optimizer_a, optimizer_b)
+    assert whole.test == resumed.test
+    assert [r["train_loss"] for r in whole.history] == [r["train_loss"] for r in resumed.history]
+
+
+def test_the_run_actually_learns(digits_dir, tmp_path):
+    result = train(small_config(digits_dir, tmp_path, epochs=3, dtype="float32",
+                                schedule="cosine"), progress=False, log=lambda m: 0)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.test["accuracy"] > 0.5  # chance is 0.1
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "warm-restarts"])
+def test_ctrl_c_mid_epoch_saves_and_resume_continues_exactly(digits_dir, tmp_path, schedule):
+    whole = train(small_config(digits_dir, tmp_path / "whole", schedule=schedule,
+                               restart_period=1), progress=False, log=lambda m: 0)
+
+    def press_ctrl_c(epoch, index, loss):
+        if (epoch, index) == (1, 2):
+            signal.raise_signal(signal.SIGINT)
+
+    messages = []
+    stopped = train(small_config(digits_dir, tmp_path / "cut", schedule=schedule,
+                                 restart_period=1), progress=False, log=messages.append,
+                    on_batch=press_ctrl_c)
+    assert stopped.status == "interrupted"
+    assert "tinyvgg train --resume" in messages[-1]
+    meta = load_checkpoint(stopped.checkpoint).meta
+    assert (meta["epoch"], meta["batch"]) == (1, 3)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    resumed = train(small_config(digits_dir, tmp_path / "cut", schedule=schedule,
+                                 restart_period=1), resume=stopped.checkpoint,
+                    progress=False, log=lambda m: 0)
+    assert resumed.status == "finished"
+    assert_bit_identical(weights_of(tmp_path / "whole"), weights_of(tmp_path / "cut"))
+    assert whole.history[-1]["train_loss"] == resumed.history[-1]["train_loss"]
+
+
+def test_warm_restarts_leave_a_snapshot_per_cycle(digits_dir, tmp_path):
+    train(small_config(digits_dir, tmp_path, epochs=4, schedule="warm-restarts",
+                       restart_period=2, dtype="float32"), progress=False, log=lambda m: 0)
+    snapshots = sorted(p.name for p in tmp_path.glob("snapshot-*.npz"))
+    assert snapshots == ["snapshot-epoch002.npz", "snapshot-epoch004.npz"]
+
+
+def test_outputs_metrics_csv_json_and_curves(digits_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    train(small_config(digits_dir, tmp_path, dtype="float32"), progress=False, log=lambda m: 0)
+    csv_lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy")
+    assert len(csv_lines) == 3
+    document = json.loads((tmp_path / "metrics.json").read_text())
+    assert document["config"]["width"] == 0.0625
+    assert 0 <= document["test"]["accuracy"] <= 1 and document["test"]["images"] == 80
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "model.npz").is_file()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(digits_dir, tmp_path):
+    config = small_config(digits_dir, tmp_path, epochs=3, dtype="float32")
+
+    def poison(epoch, index, loss):
+        if (epoch, index) == (1, 1):
+            import tinyvgg  # noqa: F401
+            first_weight = next(iter(model_parameters))
+            first_weight.data[...] = np.inf
+
+    model_parameters = []
+    import tinyvgg.train as train_module
+    build = train_module.build_model
+
+    def build_and_remember(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model_parameters.extend(model.parameters())
+        return model
+
+    train_module.build_model = build_and_remember
+    try:
+        with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf) at epoch 2, batch 2"
+                                                   r".*last good checkpoint.*--lr"):
+            train(config, progress=False, log=lambda m: 0, on_batch=poison)
+    finally:
+        train_module.build_model = build
+    kept = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert (kept.meta["epoch"], kept.meta["batch"]) == (1, 0)
+    assert all(np.isfinite(v).all() for v in kept.model.values())
+
+
+def test_a_crash_mid_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.npz"
+    save_checkpoint(path, {"w": np.arange(4.0)}, {"lr": np.array(0.1)}, {"epoch": 1})
+    before = path.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(path, {"w": np.arange(1e6)}, {"lr": np.array(0.2)}, {"epoch": 2})
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert load_checkpoint(path).meta["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.npz"]
+
+
+def test_a_truncated_or_foreign_checkpoint_is_refused_clearly(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    save_checkpoint(path, {"w": np.arange(4.0)}, {}, {"epoch": 1})
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="cut.npz"):
+        load_checkpoint(cut)
+    weights_only = tmp_path / "weights.npz"
+    np.savez(weights_only, w=np.arange(3.0))
+    with pytest.raises(CheckpointError, match="weights file"):
+        load_checkpoint(weights_only)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_checkpoint(tmp_path / "missing.npz")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "-1"], "learning rate must be a positive number"),
+    (["--lr", "nan"], "learning rate must be a positive number"),
+    (["--momentum", "1.5"], "momentum must be in"),
+    (["--augment", "crop,spin"], "unknown augmentation spin"),
+    (["--val-size", "100000"], "leaves no training images"),
+    (["--image-size", "16"], "at least 32"),
+    (["--schedule", "plateau", "--val-size", "0"], "needs --val-size > 0"),
+])
+def test_bad_flags_give_clear_errors(digits_dir, tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data-dir", str(digits_dir), "--out", str(tmp_path), "--no-progress",
+              "--epochs", "1", "--width", "0.0625", *flags])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_data_names_what_to_install(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--data-dir", str(tmp_path), "--out", str(tmp_path / "run"),
+              "--no-progress"])
+    error = capsys.readouterr().err
+    assert "tinyvgg train:" in error and "train-images-idx3-ubyte" in error
+
+
+def test_resume_refuses_changed_settings(digits_dir, tmp_path, capsys):
+    assert main(["train", "--data-dir", str(digits_dir), "--out", str(tmp_path), "--epochs",
+                 "1", "--width", "0.0625", "--val-size", "64", "--no-progress"]) == 0
+    with pytest.raises(SystemExit):
+        main(["train", "--resume", str(tmp_path / "checkpoint.npz"), "--lr", "0.5",
+              "--no-progress"])
+    assert "--lr 0.5 (the run has 0.05)" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "checkpoint.npz"), "--epochs", "2",
+                 "--no-progress"]) == 0
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_eval_and_the_ensemble_of_snapshots(digits_dir, tmp_path, capsys):
+    train(small_config(digits_dir, tmp_path, epochs=2, schedule="warm-restarts",
+                       restart_period=1, dtype="float32"), progress=False, log=lambda m: 0)
+    snapshots = sorted(str(p) for p in tmp_path.glob("snapshot-*.npz"))
+    assert len(snapshots) == 2
+    assert main(["eval", *snapshots, "--ensemble", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 80 and len(result["members"]) == 2
+    assert 0 <= result["ensemble"]["accuracy"] <= 1
+    assert main(["eval", snapshots[0]]) == 0
+    assert "80 images" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["eval", snapshots[0], "--ensemble"])
+    assert "at least two" in capsys.readouterr().err
+
+
+def test_predict_reads_image_files(digits_dir, tmp_path, capsys):
+    Image = pytest.importorskip("PIL.Image")
+    train(small_config(digits_dir, tmp_path, epochs=1, dtype="float32"), progress=False,
+          log=lambda m: 0)
+    images, labels = make_digits(3, seed=9)
+    files = []
+    for i, image in enumerate(images):
+        files.append(str(tmp_path / f"digit{i}.png"))
+        Image.fromarray(image).resize((56, 56)).save(files[-1])
+    checkpoint = str(tmp_path / "checkpoint.npz")
+    assert main(["predict", checkpoint, *files, "--json", "--top", "2"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["file"] for row in rows] == files
+    for row in rows:
+        assert len(row["top"]) == 2
+        assert row["top"][0]["probability"] >= row["top"][1]["probability"]
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(SystemExit):
+        main(["predict", checkpoint, str(tmp_path / "broken.png")])
+    assert "broken.png" in capsys.readouterr().err

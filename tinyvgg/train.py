@@ -1,0 +1,636 @@
+"""Training a VGG on real images: the loop, its validation, its checkpoints and its records.
+
+One run is a :class:`TrainConfig`. :func:`train` builds the data, the model,
+SGD and the schedule from it, then repeats for each epoch::
+
+    for each mini-batch (x, y):                 # shuffled and augmented per (seed, epoch)
+        loss = cross_entropy(model(x), y)
+        model.zero_grad(); loss.backward()      # the engine's backprop
+        optimizer.step()                        # SGD with momentum and weight decay
+    validate; step the schedule; write metrics, curves and a checkpoint
+
+Exact resumption rests on one rule: every random draw (the shuffle, each
+batch's augmentation, each batch's dropout masks) is a pure function of
+``(seed, epoch, batch)``. A checkpoint therefore only needs the weights,
+the optimiser and scheduler state and the position ``(epoch, batch)``;
+``--resume`` skips to that position and continues bit for bit.
+
+Ctrl-C is caught between batches: the run saves a checkpoint at the current
+batch and stops (a second Ctrl-C stops at once). A loss that turns NaN or
+infinite stops the run with :class:`TrainingDiverged`, leaving the last
+checkpoint written at the end of an epoch untouched.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from . import backend
+from . import functional as F
+from . import optim, random
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import transforms as T
+from .data.datasets import load_dataset
+from .data.loader import DataLoader
+from .fileio import atomic_write
+from .models import vgg
+from .models.imagenet import softmax
+from .tensor import no_grad, tensor
+
+DIGIT_DATASETS = ("mnist", "fashion-mnist")
+AUGMENTATIONS = ("crop", "flip", "jitter", "rgb", "scale")
+SCHEDULES = ("constant", "step", "plateau", "cosine", "warm-restarts")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; stored in every checkpoint and in metrics.json."""
+    model: str = "vgg11"
+    width: float = 0.25
+    batch_norm: bool = True
+    head: str = "compact"
+    dropout: float = 0.5
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    image_size: int = 32           # network input; digits (28x28) are padded to it
+    scale_min: int | None = None   # image folders: shorter side S in [scale_min, scale_max]
+    scale_max: int | None = None
+    val_size: int = 5000           # held out from the training split for validation
+    limit: int | None = None       # use only the first N training images (quick trials)
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "cosine"
+    step_size: int | None = None   # step: epochs between divisions by 10
+    patience: int = 2              # plateau: epochs without improvement before dividing
+    restart_period: int | None = None  # warm restarts: epochs of the first cycle
+    restart_mult: int = 1
+    augment: str = "auto"
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+    prefetch: int = 2
+    out: str | None = None
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        def fail(message):
+            raise ValueError(f"train: {message}")
+        if self.epochs < 1:
+            fail(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            fail(f"batch size must be at least 1, got {self.batch_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            fail(f"learning rate must be a positive number, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            fail(f"momentum must be in [0, 1), got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            fail(f"weight decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.dropout < 1:
+            fail(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.width > 0:
+            fail(f"width must be positive, got {self.width}")
+        if self.schedule not in SCHEDULES:
+            fail(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        if self.dtype not in ("float32", "float64"):
+            fail(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.val_size < 0:
+            fail(f"validation size must be >= 0, got {self.val_size}")
+        if self.schedule == "plateau" and self.val_size == 0:
+            fail("the plateau schedule watches validation accuracy: it needs --val-size > 0")
+        if self.limit is not None and self.limit < 1:
+            fail(f"limit must be positive, got {self.limit}")
+        if self.image_size < 32:
+            fail(f"image size must be at least 32 (five 2x2 max-pools), got {self.image_size}")
+        if self.nesterov and self.momentum == 0:
+            fail("Nesterov momentum needs --momentum > 0")
+        parse_augment(self.augment, self.dataset)
+        backend.check_device(self.device)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    @property
+    def output_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        bn = "_bn" if self.batch_norm else ""
+        return Path("runs") / f"{self.dataset}-{self.model}{bn}-w{self.width:g}-s{self.seed}"
+
+
+def parse_augment(text: str, dataset: str) -> tuple[str, ...]:
+    """``auto``, ``none`` or a comma list of crop, flip, jitter, rgb, scale."""
+    if text == "auto":
+        if dataset == "mnist":
+            return ("crop",)  # no flips: a mirrored 2 is not a 2
+        if dataset == "fashion-mnist":
+            return ("crop", "flip")
+        return ("scale", "flip", "rgb")
+    if text == "none":
+        return ()
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [part for part in chosen if part not in AUGMENTATIONS]
+    if unknown or not chosen:
+        raise ValueError(f"train: unknown augmentation {', '.join(unknown) or repr(text)}; "
+                         f"use auto, none, or a comma list of {', '.join(AUGMENTATIONS)}")
+    return chosen
+
+
+# --- data ---------------------------------------------------------------------------------
+
+def channel_statistics(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 (N, C, H, W) images scaled to [0, 1]."""
+    n = images.shape[0]
+    total = np.zeros(images.shape[1])
+    squares = np.zeros(images.shape[1])
+    for start in range(0, n, 4096):  # in chunks, so a big set is not copied to float at once
+        chunk = images[start:start + 4096].astype(np.float64) / 255.0
+        total += chunk.sum(axis=(0, 2, 3))
+        squares += (chunk ** 2).sum(axis=(0, 2, 3))
+    count = n * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean ** 2, 1e-12))
+    return mean.tolist(), std.tolist()
+
+
+def input_pipelines(config: TrainConfig, stored_size: int, mean, std):
+    """(training transform, evaluation transform) from stored images to network inputs."""
+    size = config.image_size
+    augment = parse_augment(config.augment, config.dataset)
+    pad = max(0, (size - stored_size) // 2)
+    train, evaluate = [], []
+    if pad:
+        train.append(T.Pad(pad))
+        evaluate.append(T.Pad(pad))
+    padded = stored_size + 2 * pad
+    if "scale" in augment:
+        low = config.scale_min or padded
+        high = config.scale_max or padded
+        train.append(T.RandomScaleCrop(size, low, high))
+    elif "crop" in augment:
+        # shifts of up to the padding digits already have (2 pixels), else 4 as for CIFAR
+        train.append(T.RandomCrop(size, padding=(pad or 4) if padded == size else 0))
+    elif padded != size:
+        train.append(T.CenterCrop(size))
+    if padded != size:
+        evaluate.append(T.CenterCrop(size))
+    if "flip" in augment:
+        train.append(T.RandomHorizontalFlip())
+    if "jitter" in augment:
+        train.append(T.ColorJitter(brightness=0.2, contrast=0.2))
+    if "rgb" in augment:
+        train.append(T.RGBShift(0.1))
+    train.append(T.Normalize(mean, std))
+    evaluate.append(T.Normalize(mean, std))
+    return T.Compose(train), T.Compose(evaluate)
+
+
+@dataclass
+class RunData:
+    train: DataLoader
+    val: DataLoader | None
+    test: DataLoader
+    classes: list
+    in_channels: int
+    stored_size: int
+    mean: list
+    std: list
+
+
+def prepare_data(config: TrainConfig) -> RunData:
+    stored = config.scale_max or config.image_size
+    full = load_dataset(config.dataset, "train", config.data_dir, size=stored)
+    test = load_dataset(config.dataset, "test", config.data_dir, size=stored)
+    if config.val_size >= len(full):
+        raise ValueError(f"train: --val-size {config.val_size} leaves no training images "
+                         f"({config.dataset} has {len(full)})")
+    if config.val_size:
+        train_set, val_set = full.split(config.val_size, seed=config.seed)
+    else:
+        train_set, val_set = full, None
+    if config.limit is not None:
+        train_set = train_set.subset(np.arange(min(config.limit, len(train_set))))
+    if train_set.images.shape[2] != train_set.images.shape[3]:
+        raise ValueError(f"train: expected square images, got {train_set.images.shape[2:]}")
+    mean, std = channel_statistics(train_set.images)
+    train_tf, eval_tf = input_pipelines(config, train_set.images.shape[2], mean, std)
+    dtype = np.dtype(config.dtype)
+    eval_batch = max(config.batch_size, 256)
+
+    def evaluation_loader(dataset):
+        return DataLoader(dataset, eval_batch, shuffle=False, seed=config.seed,
+                          transform=eval_tf, prefetch=config.prefetch, dtype=dtype)
+    return RunData(
+        train=DataLoader(train_set, config.batch_size, shuffle=True, seed=config.seed,
+                         drop_last=False, transform=train_tf, prefetch=config.prefetch,
+                         dtype=dtype),
+        val=evaluation_loader(val_set) if val_set is not None else None,
+        test=evaluation_loader(test),
+        classes=list(full.classes), in_channels=full.images.shape[1],
+        stored_size=full.images.shape[2], mean=mean, std=std)
+
+
+# --- model and evaluation -----------------------------------------------------------------
+
+def build_model(config: TrainConfig, num_classes: int, in_channels: int):
+    return vgg(config.model, num_classes=num_classes, batch_norm=config.batch_norm,
+               dropout=config.dropout, width=config.width, head=config.head,
+               in_channels=in_channels, dtype=np.dtype(config.dtype))
+
+
+def predict_probabilities(model, loader: DataLoader, device: str = "cpu") -> np.ndarray:
+    """Softmax outputs (N, classes) of ``model`` in eval mode over one pass of ``loader``."""
+    was_training = model.training
+    model.eval()
+    outputs = []
+    with no_grad():
+        for images, _ in loader.batches(0):
+            logits = model(tensor(images, device=device))
+            outputs.append(softmax(backend.to_numpy(logits.data)))
+    model.train(was_training)
+    return np.concatenate(outputs)
+
+
+def loader_labels(loader: DataLoader) -> np.ndarray:
+    return np.asarray(loader.dataset.labels)
+
+
+def scores(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy and mean cross-entropy of predicted probabilities."""
+    picked = probabilities[np.arange(len(labels)), labels]
+    return {"accuracy": float((probabilities.argmax(axis=1) == labels).mean()),
+            "loss": float(-np.log(np.maximum(picked, 1e-300)).mean())}
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+def batch_seed(seed: int, epoch: int, index: int) -> int:
+    """The dropout seed of one batch: a pure function of where the run is."""
+    return int(np.random.SeedSequence([seed, epoch, index, 0xD0]).generate_state(
+        1, np.uint64)[0])
+
+
+class _InterruptFlag:
+    """Turns the first Ctrl-C into a request to stop after the current batch."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: stop now
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+@dataclass
+class RunResult:
+    status: str              # "finished", "interrupted" or "diverged"
+    epoch: int               # completed epochs
+    history: list
+    test: dict | None
+    output_dir: Path
+    checkpoint: Path | None
+    message: str = ""
+
+
+METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                  "images_per_second", "seconds")
+
+
+def write_metrics(out: Path, config: TrainConfig, history: list, test: dict | None,
+                  extra: dict | None = None) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write(out / "metrics.csv", text.getvalue())
+    document = {"config": config.to_dict(), "history": history, "test": test, **(extra or {})}
+    atomic_write(out / "metrics.json", json.dumps(document, indent=1) + "\n")
+
+
+def plot_curves(out: Path, history: list, title: str) -> Path | None:
+    """Loss, accuracy and learning rate per epoch as ``curves.png`` (needs matplotlib)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    epochs = [row["epoch"] for row in history]
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        values = [row.get(key) for row in history]
+        if any(v is not None for v in values):
+            axes[0].plot(epochs, values, marker="o", label=label)
+    for key, label in (("train_accuracy", "train"), ("val_accuracy", "validation")):
+        values = [None if row.get(key) is None else 100 * row[key] for row in history]
+        if any(v is not None for v in values):
+            axes[1].plot(epochs, values, marker="o", label=label)
+    axes[2].plot(epochs, [row["lr"] for row in history], marker="o")
+    for axis, name in zip(axes, ("cross-entropy", "accuracy (%)", "learning rate")):
+        axis.set_xlabel("epoch")
+        axis.set_title(name)
+        axis.grid(alpha=0.3)
+    axes[0].legend()
+    axes[1].legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return atomic_write(out / "curves.png", buffer.getvalue())
+
+
+def _progress_bar(total: int, description: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=description, unit="batch", leave=True, dynamic_ncols=True)
+
+
+def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
+          on_batch=None) -> RunResult:
+    """Run (or continue, from the checkpoint file ``resume``) one training run.
+
+    ``on_batch(epoch, index, loss)`` is called after every optimiser step.
+    """
+    meta = None
+    if resume is not None:
+        checkpoint = load_checkpoint(resume)
+        meta = checkpoint.meta
+    out = config.output_dir
+    data = prepare_data(config)
+    random.manual_seed(config.seed)
+    model = build_model(config, len(data.classes), data.in_channels).to(config.device)
+    optimizer = optim.SGD(model.named_parameters(), lr=config.lr, momentum=config.momentum,
+                          weight_decay=config.weight_decay, nesterov=config.nesterov)
+    scheduler = optim.make_scheduler(config.schedule, optimizer, config.epochs,
+                                     step_size=config.step_size, patience=config.patience,
+                                     T_0=config.restart_period, T_mult=config.restart_mult)
+    epoch, start_batch, history, sums = 0, 0, [], _fresh_sums()
+    if meta is not None:
+        model.load_state_dict(checkpoint.model)
+        optimizer.load_state_dict(checkpoint.optimizer)
+        scheduler.load_state_dict(meta["scheduler"])
+        epoch, start_batch = meta["epoch"], meta["batch"]
+        history, sums = meta["history"], meta["sums"]
+        log(f"resuming {resume} at epoch {epoch + 1}, batch {start_batch}")
+    restarts = set(scheduler.restart_epochs(config.epochs)) if hasattr(
+        scheduler, "restart_epochs") else set()
+    info = {"classes": data.classes, "in_channels": data.in_channels,
+            "stored_size": data.stored_size, "mean": data.mean, "std": data.std}
+
+    def checkpoint_meta(epoch_, batch_):
+        return {"config": config.to_dict(), "epoch": epoch_, "batch": batch_,
+                "scheduler": scheduler.state_dict(), "history": history, "sums": sums,
+                "data": info}
+
+    def save(path, epoch_, batch_):
+        return save_checkpoint(path, model.state_dict(), optimizer.state_dict(),
+                               checkpoint_meta(epoch_, batch_))
+
+    out.mkdir(parents=True, exist_ok=True)
+    latest = out / "checkpoint.npz"
+    batches_per_epoch = len(data.train)
+    model.train()
+    with _InterruptFlag() as interrupt:
+        while epoch < config.epochs:
+            bar = _progress_bar(batches_per_epoch, f"epoch {epoch + 1}/{config.epochs}",
+                                progress)
+            if bar is not None:
+                bar.update(start_batch)
+            started = time.perf_counter()
+            images_seen = 0
+            batches = data.train.batches(epoch, start=start_batch)
+            for index, (images, labels) in enumerate(batches, start=start_batch):
+                random.manual_seed(batch_seed(config.seed, epoch, index))
+                if scheduler.per_batch:
+                    scheduler.step(epoch + index / batches_per_epoch)
+                logits = model(tensor(images, device=config.device))
+                loss = F.cross_entropy(logits, labels)
+                model.zero_grad()
+                loss.backward()
+                loss_value = float(loss.item())
+                if not math.isfinite(loss_value):
+                    if bar is not None:
+                        bar.close()
+                    kept = latest if latest.exists() else None
+                    message = (f"loss became {loss_value} at epoch {epoch + 1}, batch {index}: "
+                               f"training stopped. " +
+                               (f"The last good checkpoint is {kept}. " if kept else "") +
+                               f"Try a lower --lr (it is {optimizer.lr:g}).")
+                    raise TrainingDiverged(message)
+                optimizer.step()
+                predicted = backend.to_numpy(logits.data).argmax(axis=1)
+                sums["loss"] += loss_value * len(labels)
+                sums["correct"] += int((predicted == labels).sum())
+                sums["count"] += len(labels)
+                images_seen += len(labels)
+                if bar is not None:
+                    rate = images_seen / max(time.perf_counter() - started, 1e-9)
+                    bar.set_postfix(loss=f"{sums['loss'] / sums['count']:.4f}",
+                                    acc=f"{100 * sums['correct'] / sums['count']:.2f}%",
+                                    img_s=f"{rate:.0f}", refresh=False)
+                    bar.update(1)
+                if on_batch is not None:
+                    on_batch(epoch, index, loss_value)
+                if interrupt.requested:
+                    if bar is not None:
+                        bar.close()
+                    path = save(latest, epoch, index + 1)
+                    message = (f"interrupted at epoch {epoch + 1}, batch {index + 1}; saved "
+                               f"{path}. Continue with: tinyvgg train --resume {path}")
+                    log(message)
+                    return RunResult("interrupted", epoch, history, None, out, path, message)
+            if bar is not None:
+                bar.close()
+            seconds = time.perf_counter() - started
+            row = {"epoch": epoch + 1, "lr": optimizer.lr,
+                   "train_loss": sums["loss"] / max(sums["count"], 1),
+                   "train_accuracy": sums["correct"] / max(sums["count"], 1),
+                   "val_loss": None, "val_accuracy": None,
+                   "images_per_second": images_seen / max(seconds, 1e-9),
+                   "seconds": seconds}
+            if data.val is not None:
+                val = scores(predict_probabilities(model, data.val, config.device),
+                             loader_labels(data.val))
+                row["val_loss"], row["val_accuracy"] = val["loss"], val["accuracy"]
+            history.append(row)
+            log(_epoch_line(row))
+            if not scheduler.per_batch:
+                if scheduler.needs_metric:
+                    scheduler.step(row["val_accuracy"])
+                else:
+                    scheduler.step()
+            epoch, start_batch, sums = epoch + 1, 0, _fresh_sums()
+            save(latest, epoch, 0)
+            if epoch in restarts:
+                snapshot = save(out / f"snapshot-epoch{epoch:03d}.npz", epoch, 0)
+                log(f"end of a warm-restart cycle: snapshot {snapshot}")
+            write_metrics(out, config, history, None, {"data": info})
+            plot_curves(out, history, _title(config))
+    test_probabilities = predict_probabilities(model, data.test, config.device)
+    test = scores(test_probabilities, loader_labels(data.test))
+    test["images"] = int(len(test_probabilities))
+    write_metrics(out, config, history, test, {"data": info})
+    plot_curves(out, history, _title(config))
+    from .serialization import save as save_weights
+    save_weights(model, out / "model.npz")
+    log(f"test accuracy {100 * test['accuracy']:.2f}% ({test['images']} images), "
+        f"loss {test['loss']:.4f}; weights in {out / 'model.npz'}")
+    return RunResult("finished", epoch, history, test, out, latest)
+
+
+def _fresh_sums() -> dict:
+    return {"loss": 0.0, "correct": 0, "count": 0}
+
+
+def _title(config: TrainConfig) -> str:
+    bn = " + BN" if config.batch_norm else ""
+    return f"{config.model}{bn}, width {config.width:g}, on {config.dataset}"
+
+
+def _epoch_line(row: dict) -> str:
+    line = (f"epoch {row['epoch']:>3}  lr {row['lr']:.4g}  train loss {row['train_loss']:.4f} "
+            f"acc {100 * row['train_accuracy']:.2f}%")
+    if row["val_accuracy"] is not None:
+        line += f"  val loss {row['val_loss']:.4f} acc {100 * row['val_accuracy']:.2f}%"
+    return line + f"  {row['images_per_second']:.0f} img/s  {row['seconds']:.0f} s"
+
+
+# --- trained models: evaluation, ensembles, prediction --------------------------------------
+
+@dataclass
+class TrainedModel:
+    model: object
+    config: TrainConfig
+    data: dict
+    path: Path
+
+
+def load_trained(path, device: str = "cpu") -> TrainedModel:
+    """A model from a training checkpoint (``checkpoint.npz`` or a snapshot)."""
+    checkpoint = load_checkpoint(path)
+    config = TrainConfig.from_dict({**checkpoint.meta["config"], "device": device})
+    info = checkpoint.meta["data"]
+    model = build_model(config, len(info["classes"]), info["in_channels"])
+    model.load_state_dict(checkpoint.model)
+    return TrainedModel(model.to(device).eval(), config, info, Path(path))
+
+
+def evaluate_checkpoints(paths, dataset: str | None = None, data_dir=None, split="test",
+                         batch_size: int = 256, device: str = "cpu") -> dict:
+    """Accuracy of each checkpoint, and of the ensemble averaging their softmax outputs."""
+    members = [load_trained(path, device) for path in paths]
+    first = members[0]
+    for member in members[1:]:
+        if member.data["classes"] != first.data["classes"]:
+            raise ValueError(f"ensemble: {member.path} predicts classes {member.data['classes']}"
+                             f", {first.path} predicts {first.data['classes']}")
+    dataset = dataset or first.config.dataset
+    data_dir = data_dir if data_dir is not None else first.config.data_dir
+    rows, total = [], None
+    cache = {}
+    for member in members:
+        stored = member.config.scale_max or member.config.image_size
+        key = (dataset, split, stored)
+        if key not in cache:
+            cache[key] = load_dataset(dataset, split, data_dir, size=stored)
+        images = cache[key]
+        _, eval_tf = input_pipelines(member.config, images.images.shape[2],
+                                     member.data["mean"], member.data["std"])
+        loader = DataLoader(images, batch_size, shuffle=False, transform=eval_tf,
+                            dtype=np.dtype(member.config.dtype))
+        probabilities = predict_probabilities(member.model, loader, device)
+        rows.append({"checkpoint": str(member.path),
+                     **scores(probabilities, loader_labels(loader))})
+        total = probabilities if total is None else total + probabilities
+    labels = loader_labels(loader)
+    result = {"dataset": dataset, "split": split, "images": int(len(labels)), "members": rows}
+    if len(members) > 1:
+        result["ensemble"] = scores(total / len(members), labels)
+    return result
+
+
+def read_image_file(path, in_channels: int) -> np.ndarray:
+    """An image file as uint8 (C, H, W) with the checkpoint's channel count (needs Pillow)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError('predict: reading image files needs Pillow; '
+                          'install it with: pip install -e ".[data]"') from None
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if in_channels == 1 else "RGB")
+            array = np.asarray(image, dtype=np.uint8)
+    except OSError as error:
+        raise ValueError(f"predict: cannot read image {path}: {error}") from None
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def predict_files(checkpoints, files, device: str = "cpu", invert: bool = False,
+                  top: int = 3) -> list[dict]:
+    """Top classes for each image file, averaging the softmax of all ``checkpoints``."""
+    members = [load_trained(path, device) for path in checkpoints]
+    total = None
+    for member in members:
+        stored = member.data["stored_size"]
+        batch = []
+        for path in files:
+            image = read_image_file(path, member.data["in_channels"])
+            if invert:  # dark strokes on white paper -> MNIST's white on black
+                image = 255 - image
+            resized = T.resize(image.transpose(1, 2, 0), (stored, stored))
+            batch.append(np.clip(np.rint(resized), 0, 255).astype(np.uint8).transpose(2, 0, 1))
+        _, eval_tf = input_pipelines(member.config, stored, member.data["mean"],
+                                     member.data["std"])
+        x = eval_tf(np.stack(batch).astype(np.float64) / 255.0, np.random.default_rng(0))
+        x = np.ascontiguousarray(x, dtype=np.dtype(member.config.dtype))
+        with no_grad():
+            logits = member.model(tensor(x, device=device))
+        probabilities = softmax(backend.to_numpy(logits.data))
+        total = probabilities if total is None else total + probabilities
+    total /= len(members)
+    classes = members[0].data["classes"]
+    results = []
+    for path, row in zip(files, total):
+        order = np.argsort(-row)[:top]
+        results.append({"file": str(path),
+                        "top": [{"class": classes[i], "probability": float(row[i])}
+                                for i in order]})
+    return results
