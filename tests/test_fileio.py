@@ -25,3 +25,14 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, mon
         atomic_write(target, "half-written")
     assert target.read_text() == "good"
     assert [p.name for p in tmp_path.iterdir()] == ["results.md"]
+
+
+def test_atomic_files_get_the_mode_a_plain_open_gives(tmp_path):
+    import os
+    import stat
+
+    from tinyvgg.fileio import atomic_write
+    atomic_write(tmp_path / "atomic.txt", "x")
+    (tmp_path / "plain.txt").write_text("x")
+    mode = stat.S_IMODE(os.stat(tmp_path / "atomic.txt").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode)

@@ -163,7 +163,7 @@ def _predict(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinyvgg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="gradient-check every op in float64 and train "
@@ -202,6 +202,11 @@ def main(argv=None) -> int:
     predict.add_argument("--top", type=_positive_int, default=3)
     predict.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     predict.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("train", "eval", "predict"):
         from .backend import DeviceUnavailableError

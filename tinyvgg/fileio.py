@@ -21,6 +21,8 @@ def atomic_writer(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); give it the mode a plain open() would
+        os.chmod(tmp, _default_file_mode())
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -30,6 +32,12 @@ def atomic_writer(path):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write(path, data) -> Path:

@@ -389,6 +389,7 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
 
     ``on_batch(epoch, index, loss)`` is called after every optimiser step.
     """
+    began = time.perf_counter()
     meta = None
     if resume is not None:
         checkpoint = load_checkpoint(resume)
@@ -403,7 +404,9 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
                                      step_size=config.step_size, patience=config.patience,
                                      T_0=config.restart_period, T_mult=config.restart_mult)
     epoch, start_batch, history, sums = 0, 0, [], _fresh_sums()
+    earlier_seconds = 0.0  # wall time of the sessions before a resume
     if meta is not None:
+        earlier_seconds = meta.get("wall_seconds", 0.0)
         model.load_state_dict(checkpoint.model)
         optimizer.load_state_dict(checkpoint.optimizer)
         scheduler.load_state_dict(meta["scheduler"])
@@ -418,7 +421,10 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
     def checkpoint_meta(epoch_, batch_):
         return {"config": config.to_dict(), "epoch": epoch_, "batch": batch_,
                 "scheduler": scheduler.state_dict(), "history": history, "sums": sums,
-                "data": info}
+                "data": info, "wall_seconds": wall_seconds()}
+
+    def wall_seconds():
+        return earlier_seconds + time.perf_counter() - began
 
     def save(path, epoch_, batch_):
         return save_checkpoint(path, model.state_dict(), optimizer.state_dict(),
@@ -427,6 +433,12 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
     out.mkdir(parents=True, exist_ok=True)
     latest = out / "checkpoint.npz"
     batches_per_epoch = len(data.train)
+    if meta is None:
+        log(f"{command_line(config)}\n  {model.name}: "
+            f"{sum(p.data.size for p in model.parameters()):,} parameters; "
+            f"{len(data.train.dataset):,} training, "
+            f"{0 if data.val is None else len(data.val.dataset):,} validation and "
+            f"{len(data.test.dataset):,} test images; output in {out}")
     model.train()
     with _InterruptFlag() as interrupt:
         while epoch < config.epochs:
@@ -502,18 +514,37 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
             if epoch in restarts:
                 snapshot = save(out / f"snapshot-epoch{epoch:03d}.npz", epoch, 0)
                 log(f"end of a warm-restart cycle: snapshot {snapshot}")
-            write_metrics(out, config, history, None, {"data": info})
+            write_metrics(out, config, history, None,
+                          {"data": info, "wall_seconds": wall_seconds()})
             plot_curves(out, history, _title(config))
     test_probabilities = predict_probabilities(model, data.test, config.device)
     test = scores(test_probabilities, loader_labels(data.test))
     test["images"] = int(len(test_probabilities))
-    write_metrics(out, config, history, test, {"data": info})
+    write_metrics(out, config, history, test,
+                  {"data": info, "wall_seconds": wall_seconds(), "command": command_line(config)})
     plot_curves(out, history, _title(config))
     from .serialization import save as save_weights
     save_weights(model, out / "model.npz")
     log(f"test accuracy {100 * test['accuracy']:.2f}% ({test['images']} images), "
         f"loss {test['loss']:.4f}; weights in {out / 'model.npz'}")
     return RunResult("finished", epoch, history, test, out, latest)
+
+
+def command_line(config: TrainConfig) -> str:
+    """The ``tinyvgg train`` command that makes this configuration (flags that differ
+    from the defaults)."""
+    default = TrainConfig()
+    words = ["tinyvgg", "train"]
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name == "out" or value == getattr(default, f.name):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + flag[2:])
+        else:
+            words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return " ".join(words)
 
 
 def _fresh_sums() -> dict:

@@ -1,0 +1,103 @@
+"""Record finished ``tinyvgg train`` runs (and ensembles) in benchmarks/results/.
+
+    python benchmarks/training_results.py runs/mnist-vgg11_bn-w0.25-s0 [more run dirs]
+    python benchmarks/training_results.py --ensemble runs/x/snapshot-epoch004.npz runs/x/...
+
+Each run directory holds the ``metrics.json`` that ``tinyvgg train`` wrote; its
+command, wall time and test accuracy become one row of
+``benchmarks/results/training-<machine>.{json,md}`` (rows with the same command
+are replaced). ``--ensemble`` evaluates checkpoints with ``tinyvgg eval
+--ensemble`` and records each member's and the ensemble's test accuracy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_cpu import RESULTS, machine_info  # noqa: E402
+
+from tinyvgg.fileio import atomic_write  # noqa: E402
+from tinyvgg.train import TrainConfig, command_line, evaluate_checkpoints  # noqa: E402
+
+
+def run_row(run_dir: Path, commit: str | None) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if not metrics.get("test"):
+        raise SystemExit(f"{run_dir}: the run has not finished (no test accuracy yet)")
+    config = TrainConfig.from_dict(metrics["config"])
+    return {"kind": "run", "dataset": config.dataset,
+            "model": f"{config.model}{'_bn' if config.batch_norm else ''} width {config.width:g}",
+            "epochs": len(metrics["history"]),
+            "wall_minutes": round(metrics["wall_seconds"] / 60, 1),
+            "test_accuracy": metrics["test"]["accuracy"],
+            "best_val_accuracy": max((h["val_accuracy"] or 0) for h in metrics["history"]),
+            "command": metrics.get("command") or command_line(config),
+            "commit": commit, "run": str(run_dir)}
+
+
+def ensemble_row(paths, commit: str | None) -> dict:
+    started = time.perf_counter()
+    result = evaluate_checkpoints(paths)
+    members = [row["accuracy"] for row in result["members"]]
+    return {"kind": "ensemble", "dataset": result["dataset"],
+            "model": f"mean softmax of {len(paths)} checkpoints",
+            "members_test_accuracy": members, "best_member": max(members),
+            "test_accuracy": result["ensemble"]["accuracy"],
+            "wall_minutes": round((time.perf_counter() - started) / 60, 1),
+            "command": "tinyvgg eval --ensemble " + " ".join(str(p) for p in paths),
+            "commit": commit}
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"# Training results on {m['cpu']} ({m['cores']} cores)", "",
+             f"NumPy {m['numpy']} ({m['numpy_blas']}), Python {m['python']}; recorded "
+             f"{m['date']}. Each row is one command, run as shown; wall time includes "
+             f"loading the data, validation each epoch and the final test pass.", "",
+             "| dataset | model | epochs | wall time | test accuracy | command | commit |",
+             "|---|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        accuracy = f"**{100 * row['test_accuracy']:.2f}%**"
+        if row["kind"] == "ensemble":
+            members = ", ".join(f"{100 * a:.2f}%" for a in row["members_test_accuracy"])
+            accuracy += f" (members {members})"
+        epochs = row.get("epochs", "-")
+        lines.append(f"| {row['dataset']} | {row['model']} | {epochs} | "
+                     f"{row['wall_minutes']:.1f} min | {accuracy} | `{row['command']}` | "
+                     f"{row['commit']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", type=Path)
+    parser.add_argument("--ensemble", action="store_true",
+                        help="the paths are checkpoints to evaluate as one ensemble")
+    parser.add_argument("--commit", help="the commit whose code made the run "
+                                         "(default: the current one)")
+    args = parser.parse_args(argv)
+    machine = machine_info()
+    commit = args.commit or machine["commit"]
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{machine['cpu']} {machine['cores']}cores".lower())
+    stem = RESULTS / f"training-{slug.strip('-')}"
+    report = {"machine": machine, "rows": []}
+    if stem.with_suffix(".json").exists():
+        report["rows"] = json.loads(stem.with_suffix(".json").read_text())["rows"]
+    new = [ensemble_row(args.paths, commit)] if args.ensemble else \
+        [run_row(path, commit) for path in args.paths]
+    commands = {row["command"] for row in new}
+    report["rows"] = [r for r in report["rows"] if r["command"] not in commands] + new
+    atomic_write(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
+    atomic_write(stem.with_suffix(".md"), markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
