@@ -284,3 +284,21 @@ def test_automatic_augmentation_never_mirrors_digits():
     assert "flip" in parse_augment("auto", "fashion-mnist")
     assert parse_augment("auto", "folder") == ("scale", "flip", "rgb")
     assert parse_augment("none", "mnist") == ()
+
+
+@pytest.mark.gpu
+def test_training_on_the_gpu_follows_the_cpu(digits_dir, tmp_path):
+    """One float64 epoch on each device: the same data, masks and schedule, so the
+    weights agree to rounding (the kernels sum in other orders than NumPy)."""
+    cpu = train(small_config(digits_dir, tmp_path / "cpu", epochs=1), progress=False,
+                log=lambda m: 0)
+    gpu = train(small_config(digits_dir, tmp_path / "gpu", epochs=1, device="cuda"),
+                progress=False, log=lambda m: 0)
+    a, b = weights_of(tmp_path / "cpu"), weights_of(tmp_path / "gpu")
+    for key in a:
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-7, atol=1e-9, err_msg=key)
+    assert abs(cpu.history[0]["train_loss"] - gpu.history[0]["train_loss"]) < 1e-9
+    resumed = train(small_config(digits_dir, tmp_path / "gpu", epochs=2, device="cuda"),
+                    resume=tmp_path / "gpu" / "checkpoint.npz", progress=False,
+                    log=lambda m: 0)
+    assert resumed.epoch == 2

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_writer
-from .transforms import center_crop, resize_shorter_side
+from .transforms import center_crop, check_integer, resize_shorter_side
 
 DATA_EXTRA_HINT = 'pip install -e ".[data]"'
 
@@ -121,8 +121,8 @@ class Dataset:
         The draw is a permutation from ``np.random.default_rng(seed)``, so a
         seed always picks the same samples; both parts keep the original order.
         """
-        n_holdout = _integer("Dataset.split", "n_holdout", n_holdout, 0)
-        seed = _integer("Dataset.split", "seed", seed, 0)
+        n_holdout = check_integer("Dataset.split", "n_holdout", n_holdout, 0)
+        seed = check_integer("Dataset.split", "seed", seed, 0)
         if n_holdout > len(self):
             raise ValueError(f"Dataset.split: n_holdout must be at most the {len(self)} samples "
                              f"of {self.name!r}, got {n_holdout}")
@@ -136,14 +136,6 @@ def _describe(value) -> str:
     if isinstance(value, np.ndarray):
         return f"a {value.dtype} array of shape {value.shape}"
     return type(value).__name__
-
-
-def _integer(owner: str, arg: str, value, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{owner}: {arg} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{owner}: {arg} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 # --- the idx format --------------------------------------------------------------
@@ -368,7 +360,7 @@ def load_image_folder(root, split: str | None = None, size: int | None = None) -
     for each batch.
     """
     if size is not None:
-        size = _integer("load_image_folder", "size", size, 1)
+        size = check_integer("load_image_folder", "size", size, 1)
     root = Path(root)
     folder = _split_folder(root, split)
     if not folder.is_dir():

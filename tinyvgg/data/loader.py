@@ -16,15 +16,11 @@ import threading
 import numpy as np
 
 from .datasets import Dataset
-from .transforms import ToFloat
+from .transforms import ToFloat, check_integer
 
 
 def _integer(arg: str, value, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"DataLoader: {arg} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"DataLoader: {arg} must be >= {minimum}, got {value}")
-    return int(value)
+    return check_integer("DataLoader", arg, value, minimum)
 
 
 def _flag(arg: str, value) -> bool:

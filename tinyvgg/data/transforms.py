@@ -133,7 +133,8 @@ def _real(owner: str, arg: str, value, minimum=None, maximum=None) -> float:
     return value
 
 
-def _whole(owner: str, arg: str, value, minimum: int) -> int:
+def check_integer(owner: str, arg: str, value, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``, or an error naming ``owner`` and ``arg``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{owner}: {arg} must be an integer, got {value!r}")
     if value < minimum:
@@ -146,8 +147,8 @@ def _size_pair(owner: str, value) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{owner}: size must be an int or (height, width), got {value!r}")
-        return _whole(owner, "size", value[0], 1), _whole(owner, "size", value[1], 1)
-    side = _whole(owner, "size", value, 1)
+        return check_integer(owner, "size", value[0], 1), check_integer(owner, "size", value[1], 1)
+    side = check_integer(owner, "size", value, 1)
     return side, side
 
 
@@ -205,7 +206,7 @@ class Pad:
     """Pad every image by ``padding`` pixels of ``value`` on all four sides (28 -> 32 with 2)."""
 
     def __init__(self, padding: int, value: float = 0.0):
-        self.padding = _whole("Pad", "padding", padding, 0)
+        self.padding = check_integer("Pad", "padding", padding, 0)
         self.value = _real("Pad", "value", value)
 
     def __call__(self, batch, rng=None):
@@ -235,7 +236,7 @@ class RandomCrop:
 
     def __init__(self, size, padding: int = 0):
         self.size = _size_pair("RandomCrop", size)
-        self.padding = _whole("RandomCrop", "padding", padding, 0)
+        self.padding = check_integer("RandomCrop", "padding", padding, 0)
 
     def __call__(self, batch, rng):
         batch = _batch("RandomCrop", batch)
@@ -421,9 +422,9 @@ class RandomScaleCrop:
     """
 
     def __init__(self, crop: int, scale_min: int, scale_max: int):
-        self.crop = _whole("RandomScaleCrop", "crop", crop, 1)
-        self.scale_min = _whole("RandomScaleCrop", "scale_min", scale_min, self.crop)
-        self.scale_max = _whole("RandomScaleCrop", "scale_max", scale_max, self.scale_min)
+        self.crop = check_integer("RandomScaleCrop", "crop", crop, 1)
+        self.scale_min = check_integer("RandomScaleCrop", "scale_min", scale_min, self.crop)
+        self.scale_max = check_integer("RandomScaleCrop", "scale_max", scale_max, self.scale_min)
 
     def __call__(self, batch, rng):
         batch = _batch("RandomScaleCrop", batch)
