@@ -302,3 +302,34 @@ def test_training_on_the_gpu_follows_the_cpu(digits_dir, tmp_path):
                     resume=tmp_path / "gpu" / "checkpoint.npz", progress=False,
                     log=lambda m: 0)
     assert resumed.epoch == 2
+
+
+def test_training_on_an_image_folder_with_the_papers_augmentation(tmp_path, capsys):
+    """The ImageNet layout, multi-scale training (S in [36, 44], 32x32 crops), flips and
+    the RGB colour shift; then predict on one of the files."""
+    Image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    colours = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+    for split, count in (("train", 12), ("test", 4)):
+        for name, colour in colours.items():
+            folder = tmp_path / "photos" / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                size = (int(rng.integers(40, 60)), int(rng.integers(40, 60)))
+                pixels = np.clip(np.array(colour) + rng.normal(0, 20, size + (3,)), 0, 255)
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "folder", "--data-dir", str(tmp_path / "photos"),
+                 "--scale-min", "36", "--scale-max", "44", "--width", "0.0625",
+                 "--epochs", "2", "--batch-size", "8", "--val-size", "6", "--lr", "0.02",
+                 "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "30 training, 6 validation and 12 test images" in printed
+    document = json.loads((out / "metrics.json").read_text())
+    assert document["data"]["classes"] == ["blue", "green", "red"]
+    assert document["data"]["stored_size"] == 44
+    assert "--augment" not in document["command"]  # auto: scale, flip, rgb
+    picture = tmp_path / "photos" / "test" / "red" / "0.png"
+    assert main(["predict", str(out / "checkpoint.npz"), str(picture), "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)[0]["top"]
+    assert {row["class"] for row in top} == {"blue", "green", "red"}

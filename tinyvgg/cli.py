@@ -215,6 +215,9 @@ def main(argv=None) -> int:
                "predict": lambda: _predict(args)}[args.command]
         try:
             return run()
+        except KeyboardInterrupt:  # before the first batch, or a second Ctrl-C
+            parser.exit(130, f"tinyvgg {args.command}: interrupted; checkpoints written "
+                             f"before stay as they were\n")
         except (ValueError, FileNotFoundError, ImportError, CheckpointError,
                 DeviceUnavailableError) as error:
             parser.exit(2, f"tinyvgg {args.command}: {error}\n")
