@@ -25,22 +25,31 @@ from tinyvgg.fileio import atomic_write  # noqa: E402
 from tinyvgg.train import TrainConfig, command_line, evaluate_checkpoints  # noqa: E402
 
 
-def run_row(run_dir: Path, commit: str | None) -> dict:
+def run_row(run_dir: Path, commit: str | None, wall_seconds: float | None,
+            note: str | None) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     if not metrics.get("test"):
         raise SystemExit(f"{run_dir}: the run has not finished (no test accuracy yet)")
+    wall_seconds = metrics.get("wall_seconds") or wall_seconds
+    if wall_seconds is None:
+        raise SystemExit(f"{run_dir}: metrics.json has no wall time; pass --wall-seconds "
+                         f"(as measured by e.g. /usr/bin/time)")
     config = TrainConfig.from_dict(metrics["config"])
-    return {"kind": "run", "dataset": config.dataset,
+    curves = None
+    if (run_dir / "curves.png").is_file():  # the run's training curves, kept with the table
+        curves = f"curves-{run_dir.name}.png"
+        atomic_write(RESULTS / curves, (run_dir / "curves.png").read_bytes())
+    return {"kind": "run", "curves": curves, "dataset": config.dataset,
             "model": f"{config.model}{'_bn' if config.batch_norm else ''} width {config.width:g}",
             "epochs": len(metrics["history"]),
-            "wall_minutes": round(metrics["wall_seconds"] / 60, 1),
+            "wall_minutes": round(wall_seconds / 60, 1),
             "test_accuracy": metrics["test"]["accuracy"],
             "best_val_accuracy": max((h["val_accuracy"] or 0) for h in metrics["history"]),
             "command": metrics.get("command") or command_line(config),
-            "commit": commit, "run": str(run_dir)}
+            "commit": commit, "note": note, "run": str(run_dir)}
 
 
-def ensemble_row(paths, commit: str | None) -> dict:
+def ensemble_row(paths, commit: str | None, note: str | None) -> dict:
     started = time.perf_counter()
     result = evaluate_checkpoints(paths)
     members = [row["accuracy"] for row in result["members"]]
@@ -50,7 +59,7 @@ def ensemble_row(paths, commit: str | None) -> dict:
             "test_accuracy": result["ensemble"]["accuracy"],
             "wall_minutes": round((time.perf_counter() - started) / 60, 1),
             "command": "tinyvgg eval --ensemble " + " ".join(str(p) for p in paths),
-            "commit": commit}
+            "commit": commit, "note": note}
 
 
 def markdown(report: dict) -> str:
@@ -59,17 +68,19 @@ def markdown(report: dict) -> str:
              f"NumPy {m['numpy']} ({m['numpy_blas']}), Python {m['python']}; recorded "
              f"{m['date']}. Each row is one command, run as shown; wall time includes "
              f"loading the data, validation each epoch and the final test pass.", "",
-             "| dataset | model | epochs | wall time | test accuracy | command | commit |",
-             "|---|---|---|---|---|---|---|"]
+             "| dataset | model | epochs | wall time | test accuracy | command | commit | note |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
         accuracy = f"**{100 * row['test_accuracy']:.2f}%**"
         if row["kind"] == "ensemble":
             members = ", ".join(f"{100 * a:.2f}%" for a in row["members_test_accuracy"])
             accuracy += f" (members {members})"
         epochs = row.get("epochs", "-")
+        if row.get("curves"):
+            accuracy += f" ([curves]({row['curves']}))"
         lines.append(f"| {row['dataset']} | {row['model']} | {epochs} | "
                      f"{row['wall_minutes']:.1f} min | {accuracy} | `{row['command']}` | "
-                     f"{row['commit']} |")
+                     f"{row['commit']} | {row.get('note') or ''} |")
     return "\n".join(lines) + "\n"
 
 
@@ -81,6 +92,9 @@ def main(argv=None) -> int:
                         help="the paths are checkpoints to evaluate as one ensemble")
     parser.add_argument("--commit", help="the commit whose code made the run "
                                          "(default: the current one)")
+    parser.add_argument("--wall-seconds", type=float,
+                        help="the run's wall time, for metrics.json files that lack it")
+    parser.add_argument("--note", help="a remark for the table (e.g. what shared the machine)")
     args = parser.parse_args(argv)
     machine = machine_info()
     commit = args.commit or machine["commit"]
@@ -89,8 +103,8 @@ def main(argv=None) -> int:
     report = {"machine": machine, "rows": []}
     if stem.with_suffix(".json").exists():
         report["rows"] = json.loads(stem.with_suffix(".json").read_text())["rows"]
-    new = [ensemble_row(args.paths, commit)] if args.ensemble else \
-        [run_row(path, commit) for path in args.paths]
+    new = [ensemble_row(args.paths, commit, args.note)] if args.ensemble else \
+        [run_row(path, commit, args.wall_seconds, args.note) for path in args.paths]
     commands = {row["command"] for row in new}
     report["rows"] = [r for r in report["rows"] if r["command"] not in commands] + new
     atomic_write(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
