@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 import tinyvgg as tv
 from tinyvgg import functional as F
-from tinyvgg import nn
+from tinyvgg.bench import (VGG16_CIFAR_CONVS, bench_training_step, machine_info,
+                           time_forward_backward, torch_vgg16)
+from tinyvgg.bench import fmt as _fmt
+from tinyvgg.bench import ratio as _ratio
 from tinyvgg.fileio import atomic_write
 
 try:
@@ -40,22 +38,7 @@ except ImportError:  # the benchmark still runs, without the comparison
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 64
 
-# VGG-16's convolutions at 32x32 input: (C_in, C_out, H = W)
-VGG16_CIFAR_CONVS = [(3, 64, 32), (64, 64, 32), (64, 128, 16), (128, 128, 16),
-                     (128, 256, 8), (256, 256, 8), (256, 256, 8),
-                     (256, 512, 4), (512, 512, 4), (512, 512, 4),
-                     (512, 512, 2), (512, 512, 2), (512, 512, 2)]
-
-
-def median_seconds(fn, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+__all__ = ["machine_info", "torch_vgg16", "_fmt", "_ratio"]  # also used by bench_gpu.py
 
 
 # --- per-op cases: each returns (tinyvgg forward, torch forward) on the same data ----------
@@ -114,21 +97,6 @@ def op_cases():
     return cases
 
 
-def time_forward_backward(make_inputs, fn, backward_grad, warmup, repeats):
-    """(forward seconds, backward seconds) for one op; backward reuses one recorded graph."""
-    inputs = make_inputs()
-    forward = median_seconds(lambda: fn(*inputs), warmup, repeats)
-    out = fn(*inputs)
-    grad = backward_grad(out)
-
-    def backward():
-        for t in inputs:
-            if t.requires_grad:
-                t.grad = None
-        out.backward(grad, retain_graph=True)
-    return forward, median_seconds(backward, warmup, repeats)
-
-
 def _needs_grad(array):
     """Everything but the image input (3 channels) gets a gradient, as in training."""
     return not (array.ndim == 4 and array.shape[1] == 3)
@@ -163,89 +131,23 @@ def bench_ops(warmup, repeats):
 
 # --- the training step ---------------------------------------------------------------------
 
-def torch_vgg16(head, num_classes):
-    """torchvision's VGG-16 layout (features / avgpool / classifier) in PyTorch, with the
-    classifier of ``tinyvgg.models.vgg16(head=head)`` so that state_dicts carry over."""
-    tnn = torch.nn
-    layers, c_in = [], 3
-    for v in tv.models.cfgs["D"]:
-        if v == "M":
-            layers.append(tnn.MaxPool2d(2, 2))
-        else:
-            layers += [tnn.Conv2d(c_in, v, 3, padding=1), tnn.ReLU(inplace=True)]
-            c_in = v
-    pool, hidden = (7, 4096) if head == "imagenet" else (1, 512)
-    model = tnn.Module()
-    model.features = tnn.Sequential(*layers)
-    model.avgpool = tnn.AdaptiveAvgPool2d(pool)
-    model.classifier = tnn.Sequential(
-        tnn.Linear(512 * pool * pool, hidden), tnn.ReLU(True), tnn.Dropout(0.5),
-        tnn.Linear(hidden, hidden), tnn.ReLU(True), tnn.Dropout(0.5),
-        tnn.Linear(hidden, num_classes))
-    model.forward = lambda x: model.classifier(torch.flatten(model.avgpool(model.features(x)), 1))
-    return model
-
-
-def bench_training_step(warmup, repeats, head="compact", batch=BATCH, size=32, num_classes=10,
-                        lr=0.01):
-    """Forward, loss, backward and an SGD update of VGG-16 (``lr=None``: no update)."""
-    rng = np.random.default_rng(0)
-    images = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
-    labels = rng.integers(0, num_classes, batch)
-    model = tv.models.vgg16(head=head, num_classes=num_classes)
-    if torch is not None:
-        reference = torch_vgg16(head, num_classes)
-        model.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
-
-    def ours():
-        loss = F.cross_entropy(model(tv.tensor(images)), labels)
-        model.zero_grad()
-        loss.backward()
-        if lr is not None:
-            for p in model.parameters():
-                p.data -= lr * p.grad
-    summary = tv.summary(model, (batch, 3, size, size))
-    convs = sum(r.macs for r in summary.rows if r.kind.startswith("conv"))
-    first = summary.rows[1].macs  # its backward computes no input gradient
-    flops = 2 * (3 * convs - first + 3 * (summary.macs - convs))
-    head_name = "torchvision head 25088-4096-4096" if head == "imagenet" else "head 512-512"
-    result = dict(model=f"VGG-16 ({head_name}-{num_classes})", batch=batch,
-                  input=f"3x{size}x{size}", dtype="float32", sgd_update=lr is not None,
-                  approx_flops=flops, tinyvgg_ms=1e3 * median_seconds(ours, warmup, repeats))
-    if torch is not None:
-        x, y = torch.from_numpy(images), torch.from_numpy(labels)
-
-        def theirs():
-            loss = torch.nn.functional.cross_entropy(reference(x), y)
-            reference.zero_grad()
-            loss.backward()
-            if lr is not None:
-                with torch.no_grad():
-                    for p in reference.parameters():
-                        p -= lr * p.grad
-        result["torch_ms"] = 1e3 * median_seconds(theirs, warmup, repeats)
-    return result
-
-
 def bench_imagenet_step(warmup, repeats):
     """Forward and backward of the full VGG-16 (138M parameters) on two 224x224 images."""
     return bench_training_step(warmup, repeats, head="imagenet", batch=2, size=224,
                                num_classes=1000, lr=None)
 
 
-# --- reporting -------------------------------------------------------------------------------
-
-def _ratio(ours_ms, theirs_ms):
-    return theirs_ms / ours_ms if theirs_ms else None
+def _step_ms(step):
+    """(tinyvgg ms, PyTorch ms or None) of a bench_training_step result, conv3x3 im2col."""
+    ours = 1e3 * next(iter(step["tinyvgg"].values()))["seconds"]
+    return ours, (1e3 * step["torch"]["seconds"] if "torch" in step else None)
 
 
 def _gflops(flops, ms):
     return flops / ms / 1e6 if flops else None
 
 
-def _fmt(v, spec):
-    return "-" if v is None else format(v, spec)
-
+# --- reporting -------------------------------------------------------------------------------
 
 def _op_line(r):
     parts = [f"{r['op']:<34}", f"fwd {r['tinyvgg_fwd_ms']:8.2f} ms", f"bwd {r['tinyvgg_bwd_ms']:8.2f} ms"]
@@ -256,48 +158,18 @@ def _op_line(r):
     return "  ".join(parts)
 
 
-def machine_info():
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, cwd=Path(__file__).parent,
-                               check=True).stdout.strip()
-        commit += "+uncommitted" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    blas = "unknown"
-    try:
-        config = np.show_config(mode="dicts")
-        blas = f"{config['Build Dependencies']['blas']['name']} {config['Build Dependencies']['blas']['version']}"
-    except Exception:  # the layout of show_config differs between NumPy versions
-        pass
-    return dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(),
-                numpy=np.__version__, numpy_blas=blas,
-                torch=None if torch is None else torch.__version__,
-                torch_threads=None if torch is None else torch.get_num_threads(),
-                commit=commit, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
-
-
 def _step_table(s):
     ips = lambda ms: s["batch"] / ms * 1e3  # noqa: E731
+    ours, theirs = _step_ms(s)
     lines = [f"{s['model']}.", "",
              "| | ms / step | images / s | GFLOP/s (forward + backward FLOPs) |",
              "|---|---|---|---|",
-             f"| tinyvgg | {s['tinyvgg_ms']:.1f} | {ips(s['tinyvgg_ms']):.1f} | "
-             f"{_fmt(_gflops(s['approx_flops'], s['tinyvgg_ms']), '.1f')} |"]
-    if "torch_ms" in s:
-        lines += [f"| PyTorch | {s['torch_ms']:.1f} | {ips(s['torch_ms']):.1f} | "
-                  f"{_fmt(_gflops(s['approx_flops'], s['torch_ms']), '.1f')} |", "",
-                  f"**Ratio: {_ratio(s['tinyvgg_ms'], s['torch_ms']):.2f}x PyTorch's throughput.**"]
+             f"| tinyvgg | {ours:.1f} | {ips(ours):.1f} | "
+             f"{_fmt(_gflops(s['approx_flops'], ours), '.1f')} |"]
+    if theirs is not None:
+        lines += [f"| PyTorch | {theirs:.1f} | {ips(theirs):.1f} | "
+                  f"{_fmt(_gflops(s['approx_flops'], theirs), '.1f')} |", "",
+                  f"**Ratio: {_ratio(ours, theirs):.2f}x PyTorch's throughput.**"]
     return lines
 
 
@@ -353,11 +225,11 @@ def main(argv=None):
     for key in ("training_step", "imagenet_step"):
         if key in report:
             step = report[key]
+            ours, theirs = _step_ms(step)
             print(f"{step['model']}, {step['input']}, batch {step['batch']}: tinyvgg "
-                  f"{step['tinyvgg_ms']:.1f} ms" + (
-                      f", PyTorch {step['torch_ms']:.1f} ms, ratio "
-                      f"{_ratio(step['tinyvgg_ms'], step['torch_ms']):.2f}"
-                      if "torch_ms" in step else ""), flush=True)
+                  f"{ours:.1f} ms" + (f", PyTorch {theirs:.1f} ms, ratio "
+                                      f"{_ratio(ours, theirs):.2f}"
+                                      if theirs is not None else ""), flush=True)
     machine = re.sub(r"[^a-z0-9]+", "-", report["machine"]["cpu"].lower()).strip("-")
     stem = args.out or RESULTS / f"cpu-{machine}-{report['machine']['cores']}cores"
     atomic_write(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,72 @@
+"""``tinyvgg bench``'s pieces on small shapes: rows, totals, the report and its plots.
+
+Speed itself is never asserted; these tests check that every number the report
+prints comes from a measurement of the right thing."""
+import json
+
+import pytest
+
+from tinyvgg import bench
+from tinyvgg.cli import main
+
+
+def small_report(names):
+    rows = bench.bench_ladder(names, warmup=0, repeats=1, shapes=[(3, 8, 8), (8, 8, 4)],
+                              batch=2, log=lambda m: 0)
+    return {"machine": bench.machine_info(), "warmup": 0, "repeats": 1,
+            "implementations": names, "peaks": bench.measure_peaks(repeats=1),
+            "naive": bench.bench_naive(0, 1), "layers": rows,
+            "totals": bench.ladder_totals(rows, names)}
+
+
+def test_conv_cost_counts_flops_and_bytes():
+    cost = bench.conv_cost(2, 4, 8, 5)
+    assert cost["fwd_flops"] == 2 * (2 * 5 * 5 * 8 * 4 * 9)
+    assert cost["bwd_flops"] == 2 * cost["fwd_flops"]  # dx and dw
+    assert bench.conv_cost(2, 3, 8, 5)["bwd_flops"] == bench.conv_cost(2, 3, 8, 5)["fwd_flops"]
+    assert cost["fwd_bytes"] == 4 * (2 * 4 * 25 + 8 * 4 * 9 + 2 * 8 * 25)
+
+
+def test_the_ladder_rows_and_totals(tmp_path):
+    report = small_report(["im2col", "winograd", "auto"])
+    assert [(r["layer"], r["implementation"]) for r in report["layers"]][:3] == [
+        ("3->8 @8x8", "im2col"), ("3->8 @8x8", "winograd"), ("3->8 @8x8", "auto")]
+    assert all(r["fwd_s"] > 0 and r["bwd_s"] > 0 for r in report["layers"])
+    im2col = report["totals"]["im2col"]
+    rows = [r for r in report["layers"] if r["implementation"] == "im2col"]
+    assert im2col["fwd_s"] == pytest.approx(sum(r["count"] * r["fwd_s"] for r in rows))
+    assert report["peaks"]["gemm_gflops"] > 0 and report["peaks"]["copy_gbs"] > 0
+    text = bench.markdown(report)
+    assert "| `winograd` |" in text and "naive (loops" in text
+    written = bench.plot(report, tmp_path / "bench")
+    if written:  # matplotlib installed
+        assert sorted(p.name for p in written) == ["bench-ladder.png", "bench-roofline.png"]
+        assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
+    json.dumps(report)  # the report is plain data
+
+
+@pytest.mark.torch
+def test_pytorch_is_timed_on_the_same_layers():
+    pytest.importorskip("torch")
+    report = small_report(["im2col"])
+    assert all(r["torch_fwd_s"] > 0 for r in report["layers"])
+    assert "torch" in report["totals"] and "PyTorch conv2d" in bench.markdown(report)
+
+
+def test_a_small_training_step_and_its_peak_memory():
+    step = bench.bench_training_step(0, 1, batch=2, implementations=("im2col", "auto"),
+                                     memory=True)
+    assert set(step["tinyvgg"]) == {"im2col", "auto"}
+    assert step["approx_flops"] > 0
+    for r in step["tinyvgg"].values():
+        assert r["seconds"] > 0
+        if r["peak_bytes"] is not None:  # Linux
+            # at least the activations kept for backward: VGG-16 at 32x32 keeps more
+            # than 1 MB per image in float32
+            assert r["peak_bytes"] > 2e6
+
+
+def test_bench_refuses_unknown_implementations(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--implementations", "im2col,fft"])
+    assert "unknown implementation fft" in capsys.readouterr().err

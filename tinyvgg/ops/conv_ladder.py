@@ -1,0 +1,575 @@
+"""The CPU ladder of conv3x3: one op, four implementations, slowest first.
+
+Every rung computes the same thing (see ``conv.py`` for the math)::
+
+    y[n, o, i, j] = b[o] + sum_{c, u, v} w[o, c, u, v] * xp[n, c, i + u, j + v]
+
+with ``xp`` the input zero-padded by one pixel, and its backward (dx, dw, db).
+Each rung is a readable NumPy implementation with a cost model; the step
+from one to the next says why it is faster. Notation: N images, C input and
+K output channels, H x W pixels, P = N*H*W output pixels, and
+Pp = N*(H+2)*(W+2) positions of the padded input. A direct convolution does
+18*P*C*K flops (a multiply and an add per weight per output).
+
+``naive``
+    Python loops over every output value (``conv_naive`` in conv.py). The
+    reference the others are tested against; too slow for anything but tests.
+
+``im2col``
+    Copy the 3x3 window of every output pixel into a row: a (P, 9C) matrix,
+    nine times the input. Then one matrix product (GEMM)
+    ``(P, 9C) @ (9C, K)``, 18*P*C*K flops in a well-shaped product.
+    Backward: dx is the same product for g and the kernel turned 180 degrees
+    (another 9x copy, of g); dw = ``g_rows^T @ rows`` (K, P) @ (P, 9C), reading the
+    rows kept from forward, so a layer keeps 9x its input until backward.
+    The copy is what this rung pays: 9*P*C values written and read again.
+
+``shifted``
+    No im2col copy. Pad x once into a channels-last buffer (N, H+2, W+2, C)
+    and read it as flat rows, one per padded position. For the output whose
+    window starts at position p, tap (u, v) reads row p + u*(W+2) + v, so
+    each tap's inputs for all outputs are one contiguous slice of the rows,
+    shifted::
+
+        y_rows = sum over the 9 taps of rows[shift : shift + L] @ W_tap   (C, K)
+
+    computed at every padded position; the real outputs are an (H, W)
+    window of each image, returned as a view (row pitch W+2) without a copy.
+    Cost: a 1x copy (the padding) instead of 9x, and 9 GEMMs with K = C and
+    18*Pp*C*K flops: the junk positions cost (H+2)(W+2)/(HW) times the
+    direct flops, 1.13x at 32x32, 1.27x at 16x16, 1.56x at 8x8, 2.25x at
+    4x4, 4x at 2x2. The 9 products are added per block of rows that stays in
+    cache (``CACHE_BLOCK_BYTES``), so the accumulation costs no extra trips
+    to memory. Backward: dx is the same shifted convolution of g (padded)
+    with the turned kernel, whose taps are the forward taps in reverse order
+    (no copy); ``dw[tap] = rows[shift : shift + L]^T @ g_rows``, 9 GEMMs with
+    the number of positions as their inner dimension, where ``g_rows`` is
+    the padded g read one row and one column earlier, so its junk positions
+    are the padding's zeros. Forward keeps the padded input (1.13x the input
+    at 32x32) where im2col keeps 9x.
+
+``winograd``
+    Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray 2015, "Fast
+    Algorithms for Convolutional Neural Networks"). Each 2x2 block of outputs
+    comes from a 4x4 input tile (stride 2); per tile and channel pair::
+
+        Y = A^T [ (G g G^T) * (B^T d B) ] A       (* elementwise, 4x4)
+
+    so 16 multiplies give 4 outputs, where the direct way needs 36: 2.25x
+    fewer. Summed over the input channels, the 16 elementwise products
+    become 16 GEMMs ``(T, C) @ (C, K)`` with T = N*ceil(H/2)*ceil(W/2) tiles:
+    32*T*C*K = 8*P*C*K flops. The transforms B^T d B and A^T m A are only
+    additions, but they pass over 4x the input (V, 16 values per tile) and
+    4x the output (M); they run per block of images that stays in cache.
+    Odd H or W: the input is padded to even and the output cropped. The
+    weight transform G g G^T is 16*C*K values per call (weights change every
+    step). Backward: dx is Winograd of g with the turned kernel, whose
+    transform is the forward one with tile rows and columns 0 and 3 swapped
+    and channels exchanged (G's rows 1 and 2 are symmetric, rows 0 and 3 are
+    each other's reverse), so forward keeps its transformed weight. dw uses
+    the shifted GEMMs on the padded input from 16x16 up and the im2col GEMM
+    below, where the shifted GEMMs' junk work grows
+    (:func:`shifted_weight_grad_pays`); F(3x3, 2x2) Winograd for dw is not
+    implemented. Accuracy: the transforms add and subtract before and
+    after multiplying, so float32 rounding error is a little larger than the
+    direct sum's. Measured max |error| / max |y| against the float64
+    reference at VGG-16's layer shapes (batch 8, weights scaled by
+    1/sqrt(9C)): Winograd 1e-7 to 5e-7 forward and up to 7e-7 for dx; im2col
+    1e-7 to 5e-7 for both; shifted GEMMs 1e-7 to 4e-7. The tests allow 1e-5
+    for the GEMM rungs and 5e-5 for Winograd.
+
+Measured, roughly: forward + backward of VGG-16 at 32x32, batch 64, float32,
+one BLAS thread (OPENBLAS_NUM_THREADS=1), median of 5, on the 2-core
+development machine while two training runs kept both cores busy (so
+noisy; the 5 repeats of each spread by up to 10%): im2col 1221 ms, shifted 1987 ms, winograd 1114 ms, auto
+1086 ms (11% less than im2col). VGG-11-BN at width 0.25 on 1x32x32, batch
+128 (the MNIST training model): im2col 192 ms, shifted 261 ms, winograd
+194 ms, auto 173 ms. Per layer, see :func:`auto_conv3x3_cpu`. Most of the
+time is in the GEMMs in every rung: im2col's copy was about a quarter of its
+forward at 64 channels and 32x32 (20 of 81 ms), so removing copies alone
+cannot do more than that; Winograd also cuts the multiplies.
+
+Selection: :func:`use_conv3x3_cpu` (or the environment variable
+``TINYVGG_CONV3X3_CPU`` at import) picks the rung ``tinyvgg.ops.conv.Conv3x3``
+runs on the CPU. The default is ``"im2col"``. A rung selected by name runs
+at every size, so its costs can be studied where they are worst (the shifted
+GEMMs at 2x2); ``"auto"`` picks per layer shape with :func:`auto_conv3x3_cpu`,
+falling back to im2col for images and tiny maps. Its rule and the timings
+behind it are in its docstring.
+"""
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from . import checks, conv
+from .linear import affine_rows
+
+# The adds of the shifted GEMMs and Winograd's transforms run on blocks of about
+# this many bytes, so a block is still in the core's cache (2 MiB of L2 on the
+# development machine) when the next step reads it.
+CACHE_BLOCK_BYTES = 1 << 20
+# A shifted-GEMM block is at least this many rows: fewer make the products too
+# thin for the matrix-multiply routine to run at full speed.
+MIN_BLOCK_ROWS = 256
+# Winograd's dw uses the shifted GEMMs while their padded positions are at most
+# this many times the pixels (16x16 and up), else the im2col GEMM.
+SHIFTED_DW_MAX_JUNK = 1.3
+
+
+class Conv3x3Implementation(NamedTuple):
+    """One rung of the ladder.
+
+    ``forward(x, weight, bias, keep_for_dx, keep_for_dw) -> (y, saved)``: y
+    (N, K, H, W) and a dict of the arrays backward needs (only those for the
+    gradients asked for).
+
+    ``backward(saved, g, need_dx, need_dw, need_db) -> (dx, dw, db)``: saved is
+    any object holding forward's arrays as attributes (the op's context, or a
+    ``SimpleNamespace``); a gradient not asked for is None.
+    """
+    forward: Callable
+    backward: Callable
+
+
+# --- naive: loops --------------------------------------------------------------------
+
+def naive_forward(x, weight, bias, keep_for_dx, keep_for_dw):
+    """``conv_naive``; keeps x and the weight (both gradients need both)."""
+    saved = dict(x=x, weight=weight) if keep_for_dx or keep_for_dw else {}
+    return conv.conv_naive(x, weight, bias), saved
+
+
+def naive_backward(saved, g, need_dx, need_dw, need_db):
+    """``conv_backward_naive``, which computes all three gradients at once."""
+    dx, dw, db = conv.conv_backward_naive(saved.x, saved.weight, g)
+    return (dx if need_dx else None), (dw if need_dw else None), (db if need_db else None)
+
+
+# --- im2col: a 9x copy, one GEMM -------------------------------------------------------
+
+def im2col_forward(x, weight, bias, keep_for_dx, keep_for_dw):
+    """im2col rows times the kernel matrix; keeps the kernel matrix for dx, the rows for dw."""
+    N, _, H, W = x.shape
+    w_matrix, rows = conv.kernel_matrix(weight), conv.im2col3x3(x)
+    saved = {}
+    if keep_for_dx:
+        saved["w_matrix"] = w_matrix
+    if keep_for_dw:
+        saved["rows"] = rows
+    return conv.from_pixel_rows(affine_rows(rows, w_matrix, bias), N, H, W), saved
+
+
+def im2col_backward(saved, g, need_dx, need_dw, need_db):
+    """dx = im2col(g) @ turned kernel; dw = g_rows^T @ rows; db = sum of g."""
+    N, K, H, W = g.shape
+    g_rows = conv.pixel_rows(g)
+    dx = dw = db = None
+    if need_dx:  # a 3x3 convolution of g with the turned kernel
+        dx = conv.from_pixel_rows(conv.im2col3x3(g) @ conv.turned_kernel_rows(saved.w_matrix),
+                                  N, H, W)
+    if need_dw:
+        dw = rows_weight_grad(g_rows, saved.rows)
+    if need_db:
+        db = g_rows.sum(axis=0)
+    return dx, dw, db
+
+
+def rows_weight_grad(g_rows, rows):
+    """dw = g_rows^T @ rows, one GEMM over every pixel, with its columns (u, v, c)
+    seen as the (K, C, 3, 3) weight."""
+    return (g_rows.T @ rows).reshape(g_rows.shape[1], 3, 3, -1).transpose(0, 3, 1, 2)
+
+
+# --- shifted: 9 GEMMs on shifted slices of the padded input ----------------------------
+
+def padded_channels_last(x, height, width):
+    """x (N, C, H, W) in a zeroed (N, height, width, C) buffer, at rows 1..H, columns 1..W."""
+    N, C, H, W = x.shape
+    padded = np.zeros((N, height, width, C), dtype=x.dtype)
+    padded[:, 1:H + 1, 1:W + 1, :] = x.transpose(0, 2, 3, 1)
+    return padded
+
+
+def block_rows(itemsize, C, K):
+    """Rows per block of the shifted GEMMs: a block of input rows (C wide), its
+    product and its sum (K wide) fill about CACHE_BLOCK_BYTES."""
+    return max(MIN_BLOCK_ROWS, CACHE_BLOCK_BYTES // (itemsize * (C + 2 * K)))
+
+
+def tap_shifts(width):
+    """Row offsets of the 9 taps (u, v), in (u, v) order, for a padded row pitch of ``width``."""
+    return [u * width + v for u in range(3) for v in range(3)]
+
+
+def shifted_products(padded, taps, bias=None):
+    """The 9 shifted GEMMs: rows (len(padded) positions, K) whose row p is the output
+    whose 3x3 window starts at padded position p.
+
+    ``taps`` are the 9 (C, K) matrices in (u, v) order. Rows where the window is
+    not a real output (the last two rows and columns of each image) are junk;
+    the last 2*width + 2 rows, whose windows run off the buffer, are zero.
+    """
+    N, height, width, C = padded.shape
+    K = taps[0].shape[1]
+    rows = padded.reshape(-1, C)
+    out = np.empty((rows.shape[0], K), dtype=padded.dtype)
+    shifts = tap_shifts(width)
+    used = max(rows.shape[0] - shifts[-1], 0)
+    out[used:] = 0
+    block = block_rows(padded.itemsize, C, K)
+    product = np.empty((min(block, used), K), dtype=padded.dtype)
+    for start in range(0, used, block):
+        stop = min(start + block, used)
+        acc, scratch = out[start:stop], product[:stop - start]
+        np.matmul(rows[start + shifts[0]:stop + shifts[0]], taps[0], out=acc)
+        for shift, tap in zip(shifts[1:], taps[1:]):
+            np.matmul(rows[start + shift:stop + shift], tap, out=scratch)
+            acc += scratch
+        if bias is not None:
+            acc += bias
+    return out
+
+
+def shifted_weight_grad(padded, g_padded):
+    """dw as a (K, 9C) kernel matrix: for each tap, g's rows times the shifted input rows.
+
+    ``g_padded`` is g in a buffer of the same geometry as ``padded`` (at rows and
+    columns 1..). Read width + 1 rows further on, it holds at position p the
+    gradient of the output whose window starts at p, and zero at every junk
+    position, so junk outputs add nothing. The positions are taken in blocks
+    that stay in cache while the 9 taps read them.
+    """
+    N, height, width, C = padded.shape
+    K = g_padded.shape[3]
+    rows, g_rows = padded.reshape(-1, C), g_padded.reshape(-1, K)
+    shifts = tap_shifts(width)
+    used = max(rows.shape[0] - shifts[-1], 0)
+    g_used = g_rows[width + 1:width + 1 + used]
+    dw_taps = np.zeros((9, K, C), dtype=padded.dtype)
+    product = np.empty((K, C), dtype=padded.dtype)
+    block = block_rows(padded.itemsize, C, K)
+    for start in range(0, used, block):
+        stop = min(start + block, used)
+        g_block_t = g_used[start:stop].T
+        for tap, shift in enumerate(shifts):
+            np.matmul(g_block_t, rows[start + shift:stop + shift], out=product)
+            dw_taps[tap] += product
+    return dw_taps.transpose(1, 0, 2).reshape(K, 9 * C)
+
+
+def kernel_taps(w_matrix):
+    """The 9 (C, K) tap matrices of a (K, 9C) kernel matrix, as views."""
+    C = w_matrix.shape[1] // 9
+    return [w_matrix[:, tap * C:(tap + 1) * C].T for tap in range(9)]
+
+
+def turned_kernel_taps(w_matrix):
+    """The 9 (K, C) tap matrices of the turned kernel: tap (u, v) is the forward
+    tap (2 - u, 2 - v) with in and out channels exchanged, so views again."""
+    C = w_matrix.shape[1] // 9
+    return [w_matrix[:, (8 - tap) * C:(9 - tap) * C] for tap in range(9)]
+
+
+def valid_outputs(out_rows, N, height, width, H, W):
+    """The (N, K, H, W) outputs inside shifted rows: a view with row pitch ``width``."""
+    return out_rows.reshape(N, height, width, out_rows.shape[1])[:, :H, :W].transpose(0, 3, 1, 2)
+
+
+def shifted_forward(x, weight, bias, keep_for_dx, keep_for_dw):
+    """Shifted GEMMs over the padded input; keeps the kernel matrix and the padded input."""
+    N, _, H, W = x.shape
+    w_matrix = conv.kernel_matrix(weight)
+    padded = padded_channels_last(x, H + 2, W + 2)
+    saved = {}
+    if keep_for_dx:
+        saved["w_matrix"] = w_matrix
+    if keep_for_dw:
+        saved["padded"] = padded
+    y_rows = shifted_products(padded, kernel_taps(w_matrix), bias)
+    return valid_outputs(y_rows, N, H + 2, W + 2, H, W), saved
+
+
+def shifted_backward(saved, g, need_dx, need_dw, need_db):
+    """dx: shifted GEMMs of the padded g with the turned taps; dw: 9 GEMMs over positions."""
+    N, K, H, W = g.shape
+    g_padded = padded_channels_last(g, H + 2, W + 2) if need_dx or need_dw else None
+    dx = dw = db = None
+    if need_dx:
+        dx_rows = shifted_products(g_padded, turned_kernel_taps(saved.w_matrix))
+        dx = valid_outputs(dx_rows, N, H + 2, W + 2, H, W)
+    if need_dw:
+        dw = shifted_weight_grad(saved.padded, g_padded).reshape(K, 3, 3, -1).transpose(0, 3, 1, 2)
+    if need_db:
+        db = g.sum(axis=(0, 2, 3))
+    return dx, dw, db
+
+
+# --- winograd: F(2x2, 3x3) -----------------------------------------------------------
+
+#: Winograd F(2x2, 3x3)'s weight transform (Lavin & Gray's G)
+WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+def winograd_weight(w_matrix):
+    """U = G g G^T for every channel pair: (4, 4, K, C) from a (K, 9C) kernel matrix.
+
+    With each 3x3 kernel g flattened in row-major (u, v) order, G g G^T is the
+    Kronecker product (G x G) times g: one (16, 9) matrix applied to all kernels.
+    Its entries (0, +-1/4, +-1/2, 1) are exact in float32."""
+    K, C = w_matrix.shape[0], w_matrix.shape[1] // 9
+    transform = np.kron(WINOGRAD_G, WINOGRAD_G).astype(w_matrix.dtype)
+    return np.tensordot(transform, w_matrix.reshape(K, 9, C), axes=(1, 1)).reshape(4, 4, K, C)
+
+
+#: tile rows (and columns) 0 and 3 exchanged: the transform of the turned kernel
+TURNED_TILE_ORDER = [3, 1, 2, 0]
+
+
+def winograd_input_tiles(padded, V):
+    """V[a, b] = (B^T d B)[a, b] for every 4x4 tile d (stride 2) of a padded block.
+
+    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]: applied to
+    the tile rows (on whole rows of the block), then to the tile columns.
+    padded: (n, 2*th + 2, 2*tw + 2, C); V: (4, 4, n, th, tw, C)."""
+    th, tw = V.shape[3], V.shape[4]
+    d = [padded[:, a:a + 2 * th:2] for a in range(4)]
+    rows = [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
+    for a, r in enumerate(rows):
+        c = [r[:, :, b:b + 2 * tw:2] for b in range(4)]
+        np.subtract(c[0], c[2], out=V[a, 0])
+        np.add(c[1], c[2], out=V[a, 1])
+        np.subtract(c[2], c[1], out=V[a, 2])
+        np.subtract(c[1], c[3], out=V[a, 3])
+
+
+def winograd_output_tiles(M, Y):
+    """The 2x2 output block A^T m A of every tile m, written into Y.
+
+    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]. M: (4, 4, n, th, tw, K);
+    Y: (n, th, 2, tw, 2, K), the (n, 2*th, 2*tw, K) output seen as tiles."""
+    for out_row in range(2):
+        if out_row == 0:  # A^T's first row: m0 + m1 + m2
+            s = [M[0, b] + M[1, b] + M[2, b] for b in range(4)]
+        else:             # A^T's second row: m1 - m2 - m3
+            s = [M[1, b] - M[2, b] - M[3, b] for b in range(4)]
+        left, right = Y[:, :, out_row, :, 0], Y[:, :, out_row, :, 1]
+        np.add(s[0], s[1], out=left)
+        left += s[2]
+        np.subtract(s[1], s[2], out=right)
+        right -= s[3]
+
+
+def winograd_products(padded, U, bias=None):
+    """F(2x2, 3x3) over a padded channels-last input: (N, 2*th, 2*tw, K) outputs.
+
+    ``U`` is the (4, 4, C, K) transformed weight (views are fine); ``padded`` is
+    (N, 2*th + 2, 2*tw + 2, C). Runs per block of images sized for the cache."""
+    N, height, width, C = padded.shape
+    th, tw = (height - 2) // 2, (width - 2) // 2
+    K = U.shape[3]
+    Y = np.empty((N, th, 2, tw, 2, K), dtype=padded.dtype)
+    U_stack = U.reshape(16, C, K)
+    tiles_per_image = th * tw
+    per_image = 16 * tiles_per_image * (C + K) * padded.itemsize
+    # enough images for the cache budget, but at least MIN_BLOCK_ROWS tiles, so
+    # the 16 products stay wide enough to run at full speed
+    images = max(1, CACHE_BLOCK_BYTES // max(per_image, 1),
+                 -(-MIN_BLOCK_ROWS // max(tiles_per_image, 1)))
+    V_block = np.empty((4, 4, min(images, N), th, tw, C), dtype=padded.dtype)
+    M_block = np.empty((16, min(images, N) * tiles_per_image, K), dtype=padded.dtype)
+    for start in range(0, N, images):
+        stop = min(start + images, N)
+        n = stop - start
+        V, M = V_block[:, :, :n], M_block[:, :n * tiles_per_image]
+        winograd_input_tiles(padded[start:stop], V)
+        np.matmul(V.reshape(16, n * tiles_per_image, C), U_stack, out=M)
+        M = M.reshape(4, 4, n, th, tw, K)
+        if bias is not None:
+            # m[1, 1] enters all four outputs of a tile with coefficient +1 (A^T's
+            # column 1 is (1, 1)), so adding the bias there adds it to every output
+            M[1, 1] += bias
+        winograd_output_tiles(M, Y[start:stop])
+    return Y.reshape(N, 2 * th, 2 * tw, K)
+
+
+def even_padded(x):
+    """x in a channels-last buffer padded by one pixel, plus one more row (column)
+    below (right of) an odd height (width): the geometry of 2x2 output tiles."""
+    N, C, H, W = x.shape
+    return padded_channels_last(x, H + H % 2 + 2, W + W % 2 + 2)
+
+
+def shifted_weight_grad_pays(H, W):
+    """Whether Winograd's dw uses the shifted GEMMs (True) or the im2col GEMM (False).
+
+    The shifted GEMMs do junk work at the padding, (H+2)(W+2)/(HW) times the
+    flops (with Winograd's even padding); the im2col GEMM does none but copies
+    9x the input. Measured at VGG-16's shapes (batch 64, float32, one thread,
+    a busy machine): 50 vs 68 ms at 64 channels 32x32, 46 vs 49 ms at 128
+    channels 16x16, 55 vs 41 ms at 256 channels 8x8 and 89 vs 34 ms at 512
+    channels 4x4, so the shifted GEMMs are used up to SHIFTED_DW_MAX_JUNK."""
+    return (H + H % 2 + 2) * (W + W % 2 + 2) <= SHIFTED_DW_MAX_JUNK * H * W
+
+
+def winograd_forward(x, weight, bias, keep_for_dx, keep_for_dw):
+    """F(2x2, 3x3); keeps the transformed weight for dx, and for dw the padded input
+    (shifted GEMMs) or the input itself (im2col GEMM, nothing extra to keep)."""
+    N, _, H, W = x.shape
+    U = winograd_weight(conv.kernel_matrix(weight))  # (4, 4, K, C)
+    padded = even_padded(x)
+    saved = {}
+    if keep_for_dx:
+        saved["winograd_weight"] = U
+    if keep_for_dw:
+        if shifted_weight_grad_pays(H, W):
+            saved["padded"] = padded
+        else:
+            saved["x"] = x
+    Y = winograd_products(padded, U.transpose(0, 1, 3, 2), bias)
+    return Y[:, :H, :W].transpose(0, 3, 1, 2), saved
+
+
+def winograd_backward(saved, g, need_dx, need_dw, need_db):
+    """dx: F(2x2, 3x3) of g with the turned kernel; dw: shifted or im2col GEMMs; db: sum of g."""
+    N, K, H, W = g.shape
+    dx = dw = db = None
+    shifted_dw = need_dw and shifted_weight_grad_pays(H, W)
+    g_padded = even_padded(g) if need_dx or shifted_dw else None
+    if need_dx:
+        order = TURNED_TILE_ORDER
+        turned = saved.winograd_weight[order][:, order]  # (4, 4, K, C): (K, C) is (in, out) here
+        dx = winograd_products(g_padded, turned)[:, :H, :W].transpose(0, 3, 1, 2)
+    if shifted_dw:
+        dw = shifted_weight_grad(saved.padded, g_padded).reshape(K, 3, 3, -1).transpose(0, 3, 1, 2)
+    elif need_dw:
+        dw = rows_weight_grad(conv.pixel_rows(g), conv.im2col3x3(saved.x))
+    if need_db:
+        db = g.sum(axis=(0, 2, 3))
+    return dx, dw, db
+
+
+# --- the registry, the selection and "auto" -------------------------------------------
+
+CONV3X3_CPU = {
+    "naive": Conv3x3Implementation(naive_forward, naive_backward),
+    "im2col": Conv3x3Implementation(im2col_forward, im2col_backward),
+    "shifted": Conv3x3Implementation(shifted_forward, shifted_backward),
+    "winograd": Conv3x3Implementation(winograd_forward, winograd_backward),
+}
+#: the names :func:`use_conv3x3_cpu` accepts: the rungs, and "auto" (a rung per layer shape)
+CONV3X3_CPU_CHOICES = (*CONV3X3_CPU, "auto")
+CONV3X3_CPU_ENV = "TINYVGG_CONV3X3_CPU"
+
+# "auto"'s thresholds (see auto_conv3x3_cpu)
+AUTO_MIN_CHANNELS = 8           # fewer input channels (an image): im2col
+AUTO_MIN_SIZE = 4               # height or width below this: im2col
+AUTO_THIN_CHANNELS = 64         # fewer input channels on images of AUTO_SHIFTED_PIXELS: shifted
+AUTO_SHIFTED_PIXELS = 16 * 16
+
+
+def _checked_choice(name, where: str) -> str:
+    choices = ", ".join(repr(c) for c in CONV3X3_CPU_CHOICES)
+    if not isinstance(name, str):
+        raise TypeError(f"{where}: the conv3x3 CPU implementation must be a name, one of "
+                        f"{choices}; got {type(name).__name__}")
+    if name not in CONV3X3_CPU_CHOICES:
+        raise ValueError(f"{where}: unknown conv3x3 CPU implementation {name!r}; "
+                         f"choose one of {choices}")
+    return name
+
+
+_selected = _checked_choice(os.environ.get(CONV3X3_CPU_ENV) or "im2col",
+                            f"environment variable {CONV3X3_CPU_ENV}")
+
+
+def use_conv3x3_cpu(name: str) -> None:
+    """Select the implementation conv3x3 runs on the CPU, forward and backward:
+    ``"naive"``, ``"im2col"`` (the default), ``"shifted"``, ``"winograd"`` or
+    ``"auto"`` (one per layer shape, :func:`auto_conv3x3_cpu`). The environment
+    variable TINYVGG_CONV3X3_CPU sets the choice at import. A graph recorded
+    before the change runs its backward with the implementation of its forward."""
+    global _selected
+    _selected = _checked_choice(name, "use_conv3x3_cpu")
+
+
+def conv3x3_cpu() -> str:
+    """The name selected with :func:`use_conv3x3_cpu` (``"auto"`` included)."""
+    return _selected
+
+
+def auto_conv3x3_cpu(in_channels: int, height: int, width: int) -> str:
+    """The rung ``"auto"`` runs for a layer with this many input channels and pixels.
+
+    * im2col when the input has fewer than 8 channels (the image: its 9x copy is
+      small and its GEMMs with C = 3 would be thinner still) or is smaller than
+      4 pixels in height or width (a 2x2 map: Winograd has one tile per image
+      and ties with im2col, the shifted GEMMs do 4x the work);
+    * the shifted GEMMs for fewer than 64 input channels on maps of at least
+      16x16 pixels: with thin channels the im2col copy costs as much as the
+      GEMM and Winograd's transforms more than the multiplies they save;
+    * Winograd otherwise: 64 channels and more from 4x4 up.
+
+    Based on rough timings on the 2-core development machine while two training
+    runs used both cores (forward + backward, float32, one BLAS thread, median
+    of 5), so noisy: the same im2col measurement at 64->64 @32x32 gave 212 ms
+    in one run and 332 ms in another; the rule follows differences that held
+    from run to run. VGG-16 at 32x32, batch 64, in ms
+    (im2col / shifted / winograd): 3->64 @32x32 12 / 25 / 31; 64->64 @32x32
+    212 / 172 / 164; 64->128 @16x16 89 / 92 / 76; 128->128 @16x16 155 / 154 / 119;
+    128->256 @8x8 67 / 94 / 54; 256->256 @8x8 126 / 182 / 99; 256->512 @4x4
+    54 / 127 / 51; 512->512 @4x4 105 / 263 / 99; 512->512 @2x2 29 / 117 / 31.
+    VGG-11 at width 0.25 (MNIST training), batch 128: 16->16 @32x32 68 / 47 / 63;
+    16->32 @16x16 25 / 20 / 23; 32->32 @16x16 40 / 32 / 33; 32->64 @8x8
+    16 / 17 / 14; 64->64 @8x8 24 / 29 / 23; 128->128 @4x4 18 / 35 / 16. Two BLAS
+    threads speed up the GEMMs but not the copies and transforms, so the
+    thresholds should be measured again there.
+    """
+    if in_channels < AUTO_MIN_CHANNELS or min(height, width) < AUTO_MIN_SIZE:
+        return "im2col"
+    if in_channels < AUTO_THIN_CHANNELS and height * width >= AUTO_SHIFTED_PIXELS:
+        return "shifted"
+    return "winograd"
+
+
+def implementation_for(x_shape, name: str | None = None) -> Conv3x3Implementation:
+    """The rung that runs for an input of shape (N, C, H, W): ``name`` (default: the
+    selected one), with ``"auto"`` resolved by :func:`auto_conv3x3_cpu`."""
+    name = _selected if name is None else _checked_choice(name, "implementation_for")
+    if name == "auto":
+        name = auto_conv3x3_cpu(x_shape[1], x_shape[2], x_shape[3])
+    return CONV3X3_CPU[name]
+
+
+# --- the rungs on plain arrays -----------------------------------------------------------
+
+def _check_arrays(op: str, implementation, x, weight, bias=None, g=None):
+    if implementation is not None:
+        _checked_choice(implementation, op)
+    for what, array in (("input", x), ("weight", weight), ("bias", bias), ("grad_out", g)):
+        if array is not None and not isinstance(array, np.ndarray):
+            raise TypeError(f"{op}: {what} must be a NumPy array, got {type(array).__name__}")
+    conv._check_conv(op, x, weight, bias, 3)
+    if g is not None:
+        checks.floating(op, input=x, grad_out=g)
+        checks.shape(op, "grad_out", g, (x.shape[0], weight.shape[0]) + tuple(x.shape[2:]))
+
+
+def conv3x3_forward(x, weight, bias=None, implementation: str | None = None):
+    """y (N, K, H, W) for NumPy arrays x (N, C, H, W), weight (K, C, 3, 3) and bias (K,),
+    computed by the named rung (default: the selected one)."""
+    _check_arrays("conv3x3_forward", implementation, x, weight, bias)
+    y, _ = implementation_for(x.shape, implementation).forward(x, weight, bias, False, False)
+    return y
+
+
+def conv3x3_backward(x, weight, g, implementation: str | None = None):
+    """(dx, dw, db) for the gradient g of the output, computed by the named rung
+    (its forward runs first, for what its backward keeps)."""
+    _check_arrays("conv3x3_backward", implementation, x, weight, g=g)
+    rung = implementation_for(x.shape, implementation)
+    _, saved = rung.forward(x, weight, None, True, True)
+    return rung.backward(SimpleNamespace(**saved), g, True, True, True)
