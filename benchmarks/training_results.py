@@ -49,16 +49,21 @@ def run_row(run_dir: Path, commit: str | None, wall_seconds: float | None,
             "commit": commit, "note": note, "run": str(run_dir)}
 
 
-def ensemble_row(paths, commit: str | None, note: str | None) -> dict:
+def ensemble_row(paths, commit: str | None, note: str | None, flip: bool) -> dict:
+    """``tinyvgg eval [--ensemble] [--flip]`` of one or more checkpoints, as a table row."""
     started = time.perf_counter()
-    result = evaluate_checkpoints(paths)
+    result = evaluate_checkpoints(paths, flip=flip)
     members = [row["accuracy"] for row in result["members"]]
+    flips = " --flip" if flip else ""
+    several = len(paths) > 1
     return {"kind": "ensemble", "dataset": result["dataset"],
-            "model": f"mean softmax of {len(paths)} checkpoints",
+            "model": (f"mean softmax of {len(paths)} checkpoints" if several else
+                      "one checkpoint") + (", each image also mirrored" if flip else ""),
             "members_test_accuracy": members, "best_member": max(members),
-            "test_accuracy": result["ensemble"]["accuracy"],
+            "test_accuracy": result["ensemble"]["accuracy"] if several else members[0],
             "wall_minutes": round((time.perf_counter() - started) / 60, 1),
-            "command": "tinyvgg eval --ensemble " + " ".join(str(p) for p in paths),
+            "command": f"tinyvgg eval{' --ensemble' if several else ''}{flips} " +
+                       " ".join(str(p) for p in paths),
             "commit": commit, "note": note}
 
 
@@ -89,7 +94,9 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--ensemble", action="store_true",
-                        help="the paths are checkpoints to evaluate as one ensemble")
+                        help="the paths are checkpoints to evaluate (as one ensemble if several)")
+    parser.add_argument("--flip", action="store_true",
+                        help="with --ensemble: test-time flips (tinyvgg eval --flip)")
     parser.add_argument("--commit", help="the commit whose code made the run "
                                          "(default: the current one)")
     parser.add_argument("--wall-seconds", type=float,
@@ -103,7 +110,7 @@ def main(argv=None) -> int:
     report = {"machine": machine, "rows": []}
     if stem.with_suffix(".json").exists():
         report["rows"] = json.loads(stem.with_suffix(".json").read_text())["rows"]
-    new = [ensemble_row(args.paths, commit, args.note)] if args.ensemble else \
+    new = [ensemble_row(args.paths, commit, args.note, args.flip)] if args.ensemble else \
         [run_row(path, commit, args.wall_seconds, args.note) for path in args.paths]
     commands = {row["command"] for row in new}
     report["rows"] = [r for r in report["rows"] if r["command"] not in commands] + new

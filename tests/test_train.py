@@ -333,3 +333,24 @@ def test_training_on_an_image_folder_with_the_papers_augmentation(tmp_path, caps
     assert main(["predict", str(out / "checkpoint.npz"), str(picture), "--json"]) == 0
     top = json.loads(capsys.readouterr().out)[0]["top"]
     assert {row["class"] for row in top} == {"blue", "green", "red"}
+
+
+def test_eval_with_test_time_flips(digits_dir, tmp_path, capsys):
+    """The paper's test-time flips: the mean softmax of each image and its mirror, refused
+    for a model trained without flips."""
+    plain = tmp_path / "plain"
+    flipped = tmp_path / "flipped"
+    train(small_config(digits_dir, plain, epochs=1, dtype="float32"), progress=False,
+          log=lambda m: 0)
+    train(small_config(digits_dir, flipped, epochs=1, dtype="float32", augment="crop,flip"),
+          progress=False, log=lambda m: 0)
+    with pytest.raises(SystemExit):
+        main(["eval", str(plain / "checkpoint.npz"), "--flip"])
+    assert "trained without flips" in capsys.readouterr().err
+    assert main(["eval", str(flipped / "checkpoint.npz"), "--flip", "--json"]) == 0
+    with_flips = json.loads(capsys.readouterr().out)
+    assert main(["eval", str(flipped / "checkpoint.npz"), "--json"]) == 0
+    without = json.loads(capsys.readouterr().out)
+    assert with_flips["flip"] and not without["flip"]
+    # mirroring changes the inputs, so the averaged probabilities differ
+    assert with_flips["members"][0]["loss"] != without["members"][0]["loss"]

@@ -261,15 +261,22 @@ def build_model(config: TrainConfig, num_classes: int, in_channels: int):
                in_channels=in_channels, dtype=np.dtype(config.dtype))
 
 
-def predict_probabilities(model, loader: DataLoader, device: str = "cpu") -> np.ndarray:
-    """Softmax outputs (N, classes) of ``model`` in eval mode over one pass of ``loader``."""
+def predict_probabilities(model, loader: DataLoader, device: str = "cpu",
+                          flip: bool = False) -> np.ndarray:
+    """Softmax outputs (N, classes) of ``model`` in eval mode over one pass of ``loader``;
+    with ``flip``, averaged with those of the mirrored images (the paper's test-time
+    augmentation)."""
     was_training = model.training
     model.eval()
     outputs = []
     with no_grad():
         for images, _ in loader.batches(0):
-            logits = model(tensor(images, device=device))
-            outputs.append(softmax(backend.to_numpy(logits.data)))
+            probabilities = softmax(backend.to_numpy(model(tensor(images, device=device)).data))
+            if flip:
+                mirrored = np.ascontiguousarray(images[..., ::-1])
+                probabilities = (probabilities + softmax(backend.to_numpy(
+                    model(tensor(mirrored, device=device)).data))) / 2
+            outputs.append(probabilities)
     model.train(was_training)
     return np.concatenate(outputs)
 
@@ -585,9 +592,19 @@ def load_trained(path, device: str = "cpu") -> TrainedModel:
 
 
 def evaluate_checkpoints(paths, dataset: str | None = None, data_dir=None, split="test",
-                         batch_size: int = 256, device: str = "cpu") -> dict:
-    """Accuracy of each checkpoint, and of the ensemble averaging their softmax outputs."""
+                         batch_size: int = 256, device: str = "cpu", flip: bool = False) -> dict:
+    """Accuracy of each checkpoint, and of the ensemble averaging their softmax outputs.
+
+    ``flip`` also averages each model's outputs on the mirrored test images, which only
+    makes sense for models trained with flips (not digits)."""
     members = [load_trained(path, device) for path in paths]
+    if flip:
+        unflipped = [str(m.path) for m in members
+                     if "flip" not in parse_augment(m.config.augment, m.config.dataset)]
+        if unflipped:
+            raise ValueError(f"--flip averages over mirrored images, but "
+                             f"{', '.join(unflipped)} was trained without flips (a mirrored "
+                             f"digit is another picture); leave out --flip")
     first = members[0]
     for member in members[1:]:
         if member.data["classes"] != first.data["classes"]:
@@ -607,12 +624,13 @@ def evaluate_checkpoints(paths, dataset: str | None = None, data_dir=None, split
                                      member.data["mean"], member.data["std"])
         loader = DataLoader(images, batch_size, shuffle=False, transform=eval_tf,
                             dtype=np.dtype(member.config.dtype))
-        probabilities = predict_probabilities(member.model, loader, device)
+        probabilities = predict_probabilities(member.model, loader, device, flip)
         rows.append({"checkpoint": str(member.path),
                      **scores(probabilities, loader_labels(loader))})
         total = probabilities if total is None else total + probabilities
     labels = loader_labels(loader)
-    result = {"dataset": dataset, "split": split, "images": int(len(labels)), "members": rows}
+    result = {"dataset": dataset, "split": split, "images": int(len(labels)), "flip": flip,
+              "members": rows}
     if len(members) > 1:
         result["ensemble"] = scores(total / len(members), labels)
     return result
