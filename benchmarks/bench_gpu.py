@@ -1,17 +1,30 @@
-"""GPU benchmark: our CUDA kernels against PyTorch + cuDNN on the same GPU, in the same run.
+"""GPU benchmark: every step of our kernel ladders against PyTorch + cuDNN, in the same run.
 
-Per VGG-16 conv layer shape (224x224 input) at batch 32 and 64: forward and
-backward (input and weight gradients) of conv3x3 with the tiled kernel (and
-the naive one's forward, the bottom of the ladder), against
-``torch.nn.functional.conv2d`` with cuDNN in strict FP32
-(``allow_tf32=False``) and in PyTorch's default mode (TF32 allowed for
-convolutions). Then the whole VGG-16 training step at 224x224 (forward,
-loss, backward, SGD with momentum). Times are CUDA-event medians of
-``--repeats`` runs after ``--warmup``; GFLOP/s counts 2 FLOPs per
-multiply-accumulate. The ratio is tinyvgg's throughput over PyTorch's.
+For each distinct conv layer of VGG-16 at 224x224 (batch 64 by default), every
+conv3x3 forward kernel (``tinyvgg.ops.conv.CONV3X3_KERNELS``: naive, tiled,
+register, implicit-gemm, tf32-mma) is timed on the forward pass and on the
+input gradient (the same kernel on the turned weights; not for the first
+layer, whose input needs no gradient), and every weight-gradient kernel
+(``CONV3X3_WGRAD_KERNELS``) on dL/dw. cuDNN does the same three jobs through
+``torch.nn.functional.conv2d`` and ``torch.ops.aten.convolution_backward``,
+once in strict FP32 (``torch.backends.cudnn.allow_tf32 = False``,
+``torch.backends.cuda.matmul.allow_tf32 = False``) and once with TF32
+allowed. Then the matrix-product ladder (``tinyvgg.ops.linear.GEMM_KERNELS``)
+on VGG-16's three fully connected layers (forward, input and weight
+gradients) against ``torch.matmul``, and the whole VGG-16 training step at
+224x224 with the kernels selected at the time (defaults, or the
+TINYVGG_*_KERNEL environment variables).
+
+Times are CUDA-event medians of ``--repeats`` runs after ``--warmup`` (the
+naive kernels get a third of the repeats); GFLOP/s counts 2 FLOPs per
+multiply-add. The ratio is our throughput over cuDNN's (1.0 = parity,
+higher is faster): float32 kernels against strict FP32 cuDNN, the TF32
+kernel only against TF32 cuDNN. Every kernel's result is also compared with
+strict FP32 cuDNN's (the ``error`` fields: largest difference over the
+largest value), so a fast wrong kernel shows.
 
     python benchmarks/bench_gpu.py             # writes benchmarks/results/gpu-<device>.{json,md}
-    python benchmarks/bench_gpu.py --quick     # fewer repeats and shapes
+    python benchmarks/bench_gpu.py --quick     # 3 repeats, no training step
 """
 from __future__ import annotations
 
@@ -28,7 +41,7 @@ import tinyvgg as tv
 from tinyvgg import backend
 from tinyvgg import functional as F
 from tinyvgg.fileio import atomic_write
-from tinyvgg.ops.conv import conv3x3_kernel, use_conv3x3_kernel
+from tinyvgg.ops import conv, linear
 from tinyvgg.ops.sgd import sgd_step_
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,6 +55,11 @@ VGG16_CONV_SHAPES = [(3, 64, 224), (64, 64, 224), (64, 128, 112), (128, 128, 112
                      (512, 512, 14)]
 #: how often each shape occurs in VGG-16, for sums over the network
 VGG16_CONV_COUNTS = [1, 1, 1, 1, 1, 2, 1, 2, 3]
+#: VGG-16's fully connected layers: (in_features, out_features)
+VGG16_FC_SHAPES = [(25088, 4096), (4096, 4096), (4096, 1000)]
+#: the three jobs of a layer: forward, input gradient, weight gradient
+JOBS = ("fwd", "dx", "dw")
+SLOW_KERNELS = ("naive",)  # timed with a third of the repeats
 
 
 def cuda_median_ms(fn, warmup, repeats):
@@ -76,66 +94,141 @@ def torch_median_ms(torch, fn, warmup, repeats):
     return statistics.median(times)
 
 
-def set_torch_mode(torch, strict: bool):
-    """Strict FP32 (no TF32 anywhere) or PyTorch's defaults (TF32 convolutions)."""
-    torch.backends.cudnn.allow_tf32 = not strict
-    torch.backends.cuda.matmul.allow_tf32 = False
+TORCH_MODES = ("strict", "tf32")
+
+
+def set_torch_mode(torch, mode: str):
+    """"strict": FP32 everywhere (no TF32); "tf32": TF32 for convolutions and matmuls."""
+    tf32 = mode == "tf32"
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.benchmark = True
 
 
+def relative_error(ours, reference) -> float:
+    """max |ours - reference| / max |reference|, on the GPU (CuPy arrays or torch tensors)."""
+    cupy = backend.cupy_module()
+    ours, reference = cupy.asarray(ours), cupy.asarray(reference)
+    scale = float(cupy.abs(reference).max())
+    return float(cupy.abs(ours - reference).max()) / max(scale, 1e-30)
+
+
+def _selected(use, current, name, fn):
+    """fn() with the kernel ``name`` selected, the previous choice restored after."""
+    before = current()
+    use(name)
+    try:
+        return fn()
+    finally:
+        use(before)
+
+
 def bench_conv(torch, batch, c_in, c_out, size, warmup, repeats):
+    """Every conv3x3 ladder step (and cuDNN) on one layer shape: ms, GFLOP/s, errors."""
     rng = np.random.default_rng(0)
     x_host = rng.standard_normal((batch, c_in, size, size)).astype(np.float32)
     w_host = (rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)).astype(np.float32)
+    b_host = rng.standard_normal(c_out).astype(np.float32)
     g_host = rng.standard_normal((batch, c_out, size, size)).astype(np.float32)
-    x = tv.tensor(x_host, requires_grad=c_in != 3, device="cuda")
-    w = tv.tensor(w_host, requires_grad=True, device="cuda")
-    b = tv.tensor(np.zeros(c_out, np.float32), requires_grad=True, device="cuda")
-    g = backend.move(g_host, "cuda")
-    macs = batch * size * size * c_out * c_in * 9
-    row = dict(shape=f"{c_in}->{c_out} @{size}x{size}", batch=batch, fwd_flops=2 * macs,
-               bwd_flops=2 * macs * (2 if c_in != 3 else 1))
+    x, w, b, g = (backend.move(a, "cuda") for a in (x_host, w_host, b_host, g_host))
+    flops = 2 * batch * size * size * c_out * c_in * 9  # the same for each of the three jobs
+    jobs = ("fwd", "dw") if c_in == 3 else JOBS  # the first layer's input needs no gradient
+    row = dict(shape=f"{c_in}->{c_out} @{size}x{size}", c_in=c_in, c_out=c_out, size=size,
+               batch=batch, flops=flops, jobs=list(jobs), ms={}, error={}, torch_ms={})
 
-    def ours_forward():
-        return F.conv3x3(x, w, b)
-
-    y = ours_forward()
-
-    def ours_backward():
-        x.grad = w.grad = b.grad = None
-        y.backward(g, retain_graph=True)
-    before = conv3x3_kernel()
-    try:
-        use_conv3x3_kernel("tiled")
-        row["tinyvgg_fwd_ms"] = cuda_median_ms(ours_forward, warmup, repeats)
-        row["tinyvgg_bwd_ms"] = cuda_median_ms(ours_backward, warmup, repeats)
-        use_conv3x3_kernel("naive")
-        row["naive_fwd_ms"] = cuda_median_ms(ours_forward, 1, max(3, repeats // 3))
-    finally:
-        use_conv3x3_kernel(before)
+    reference = {}
     if torch is not None:
-        tx = torch.tensor(x_host, device="cuda", requires_grad=c_in != 3)
-        tw = torch.tensor(w_host, device="cuda", requires_grad=True)
-        tb = torch.zeros(c_out, device="cuda", requires_grad=True)
-        tg = torch.tensor(g_host, device="cuda")
-        for mode, strict in (("strict", True), ("tf32", False)):
-            set_torch_mode(torch, strict)
-            ty = torch.nn.functional.conv2d(tx, tw, tb, padding=1)
-            row[f"torch_{mode}_fwd_ms"] = torch_median_ms(
-                torch, lambda: torch.nn.functional.conv2d(tx, tw, tb, padding=1), warmup, repeats)
-            row[f"torch_{mode}_bwd_ms"] = torch_median_ms(
-                torch, lambda: ty.backward(tg, retain_graph=True), warmup, repeats)
+        tx, tw, tb, tg = (torch.as_tensor(a, device="cuda")
+                          for a in (x_host, w_host, b_host, g_host))
+
+        def torch_jobs():
+            grads = torch.ops.aten.convolution_backward
+            return {"fwd": lambda: torch.nn.functional.conv2d(tx, tw, tb, padding=1),
+                    "dx": lambda: grads(tg, tx, tw, None, [1, 1], [1, 1], [1, 1], False, [0, 0],
+                                        1, [True, False, False])[0],
+                    "dw": lambda: grads(tg, tx, tw, None, [1, 1], [1, 1], [1, 1], False, [0, 0],
+                                        1, [False, True, False])[1]}
+        for mode in TORCH_MODES:
+            set_torch_mode(torch, mode)
+            fns = torch_jobs()
+            row["torch_ms"][mode] = {job: torch_median_ms(torch, fns[job], warmup, repeats)
+                                     for job in jobs}
+            if mode == "strict":
+                reference = {job: fns[job]() for job in jobs}
+        torch.cuda.synchronize()
+
+    forward_jobs = {"fwd": lambda: conv.conv3x3_cuda(x, w, b),
+                    "dx": lambda: conv.conv3x3_input_grad_cuda(g, w)}
+    for kernel in conv.CONV3X3_KERNELS:
+        n = max(2, repeats // 3) if kernel in SLOW_KERNELS else repeats
+        for job in (j for j in jobs if j in forward_jobs):
+            fn = forward_jobs[job]
+            row["ms"].setdefault(job, {})[kernel] = _selected(
+                conv.use_conv3x3_kernel, conv.conv3x3_kernel, kernel,
+                lambda: cuda_median_ms(fn, min(warmup, n), n))
+            if job in reference:
+                result = _selected(conv.use_conv3x3_kernel, conv.conv3x3_kernel, kernel, fn)
+                row["error"].setdefault(job, {})[kernel] = relative_error(result, reference[job])
+    for kernel in conv.CONV3X3_WGRAD_KERNELS:
+        def fn():
+            return conv.conv3x3_weight_grad_cuda(x, g)
+        row["ms"].setdefault("dw", {})[kernel] = _selected(
+            conv.use_conv3x3_weight_grad_kernel, conv.conv3x3_weight_grad_kernel, kernel,
+            lambda: cuda_median_ms(fn, warmup, repeats))
+        if "dw" in reference:
+            result = _selected(conv.use_conv3x3_weight_grad_kernel,
+                               conv.conv3x3_weight_grad_kernel, kernel, fn)
+            row["error"].setdefault("dw", {})[kernel] = relative_error(result, reference["dw"])
+    return row
+
+
+def bench_linear(torch, batch, in_features, out_features, warmup, repeats):
+    """Every gemm ladder step (and torch.matmul) on one fully connected layer."""
+    rng = np.random.default_rng(1)
+    x_host = rng.standard_normal((batch, in_features)).astype(np.float32)
+    w_host = rng.standard_normal((out_features, in_features)) / np.sqrt(in_features)
+    w_host = w_host.astype(np.float32)
+    g_host = rng.standard_normal((batch, out_features)).astype(np.float32)
+    x, w, g = (backend.move(a, "cuda") for a in (x_host, w_host, g_host))
+    flops = 2 * batch * in_features * out_features
+    row = dict(shape=f"{in_features}->{out_features}", batch=batch, flops=flops, jobs=list(JOBS),
+               ms={}, error={}, torch_ms={})
+    ours = {"fwd": lambda: linear.gemm_gpu(x, w, trans_b=True),   # x W^T
+            "dx": lambda: linear.gemm_gpu(g, w),                  # g W
+            "dw": lambda: linear.gemm_gpu(g, x, trans_a=True)}    # g^T x
+    reference = {}
+    if torch is not None:
+        tx, tw, tg = (torch.as_tensor(a, device="cuda") for a in (x_host, w_host, g_host))
+        theirs = {"fwd": lambda: tx @ tw.T, "dx": lambda: tg @ tw, "dw": lambda: tg.T @ tx}
+        for mode in TORCH_MODES:
+            set_torch_mode(torch, mode)
+            row["torch_ms"][mode] = {job: torch_median_ms(torch, theirs[job], warmup, repeats)
+                                     for job in JOBS}
+            if mode == "strict":
+                reference = {job: theirs[job]() for job in JOBS}
+        torch.cuda.synchronize()
+    for kernel in linear.GEMM_KERNELS:
+        n = max(2, repeats // 3) if kernel in SLOW_KERNELS else repeats
+        for job, fn in ours.items():
+            row["ms"].setdefault(job, {})[kernel] = _selected(
+                linear.use_gemm_kernel, linear.gemm_kernel, kernel,
+                lambda: cuda_median_ms(fn, min(warmup, n), n))
+            if job in reference:
+                result = _selected(linear.use_gemm_kernel, linear.gemm_kernel, kernel, fn)
+                row["error"].setdefault(job, {})[kernel] = relative_error(result, reference[job])
     return row
 
 
 def bench_training_step(torch, batch, warmup, repeats, lr=0.01, momentum=0.9):
     """VGG-16 at 224x224: forward, loss, backward, SGD with momentum, on both engines."""
+    cupy = backend.cupy_module()
+    cupy.get_default_memory_pool().free_all_blocks()  # the layer benchmarks' arrays
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
     labels = rng.integers(0, 1000, batch)
     model = tv.models.vgg16().to("cuda")
     params = model.parameters()
-    velocities = [backend.cupy_module().zeros_like(p.data) for p in params]
+    velocities = [cupy.zeros_like(p.data) for p in params]
     x = tv.tensor(images, device="cuda")
     labels_gpu = backend.move(labels, "cuda")
     first = [True]
@@ -149,12 +242,18 @@ def bench_training_step(torch, batch, warmup, repeats, lr=0.01, momentum=0.9):
         first[0] = False
     summary = tv.summary(model, (batch, 3, 224, 224))
     convs = sum(r.macs for r in summary.rows if r.kind.startswith("conv"))
+    # backward costs two forwards (input and weight gradients), but the first conv's input
+    # needs no gradient
     flops = 2 * (3 * convs - summary.rows[1].macs + 3 * (summary.macs - convs))
     row = dict(model="VGG-16 (torchvision)", batch=batch, input="3x224x224", flops=flops,
+               kernels=dict(conv3x3=conv.conv3x3_kernel(),
+                            conv3x3_weight_grad=conv.conv3x3_weight_grad_kernel(),
+                            gemm=linear.gemm_kernel()),
                tinyvgg_ms=cuda_median_ms(ours, warmup, repeats),
-               tinyvgg_peak_bytes=backend.cupy_module().get_default_memory_pool().total_bytes())
-    del model, params, velocities
-    backend.cupy_module().get_default_memory_pool().free_all_blocks()
+               tinyvgg_pool_bytes=cupy.get_default_memory_pool().total_bytes())
+    # the closure holds the model too: drop every reference so the pool can give it back
+    model = params = velocities = ours = None
+    cupy.get_default_memory_pool().free_all_blocks()
     if torch is not None:
         reference = torch_vgg16("imagenet", 1000).cuda()
         optimiser = torch.optim.SGD(reference.parameters(), lr=lr, momentum=momentum)
@@ -166,66 +265,119 @@ def bench_training_step(torch, batch, warmup, repeats, lr=0.01, momentum=0.9):
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-        for mode, strict in (("strict", True), ("tf32", False)):
-            set_torch_mode(torch, strict)
+        for mode in TORCH_MODES:
+            set_torch_mode(torch, mode)
             torch.cuda.reset_peak_memory_stats()
             row[f"torch_{mode}_ms"] = torch_median_ms(torch, theirs, warmup, repeats)
             row[f"torch_{mode}_peak_bytes"] = torch.cuda.max_memory_allocated()
     return row
 
 
+def cudnn_mode(kernel: str) -> str:
+    """The cuDNN mode a kernel is compared with: TF32 kernels with TF32, the rest strict."""
+    return "tf32" if kernel in conv.CONV3X3_TF32_KERNELS else "strict"
+
+
+def ladder_totals(rows, counts, kernels_of_job):
+    """Per job and kernel, the time summed over the network's layers (each shape times its
+    count), next to cuDNN's in both modes."""
+    totals = {}
+    for job, kernels in kernels_of_job.items():
+        for row, count in zip(rows, counts):
+            if job not in row["jobs"]:
+                continue
+            t = totals.setdefault(job, {"ms": {}, "torch_ms": {}, "flops": 0})
+            t["flops"] += count * row["flops"]
+            for kernel in kernels:
+                t["ms"][kernel] = t["ms"].get(kernel, 0.0) + count * row["ms"][job][kernel]
+            for mode, times in row["torch_ms"].items():
+                t["torch_ms"][mode] = t["torch_ms"].get(mode, 0.0) + count * times[job]
+    return totals
+
+
+def _cell(ms, flops, theirs_ms):
+    return (f"{ms:.2f} ({flops / ms / 1e6:.0f}, "
+            f"{_fmt(_ratio(ms, theirs_ms), '.2f')}x)")
+
+
+def _worst_error(errors, mode_of, mode):
+    """'2.1e-07 (tiled)': the largest error among the kernels compared with cuDNN's ``mode``."""
+    worst = max(((e, k) for k, e in errors.items() if mode_of(k) == mode), default=None)
+    return "-" if worst is None else f"{worst[0]:.1e} ({worst[1]})"
+
+
+def _ladder_table(title, rows, kernels_of_job, mode_of, library):
+    names = dict(fwd="forward", dx="input gradient", dw="weight gradient")
+    lines = []
+    for job, kernels in kernels_of_job.items():
+        lines += ["", f"### {title}: {names[job]}", "",
+                  "| layer | " + " | ".join(kernels)
+                  + f" | {library} FP32 | {library} TF32 | max error FP32 | max error TF32 |",
+                  "|---" * (len(kernels) + 5) + "|"]
+        for r in rows:
+            if job not in r["jobs"]:
+                continue
+            theirs = r["torch_ms"]
+            cells = [_cell(r["ms"][job][k], r["flops"], theirs.get(mode_of(k), {}).get(job))
+                     for k in kernels]
+            errors = r["error"].get(job, {})
+            lines.append(f"| {r['shape']} | " + " | ".join(cells) + " | "
+                         + " | ".join(_fmt(theirs.get(m, {}).get(job), ".2f") for m in TORCH_MODES)
+                         + " | " + " | ".join(_worst_error(errors, mode_of, m) for m in TORCH_MODES)
+                         + " |")
+    return lines
+
+
 def markdown(report):
     m = report["machine"]
-    lines = [f"# GPU benchmark: tinyvgg kernels vs PyTorch {m['torch']} + cuDNN", "",
+    conv_jobs = {"fwd": list(conv.CONV3X3_KERNELS), "dx": list(conv.CONV3X3_KERNELS),
+                 "dw": list(conv.CONV3X3_WGRAD_KERNELS)}
+    gemm_jobs = {job: list(linear.GEMM_KERNELS) for job in JOBS}
+    lines = [f"# GPU benchmark: tinyvgg's kernel ladders vs PyTorch {m['torch']} + cuDNN", "",
              f"{report['device']}; CuPy {report['cupy']}; cuDNN {report['cudnn']}; "
              f"commit {m['commit']}; {m['date']}.", "",
-             f"CUDA-event medians of {report['repeats']} runs after {report['warmup']} warm-up. "
-             "Ratio = tinyvgg throughput / PyTorch throughput (1.0 = parity, higher is "
-             "better). Strict = FP32 with TF32 off; tf32 = PyTorch's default for convolutions."]
+             f"CUDA-event medians of {report['repeats']} runs after {report['warmup']} warm-up "
+             f"(naive kernels: a third of the runs). Cells: ms (GFLOP/s, ratio). Ratio = our "
+             "throughput / the library's (1.0 = parity, higher is faster): FP32 kernels against "
+             "strict FP32, TF32 kernels against TF32. Max error: the largest difference from "
+             "the strict FP32 library result over its largest value, worst kernel."]
+    for batch, totals in report["conv_totals"].items():
+        lines += ["", f"## The conv3x3 ladder over VGG-16's 13 conv layers, batch {batch}", "",
+                  "| job | step | ms | TFLOP/s | ratio |", "|---|---|---|---|---|"]
+        for job, t in totals.items():
+            for kernel, ms in t["ms"].items():
+                theirs = t["torch_ms"].get(cudnn_mode(kernel))
+                lines.append(f"| {job} | {kernel} | {ms:.1f} | {t['flops'] / ms / 1e9:.1f} | "
+                             f"{_fmt(_ratio(ms, theirs), '.2f')} |")
+            for mode in TORCH_MODES:
+                if mode in t["torch_ms"]:
+                    ms = t["torch_ms"][mode]
+                    lines.append(f"| {job} | cuDNN {mode} | {ms:.1f} | "
+                                 f"{t['flops'] / ms / 1e9:.1f} | 1.00 |")
+    for batch in report["batches"]:
+        rows = [r for r in report["convs"] if r["batch"] == batch]
+        lines += _ladder_table(f"conv3x3 per layer, batch {batch}", rows, conv_jobs, cudnn_mode,
+                               "cuDNN")
+    lines += ["", "## The gemm ladder on VGG-16's fully connected layers",
+              "", "Against torch.matmul (cuBLAS); our kernels are FP32, so ratios are to "
+                  "strict FP32."]
+    lines += _ladder_table("linear", report["linears"], gemm_jobs, lambda kernel: "strict",
+                           "cuBLAS")
     for step in report["steps"]:
         lines += ["", f"## VGG-16 training step, 224x224, batch {step['batch']}", "",
-                  "| | ms / step | images / s | TFLOP/s | peak memory GiB |", "|---|---|---|---|---|"]
+                  "Our kernels: " + ", ".join(f"{k} {v}" for k, v in step["kernels"].items()) + ".",
+                  "", "| | ms / step | images / s | TFLOP/s |", "|---|---|---|---|"]
         for who, key in (("tinyvgg", "tinyvgg"), ("PyTorch strict FP32", "torch_strict"),
-                         ("PyTorch TF32 (default)", "torch_tf32")):
+                         ("PyTorch TF32", "torch_tf32")):
             ms = step.get(f"{key}_ms")
             if ms:
                 lines.append(f"| {who} | {ms:.1f} | {step['batch'] / ms * 1e3:.1f} | "
-                             f"{step['flops'] / ms / 1e9:.2f} | "
-                             f"{step.get(f'{key}_peak_bytes', 0) / 2**30:.1f} |")
+                             f"{step['flops'] / ms / 1e9:.2f} |")
+        ours = step["tinyvgg_ms"]
         lines += ["", f"Ratio vs strict FP32: "
-                      f"{_fmt(_ratio(step['tinyvgg_ms'], step.get('torch_strict_ms')), '.2f')}; "
-                      f"vs TF32: {_fmt(_ratio(step['tinyvgg_ms'], step.get('torch_tf32_ms')), '.2f')}."]
-    lines += ["", "## conv3x3 per VGG-16 layer shape", "",
-              "| batch | layer | tinyvgg fwd ms (GFLOP/s) | bwd ms (GFLOP/s) | naive fwd ms | "
-              "cuDNN strict fwd / bwd ms | cuDNN TF32 fwd / bwd ms | ratio strict fwd / bwd |",
-              "|---|---|---|---|---|---|---|---|"]
-    for r in report["convs"]:
-        lines.append(
-            f"| {r['batch']} | {r['shape']} | {r['tinyvgg_fwd_ms']:.2f} "
-            f"({r['fwd_flops'] / r['tinyvgg_fwd_ms'] / 1e6:.0f}) | {r['tinyvgg_bwd_ms']:.2f} "
-            f"({r['bwd_flops'] / r['tinyvgg_bwd_ms'] / 1e6:.0f}) | {r['naive_fwd_ms']:.2f} | "
-            f"{_fmt(r.get('torch_strict_fwd_ms'), '.2f')} / {_fmt(r.get('torch_strict_bwd_ms'), '.2f')} | "
-            f"{_fmt(r.get('torch_tf32_fwd_ms'), '.2f')} / {_fmt(r.get('torch_tf32_bwd_ms'), '.2f')} | "
-            f"{_fmt(_ratio(r['tinyvgg_fwd_ms'], r.get('torch_strict_fwd_ms')), '.2f')} / "
-            f"{_fmt(_ratio(r['tinyvgg_bwd_ms'], r.get('torch_strict_bwd_ms')), '.2f')} |")
-    for batch, total in report["conv_totals"].items():
-        lines += ["", f"Batch {batch}, all 13 conv layers, forward + backward: tinyvgg "
-                      f"{total['tinyvgg_ms']:.1f} ms, cuDNN strict {_fmt(total.get('torch_strict_ms'), '.1f')} ms "
-                      f"(ratio {_fmt(_ratio(total['tinyvgg_ms'], total.get('torch_strict_ms')), '.2f')})."]
+                      f"{_fmt(_ratio(ours, step.get('torch_strict_ms')), '.2f')}; "
+                      f"vs TF32: {_fmt(_ratio(ours, step.get('torch_tf32_ms')), '.2f')}."]
     return "\n".join(lines) + "\n"
-
-
-def conv_totals(rows):
-    totals = {}
-    for r in rows:
-        count = VGG16_CONV_COUNTS[[f"{a}->{b} @{s}x{s}" for a, b, s in VGG16_CONV_SHAPES]
-                                  .index(r["shape"])]
-        t = totals.setdefault(str(r["batch"]), {"tinyvgg_ms": 0.0})
-        t["tinyvgg_ms"] += count * (r["tinyvgg_fwd_ms"] + r["tinyvgg_bwd_ms"])
-        if "torch_strict_fwd_ms" in r:
-            t["torch_strict_ms"] = t.get("torch_strict_ms", 0.0) + count * (
-                r["torch_strict_fwd_ms"] + r["torch_strict_bwd_ms"])
-    return totals
 
 
 def main(argv=None):
@@ -233,13 +385,13 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--batches", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--batches", type=int, nargs="+", default=[64])
     parser.add_argument("--step-batch", type=int, default=64)
-    parser.add_argument("--quick", action="store_true", help="3 repeats, batch 32 only")
+    parser.add_argument("--quick", action="store_true", help="3 repeats, no training step")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.quick:
-        args.repeats, args.warmup, args.batches = 3, 1, [32]
+        args.repeats, args.warmup = 3, 1
     try:
         cupy = backend.cupy_module()
     except backend.DeviceUnavailableError as error:
@@ -256,21 +408,34 @@ def main(argv=None):
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
     report = dict(machine=machine_info(), device=name, cupy=cupy.__version__,
                   cudnn=None if torch is None else torch.backends.cudnn.version(),
-                  repeats=args.repeats, warmup=args.warmup, convs=[], steps=[])
+                  repeats=args.repeats, warmup=args.warmup, batches=args.batches,
+                  convs=[], linears=[], steps=[], conv_totals={})
+    conv_jobs = {"fwd": conv.CONV3X3_KERNELS, "dx": conv.CONV3X3_KERNELS,
+                 "dw": conv.CONV3X3_WGRAD_KERNELS}
     for batch in args.batches:
+        rows = []
         for c_in, c_out, size in VGG16_CONV_SHAPES:
             row = bench_conv(torch, batch, c_in, c_out, size, args.warmup, args.repeats)
-            report["convs"].append(row)
-            print(f"batch {batch} conv3x3 {row['shape']}: fwd {row['tinyvgg_fwd_ms']:.2f} ms, "
-                  f"bwd {row['tinyvgg_bwd_ms']:.2f} ms, cuDNN strict "
-                  f"{_fmt(row.get('torch_strict_fwd_ms'), '.2f')} / "
-                  f"{_fmt(row.get('torch_strict_bwd_ms'), '.2f')} ms", flush=True)
-    report["conv_totals"] = conv_totals(report["convs"])
-    step = bench_training_step(torch, args.step_batch, args.warmup, args.repeats)
-    report["steps"].append(step)
-    print(f"VGG-16 step, batch {step['batch']}: tinyvgg {step['tinyvgg_ms']:.1f} ms, PyTorch "
-          f"strict {_fmt(step.get('torch_strict_ms'), '.1f')} ms, "
-          f"TF32 {_fmt(step.get('torch_tf32_ms'), '.1f')} ms", flush=True)
+            rows.append(row)
+            print(f"batch {batch} conv3x3 {row['shape']}: " + "; ".join(
+                f"{job} " + ", ".join(f"{k} {ms:.2f}" for k, ms in row["ms"][job].items())
+                + f", cuDNN {_fmt(row['torch_ms'].get('strict', {}).get(job), '.2f')} ms"
+                for job in row["jobs"]), flush=True)
+        report["convs"] += rows
+        report["conv_totals"][str(batch)] = ladder_totals(rows, VGG16_CONV_COUNTS, conv_jobs)
+    for in_features, out_features in VGG16_FC_SHAPES:
+        row = bench_linear(torch, args.step_batch, in_features, out_features, args.warmup,
+                           args.repeats)
+        report["linears"].append(row)
+        print(f"linear {row['shape']}: " + "; ".join(
+            f"{job} " + ", ".join(f"{k} {ms:.2f}" for k, ms in row["ms"][job].items())
+            for job in JOBS), flush=True)
+    if not args.quick:
+        step = bench_training_step(torch, args.step_batch, args.warmup, args.repeats)
+        report["steps"].append(step)
+        print(f"VGG-16 step, batch {step['batch']}: tinyvgg {step['tinyvgg_ms']:.1f} ms, PyTorch "
+              f"strict {_fmt(step.get('torch_strict_ms'), '.1f')} ms, "
+              f"TF32 {_fmt(step.get('torch_tf32_ms'), '.1f')} ms", flush=True)
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     stem = args.out or RESULTS / f"gpu-{slug}"
     atomic_write(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")

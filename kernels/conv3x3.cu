@@ -8,14 +8,25 @@
 //
 // with x read as zero outside the image. The input gradient is the forward
 // convolution of g with the kernel turned 180 degrees and its in/out
-// channels swapped, so the host runs a forward kernel for it (without bias).
+// channels swapped, so the host runs a forward kernel for it (without bias),
+// and every step of the forward ladder below serves it too.
 // has_bias is 0 or 1; when it is 0, b is not read (it may be null).
 //
-// conv3x3_forward_naive: one thread per output element. Thread i (grid-stride
-// loop over the flat NCHW index of y) splits i into (n, co, h, w) and sums its
-// 9 * Cin products straight from global memory.
+// THE FORWARD LADDER. Each step computes the same sums as the one before,
+// faster for the reason its paragraph gives. Costs count, per multiply-add
+// (FMA), the values read from global memory (or the L1/L2 caches in front
+// of it) and the shared-memory load instructions. An SM issues about 4 warp
+// FMA instructions per clock but only one shared-memory access (32 distinct
+// 4-byte words, or one value broadcast to the whole warp) per clock, so a
+// kernel needs well under 0.25 shared loads per FMA before the arithmetic,
+// not shared memory, sets its speed.
 //
-// conv3x3_forward_tiled: block (16, 16) threads. blockIdx.x is a 16 x 16
+// 1. conv3x3_forward_naive: one thread per output element. Thread i (grid-stride
+// loop over the flat NCHW index of y) splits i into (n, co, h, w) and sums its
+// 9 * Cin products straight from global memory. Cost: 2 global loads per FMA
+// (one of x, one of w), mostly cache hits; the load units set the speed.
+//
+// 2. conv3x3_forward_tiled: block (16, 16) threads. blockIdx.x is a 16 x 16
 // tile of output pixels (tiles numbered row-major over the image),
 // blockIdx.y a group of 16 output channels, blockIdx.z an image (a
 // grid-stride loop over n lets any batch size fit in gridDim.z). Thread
@@ -29,13 +40,96 @@
 // the block reads the same weight: a shared-memory broadcast). Shared memory:
 // 3744 values, 14,976 bytes for float and 29,952 for double. Threads whose
 // pixel lies outside the image help with the loads but write nothing.
+// Cost: 0.013 global loads per FMA (each staged input value serves up to
+// 9 x 16 FMAs), but every FMA still reads its weight from shared memory:
+// 1.06 shared loads per FMA, so shared memory sets the speed.
 //
-// conv3x3_weight_grad: one block of 256 threads per (co, ci) pair
+// 3. conv3x3_forward_register: register blocking. Block (8, 16, 2) = 256
+// threads; blockIdx.x is a tile of 16 rows x 32 columns of output pixels
+// (row-major over the image), blockIdx.y a group of 16 output channels,
+// blockIdx.z an image (grid-stride as above). Thread (tx, ty, tz) owns 4
+// consecutive pixels of one row, (16 * tile_row + ty, 32 * tile_col + 4 tx
+// + p) for p = 0..3, for 8 output channels, 8 tz .. 8 tz + 7 of the group:
+// 32 sums in registers. Input channels are staged 4 at a time: the input
+// tile with its halo (4 x 18 x 34 values, rows padded to 35 so that the 4
+// rows a warp reads start in 4 different banks) and the weights as
+// w_tile[c][tap][o] (4 x 9 x 16 values, o innermost and 16-byte aligned so
+// the 8 weights of a thread's channels load as 2 vector loads). Per input
+// channel and kernel row u a thread reads the 6 input values its 4 pixels
+// see, and per tap the 8 weights, then does 8 x 4 FMAs: each value loaded
+// from shared memory feeds 4 or 8 FMAs. Shared memory: 3096 values, 12,384
+// bytes for float and 24,768 for double. Cost: 0.010 global loads per FMA;
+// 36 shared loads per 288 FMAs (0.125 per FMA, 8 times fewer than step 2).
+// Its weakness is the spatial tile: at 14 x 14 (VGG's last block) a
+// 16 x 32 tile computes 512 pixel slots for 196 pixels.
+//
+// 4. conv3x3_forward_implicit_gemm: the convolution as one matrix product
+// over the whole batch, y (Cout x N*H*W) = w (Cout x K) @ im2col(x)
+// (K x N*H*W), K = 9 * Cin, row k = 9 * ci + 3 * u + v of im2col(x) holding
+// x[n, ci, h + u - 1, w + v - 1] at column p = (n * H + h) * W + w. The
+// im2col matrix is never stored: each block gathers its tile of it from x,
+// zero outside the image. Block b (128 threads, 1-D grid) owns the 64 x 128
+// tile of y at output channels 64 * (b % channel_tiles) and pixels
+// 128 * (b / channel_tiles), so consecutive blocks share their pixels
+// (their slice of x stays in L2). K is walked in slices of 8: thread t
+// copies 4 consecutive weights of row t % 64 (one vector load when K is a
+// multiple of 4 and w 16-byte aligned) and gathers 4 consecutive pixels,
+// columns 4 (t % 32) .. + 3, of rows t / 32 and t / 32 + 4 (for the centre
+// column v = 1 of the kernel, when W is a multiple of 4 and x aligned, the
+// 4 values are 4 aligned neighbours in one row of x: one vector load;
+// otherwise 4 loads with bounds checks). Then thread (tm, tn) = (t / 16,
+// t % 16) multiplies: it computes rows 4 tm .. + 3 and 32 + 4 tm .. + 3
+// (output channels) and columns 4 tn .. + 3 and 64 + 4 tn .. + 3 (pixels),
+// an 8 x 8 register block; per k it reads its 8 + 8 operands as 4 vector
+// loads. Shared rows are padded (64 + 8 and 128 + 8 values) for step 5's
+// fragment reads; the pads keep rows 16-byte aligned. Runs of 4 pixels in
+// one image row are stored with one vector store. Shared memory: 1664
+// values, 6,656 bytes for float and 13,312 for double. Cost: 0.023 global
+// loads per FMA (each x value is gathered once per tap, from cache), 4
+// shared loads per 64 FMAs (0.06 per FMA); every layer shape fills the
+// tiles, since pixels are numbered across the batch.
+//
+// 5. conv3x3_forward_tf32 (float only, extern "C"): TF32 tensor cores on
+// step 4's tiles and staging. TF32 rounds both operands to 10 mantissa bits
+// (relative error up to 2^-11 each) and sums in float, so results differ
+// from float32 ones by about 1e-3 of their scale; the host refuses float64
+// and never picks this kernel by default. The 4 warps of a block each own a
+// 32 x 64 part of the tile, 2 x 8 tiles of 16 x 8 results, computed with
+// the PTX instruction mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32
+// (inline PTX: NVRTC has no mma.h). In PTX's fragment layout, lane l with
+// group = l / 4 and t = l % 4 holds A values (rows group, group + 8;
+// columns t, t + 4), B values (rows t, t + 4; column group) and results
+// (rows group, group + 8; columns 2 t, 2 t + 1). The shared-row pads of 8
+// make the 32 lanes' fragment reads hit 32 different banks. Per slice a
+// warp makes 24 shared loads for 16 mma instructions of 1024 FMAs each, so
+// the arithmetic is nearly free and the staging (gathers and 2 barriers per
+// slice) sets the speed. Needs compute capability 8.0 or newer: the host
+// checks, and older GPUs compile a stub that traps.
+//
+// THE WEIGHT-GRADIENT LADDER.
+//
+// 1. conv3x3_weight_grad: one block of 256 threads per (co, ci) pair
 // (blockIdx.x = co * Cin + ci). The threads stride over the n * H * W output
 // pixels, each adding g[n, co, h, w] times the 9 neighbours of (h, w) in
 // x[n, ci] into 9 registers; a shared-memory tree reduction (9 x 256 values)
 // then adds the 256 partial sums in a fixed order, and threads 0..8 write
-// dw[co, ci, :, :]. No atomics: the result is the same on every run.
+// dw[co, ci, :, :]. Cost: 10 global loads per 9 FMAs, and g is read Cin
+// times, x Cout times.
+//
+// 2. conv3x3_weight_grad_implicit_gemm: dw (Cout x K) = g (Cout x N*H*W) @
+// im2col(x)^T, with step 4's 64 x 128 tiles, 128 threads, 8 x 8 results
+// per thread and inner loop; the reduction runs over pixels, 8 per slice.
+// Block (blockIdx.x, blockIdx.y, blockIdx.z) computes dw rows (output
+// channels) 64 * blockIdx.y .. + 63 and columns (ci, u, v) 128 * blockIdx.x
+// .. + 127 over split blockIdx.z of the pixels: split s of S = gridDim.z
+// covers pixels [s * ceil(NHW / S), (s + 1) * ceil(NHW / S)), and its sums go
+// to partial[s, co, k]. The host adds the splits in order (conv1x1_sum_splits
+// of kernels/conv1x1.cu). Thread t stages pixel t % 8 of each slice: 4
+// output channels of g (rows t / 8 + 16 i) and 8 columns of im2col(x)
+// (t / 8 + 16 j), so a warp reads runs of 8 neighbouring pixels; it steps
+// its pixel's (n, h, w) along by 8 instead of dividing. Cost as step 4.
+//
+// Both weight gradients are deterministic: no atomics, fixed summation order.
 //
 // conv3x3_bias_grad: one block of 256 threads per channel c of g (N, C, HW):
 // each thread adds every 256th value of g[:, c, :], then a shared-memory tree
@@ -47,6 +141,28 @@
 #define CONV_IN_CHUNK 8                   // input channels staged at a time
 #define CONV_BLOCK_THREADS (CONV_TILE * CONV_TILE)
 #define REDUCE_THREADS 256                // block size of the two reductions (a power of 2)
+
+// conv3x3_forward_register: block (REG_THREADS_X, REG_ROWS, REG_LAYERS)
+#define REG_ROWS 16                       // output rows per block, one per thread row
+#define REG_COLS 32                       // output columns per block
+#define REG_PIXELS 4                      // consecutive pixels per thread
+#define REG_THREADS_X 8                   // REG_COLS / REG_PIXELS
+#define REG_CHANNELS 8                    // output channels per thread
+#define REG_LAYERS 2                      // thread layers, each with its own 8 channels
+#define REG_OUT_GROUP 16                  // output channels per block: REG_LAYERS * REG_CHANNELS
+#define REG_IN_CHUNK 4                    // input channels staged at a time
+#define REG_HALO_ROWS (REG_ROWS + 2)
+#define REG_HALO_COLS (REG_COLS + 2)
+#define REG_HALO_STRIDE (REG_HALO_COLS + 1)   // odd row length: see the header
+#define REG_THREADS (REG_THREADS_X * REG_ROWS * REG_LAYERS)
+
+// The implicit-GEMM kernels (forward, TF32 forward, weight gradient): 1-D blocks.
+#define IG_BM 64                          // rows of the product tile (output channels)
+#define IG_BN 128                         // columns of the product tile
+#define IG_BK 8                           // reduction slice staged at a time
+#define IG_THREADS 128                    // 16 x 8 threads, 8 x 8 results each
+#define IG_A_STRIDE (IG_BM + 8)           // padded shared rows: see the header
+#define IG_B_STRIDE (IG_BN + 8)
 
 template <typename T>
 __global__ void conv3x3_forward_naive(const T* x, const T* w, const T* b, T* y,
@@ -157,6 +273,420 @@ __global__ void conv3x3_forward_tiled(const T* x, const T* w, const T* b, T* y,
 }
 
 template <typename T>
+__global__ void conv3x3_forward_register(const T* x, const T* w, const T* b, T* y,
+                                         long long N, long long Cin, long long Cout,
+                                         long long H, long long W, long long has_bias) {
+    __shared__ T in_tile[REG_IN_CHUNK][REG_HALO_ROWS][REG_HALO_STRIDE];
+    __shared__ __align__(16) T w_tile[REG_IN_CHUNK][9][REG_OUT_GROUP];  // [c][tap][o]
+
+    const int tx = threadIdx.x;
+    const int ty = threadIdx.y;
+    const int tz = threadIdx.z;
+    const int thread = (tz * REG_ROWS + ty) * REG_THREADS_X + tx;
+    const long long tiles_per_row = (W + REG_COLS - 1) / REG_COLS;
+    const long long row0 = ((long long)blockIdx.x / tiles_per_row) * REG_ROWS;
+    const long long col0 = ((long long)blockIdx.x % tiles_per_row) * REG_COLS;
+    const long long co0 = (long long)blockIdx.y * REG_OUT_GROUP;
+    const int first_channel = tz * REG_CHANNELS;  // within the block's group
+    const long long row = row0 + ty;
+    const long long col = col0 + tx * REG_PIXELS;  // the first of the thread's pixels
+
+    for (long long image = blockIdx.z; image < N; image += gridDim.z) {
+        T acc[REG_CHANNELS][REG_PIXELS];
+#pragma unroll
+        for (int o = 0; o < REG_CHANNELS; ++o)
+#pragma unroll
+            for (int p = 0; p < REG_PIXELS; ++p) acc[o][p] = T(0);
+
+        for (long long ci0 = 0; ci0 < Cin; ci0 += REG_IN_CHUNK) {
+            const int chunk = Cin - ci0 < REG_IN_CHUNK ? (int)(Cin - ci0) : REG_IN_CHUNK;
+
+            // Consecutive threads take consecutive columns of a tile row: coalesced reads.
+            // Unrolled 3 times, not 10: loads enough in flight, and few enough registers
+            // (about 128 for float) that two blocks fit on an SM.
+#pragma unroll 3
+            for (int e = thread; e < REG_IN_CHUNK * REG_HALO_ROWS * REG_HALO_COLS;
+                 e += REG_THREADS) {
+                const int c = e / (REG_HALO_ROWS * REG_HALO_COLS);
+                const int r = (e / REG_HALO_COLS) % REG_HALO_ROWS;
+                const int q = e % REG_HALO_COLS;
+                const long long gr = row0 + r - 1;
+                const long long gc = col0 + q - 1;
+                T v = T(0);
+                if (c < chunk && gr >= 0 && gr < H && gc >= 0 && gc < W)
+                    v = x[((image * Cin + ci0 + c) * H + gr) * W + gc];
+                in_tile[c][r][q] = v;
+            }
+            // Read in w's order (the 9 * chunk weights of one output channel are
+            // contiguous), stored with the output channel innermost.
+#pragma unroll 1
+            for (int e = thread; e < REG_OUT_GROUP * REG_IN_CHUNK * 9; e += REG_THREADS) {
+                const int o = e / (REG_IN_CHUNK * 9);
+                const int c = (e / 9) % REG_IN_CHUNK;
+                const int k = e % 9;
+                T v = T(0);
+                if (co0 + o < Cout && c < chunk)
+                    v = w[((co0 + o) * Cin + ci0 + c) * 9 + k];
+                w_tile[c][k][o] = v;
+            }
+            __syncthreads();
+
+            // Channels past the chunk are zeros in both tiles: the loop can have a fixed length.
+#pragma unroll
+            for (int c = 0; c < REG_IN_CHUNK; ++c) {
+#pragma unroll
+                for (int u = 0; u < 3; ++u) {
+                    T in_row[REG_PIXELS + 2];
+#pragma unroll
+                    for (int q = 0; q < REG_PIXELS + 2; ++q)
+                        in_row[q] = in_tile[c][ty + u][tx * REG_PIXELS + q];
+#pragma unroll
+                    for (int v = 0; v < 3; ++v) {
+                        T weight[REG_CHANNELS];
+#pragma unroll
+                        for (int o = 0; o < REG_CHANNELS; ++o)
+                            weight[o] = w_tile[c][u * 3 + v][first_channel + o];
+#pragma unroll
+                        for (int o = 0; o < REG_CHANNELS; ++o)
+#pragma unroll
+                            for (int p = 0; p < REG_PIXELS; ++p)
+                                acc[o][p] += weight[o] * in_row[p + v];
+                    }
+                }
+            }
+            // The next chunk overwrites the tiles: wait until every thread is done with them.
+            __syncthreads();
+        }
+
+        if (row < H) {
+#pragma unroll
+            for (int o = 0; o < REG_CHANNELS; ++o) {
+                const long long co = co0 + first_channel + o;
+                if (co >= Cout) continue;
+                const T bias = has_bias ? b[co] : T(0);
+                T* y_row = y + ((image * Cout + co) * H + row) * W;
+#pragma unroll
+                for (int p = 0; p < REG_PIXELS; ++p)
+                    if (col + p < W) y_row[col + p] = acc[o][p] + bias;
+            }
+        }
+    }
+}
+
+// --- the implicit-GEMM kernels' parts ---------------------------------------------
+
+__device__ __forceinline__ bool aligned16(const void* p) {
+    return ((unsigned long long)p & 15) == 0;
+}
+
+// Four consecutive values at p (16-byte aligned) with 16-byte accesses:
+// one float4, or two double2.
+__device__ __forceinline__ void load4(const float* p, float* v) {
+    const float4 q = *reinterpret_cast<const float4*>(p);
+    v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+}
+
+__device__ __forceinline__ void load4(const double* p, double* v) {
+    const double2 lo = *reinterpret_cast<const double2*>(p);
+    const double2 hi = *reinterpret_cast<const double2*>(p + 2);
+    v[0] = lo.x; v[1] = lo.y; v[2] = hi.x; v[3] = hi.y;
+}
+
+__device__ __forceinline__ void store4(float* p, const float* v) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+
+__device__ __forceinline__ void store4(double* p, const double* v) {
+    *reinterpret_cast<double2*>(p) = make_double2(v[0], v[1]);
+    *reinterpret_cast<double2*>(p + 2) = make_double2(v[2], v[3]);
+}
+
+// v[j] = row[i + j] for j = 0..3, zero from the row's length n on. One vector load when
+// the caller allows it (row 16-byte aligned, i a multiple of 4) and the run is whole.
+template <typename T>
+__device__ __forceinline__ void load_run4(const T* row, long long i, long long n, bool vector,
+                                          T* v) {
+    if (vector && i + 4 <= n) {
+        load4(row + i, v);
+        return;
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = i + j < n ? row[i + j] : T(0);
+}
+
+// Pixel p = (image * H + row) * W + col of the batch; valid is false from p = end on.
+struct Pixel {
+    int image, row, col;
+    bool valid;
+};
+
+__device__ __forceinline__ Pixel locate(long long p, long long end, long long H, long long W) {
+    Pixel at = {0, 0, 0, p < end};
+    if (at.valid) {
+        at.image = (int)(p / (H * W));
+        const long long hw = p - at.image * H * W;
+        at.row = (int)(hw / W);
+        at.col = (int)(hw - at.row * W);
+    }
+    return at;
+}
+
+// The index of channel c at pixel `at` in a C-contiguous (N, C, H, W) array.
+__device__ __forceinline__ long long nchw_index(const Pixel& at, long long c, long long C,
+                                                long long H, long long W) {
+    return ((at.image * C + c) * H + at.row) * W + at.col;
+}
+
+// a_tile[k][m] = w[co0 + m, k0 + k] of the (Cout, K) weight matrix, zero outside it.
+// Thread t copies the run of 4 values at row t % 64, columns 4 (t / 64) .. + 3: a warp
+// takes 32 consecutive rows, so its stores down a column of a_tile meet 32 banks.
+template <typename T>
+__device__ __forceinline__ void stage_weights(T (*a_tile)[IG_A_STRIDE], const T* w, long long co0,
+                                              long long Cout, long long k0, long long K,
+                                              bool vector, int thread) {
+    const int m = thread % IG_BM;
+    const int kq = (thread / IG_BM) * 4;
+    T v[4] = {T(0), T(0), T(0), T(0)};
+    if (co0 + m < Cout) load_run4(w + (co0 + m) * K, k0 + kq, K, vector, v);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) a_tile[kq + j][m] = v[j];
+}
+
+// b_tile[k][q] = im2col(x)[k0 + k, p0 + q]: for k = 9 ci + 3 u + v and pixel p = (n, h, w),
+// x[n, ci, h + u - 1, w + v - 1], zero outside the image and past the batch. Thread t
+// gathers rows t / 32 and t / 32 + 4 for its 4 pixels at[0..3], columns 4 (t % 32) .. + 3.
+// vector: the 4 pixels lie in one image row from a column that is a multiple of 4, W is a
+// multiple of 4 and x is 16-byte aligned, so the centre column's 4 values are one vector.
+template <typename T>
+__device__ __forceinline__ void stage_im2col(T (*b_tile)[IG_B_STRIDE], const T* x,
+                                             const Pixel* at, bool vector, long long k0,
+                                             long long K, long long Cin, long long H,
+                                             long long W, int thread) {
+    const int q = (thread % 32) * 4;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int kk = thread / 32 + 4 * half;
+        const long long k = k0 + kk;
+        T v[4] = {T(0), T(0), T(0), T(0)};
+        if (k < K) {
+            const long long ci = k / 9;
+            const int tap = (int)(k - ci * 9);
+            const int du = tap / 3 - 1;
+            const int dv = tap % 3 - 1;
+            if (vector && dv == 0) {
+                const long long r = at[0].row + du;
+                if (r >= 0 && r < H)
+                    load4(x + ((at[0].image * Cin + ci) * H + r) * W + at[0].col, v);
+            } else {
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const long long r = at[j].row + du;
+                    const long long c = at[j].col + dv;
+                    if (at[j].valid && r >= 0 && r < H && c >= 0 && c < W)
+                        v[j] = x[((at[j].image * Cin + ci) * H + r) * W + c];
+                }
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) b_tile[kk][q + j] = v[j];
+    }
+}
+
+// acc[i][j] += sum_k a_tile[k][row i] * b_tile[k][column j] over one staged slice, for
+// thread (tm, tn)'s rows 4 tm + i and 32 + 4 tm + i and columns 4 tn + j and 64 + 4 tn + j
+// (i, j = 0..3; acc rows and columns 4..7 are the second ones).
+template <typename T>
+__device__ __forceinline__ void multiply_slice(const T (*a_tile)[IG_A_STRIDE],
+                                               const T (*b_tile)[IG_B_STRIDE], T (*acc)[8],
+                                               int tm, int tn) {
+#pragma unroll
+    for (int k = 0; k < IG_BK; ++k) {
+        T a[8], b[8];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            a[i] = a_tile[k][4 * tm + i];
+            a[4 + i] = a_tile[k][IG_BM / 2 + 4 * tm + i];
+            b[i] = b_tile[k][4 * tn + i];
+            b[4 + i] = b_tile[k][IG_BN / 2 + 4 * tn + i];
+        }
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) acc[i][j] += a[i] * b[j];
+    }
+}
+
+template <typename T>
+__global__ void conv3x3_forward_implicit_gemm(const T* x, const T* w, const T* b, T* y,
+                                              long long N, long long Cin, long long Cout,
+                                              long long H, long long W, long long has_bias) {
+    __shared__ __align__(16) T a_tile[IG_BK][IG_A_STRIDE];  // [k][m] = w[co0 + m, k0 + k]
+    __shared__ __align__(16) T b_tile[IG_BK][IG_B_STRIDE];  // [k][q] = im2col(x)[k0 + k, p0 + q]
+
+    const int thread = threadIdx.x;
+    const int tm = thread / 16;
+    const int tn = thread % 16;
+    const long long channel_tiles = (Cout + IG_BM - 1) / IG_BM;
+    const long long co0 = ((long long)blockIdx.x % channel_tiles) * IG_BM;
+    const long long p0 = ((long long)blockIdx.x / channel_tiles) * IG_BN;
+    const long long P = N * H * W;
+    const long long K = 9 * Cin;
+    const bool w_vector = K % 4 == 0 && aligned16(w);
+
+    // The 4 pixels this thread gathers, located once (no division in the K loop).
+    Pixel at[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) at[j] = locate(p0 + (thread % 32) * 4 + j, P, H, W);
+    const bool x_vector = W % 4 == 0 && aligned16(x) && at[0].valid;
+
+    T acc[8][8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[i][j] = T(0);
+
+    for (long long k0 = 0; k0 < K; k0 += IG_BK) {
+        stage_weights(a_tile, w, co0, Cout, k0, K, w_vector, thread);
+        stage_im2col(b_tile, x, at, x_vector, k0, K, Cin, H, W, thread);
+        __syncthreads();
+        multiply_slice(a_tile, b_tile, acc, tm, tn);
+        // The next slice overwrites the tiles: wait until every thread is done with them.
+        __syncthreads();
+    }
+
+    // With W a multiple of 4, each run of 4 pixels lies in one image row: one vector store.
+    const bool y_vector = W % 4 == 0 && aligned16(y);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        Pixel out[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) out[j] = locate(p0 + half * (IG_BN / 2) + 4 * tn + j, P, H, W);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const long long co = co0 + (i / 4) * (IG_BM / 2) + 4 * tm + i % 4;
+            if (co >= Cout) continue;
+            const T bias = has_bias ? b[co] : T(0);
+            T v[4];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) v[j] = acc[i][4 * half + j] + bias;
+            if (y_vector && out[0].valid) {
+                store4(y + nchw_index(out[0], co, Cout, H, W), v);
+            } else {
+#pragma unroll
+                for (int j = 0; j < 4; ++j)
+                    if (out[j].valid) y[nchw_index(out[j], co, Cout, H, W)] = v[j];
+            }
+        }
+    }
+}
+
+// The float's bits rounded to TF32 (10 mantissa bits, to nearest, ties away from zero).
+__device__ __forceinline__ unsigned tf32_bits(float v) {
+    unsigned bits;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    bits = __float_as_uint(v);  // never run: the host refuses TF32 below compute capability 8.0
+#else
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(bits) : "f"(v));
+#endif
+    return bits;
+}
+
+// d += a @ b on the tensor cores for one 16 x 8 x 8 tile, in PTX's fragment layout (see
+// the header). Every lane of the warp must take part.
+__device__ __forceinline__ void mma_tf32(float* d, const unsigned* a, const unsigned* b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    __trap();  // never run: the host refuses TF32 below compute capability 8.0
+#else
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+extern "C" __global__ void conv3x3_forward_tf32(const float* x, const float* w, const float* b,
+                                                float* y, long long N, long long Cin,
+                                                long long Cout, long long H, long long W,
+                                                long long has_bias) {
+    __shared__ __align__(16) float a_tile[IG_BK][IG_A_STRIDE];
+    __shared__ __align__(16) float b_tile[IG_BK][IG_B_STRIDE];
+
+    const int thread = threadIdx.x;
+    const int warp = thread / 32;
+    const int group = (thread % 32) / 4;  // PTX's groupID
+    const int t = thread % 4;             // PTX's threadID_in_group
+    const int warp_m = (warp / 2) * 32;   // the warp's 32 x 64 part of the block tile
+    const int warp_n = (warp % 2) * 64;
+    const long long channel_tiles = (Cout + IG_BM - 1) / IG_BM;
+    const long long co0 = ((long long)blockIdx.x % channel_tiles) * IG_BM;
+    const long long p0 = ((long long)blockIdx.x / channel_tiles) * IG_BN;
+    const long long P = N * H * W;
+    const long long K = 9 * Cin;
+    const bool w_vector = K % 4 == 0 && aligned16(w);
+
+    Pixel at[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) at[j] = locate(p0 + (thread % 32) * 4 + j, P, H, W);
+    const bool x_vector = W % 4 == 0 && aligned16(x) && at[0].valid;
+
+    float acc[2][8][4];  // [16-row tile][8-column tile][fragment value]
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[mt][nt][r] = 0.0f;
+
+    for (long long k0 = 0; k0 < K; k0 += IG_BK) {
+        stage_weights(a_tile, w, co0, Cout, k0, K, w_vector, thread);
+        stage_im2col(b_tile, x, at, x_vector, k0, K, Cin, H, W, thread);
+        __syncthreads();
+
+        unsigned a_frag[2][4], b_frag[8][2];
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+            const int m = warp_m + 16 * mt + group;
+            a_frag[mt][0] = tf32_bits(a_tile[t][m]);
+            a_frag[mt][1] = tf32_bits(a_tile[t][m + 8]);
+            a_frag[mt][2] = tf32_bits(a_tile[t + 4][m]);
+            a_frag[mt][3] = tf32_bits(a_tile[t + 4][m + 8]);
+        }
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) {
+            const int n = warp_n + 8 * nt + group;
+            b_frag[nt][0] = tf32_bits(b_tile[t][n]);
+            b_frag[nt][1] = tf32_bits(b_tile[t + 4][n]);
+        }
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt) mma_tf32(acc[mt][nt], a_frag[mt], b_frag[nt]);
+        // The next slice overwrites the tiles: wait until every warp is done with them.
+        __syncthreads();
+    }
+
+    // Result r of tile (mt, nt) is row 16 mt + group + 8 (r / 2), column 8 nt + 2 t + r % 2.
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const Pixel out = locate(p0 + warp_n + 8 * nt + 2 * t + e, P, H, W);
+            if (!out.valid) continue;
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const long long co = co0 + warp_m + 16 * mt + group + 8 * half;
+                    if (co < Cout)
+                        y[nchw_index(out, co, Cout, H, W)] =
+                            acc[mt][nt][2 * half + e] + (has_bias ? b[co] : 0.0f);
+                }
+            }
+        }
+    }
+}
+
+template <typename T>
 __global__ void conv3x3_weight_grad(const T* x, const T* g, T* dw, long long N, long long Cin,
                                     long long Cout, long long H, long long W) {
     __shared__ T partial[9][REDUCE_THREADS];
@@ -201,6 +731,90 @@ __global__ void conv3x3_weight_grad(const T* x, const T* g, T* dw, long long N, 
         __syncthreads();
     }
     if (thread < 9) dw[(long long)blockIdx.x * 9 + thread] = partial[thread][0];
+}
+
+template <typename T>
+__global__ void conv3x3_weight_grad_implicit_gemm(const T* x, const T* g, T* partial, long long N,
+                                                  long long Cin, long long Cout, long long H,
+                                                  long long W) {
+    __shared__ __align__(16) T a_tile[IG_BK][IG_A_STRIDE];  // [kk][m] = g[pixel pc + kk, co0 + m]
+    __shared__ __align__(16) T b_tile[IG_BK][IG_B_STRIDE];  // [kk][j] = im2col(x)[k0 + j, pc + kk]
+
+    const int thread = threadIdx.x;
+    const int tm = thread / 16;
+    const int tn = thread % 16;
+    const long long K = 9 * Cin;
+    const long long HW = H * W;
+    const long long k0 = (long long)blockIdx.x * IG_BN;
+    const long long co0 = (long long)blockIdx.y * IG_BM;
+    const long long P = N * HW;
+    const long long per_split = (P + gridDim.z - 1) / gridDim.z;
+    const long long begin = (long long)blockIdx.z * per_split;
+    const long long end = begin + per_split < P ? begin + per_split : P;
+
+    // Thread t stages pixel pc + t % 8 of every slice, for 4 channels and 8 columns.
+    const int kk = thread % IG_BK;
+    const int lead = thread / IG_BK;  // 0..15: its first channel and first column
+    long long p = begin + kk;
+    Pixel at = locate(p, end, H, W);
+
+    T acc[8][8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[i][j] = T(0);
+
+    for (long long pc = begin; pc < end; pc += IG_BK) {
+#pragma unroll
+        for (int i = 0; i < IG_BM / 16; ++i) {
+            const int m = lead + 16 * i;
+            const long long co = co0 + m;
+            a_tile[kk][m] = at.valid && co < Cout ? g[nchw_index(at, co, Cout, H, W)] : T(0);
+        }
+#pragma unroll
+        for (int i = 0; i < IG_BN / 16; ++i) {
+            const int j = lead + 16 * i;
+            const long long k = k0 + j;
+            T v = T(0);
+            if (at.valid && k < K) {
+                const long long ci = k / 9;
+                const int tap = (int)(k - ci * 9);
+                const long long r = at.row + tap / 3 - 1;
+                const long long c = at.col + tap % 3 - 1;
+                if (r >= 0 && r < H && c >= 0 && c < W)
+                    v = x[((at.image * Cin + ci) * H + r) * W + c];
+            }
+            b_tile[kk][j] = v;
+        }
+        __syncthreads();
+        multiply_slice(a_tile, b_tile, acc, tm, tn);
+        // The next slice overwrites the tiles: wait until every thread is done with them.
+        __syncthreads();
+
+        // Step this thread's pixel IG_BK further along the batch, without dividing.
+        p += IG_BK;
+        at.valid = p < end;
+        at.col += IG_BK;
+        while (at.valid && at.col >= W) {
+            at.col -= (int)W;
+            if (++at.row == H) {
+                at.row = 0;
+                ++at.image;
+            }
+        }
+    }
+
+    T* out = partial + (long long)blockIdx.z * Cout * K;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const long long co = co0 + (i / 4) * (IG_BM / 2) + 4 * tm + i % 4;
+        if (co >= Cout) continue;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const long long k = k0 + (j / 4) * (IG_BN / 2) + 4 * tn + j % 4;
+            if (k < K) out[co * K + k] = acc[i][j];
+        }
+    }
 }
 
 template <typename T>

@@ -1,9 +1,15 @@
 """The GPU path: our CUDA kernels against the CPU path, gradient checks on the GPU in float64,
-identical dropout masks on both devices, and a VGG-11 training step on both devices.
+identical dropout masks on both devices, and a VGG-11 training step on both devices; then
+every step of the kernel ladders (conv3x3 forward and input gradient, conv3x3 weight
+gradient, the matrix products of linear) on shapes that fill no tile evenly.
 
 Tolerances: float64 results agree to 1e-12 relative (the kernels sum in other orders than
 NumPy/BLAS); float32 to 1e-5 relative, with an absolute floor scaled by the largest value,
-since a convolution sums hundreds of products and cancellation makes small outputs noisy."""
+since a convolution sums hundreds of products and cancellation makes small outputs noisy.
+The TF32 kernel rounds its inputs to 10 mantissa bits (relative error up to 2^-11 each),
+so it is held to 5e-3 of the output's scale, against the CPU path in float32."""
+import itertools
+
 import numpy as np
 import pytest
 
@@ -11,6 +17,7 @@ import tinyvgg as tv
 from helpers import assert_close, randn
 from tinyvgg import functional as F
 from tinyvgg.models import vgg
+from tinyvgg.ops import conv, linear
 from tinyvgg.selfcheck import op_cases
 
 pytestmark = pytest.mark.gpu
@@ -125,3 +132,167 @@ def test_a_kernel_compile_error_names_the_file_and_line(tmp_path, monkeypatch):
     monkeypatch.setattr(cuda, "source_dir", lambda: tmp_path)
     with pytest.raises(cuda.KernelCompileError, match=r"broken\.cu:5.*undefined_name"):
         cuda.function("broken", "broken", np.float32)
+
+
+# --- the kernel ladders ---------------------------------------------------------------
+
+#: (N, C_in, C_out, H, W)
+LADDER_SHAPES = {
+    "3to5-7x9": (1, 3, 5, 7, 9),              # nothing a multiple of a tile, a block or 4
+    "vgg-64to64-32x32": (2, 64, 64, 32, 32),  # whole tiles, every vector load
+    "8to70-14x14": (2, 8, 70, 14, 14),        # runs of 4 pixels cross rows; C_out > 64
+    "5to7-12x16": (3, 5, 7, 12, 16),          # vector input loads, scalar weight loads
+}
+TF32_RTOL = 5e-3
+TF32 = conv.CONV3X3_TF32_KERNELS
+FP_FORWARD = [k for k in conv.CONV3X3_KERNELS if k not in TF32]
+
+
+def steps(kernels):
+    """(kernel, dtype) pairs: float32 and float64, TF32 kernels float32 only."""
+    return [pytest.param(k, d, id=f"{k}-{np.dtype(d).name}")
+            for k in kernels for d in (np.float32, np.float64)
+            if not (k in TF32 and d == np.float64)]
+
+
+@pytest.fixture
+def select():
+    """select(use, current, name) picks a kernel for this test only."""
+    chosen = []
+
+    def choose(use, current, name):
+        chosen.append((use, current()))
+        use(name)
+    yield choose
+    for use, name in reversed(chosen):
+        use(name)
+
+
+def conv_inputs(shape, dtype, seed):
+    N, C_in, C_out, H, W = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C_in, H, W)).astype(dtype)
+    w = (rng.standard_normal((C_out, C_in, 3, 3)) / np.sqrt(9 * C_in)).astype(dtype)
+    b = rng.standard_normal(C_out).astype(dtype)
+    g = rng.standard_normal((N, C_out, H, W)).astype(dtype)
+    return x, w, b, g
+
+
+def conv3x3_on(device, x, w, b, g):
+    """y, dL/dx, dL/dw, dL/db of conv3x3 on ``device``, as NumPy arrays."""
+    tensors = [tv.tensor(a, requires_grad=True, device=device) for a in (x, w, b)]
+    y = F.conv3x3(*tensors)
+    y.backward(g)
+    return [y.numpy()] + [tv.backend.to_numpy(t.grad) for t in tensors]
+
+
+@pytest.mark.parametrize("shape", LADDER_SHAPES.values(), ids=LADDER_SHAPES)
+@pytest.mark.parametrize("kernel, dtype", steps(conv.CONV3X3_KERNELS))
+def test_conv3x3_forward_ladder_equals_the_cpu_path(kernel, dtype, shape, select):
+    """Each step's forward pass, and its input gradient (the same kernel, turned weights)."""
+    select(conv.use_conv3x3_kernel, conv.conv3x3_kernel, kernel)
+    arrays = conv_inputs(shape, dtype, seed=4)
+    ours, expected = conv3x3_on("cuda", *arrays), conv3x3_on("cpu", *arrays)
+    rtol = TF32_RTOL if kernel in TF32 else RTOL[np.dtype(dtype)]
+    for name, a, e in zip(("y", "dx", "dw", "db"), ours, expected):
+        assert a.dtype == dtype, name
+        assert_close(a, e, rtol=rtol if name in ("y", "dx") else RTOL[np.dtype(dtype)])
+
+
+@pytest.mark.parametrize("shape", list(LADDER_SHAPES.values()) + [(4, 3, 8, 40, 40)],
+                         ids=list(LADDER_SHAPES) + ["split-3to8-40x40"])
+@pytest.mark.parametrize("kernel, dtype", steps(conv.CONV3X3_WGRAD_KERNELS))
+def test_conv3x3_weight_grad_ladder_equals_the_cpu_path_on_every_run(kernel, dtype, shape,
+                                                                     select):
+    """The implicit GEMM splits the 6400 pixels of the last shape among 25 blocks."""
+    select(conv.use_conv3x3_weight_grad_kernel, conv.conv3x3_weight_grad_kernel, kernel)
+    x, w, b, g = conv_inputs(shape, dtype, seed=5)
+    _, _, expected, _ = conv3x3_on("cpu", x, w, b, g)
+    x_gpu, g_gpu = tv.backend.move(x, "cuda"), tv.backend.move(g, "cuda")
+    first = tv.backend.to_numpy(conv.conv3x3_weight_grad_cuda(x_gpu, g_gpu))
+    again = tv.backend.to_numpy(conv.conv3x3_weight_grad_cuda(x_gpu, g_gpu))
+    assert first.dtype == dtype
+    assert_close(first, expected, rtol=RTOL[np.dtype(dtype)])
+    np.testing.assert_array_equal(again, first)  # no atomics: the same bits every time
+
+
+@pytest.mark.parametrize("weight_grad", conv.CONV3X3_WGRAD_KERNELS)
+@pytest.mark.parametrize("forward", FP_FORWARD)
+def test_gradcheck_every_fp64_ladder_step(forward, weight_grad, select):
+    select(conv.use_conv3x3_kernel, conv.conv3x3_kernel, forward)
+    select(conv.use_conv3x3_weight_grad_kernel, conv.conv3x3_weight_grad_kernel, weight_grad)
+    rng = np.random.default_rng(6)
+    inputs = [tv.tensor(rng.standard_normal(shape), requires_grad=True, device="cuda")
+              for shape in ((2, 3, 5, 6), (4, 3, 3, 3), (4,))]
+    assert tv.gradcheck(F.conv3x3, inputs) is True
+
+
+@pytest.mark.parametrize("kernel", conv.CONV3X3_KERNELS)
+def test_conv3x3_kernels_take_arrays_that_are_not_16_byte_aligned(kernel, select):
+    """Views starting 4 bytes into their buffer: the vector loads must fall back to scalar
+    ones (W and C_in are multiples of 4, so aligned arrays would take the vector path)."""
+    select(conv.use_conv3x3_kernel, conv.conv3x3_kernel, kernel)
+    cupy = tv.backend.cupy_module()
+    x, w, b, _ = conv_inputs((2, 8, 12, 8, 16), np.float32, seed=7)
+
+    def shifted(a):
+        view = cupy.empty(a.size + 1, a.dtype)[1:].reshape(a.shape)
+        view[...] = cupy.asarray(a)
+        return view
+    ours = cupy.asnumpy(conv.conv3x3_cuda(shifted(x), shifted(w), shifted(b)))
+    expected = F.conv3x3(tv.tensor(x), tv.tensor(w), tv.tensor(b)).numpy()
+    assert_close(ours, expected, rtol=TF32_RTOL if kernel in TF32 else RTOL[np.dtype(np.float32)])
+
+
+def test_the_tf32_kernel_refuses_float64_on_the_gpu(select):
+    select(conv.use_conv3x3_kernel, conv.conv3x3_kernel, TF32[0])
+    x = tv.tensor(np.ones((1, 2, 4, 4)), device="cuda")
+    w = tv.tensor(np.ones((3, 2, 3, 3)), device="cuda")
+    with pytest.raises(TypeError, match=r"computes in TF32 and takes float32 only, got float64"):
+        F.conv3x3(x, w)
+
+
+GEMM_SHAPES = [(1, 1, 1), (5, 7, 3), (70, 130, 33), (64, 128, 64), (3, 260, 17)]  # (M, N, K)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel", linear.GEMM_KERNELS)
+def test_gemm_ladder_equals_numpy_for_every_transpose(kernel, dtype, select):
+    select(linear.use_gemm_kernel, linear.gemm_kernel, kernel)
+    cupy = tv.backend.cupy_module()
+    rng = np.random.default_rng(8)
+    rtol = RTOL[np.dtype(dtype)]
+    for (M, N, K), trans_a, trans_b in itertools.product(GEMM_SHAPES, (False, True), (False, True)):
+        a = rng.standard_normal((K, M) if trans_a else (M, K)).astype(dtype)
+        b = rng.standard_normal((N, K) if trans_b else (K, N)).astype(dtype)
+        expected = (a.T if trans_a else a) @ (b.T if trans_b else b)
+        ours = linear.gemm_gpu(cupy.asarray(a), cupy.asarray(b), trans_a, trans_b)
+        assert_close(cupy.asnumpy(ours), expected, rtol=rtol)
+        c = rng.standard_normal((M, N)).astype(dtype)
+        out = cupy.asarray(c)
+        linear.gemm_gpu(cupy.asarray(a), cupy.asarray(b), trans_a, trans_b, 0.5, 2.0, out)
+        assert_close(cupy.asnumpy(out), 0.5 * expected + 2.0 * c, rtol=rtol)
+        # operands 4 bytes into their buffers: scalar loads instead of vector ones
+        a_view = cupy.empty(a.size + 1, dtype)[1:].reshape(a.shape)
+        a_view[...] = cupy.asarray(a)
+        b_view = cupy.empty(b.size + 1, dtype)[1:].reshape(b.shape)
+        b_view[...] = cupy.asarray(b)
+        shifted = linear.gemm_gpu(a_view, b_view, trans_a, trans_b)
+        assert_close(cupy.asnumpy(shifted), expected, rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel", linear.GEMM_KERNELS)
+def test_linear_on_every_gemm_kernel_equals_the_cpu_path(kernel, dtype, select):
+    select(linear.use_gemm_kernel, linear.gemm_kernel, kernel)
+    rng = np.random.default_rng(9)
+    arrays = [rng.standard_normal(shape).astype(dtype) for shape in ((6, 37), (19, 37), (19,))]
+    g = rng.standard_normal((6, 19)).astype(dtype)
+    results = {}
+    for device in ("cpu", "cuda"):
+        tensors = [tv.tensor(a, requires_grad=True, device=device) for a in arrays]
+        y = F.linear(*tensors)
+        y.backward(g)
+        results[device] = [y.numpy()] + [tv.backend.to_numpy(t.grad) for t in tensors]
+    for ours, expected in zip(results["cuda"], results["cpu"]):
+        assert_close(ours, expected, rtol=RTOL[np.dtype(dtype)])

@@ -2,18 +2,27 @@
 
 NVRTC compiles the sources at run time on a GPU machine; here nvcc checks the
 same code ahead of time, instantiating every kernel template as the loader
-does, so a syntax or type error is caught in CI on a machine without a GPU."""
+does, so a syntax or type error is caught in CI on a machine without a GPU.
+Inline PTX is only checked when PTX is assembled, so sources holding some are
+also assembled with ptxas. The host's tables of selectable kernels and launch
+shapes (tinyvgg.ops.conv, tinyvgg.ops.linear) are checked against the sources."""
+import os
 import re
 import shutil
 import subprocess
+import sys
 
+import numpy as np
 import pytest
 
 from tinyvgg.cuda import CTYPES, _located, instantiations, kernel_names
 from tinyvgg.kernels import source_dir
+from tinyvgg.ops import conv, linear
 
 NVCC = shutil.which("nvcc")
+PTXAS = shutil.which("ptxas")
 SOURCES = sorted(source_dir().glob("*.cu"))
+INLINE_PTX = [p for p in SOURCES if re.search(r"\basm\b", p.read_text())]
 
 
 def test_there_are_kernels_to_check():
@@ -38,6 +47,35 @@ def test_kernel_source_compiles_for_float_and_double(path, tmp_path):
     ptx = (tmp_path / "out.ptx").read_text()
     entries = re.findall(r"\.entry\s+(\w+)", ptx)
     assert len(entries) == len(instantiations(code)), (entries, instantiations(code))
+    if path in INLINE_PTX and PTXAS is not None:
+        assert_assembles(tmp_path / "out.ptx", "sm_90", path)
+
+
+def assert_assembles(ptx, arch: str, path):
+    """ptxas turns PTX into machine code: the only step that reads inline PTX."""
+    result = subprocess.run([PTXAS, f"-arch={arch}", str(ptx),
+                             "-o", str(ptx.with_suffix(".cubin"))],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{path.name} does not assemble for {arch}:\n{result.stderr}"
+
+
+@pytest.mark.skipif(NVCC is None or PTXAS is None, reason="the CUDA toolkit is not installed")
+@pytest.mark.parametrize("path", INLINE_PTX, ids=[p.stem for p in INLINE_PTX])
+def test_inline_ptx_is_left_out_below_compute_capability_8(path, tmp_path):
+    """TF32 tensor-core instructions need sm_80: on older GPUs (a T4 is sm_75) the rest of
+    the file must still load, so the instructions sit behind a __CUDA_ARCH__ test."""
+    code = path.read_text()
+    templated, plain = kernel_names(code)
+    uses = [f"    (void)&{name}<{ctype}>;" for name in templated for ctype in CTYPES.values()]
+    uses += [f"    (void)&{name};" for name in plain]
+    wrapper = tmp_path / f"instantiate_{path.stem}.cu"
+    wrapper.write_text(f'#include "{path}"\nvoid instantiate_every_kernel() {{\n'
+                       + "\n".join(uses) + "\n}\n")
+    result = subprocess.run([NVCC, "--ptx", "-arch=sm_75", "-std=c++17", str(wrapper),
+                             "-o", str(tmp_path / "out.ptx")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{path.name} does not compile for sm_75:\n{result.stderr}"
+    assert_assembles(tmp_path / "out.ptx", "sm_75", path)
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
@@ -105,3 +143,118 @@ def test_kernel_source_compiles_with_nvrtc_as_the_loader_asks(path):
                                              ctypes.byref(lowered)) == 0, expression
     finally:
         NVRTC.nvrtcDestroyProgram(ctypes.byref(program))
+
+
+# --- the host's kernel tables agree with the sources ------------------------------------
+
+KERNEL_TABLES = {
+    "conv3x3 forward": ("conv3x3", conv.CONV3X3_KERNEL_FUNCTIONS, conv.CONV3X3_TF32_KERNELS),
+    "conv3x3 weight gradient": ("conv3x3", conv.CONV3X3_WGRAD_KERNEL_FUNCTIONS, ()),
+    "gemm": ("gemm", linear.GEMM_KERNEL_FUNCTIONS, ()),
+}
+
+
+@pytest.mark.parametrize("table", KERNEL_TABLES)
+def test_every_selectable_kernel_is_a_kernel_of_its_source(table):
+    """A misspelt name in the host's table fails here, not only on a GPU."""
+    file, functions, float_only = KERNEL_TABLES[table]
+    templated, plain = kernel_names((source_dir() / f"{file}.cu").read_text())
+    for name, function in functions.items():
+        # float-only (TF32) kernels are plain extern "C" ones; the others exist for both types
+        declared = plain if name in float_only else templated
+        assert function in declared, f"{table} kernel {name!r}: {function} is not in {file}.cu"
+    assert "conv1x1_sum_splits" in kernel_names((source_dir() / "conv1x1.cu").read_text())[0]
+
+
+def defines(file: str) -> dict:
+    """The integer #defines of kernels/<file>.cu."""
+    text = (source_dir() / f"{file}.cu").read_text()
+    pairs = re.findall(r"^#define\s+(\w+)\s+(\d+)\b", text, re.M)
+    return {name: int(value) for name, value in pairs}
+
+
+def test_launch_shapes_match_the_constants_of_the_sources():
+    c3, c1, gm = defines("conv3x3"), defines("conv1x1"), defines("gemm")
+    host = {
+        "conv3x3": {"CONV_TILE": conv.CONV_TILE, "CONV_OUT_GROUP": conv.CONV_OUT_GROUP,
+                    "REDUCE_THREADS": conv.REDUCE_THREADS, "REG_ROWS": conv.REG_ROWS,
+                    "REG_COLS": conv.REG_COLS, "REG_THREADS_X": conv.REG_THREADS_X,
+                    "REG_LAYERS": conv.REG_LAYERS, "REG_OUT_GROUP": conv.REG_OUT_GROUP,
+                    "IG_BM": conv.IG_BM, "IG_BN": conv.IG_BN, "IG_THREADS": conv.IG_THREADS},
+        "conv1x1": {"GEMM_TILE": conv.GEMM_TILE, "GEMM_SIDE": conv.GEMM_SIDE},
+        "gemm": {"GEMM_TILE": linear.GEMM_TILE, "GEMM_THREADS_SIDE": linear.GEMM_BLOCK[0],
+                 "REG_BM": linear.REG_BM, "REG_BN": linear.REG_BN,
+                 "REG_THREADS": linear.REG_THREADS, "SUM_COLUMNS": linear.SUM_COLUMNS,
+                 "SUM_ROW_THREADS": linear.SUM_ROW_THREADS},
+    }
+    for file, source in (("conv3x3", c3), ("conv1x1", c1), ("gemm", gm)):
+        assert {name: source.get(name) for name in host[file]} == host[file], file
+    # the sources' literal constants agree with each other
+    assert c3["REG_COLS"] == c3["REG_THREADS_X"] * c3["REG_PIXELS"]
+    assert c3["REG_OUT_GROUP"] == c3["REG_LAYERS"] * c3["REG_CHANNELS"]
+    assert linear.GEMM_BLOCK[0] == linear.GEMM_BLOCK[1]
+    # 8 x 8 results per thread cover the tile; thread t stages 4 weights and 2 x 4 pixels
+    for tile_rows, tile_cols, threads in ((c3["IG_BM"], c3["IG_BN"], c3["IG_THREADS"]),
+                                          (gm["REG_BM"], gm["REG_BN"], gm["REG_THREADS"])):
+        assert (tile_rows // 8) * (tile_cols // 8) == threads
+        assert threads == 2 * tile_rows == tile_cols
+
+
+SELECTORS = [
+    (conv.use_conv3x3_kernel, conv.conv3x3_kernel, conv.CONV3X3_KERNELS),
+    (conv.use_conv3x3_weight_grad_kernel, conv.conv3x3_weight_grad_kernel,
+     conv.CONV3X3_WGRAD_KERNELS),
+    (linear.use_gemm_kernel, linear.gemm_kernel, linear.GEMM_KERNELS),
+]
+
+
+@pytest.fixture
+def restore_kernels():
+    """Every kernel selection a test makes is undone afterwards."""
+    before = [current() for _, current, _ in SELECTORS]
+    yield
+    for (use, _, _), name in zip(SELECTORS, before):
+        use(name)
+
+
+@pytest.mark.parametrize("use, current, names", SELECTORS, ids=[s[0].__name__ for s in SELECTORS])
+def test_kernel_selection_takes_every_listed_name_and_refuses_others(use, current, names,
+                                                                    restore_kernels):
+    for name in names:
+        use(name)
+        assert current() == name
+    for wrong in ("fastest", "Tiled", "", None):
+        with pytest.raises(ValueError, match=rf"{use.__name__}: unknown .*kernel {wrong!r}; "
+                                             rf"choose one of '{names[0]}'"):
+            use(wrong)
+    assert current() == names[-1]
+
+
+def test_tf32_is_never_the_default_and_refuses_float64(restore_kernels):
+    assert conv.CONV3X3_DEFAULT_KERNEL not in conv.CONV3X3_TF32_KERNELS
+    assert set(conv.CONV3X3_TF32_KERNELS) <= set(conv.CONV3X3_KERNELS)
+    for name in conv.CONV3X3_KERNELS:
+        conv.use_conv3x3_kernel(name)
+        assert conv.conv3x3_kernel_for(np.float32) == name
+        if name in conv.CONV3X3_TF32_KERNELS:
+            with pytest.raises(TypeError, match=rf"conv3x3: the '{name}' kernel computes in TF32 "
+                                                r"and takes float32 only, got float64"):
+                conv.conv3x3_kernel_for(np.float64)
+        else:
+            assert conv.conv3x3_kernel_for(np.float64) == name
+
+
+def test_environment_variables_choose_the_kernels_at_import():
+    code = ("from tinyvgg.ops import conv, linear; print(conv.conv3x3_kernel(), "
+            "conv.conv3x3_weight_grad_kernel(), linear.gemm_kernel())")
+    env = dict(os.environ, TINYVGG_CONV3X3_KERNEL="implicit-gemm",
+               TINYVGG_CONV3X3_WGRAD_KERNEL="implicit-gemm", TINYVGG_GEMM_KERNEL="register")
+    chosen = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert chosen.stdout.split() == ["implicit-gemm", "implicit-gemm", "register"], chosen.stderr
+    env["TINYVGG_CONV3X3_WGRAD_KERNEL"] = "atomic"
+    refused = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode != 0
+    assert ("ValueError: environment variable TINYVGG_CONV3X3_WGRAD_KERNEL: unknown conv3x3 "
+            "weight-gradient kernel 'atomic'") in refused.stderr

@@ -132,13 +132,15 @@ def _evaluate(args) -> int:
         raise ValueError("--ensemble averages several checkpoints; give at least two")
     result = evaluate_checkpoints(args.checkpoints, dataset=args.dataset,
                                   data_dir=args.data_dir, split=args.split,
-                                  batch_size=args.batch_size, device=args.device)
+                                  batch_size=args.batch_size, device=args.device,
+                                  flip=args.flip)
     if not args.ensemble:
         result.pop("ensemble", None)
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
-    print(f"{result['dataset']} {result['split']} ({result['images']} images)")
+    print(f"{result['dataset']} {result['split']} ({result['images']} images"
+          f"{', each also mirrored' if result['flip'] else ''})")
     for row in result["members"]:
         print(f"  {100 * row['accuracy']:6.2f}%  loss {row['loss']:.4f}  {row['checkpoint']}")
     if "ensemble" in result:
@@ -160,6 +162,23 @@ def _predict(args) -> int:
     for row in results:
         guesses = ", ".join(f"{g['class']} {100 * g['probability']:.1f}%" for g in row["top"])
         print(f"{row['file']}: {guesses}")
+    return 0
+
+
+def _bench(args, parser) -> int:
+    if args.device == "cuda":
+        parser.exit(2, "tinyvgg bench: --device cuda runs benchmarks/bench_gpu.py on a GPU "
+                       "machine: python3 benchmarks/bench_gpu.py\n")
+    from .bench import run
+    from .ops.conv_ladder import CONV3X3_CPU_CHOICES
+    names = None
+    if args.implementations:
+        names = [n.strip() for n in args.implementations.split(",") if n.strip()]
+        unknown = [n for n in names if n not in CONV3X3_CPU_CHOICES]
+        if unknown:
+            parser.exit(2, f"tinyvgg bench: unknown implementation {', '.join(unknown)}; "
+                           f"choose from {', '.join(CONV3X3_CPU_CHOICES)}\n")
+    run(args.out, names, args.warmup, args.repeats, args.quick)
     return 0
 
 
@@ -189,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="default: the one the checkpoint was trained on")
     evaluate.add_argument("--data-dir")
     evaluate.add_argument("--split", choices=("train", "test"), default="test")
+    evaluate.add_argument("--flip", action="store_true",
+                          help="average each model's softmax over the image and its mirror "
+                               "(the paper's test-time flips; models trained with flips only)")
     evaluate.add_argument("--batch-size", type=_positive_int, default=256)
     evaluate.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     evaluate.add_argument("--json", action="store_true")
@@ -202,12 +224,25 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=_positive_int, default=3)
     predict.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     predict.add_argument("--json", action="store_true")
+    bench = commands.add_parser("bench", help="the conv3x3 ladder and the VGG-16 training "
+                                              "step against PyTorch, with plots")
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    bench.add_argument("--implementations", help="comma list of conv3x3 implementations "
+                                                 "(default: every one but the naive loops, "
+                                                 "which run on one small layer)")
+    bench.add_argument("--repeats", type=_positive_int, default=5)
+    bench.add_argument("--warmup", type=int, default=2)
+    bench.add_argument("--quick", action="store_true", help="1 warm-up run, 3 repeats")
+    bench.add_argument("--out", default="benchmarks/results",
+                       help="folder for the JSON, Markdown and PNG files")
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return _bench(args, parser)
     if args.command in ("train", "eval", "predict"):
         from .backend import DeviceUnavailableError
         from .checkpoint import CheckpointError

@@ -43,9 +43,9 @@ import os
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .. import cuda
+from .. import backend, cuda
 from ..tensor import Function
-from . import checks
+from . import checks, conv_ladder
 from .linear import affine_rows, affine_rows_backward
 
 
@@ -135,49 +135,127 @@ def turned_kernel_rows(w_matrix):
 
 # --- GPU path: kernels/conv3x3.cu and kernels/conv1x1.cu ------------------------
 
-CONV3X3_KERNELS = ("tiled", "naive")
+#: conv3x3's forward kernels, a ladder from the simplest to the fastest (the opening
+#: comment of kernels/conv3x3.cu gives each step's idea and cost): name -> kernel.
+CONV3X3_KERNEL_FUNCTIONS = {
+    "naive": "conv3x3_forward_naive",                  # one thread per output, global loads
+    "tiled": "conv3x3_forward_tiled",                  # input and weights staged in shared memory
+    "register": "conv3x3_forward_register",            # 4 pixels x 8 channels per thread
+    "implicit-gemm": "conv3x3_forward_implicit_gemm",  # a tiled matrix product, im2col gathered
+    "tf32-mma": "conv3x3_forward_tf32",                # the same on TF32 tensor cores
+}
+CONV3X3_KERNELS = tuple(CONV3X3_KERNEL_FUNCTIONS)
+#: kernels that round their inputs to TF32: float32 only, never the default
+CONV3X3_TF32_KERNELS = ("tf32-mma",)
+CONV3X3_DEFAULT_KERNEL = "tiled"
 CONV3X3_KERNEL_ENV = "TINYVGG_CONV3X3_KERNEL"
 
-# Launch shapes; they must match the constants at the top of the .cu files.
+#: conv3x3's weight-gradient kernels: name -> kernel in kernels/conv3x3.cu
+CONV3X3_WGRAD_KERNEL_FUNCTIONS = {
+    "reduce": "conv3x3_weight_grad",                       # one block per (out, in) channel pair
+    "implicit-gemm": "conv3x3_weight_grad_implicit_gemm",  # g @ im2col(x)^T, pixels split
+}
+CONV3X3_WGRAD_KERNELS = tuple(CONV3X3_WGRAD_KERNEL_FUNCTIONS)
+CONV3X3_DEFAULT_WGRAD_KERNEL = "reduce"
+CONV3X3_WGRAD_KERNEL_ENV = "TINYVGG_CONV3X3_WGRAD_KERNEL"
+
+# Launch shapes; they must match the constants at the top of the .cu files
+# (tests/test_kernels_compile.py compares them).
 CONV_TILE = 16          # conv3x3_forward_tiled: 16 x 16 output pixels per block
 CONV_OUT_GROUP = 16     # conv3x3_forward_tiled: output channels per block
+REG_ROWS = 16           # conv3x3_forward_register: output rows per block (block y)
+REG_COLS = 32           # conv3x3_forward_register: output columns per block
+REG_THREADS_X = 8       # conv3x3_forward_register: block x, 4 pixels per thread
+REG_LAYERS = 2          # conv3x3_forward_register: block z, 8 output channels per layer
+REG_OUT_GROUP = 16      # conv3x3_forward_register: output channels per block
+IG_BM = 64              # implicit-GEMM kernels: output channels per block (product rows)
+IG_BN = 128             # implicit-GEMM kernels: product columns per block
+IG_THREADS = 128        # implicit-GEMM kernels: threads per (1-D) block
 REDUCE_THREADS = 256    # conv3x3_weight_grad, conv3x3_bias_grad: threads per block
 GEMM_TILE = 64          # conv1x1 kernels: 64 x 64 result tile per block
 GEMM_SIDE = 16          # conv1x1 kernels: 16 x 16 threads per block
+MAX_GRID_X = 2**31 - 1  # CUDA's limit on gridDim.x
 MAX_GRID_Z = 65535      # CUDA's limit on gridDim.z
-# conv1x1_weight_grad splits the batch's pixels so that about this many blocks run,
-# but gives each split at least WGRAD_MIN_COLUMNS pixels to add up.
+TF32_MIN_CAPABILITY = 80  # TF32 tensor cores: compute capability 8.0 (Ampere) and newer
+# The weight gradients of conv1x1 and of conv3x3's implicit GEMM split the batch's pixels
+# so that about this many blocks run, but give each split at least WGRAD_MIN_COLUMNS pixels.
 WGRAD_TARGET_BLOCKS = 512
 WGRAD_MIN_COLUMNS = 256
 
 
-def _checked_conv3x3_kernel(name, where: str) -> str:
-    if name not in CONV3X3_KERNELS:
-        raise ValueError(f"{where}: unknown conv3x3 kernel {name!r}; "
-                         f"choose one of {', '.join(repr(k) for k in CONV3X3_KERNELS)}")
+def _checked_kernel(name, choices, what: str, where: str) -> str:
+    if name not in choices:
+        raise ValueError(f"{where}: unknown {what} kernel {name!r}; "
+                         f"choose one of {', '.join(repr(k) for k in choices)}")
     return name
 
 
-_conv3x3_kernel = _checked_conv3x3_kernel(os.environ.get(CONV3X3_KERNEL_ENV) or "tiled",
-                                          f"environment variable {CONV3X3_KERNEL_ENV}")
+_conv3x3_kernel = _checked_kernel(os.environ.get(CONV3X3_KERNEL_ENV) or CONV3X3_DEFAULT_KERNEL,
+                                  CONV3X3_KERNELS, "conv3x3",
+                                  f"environment variable {CONV3X3_KERNEL_ENV}")
+_conv3x3_wgrad_kernel = _checked_kernel(
+    os.environ.get(CONV3X3_WGRAD_KERNEL_ENV) or CONV3X3_DEFAULT_WGRAD_KERNEL,
+    CONV3X3_WGRAD_KERNELS, "conv3x3 weight-gradient",
+    f"environment variable {CONV3X3_WGRAD_KERNEL_ENV}")
 
 
 def use_conv3x3_kernel(name: str) -> None:
-    """Select the GPU kernel behind conv3x3's forward pass and input gradient:
-    ``"tiled"`` (shared-memory tiles, the default) or ``"naive"`` (one thread per
-    output, every load from global memory). The environment variable
-    TINYVGG_CONV3X3_KERNEL sets the choice at import. The CPU path is unaffected."""
+    """Select the GPU kernel behind conv3x3's forward pass and input gradient, a step of
+    the ladder in kernels/conv3x3.cu: ``"naive"`` (one thread per output, every load from
+    global memory), ``"tiled"`` (shared-memory tiles, the default), ``"register"`` (each
+    thread 4 pixels x 8 channels), ``"implicit-gemm"`` (a tiled matrix product with im2col
+    gathered on the fly) or ``"tf32-mma"`` (the same on TF32 tensor cores: float32 only,
+    results within about 1e-3 of their scale, compute capability 8.0 or newer). The
+    environment variable TINYVGG_CONV3X3_KERNEL sets the choice at import. The CPU path is
+    unaffected."""
     global _conv3x3_kernel
-    _conv3x3_kernel = _checked_conv3x3_kernel(name, "use_conv3x3_kernel")
+    _conv3x3_kernel = _checked_kernel(name, CONV3X3_KERNELS, "conv3x3", "use_conv3x3_kernel")
 
 
 def conv3x3_kernel() -> str:
-    """The GPU kernel conv3x3 uses now: ``"tiled"`` or ``"naive"``."""
+    """The GPU kernel conv3x3's forward pass and input gradient use now (see
+    :func:`use_conv3x3_kernel`)."""
     return _conv3x3_kernel
+
+
+def conv3x3_kernel_for(dtype) -> str:
+    """The kernel conv3x3 runs for arrays of ``dtype``: the selected one, refused with a
+    TypeError when it computes in TF32 and ``dtype`` is not float32."""
+    dtype = np.dtype(dtype)
+    if _conv3x3_kernel in CONV3X3_TF32_KERNELS and dtype != np.float32:
+        fp_kernels = ", ".join(repr(k) for k in CONV3X3_KERNELS if k not in CONV3X3_TF32_KERNELS)
+        raise TypeError(f"conv3x3: the {_conv3x3_kernel!r} kernel computes in TF32 and takes "
+                        f"float32 only, got {dtype}; for {dtype} select one of {fp_kernels} "
+                        f"with use_conv3x3_kernel")
+    return _conv3x3_kernel
+
+
+def use_conv3x3_weight_grad_kernel(name: str) -> None:
+    """Select the GPU kernel behind conv3x3's weight gradient: ``"reduce"`` (one block per
+    (output, input) channel pair, the default) or ``"implicit-gemm"`` (g @ im2col(x)^T in
+    64 x 128 tiles, the batch's pixels split among blocks and their sums added in a fixed
+    order). Both give the same result on every run. The environment variable
+    TINYVGG_CONV3X3_WGRAD_KERNEL sets the choice at import."""
+    global _conv3x3_wgrad_kernel
+    _conv3x3_wgrad_kernel = _checked_kernel(name, CONV3X3_WGRAD_KERNELS,
+                                            "conv3x3 weight-gradient",
+                                            "use_conv3x3_weight_grad_kernel")
+
+
+def conv3x3_weight_grad_kernel() -> str:
+    """The GPU kernel conv3x3's weight gradient uses now (see
+    :func:`use_conv3x3_weight_grad_kernel`)."""
+    return _conv3x3_wgrad_kernel
 
 
 def _blocks(n: int, per_block: int) -> int:
     return (int(n) + per_block - 1) // per_block
+
+
+def _pixel_splits(tiles: int, pixels: int) -> int:
+    """How many blocks share the sum over the batch's pixels of each result tile."""
+    return max(1, min(_blocks(WGRAD_TARGET_BLOCKS, tiles), pixels // WGRAD_MIN_COLUMNS,
+                      MAX_GRID_Z))
 
 
 def _bias_flag(bias):
@@ -185,8 +263,17 @@ def _bias_flag(bias):
     return (None, 0) if bias is None else (cuda.contiguous(bias), 1)
 
 
+def _require_tf32_tensor_cores(kernel: str) -> None:
+    capability = int(backend.cupy_module().cuda.Device().compute_capability)
+    if capability < TF32_MIN_CAPABILITY:
+        raise backend.DeviceUnavailableError(
+            f"conv3x3: the {kernel!r} kernel needs TF32 tensor cores (compute capability "
+            f"8.0 or newer); this GPU has {capability // 10}.{capability % 10}")
+
+
 def conv3x3_cuda(x, weight, bias=None):
     """conv3x3 of CuPy arrays with the kernel chosen by :func:`use_conv3x3_kernel`."""
+    kernel = conv3x3_kernel_for(x.dtype)
     x, weight = cuda.contiguous(x), cuda.contiguous(weight)
     bias, has_bias = _bias_flag(bias)
     N, C_in, H, W = x.shape
@@ -194,14 +281,30 @@ def conv3x3_cuda(x, weight, bias=None):
     y = cuda.empty((N, C_out, H, W), x.dtype)
     if y.size == 0:
         return y
-    if _conv3x3_kernel == "naive":
-        cuda.launch_elementwise("conv3x3", "conv3x3_forward_naive", x.dtype, y.size,
+    function = CONV3X3_KERNEL_FUNCTIONS[kernel]
+    args = (x, weight, bias, y, N, C_in, C_out, H, W, has_bias)
+    if kernel == "naive":
+        cuda.launch_elementwise("conv3x3", function, x.dtype, y.size,
                                 x, weight, bias, y, C_in, C_out, H, W, has_bias)
-    else:
+    elif kernel == "tiled":
         grid = (_blocks(H, CONV_TILE) * _blocks(W, CONV_TILE), _blocks(C_out, CONV_OUT_GROUP),
                 min(N, MAX_GRID_Z))
-        cuda.launch("conv3x3", "conv3x3_forward_tiled", x.dtype, grid, (CONV_TILE, CONV_TILE),
-                    (x, weight, bias, y, N, C_in, C_out, H, W, has_bias))
+        cuda.launch("conv3x3", function, x.dtype, grid, (CONV_TILE, CONV_TILE), args)
+    elif kernel == "register":
+        grid = (_blocks(H, REG_ROWS) * _blocks(W, REG_COLS), _blocks(C_out, REG_OUT_GROUP),
+                min(N, MAX_GRID_Z))
+        cuda.launch("conv3x3", function, x.dtype, grid, (REG_THREADS_X, REG_ROWS, REG_LAYERS),
+                    args)
+    else:  # one block per 64 x 128 tile of the (C_out, N*H*W) product
+        blocks = _blocks(C_out, IG_BM) * _blocks(N * H * W, IG_BN)
+        if blocks > MAX_GRID_X:
+            raise ValueError(f"conv3x3: {N}x{C_out}x{H}x{W} outputs need {blocks} blocks, more "
+                             f"than the {MAX_GRID_X} a grid allows; use a smaller batch")
+        if kernel in CONV3X3_TF32_KERNELS:
+            _require_tf32_tensor_cores(kernel)
+            cuda.launch("conv3x3", function, None, blocks, IG_THREADS, args)  # float only
+        else:
+            cuda.launch("conv3x3", function, x.dtype, blocks, IG_THREADS, args)
     return y
 
 
@@ -212,14 +315,28 @@ def conv3x3_input_grad_cuda(g, weight):
 
 
 def conv3x3_weight_grad_cuda(x, g):
-    """dL/dw (Cout, Cin, 3, 3): one block per (output, input) channel pair."""
+    """dL/dw (Cout, Cin, 3, 3) with the kernel chosen by
+    :func:`use_conv3x3_weight_grad_kernel`; the same on every run (no atomics)."""
     x, g = cuda.contiguous(x), cuda.contiguous(g)
     N, C_in, H, W = x.shape
     C_out = g.shape[1]
     dw = cuda.empty((C_out, C_in, 3, 3), x.dtype)
-    if dw.size:
-        cuda.launch("conv3x3", "conv3x3_weight_grad", x.dtype, C_out * C_in, REDUCE_THREADS,
+    if dw.size == 0:
+        return dw
+    function = CONV3X3_WGRAD_KERNEL_FUNCTIONS[_conv3x3_wgrad_kernel]
+    if _conv3x3_wgrad_kernel == "reduce":
+        cuda.launch("conv3x3", function, x.dtype, C_out * C_in, REDUCE_THREADS,
                     (x, g, dw, N, C_in, C_out, H, W))
+        return dw
+    # dw as a (C_out, 9 C_in) matrix, in 64 x 128 tiles, each summed over split pixel ranges
+    tiles_x, tiles_y = _blocks(9 * C_in, IG_BN), _blocks(C_out, IG_BM)
+    splits = _pixel_splits(tiles_x * tiles_y, N * H * W)
+    partial = dw if splits == 1 else cuda.empty((splits,) + dw.shape, x.dtype)
+    cuda.launch("conv3x3", function, x.dtype, (tiles_x, tiles_y, splits), IG_THREADS,
+                (x, g, partial, N, C_in, C_out, H, W))
+    if splits > 1:
+        cuda.launch_elementwise("conv1x1", "conv1x1_sum_splits", x.dtype, dw.size,
+                                partial, dw, splits)
     return dw
 
 
@@ -259,9 +376,7 @@ def conv1x1_weight_grad_cuda(x, g):
     dw = cuda.empty((C_out, C_in), x.dtype)
     if dw.size == 0:
         return dw
-    tiles = _blocks(C_out, GEMM_TILE) * _blocks(C_in, GEMM_TILE)
-    splits = max(1, min(_blocks(WGRAD_TARGET_BLOCKS, tiles), N * H * W // WGRAD_MIN_COLUMNS,
-                        MAX_GRID_Z))
+    splits = _pixel_splits(_blocks(C_out, GEMM_TILE) * _blocks(C_in, GEMM_TILE), N * H * W)
     partial = dw if splits == 1 else cuda.empty((splits, C_out, C_in), x.dtype)
     grid = (_blocks(C_in, GEMM_TILE), _blocks(C_out, GEMM_TILE), splits)
     cuda.launch("conv1x1", "conv1x1_weight_grad", x.dtype, grid, (GEMM_SIDE, GEMM_SIDE),
@@ -304,13 +419,12 @@ class Conv3x3(Function):
             if ctx.needs_input_grad[1]:
                 ctx.save(x=x)
             return conv3x3_cuda(x, weight, bias)
-        N, _, H, W = x.shape
-        w_matrix, rows = kernel_matrix(weight), im2col3x3(x)
-        if ctx.needs_input_grad[0]:
-            ctx.save(w_matrix=w_matrix)
-        if ctx.needs_input_grad[1]:
-            ctx.save(rows=rows)
-        return from_pixel_rows(affine_rows(rows, w_matrix, bias), N, H, W)
+        # the rung of tinyvgg.ops.conv_ladder selected for this shape; backward runs
+        # the same one, whatever is selected by then
+        implementation = conv_ladder.implementation_for(x.shape)
+        y, saved = implementation.forward(x, weight, bias, *ctx.needs(2))
+        ctx.save(cpu_implementation=implementation, **saved)
+        return y
 
     @staticmethod
     def backward(ctx, g):
@@ -321,16 +435,7 @@ class Conv3x3(Function):
             dw = conv3x3_weight_grad_cuda(ctx.x, g) if need_w else None
             db = conv_bias_grad_cuda(g) if need_b else None
             return dx, dw, db
-        N, C_out, H, W = g.shape
-        g_rows = pixel_rows(g)
-        dx = dw = db = None
-        if need_x:  # a 3x3 convolution of g with the turned kernel
-            dx = from_pixel_rows(im2col3x3(g) @ turned_kernel_rows(ctx.w_matrix), N, H, W)
-        if need_w:  # columns (u, v, c) back to (Cout, C, 3, 3)
-            dw = (g_rows.T @ ctx.rows).reshape(C_out, 3, 3, -1).transpose(0, 3, 1, 2)
-        if need_b:
-            db = g_rows.sum(axis=0)
-        return dx, dw, db
+        return ctx.cpu_implementation.backward(ctx, g, need_x, need_w, need_b)
 
 
 class Conv1x1(Function):

@@ -10,12 +10,17 @@ Backward, with g = dL/dy of shape (N, out)::
     dL/dW = g^T x            (out, N) @ (N, in)
     dL/db = sum_n g[n, :]
 
-On the GPU all three products are one kernel, ``gemm`` of kernels/gemm.cu,
-told which operand to read transposed; the bias is added by
-``add_bias_rows`` and summed by ``sum_rows``. Convolutions reach the same
-kernels through ``affine_rows_gpu`` / ``affine_rows_backward_gpu``.
+On the GPU all three products are one kernel of kernels/gemm.cu, told which
+operand to read transposed: ``gemm`` (shared-memory tiles, the default), or
+the other steps of the ladder there, ``gemm_naive`` and ``gemm_register``,
+chosen with :func:`use_gemm_kernel` or the environment variable
+``TINYVGG_GEMM_KERNEL``; the bias is added by ``add_bias_rows`` and summed by
+``sum_rows``. Convolutions reach the same kernels through
+``affine_rows_gpu`` / ``affine_rows_backward_gpu``.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -23,9 +28,24 @@ from .. import cuda
 from ..tensor import Function
 from . import checks
 
-GEMM_TILE = 64  # rows and columns of C per block in kernels/gemm.cu
-GEMM_BLOCK = (16, 16)  # threads per block: each computes 4 x 4 values of the tile
-MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y (gemm puts tiles of columns there)
+#: the matrix-product kernels of kernels/gemm.cu, a ladder (its opening comment gives each
+#: step's idea and cost): name -> kernel
+GEMM_KERNEL_FUNCTIONS = {
+    "naive": "gemm_naive",        # one thread per element of C, global loads
+    "tiled": "gemm",              # 64 x 64 shared-memory tiles, 4 x 4 values per thread
+    "register": "gemm_register",  # 64 x 128 tiles, 8 x 8 values per thread, vector loads
+}
+GEMM_KERNELS = tuple(GEMM_KERNEL_FUNCTIONS)
+GEMM_DEFAULT_KERNEL = "tiled"
+GEMM_KERNEL_ENV = "TINYVGG_GEMM_KERNEL"
+
+# Launch shapes; they must match the constants at the top of kernels/gemm.cu
+# (tests/test_kernels_compile.py compares them).
+GEMM_TILE = 64  # gemm: rows and columns of C per block
+GEMM_BLOCK = (16, 16)  # gemm: threads per block, each computing 4 x 4 values of the tile
+REG_BM, REG_BN = 64, 128  # gemm_register: rows and columns of C per block
+REG_THREADS = 128  # gemm_register: threads per (1-D) block, each computing 8 x 8 values
+MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y (the tiled kernels put tiles of columns there)
 SUM_COLUMNS, SUM_ROW_THREADS = 32, 8  # sum_rows' block: 32 columns x 8 threads down the rows
 SUM_TARGET_BLOCKS = 1024  # enough blocks to fill a GPU; tall inputs are split into row chunks
 
@@ -61,11 +81,37 @@ def affine_rows_backward(g_rows, rows, weight, need_rows, need_weight, need_bias
 
 # --- GPU: kernels/gemm.cu ------------------------------------------------------
 
+def _checked_gemm_kernel(name, where: str) -> str:
+    if name not in GEMM_KERNELS:
+        raise ValueError(f"{where}: unknown gemm kernel {name!r}; "
+                         f"choose one of {', '.join(repr(k) for k in GEMM_KERNELS)}")
+    return name
+
+
+_gemm_kernel = _checked_gemm_kernel(os.environ.get(GEMM_KERNEL_ENV) or GEMM_DEFAULT_KERNEL,
+                                    f"environment variable {GEMM_KERNEL_ENV}")
+
+
+def use_gemm_kernel(name: str) -> None:
+    """Select the GPU kernel behind every matrix product of ``linear`` (forward, input and
+    weight gradients): ``"naive"`` (one thread per element, every load from global memory),
+    ``"tiled"`` (64 x 64 shared-memory tiles, 4 x 4 values per thread, the default) or
+    ``"register"`` (64 x 128 tiles, 8 x 8 values per thread, vector loads). The environment
+    variable TINYVGG_GEMM_KERNEL sets the choice at import. The CPU path is unaffected."""
+    global _gemm_kernel
+    _gemm_kernel = _checked_gemm_kernel(name, "use_gemm_kernel")
+
+
+def gemm_kernel() -> str:
+    """The GPU kernel ``linear``'s matrix products use now (see :func:`use_gemm_kernel`)."""
+    return _gemm_kernel
+
+
 def gemm_gpu(a, b, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0,
              beta: float = 0.0, out=None):
     """alpha * op(a) @ op(b) + beta * out for 2-D CuPy arrays of one dtype, where op
-    transposes its operand when asked. Returns ``out`` (a new array when None, then
-    beta must be 0)."""
+    transposes its operand when asked, with the kernel chosen by :func:`use_gemm_kernel`.
+    Returns ``out`` (a new array when None, then beta must be 0)."""
     a, b = cuda.contiguous(a), cuda.contiguous(b)
     M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
     K_b, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
@@ -82,12 +128,18 @@ def gemm_gpu(a, b, trans_a: bool = False, trans_b: bool = False, alpha: float = 
                          f"got shape {tuple(out.shape)}, dtype {out.dtype}")
     if M == 0 or N == 0:
         return out
-    grid = (cuda.blocks_for(M, GEMM_TILE), cuda.blocks_for(N, GEMM_TILE))
+    function = GEMM_KERNEL_FUNCTIONS[_gemm_kernel]
+    args = (a, b, out, M, N, K, int(trans_a), int(trans_b), float(alpha), float(beta))
+    if _gemm_kernel == "naive":
+        cuda.launch("gemm", function, a.dtype, cuda.blocks_for(M * N), cuda.THREADS, args)
+        return out
+    tile_rows, tile_cols = (GEMM_TILE, GEMM_TILE) if _gemm_kernel == "tiled" else (REG_BM, REG_BN)
+    grid = (cuda.blocks_for(M, tile_rows), cuda.blocks_for(N, tile_cols))
     if grid[1] > MAX_GRID_Y:
         raise ValueError(f"gemm: {N} columns need {grid[1]} column tiles, more than the "
                          f"{MAX_GRID_Y} a grid allows")
-    cuda.launch("gemm", "gemm", a.dtype, grid, GEMM_BLOCK,
-                (a, b, out, M, N, K, int(trans_a), int(trans_b), float(alpha), float(beta)))
+    block = GEMM_BLOCK if _gemm_kernel == "tiled" else REG_THREADS
+    cuda.launch("gemm", function, a.dtype, grid, block, args)
     return out
 
 
