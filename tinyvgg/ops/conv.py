@@ -28,13 +28,17 @@ same column order::
 The result is channels-last (NHWC) in memory; it is returned as an NCHW
 view of that memory, so the next layer reads it without a transpose copy.
 
+That is the ``im2col`` rung, the CPU default; ``conv_ladder.py`` holds it
+beside the naive loops, shifted GEMMs without the copy and Winograd F(2x2, 3x3),
+selected with ``conv_ladder.use_conv3x3_cpu``.
+
 On the GPU the convolutions run our kernels on C-contiguous NCHW arrays:
-``kernels/conv3x3.cu`` (a shared-memory tiled kernel, or the naive one-thread-
-per-output kernel, chosen with :func:`use_conv3x3_kernel` or the environment
-variable ``TINYVGG_CONV3X3_KERNEL``) and ``kernels/conv1x1.cu`` (a tiled
-matrix product over the batch's pixels). The input gradient is the forward
-kernel run on ``g`` with the turned kernel; the weight and bias gradients are
-deterministic block reductions (no atomics).
+``kernels/conv3x3.cu`` (a ladder of five forward kernels from naive to TF32
+tensor cores, chosen with :func:`use_conv3x3_kernel` or the environment
+variable ``TINYVGG_CONV3X3_KERNEL``, and two weight-gradient kernels) and
+``kernels/conv1x1.cu`` (a tiled matrix product over the batch's pixels). The
+input gradient is the forward kernel run on ``g`` with the turned kernel; the
+weight and bias gradients are deterministic (no atomics).
 """
 from __future__ import annotations
 
@@ -406,6 +410,7 @@ class Conv3x3(Function):
 
     Backward: dL/db = sum of g over (n, i, j); dL/dw = g^T @ im2col(x);
     dL/dx = conv3x3(g) with the kernel turned 180 degrees, in/out swapped.
+    CPU: the rung of conv_ladder.py selected for the shape (im2col by default).
     GPU: kernels/conv3x3.cu."""
     name = "conv3x3"
 
