@@ -116,7 +116,8 @@ def machine_info() -> dict:
                                check=True).stdout.strip()
         commit += "+uncommitted" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+        # a copy of the tree without its .git (e.g. shipped to a GPU machine) says which commit
+        commit = os.environ.get("TINYVGG_COMMIT", "unknown")
     blas = "unknown"
     try:
         config = np.show_config(mode="dicts")
