@@ -25,6 +25,7 @@ largest value), so a fast wrong kernel shows.
 
     python benchmarks/bench_gpu.py             # writes benchmarks/results/gpu-<device>.{json,md}
     python benchmarks/bench_gpu.py --quick     # 3 repeats, no training step
+    python benchmarks/bench_gpu.py --parts step --out /tmp/step   # the training step alone
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ VGG16_CONV_COUNTS = [1, 1, 1, 1, 1, 2, 1, 2, 3]
 VGG16_FC_SHAPES = [(25088, 4096), (4096, 4096), (4096, 1000)]
 #: the three jobs of a layer: forward, input gradient, weight gradient
 JOBS = ("fwd", "dx", "dw")
+PARTS = ("conv", "linear", "step")  # the per-layer conv ladder, the gemm ladder, the VGG step
 SLOW_KERNELS = ("naive",)  # timed with a third of the repeats
 
 
@@ -358,11 +360,12 @@ def markdown(report):
         rows = [r for r in report["convs"] if r["batch"] == batch]
         lines += _ladder_table(f"conv3x3 per layer, batch {batch}", rows, conv_jobs, cudnn_mode,
                                "cuDNN")
-    lines += ["", "## The gemm ladder on VGG-16's fully connected layers",
-              "", "Against torch.matmul (cuBLAS); our kernels are FP32, so ratios are to "
-                  "strict FP32."]
-    lines += _ladder_table("linear", report["linears"], gemm_jobs, lambda kernel: "strict",
-                           "cuBLAS")
+    if report["linears"]:
+        lines += ["", "## The gemm ladder on VGG-16's fully connected layers",
+                  "", "Against torch.matmul (cuBLAS); our kernels are FP32, so ratios are to "
+                      "strict FP32."]
+        lines += _ladder_table("linear", report["linears"], gemm_jobs, lambda kernel: "strict",
+                               "cuBLAS")
     for step in report["steps"]:
         lines += ["", f"## VGG-16 training step, 224x224, batch {step['batch']}", "",
                   "Our kernels: " + ", ".join(f"{k} {v}" for k, v in step["kernels"].items()) + ".",
@@ -388,6 +391,8 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, nargs="+", default=[64])
     parser.add_argument("--step-batch", type=int, default=64)
     parser.add_argument("--quick", action="store_true", help="3 repeats, no training step")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="what to time (default: all)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.quick:
@@ -408,11 +413,12 @@ def main(argv=None):
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
     report = dict(machine=machine_info(), device=name, cupy=cupy.__version__,
                   cudnn=None if torch is None else torch.backends.cudnn.version(),
-                  repeats=args.repeats, warmup=args.warmup, batches=args.batches,
+                  repeats=args.repeats, warmup=args.warmup,
+                  batches=args.batches if "conv" in args.parts else [],
                   convs=[], linears=[], steps=[], conv_totals={})
     conv_jobs = {"fwd": conv.CONV3X3_KERNELS, "dx": conv.CONV3X3_KERNELS,
                  "dw": conv.CONV3X3_WGRAD_KERNELS}
-    for batch in args.batches:
+    for batch in args.batches if "conv" in args.parts else []:
         rows = []
         for c_in, c_out, size in VGG16_CONV_SHAPES:
             row = bench_conv(torch, batch, c_in, c_out, size, args.warmup, args.repeats)
@@ -423,14 +429,14 @@ def main(argv=None):
                 for job in row["jobs"]), flush=True)
         report["convs"] += rows
         report["conv_totals"][str(batch)] = ladder_totals(rows, VGG16_CONV_COUNTS, conv_jobs)
-    for in_features, out_features in VGG16_FC_SHAPES:
+    for in_features, out_features in VGG16_FC_SHAPES if "linear" in args.parts else []:
         row = bench_linear(torch, args.step_batch, in_features, out_features, args.warmup,
                            args.repeats)
         report["linears"].append(row)
         print(f"linear {row['shape']}: " + "; ".join(
             f"{job} " + ", ".join(f"{k} {ms:.2f}" for k, ms in row["ms"][job].items())
             for job in JOBS), flush=True)
-    if not args.quick:
+    if "step" in args.parts and not args.quick:
         step = bench_training_step(torch, args.step_batch, args.warmup, args.repeats)
         report["steps"].append(step)
         print(f"VGG-16 step, batch {step['batch']}: tinyvgg {step['tinyvgg_ms']:.1f} ms, PyTorch "
