@@ -6,7 +6,8 @@
 Each run directory holds the ``metrics.json`` that ``tinyvgg train`` wrote; its
 command, wall time and test accuracy become one row of
 ``benchmarks/results/training-<machine>.{json,md}`` (rows with the same command
-are replaced). ``--ensemble`` evaluates checkpoints with ``tinyvgg eval
+are replaced). Runs made on a GPU machine are recorded with ``--gpu NAME`` in
+``training-<gpu>.{json,md}``. ``--ensemble`` evaluates checkpoints with ``tinyvgg eval
 --ensemble`` and records each member's and the ensemble's test accuracy.
 """
 from __future__ import annotations
@@ -34,7 +35,8 @@ def run_row(run_dir: Path, commit: str | None, wall_seconds: float | None,
     if wall_seconds is None:
         raise SystemExit(f"{run_dir}: metrics.json has no wall time; pass --wall-seconds "
                          f"(as measured by e.g. /usr/bin/time)")
-    config = TrainConfig.from_dict(metrics["config"])
+    # read for the table only: a run trained on a GPU is recorded on machines without one
+    config = TrainConfig.from_dict({**metrics["config"], "device": "cpu"})
     curves = None
     if (run_dir / "curves.png").is_file():  # the run's training curves, kept with the table
         curves = f"curves-{run_dir.name}.png"
@@ -69,10 +71,16 @@ def ensemble_row(paths, commit: str | None, note: str | None, flip: bool) -> dic
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    lines = [f"# Training results on {m['cpu']} ({m['cores']} cores)", "",
-             f"NumPy {m['numpy']} ({m['numpy_blas']}), Python {m['python']}; recorded "
-             f"{m['date']}. Each row is one command, run as shown; wall time includes "
-             f"loading the data, validation each epoch and the final test pass.", "",
+    if m.get("gpu"):
+        title = f"one {m['gpu']}"
+        software = "tinyvgg's CUDA kernels through CuPy (`--device cuda`, float32)"
+    else:
+        title = f"{m['cpu']} ({m['cores']} cores)"
+        software = f"NumPy {m['numpy']} ({m['numpy_blas']}), Python {m['python']}"
+    lines = [f"# Training results on {title}", "",
+             f"{software}; recorded {m['date']}. Each row is one command, run as shown; wall "
+             f"time includes loading the data, validation each epoch and the final test "
+             f"pass.", "",
              "| dataset | model | epochs | wall time | test accuracy | command | commit | note |",
              "|---|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
@@ -101,11 +109,17 @@ def main(argv=None) -> int:
                                          "(default: the current one)")
     parser.add_argument("--wall-seconds", type=float,
                         help="the run's wall time, for metrics.json files that lack it")
+    parser.add_argument("--gpu", metavar="NAME",
+                        help="the runs trained on this GPU (e.g. 'NVIDIA H100 80GB HBM3'): "
+                             "recorded in training-<gpu>.{json,md}")
     parser.add_argument("--note", help="a remark for the table (e.g. what shared the machine)")
     args = parser.parse_args(argv)
     machine = machine_info()
     commit = args.commit or machine["commit"]
-    slug = re.sub(r"[^a-z0-9]+", "-", f"{machine['cpu']} {machine['cores']}cores".lower())
+    if args.gpu:
+        machine = {"gpu": args.gpu, "date": machine["date"], "commit": machine["commit"]}
+    where = args.gpu or f"{machine['cpu']} {machine['cores']}cores"
+    slug = re.sub(r"[^a-z0-9]+", "-", where.lower())
     stem = RESULTS / f"training-{slug.strip('-')}"
     report = {"machine": machine, "rows": []}
     if stem.with_suffix(".json").exists():

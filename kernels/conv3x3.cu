@@ -127,7 +127,8 @@
 // of kernels/conv1x1.cu). Thread t stages pixel t % 8 of each slice: 4
 // output channels of g (rows t / 8 + 16 i) and 8 columns of im2col(x)
 // (t / 8 + 16 j), so a warp reads runs of 8 neighbouring pixels; it steps
-// its pixel's (n, h, w) along by 8 instead of dividing. Cost as step 4.
+// its pixel's (n, h, w) along by 8 instead of dividing, and splits its 8
+// columns into (channel, tap) once, before the loop. Cost as step 4.
 //
 // Both weight gradients are deterministic: no atomics, fixed summation order.
 //
@@ -758,6 +759,19 @@ __global__ void conv3x3_weight_grad_implicit_gemm(const T* x, const T* g, T* par
     long long p = begin + kk;
     Pixel at = locate(p, end, H, W);
 
+    // A thread's 8 columns k = (ci, tap) are the same in every slice: split them into the
+    // channel's plane offset and the tap (-1 past the last column) once, here, because
+    // a 64-bit division per column and slice cost as much as the slice's 512 FMAs.
+    int plane[IG_BN / 16];  // ci * H * W: the host checks that one image has under 2^31 values
+    int tap_of[IG_BN / 16];
+#pragma unroll
+    for (int i = 0; i < IG_BN / 16; ++i) {
+        const long long k = k0 + lead + 16 * i;
+        const long long ci = k < K ? k / 9 : 0;
+        plane[i] = (int)(ci * HW);
+        tap_of[i] = k < K ? (int)(k - 9 * ci) : -1;
+    }
+
     T acc[8][8];
 #pragma unroll
     for (int i = 0; i < 8; ++i)
@@ -765,26 +779,22 @@ __global__ void conv3x3_weight_grad_implicit_gemm(const T* x, const T* g, T* par
         for (int j = 0; j < 8; ++j) acc[i][j] = T(0);
 
     for (long long pc = begin; pc < end; pc += IG_BK) {
+        const long long g_pixel = ((long long)at.image * Cout * H + at.row) * W + at.col;
+        const long long x_image = (long long)at.image * Cin * HW;
 #pragma unroll
         for (int i = 0; i < IG_BM / 16; ++i) {
             const int m = lead + 16 * i;
             const long long co = co0 + m;
-            a_tile[kk][m] = at.valid && co < Cout ? g[nchw_index(at, co, Cout, H, W)] : T(0);
+            a_tile[kk][m] = at.valid && co < Cout ? g[g_pixel + co * HW] : T(0);
         }
 #pragma unroll
         for (int i = 0; i < IG_BN / 16; ++i) {
-            const int j = lead + 16 * i;
-            const long long k = k0 + j;
-            T v = T(0);
-            if (at.valid && k < K) {
-                const long long ci = k / 9;
-                const int tap = (int)(k - ci * 9);
-                const long long r = at.row + tap / 3 - 1;
-                const long long c = at.col + tap % 3 - 1;
-                if (r >= 0 && r < H && c >= 0 && c < W)
-                    v = x[((at.image * Cin + ci) * H + r) * W + c];
-            }
-            b_tile[kk][j] = v;
+            const int tap = tap_of[i];
+            const int r = at.row + tap / 3 - 1;
+            const int c = at.col + tap % 3 - 1;
+            const bool inside = at.valid && tap >= 0 && r >= 0 && r < H && c >= 0 && c < W;
+            b_tile[kk][lead + 16 * i] = inside ? x[x_image + plane[i] + (long long)r * W + c]
+                                               : T(0);
         }
         __syncthreads();
         multiply_slice(a_tile, b_tile, acc, tm, tn);

@@ -332,6 +332,10 @@ def conv3x3_weight_grad_cuda(x, g):
         cuda.launch("conv3x3", function, x.dtype, C_out * C_in, REDUCE_THREADS,
                     (x, g, dw, N, C_in, C_out, H, W))
         return dw
+    if C_in * H * W >= 2**31:  # the kernel keeps each column's channel offset in an int
+        raise ValueError(f"conv3x3 weight gradient: one image of {C_in}x{H}x{W} values is "
+                         f"more than the implicit-gemm kernel indexes (under 2^31); select "
+                         f"use_conv3x3_weight_grad_kernel('reduce')")
     # dw as a (C_out, 9 C_in) matrix, in 64 x 128 tiles, each summed over split pixel ranges
     tiles_x, tiles_y = _blocks(9 * C_in, IG_BN), _blocks(C_out, IG_BM)
     splits = _pixel_splits(tiles_x * tiles_y, N * H * W)
