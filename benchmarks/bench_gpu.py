@@ -107,6 +107,31 @@ def set_torch_mode(torch, mode: str):
     torch.backends.cudnn.benchmark = True
 
 
+def measure_peaks(torch, warmup, repeats, size=8192, copy_bytes=2**30):
+    """The device's ceilings, measured here: a size^3 float32 matrix product through
+    cuBLAS (torch.matmul, strict FP32 and TF32; CuPy's matmul without PyTorch) in TFLOP/s,
+    and a device-to-device copy in GB/s counting bytes read plus bytes written."""
+    cupy = backend.cupy_module()
+    peaks = {}
+    if torch is not None:
+        a, b = (torch.randn(size, size, device="cuda") for _ in range(2))
+        for mode in TORCH_MODES:
+            set_torch_mode(torch, mode)
+            ms = torch_median_ms(torch, lambda: a @ b, warmup, repeats)
+            peaks[f"gemm_{mode}_tflops"] = 2 * size ** 3 / ms / 1e9
+        a = b = None
+        torch.cuda.empty_cache()
+    else:
+        a, b = (cupy.random.standard_normal((size, size), dtype=cupy.float32) for _ in range(2))
+        ms = cuda_median_ms(lambda: a @ b, warmup, repeats)
+        peaks["gemm_strict_tflops"] = 2 * size ** 3 / ms / 1e9
+    source = cupy.random.standard_normal(copy_bytes // 4, dtype=cupy.float32)
+    target = cupy.empty_like(source)
+    ms = cuda_median_ms(lambda: cupy.copyto(target, source), warmup, repeats)
+    peaks["copy_gbs"] = 2 * copy_bytes / ms / 1e6
+    return peaks
+
+
 def relative_error(ours, reference) -> float:
     """max |ours - reference| / max |reference|, on the GPU (CuPy arrays or torch tensors)."""
     cupy = backend.cupy_module()
@@ -330,32 +355,55 @@ def _ladder_table(title, rows, kernels_of_job, mode_of, library):
     return lines
 
 
+def _cudnn_version(number):
+    """torch.backends.cudnn.version()'s 91900 as "9.19.0" (cuDNN 9 numbers it so)."""
+    if not number:
+        return "-"
+    return f"{number // 10000}.{number % 10000 // 100}.{number % 100}"
+
+
 def markdown(report):
     m = report["machine"]
     conv_jobs = {"fwd": list(conv.CONV3X3_KERNELS), "dx": list(conv.CONV3X3_KERNELS),
                  "dw": list(conv.CONV3X3_WGRAD_KERNELS)}
     gemm_jobs = {job: list(linear.GEMM_KERNELS) for job in JOBS}
     lines = [f"# GPU benchmark: tinyvgg's kernel ladders vs PyTorch {m['torch']} + cuDNN", "",
-             f"{report['device']}; CuPy {report['cupy']}; cuDNN {report['cudnn']}; "
+             f"{report['device']}; CuPy {report['cupy']}; cuDNN {_cudnn_version(report['cudnn'])}; "
              f"commit {m['commit']}; {m['date']}.", "",
              f"CUDA-event medians of {report['repeats']} runs after {report['warmup']} warm-up "
              f"(naive kernels: a third of the runs). Cells: ms (GFLOP/s, ratio). Ratio = our "
              "throughput / the library's (1.0 = parity, higher is faster): FP32 kernels against "
              "strict FP32, TF32 kernels against TF32. Max error: the largest difference from "
              "the strict FP32 library result over its largest value, worst kernel."]
+    peaks = report.get("peaks", {})
+    if peaks:
+        lines += ["", "Peaks measured in this run: " + "; ".join(
+            [f"{size} float32 matrix product {peaks[f'gemm_{mode}_tflops']:.1f} TFLOP/s "
+             f"({mode})" for mode, size in (("strict", "8192^3"), ("tf32", "8192^3"))
+             if f"gemm_{mode}_tflops" in peaks] +
+            [f"device-to-device copy {peaks['copy_gbs']:.0f} GB/s (read + written)"]) + ". "
+            "A rung's share of peak divides its TFLOP/s by the matrix product's in its "
+            "precision."]
+
+    def of_peak(tflops, mode):
+        peak = peaks.get(f"gemm_{mode}_tflops")
+        return "-" if not peak else f"{100 * tflops / peak:.0f}%"
     for batch, totals in report["conv_totals"].items():
         lines += ["", f"## The conv3x3 ladder over VGG-16's 13 conv layers, batch {batch}", "",
-                  "| job | step | ms | TFLOP/s | ratio |", "|---|---|---|---|---|"]
+                  "| job | step | ms | TFLOP/s | of peak | ratio |", "|---|---|---|---|---|---|"]
         for job, t in totals.items():
             for kernel, ms in t["ms"].items():
                 theirs = t["torch_ms"].get(cudnn_mode(kernel))
-                lines.append(f"| {job} | {kernel} | {ms:.1f} | {t['flops'] / ms / 1e9:.1f} | "
+                tflops = t["flops"] / ms / 1e9
+                lines.append(f"| {job} | {kernel} | {ms:.1f} | {tflops:.1f} | "
+                             f"{of_peak(tflops, cudnn_mode(kernel))} | "
                              f"{_fmt(_ratio(ms, theirs), '.2f')} |")
             for mode in TORCH_MODES:
                 if mode in t["torch_ms"]:
                     ms = t["torch_ms"][mode]
-                    lines.append(f"| {job} | cuDNN {mode} | {ms:.1f} | "
-                                 f"{t['flops'] / ms / 1e9:.1f} | 1.00 |")
+                    tflops = t["flops"] / ms / 1e9
+                    lines.append(f"| {job} | cuDNN {mode} | {ms:.1f} | {tflops:.1f} | "
+                                 f"{of_peak(tflops, mode)} | 1.00 |")
     for batch in report["batches"]:
         rows = [r for r in report["convs"] if r["batch"] == batch]
         lines += _ladder_table(f"conv3x3 per layer, batch {batch}", rows, conv_jobs, cudnn_mode,
@@ -415,7 +463,9 @@ def main(argv=None):
                   cudnn=None if torch is None else torch.backends.cudnn.version(),
                   repeats=args.repeats, warmup=args.warmup,
                   batches=args.batches if "conv" in args.parts else [],
-                  convs=[], linears=[], steps=[], conv_totals={})
+                  convs=[], linears=[], steps=[], conv_totals={},
+                  peaks=measure_peaks(torch, args.warmup, args.repeats))
+    print("peaks: " + ", ".join(f"{k} {v:.1f}" for k, v in report["peaks"].items()), flush=True)
     conv_jobs = {"fwd": conv.CONV3X3_KERNELS, "dx": conv.CONV3X3_KERNELS,
                  "dw": conv.CONV3X3_WGRAD_KERNELS}
     for batch in args.batches if "conv" in args.parts else []:
