@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=["tinyvgg", "tinyvgg.ops", "tinyvgg.nn", "tinyvgg.models", "tinyvgg.data",
-              "tinyvgg.kernels"],
+              "tinyvgg.experiments", "tinyvgg.kernels"],
     # The CUDA sources live at the top level but install as tinyvgg/kernels/.
     package_dir={"tinyvgg.kernels": "kernels"},
     package_data={"tinyvgg.kernels": ["*.cu", "*.cuh", "README.md"]},

@@ -49,11 +49,12 @@ def test_dtype_mix_is_a_type_error():
         F.conv3x3(t(1, 3, 5, 5), t(4, 3, 3, 3, dtype=np.float64))
 
 
-@pytest.mark.parametrize("op, name", [(F.relu, "relu"), (F.maxpool2x2, "maxpool2x2"),
+@pytest.mark.parametrize("op, name", [(F.relu, "relu"), (F.tanh, "tanh"),
+                                      (F.maxpool2x2, "maxpool2x2"),
                                       (lambda x: F.dropout(x, 0.5, seed=0), "dropout"),
                                       (lambda x: F.local_response_norm(x, 3),
                                        "local_response_norm")],
-                         ids=["relu", "maxpool2x2", "dropout", "local_response_norm"])
+                         ids=["relu", "tanh", "maxpool2x2", "dropout", "local_response_norm"])
 def test_integer_input_is_a_type_error(op, name):
     with raises(TypeError, name, "float32 or float64", "int64"):
         op(tv.tensor(np.ones((1, 1, 2, 2), dtype=np.int64)))

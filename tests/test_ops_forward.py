@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from helpers import (assert_close, dtypes, in_layout, layouts, layouts_4d, leaf, nchw_shapes,
                      randn, rng, seeds, small_integers)
 from tinyvgg import functional as F
-from tinyvgg.ops.activation import relu_naive
+from tinyvgg.ops.activation import relu_naive, tanh_naive
 from tinyvgg.ops.conv import conv_backward_naive, conv_naive
 from tinyvgg.ops.dropout import dropout_mask_naive
 from tinyvgg.ops.linear import linear_naive
@@ -95,6 +95,14 @@ def test_maxpool2x2_nan_wins_its_window_like_naive():
 def test_relu_forward_matches_naive(shape, dtype, layout, seed):
     x = in_layout(small_integers(seed, shape, dtype) * randn(seed, shape, dtype), layout)
     np.testing.assert_array_equal(F.relu(leaf(x, False)).numpy(), relu_naive(x))
+
+
+@given(shape=nchw_shapes(), dtype=dtypes, layout=layouts_4d, seed=seeds)
+def test_tanh_forward_matches_naive(shape, dtype, layout, seed):
+    x = in_layout(4 * randn(seed, shape, dtype), layout)
+    y = F.tanh(leaf(x, False))
+    assert y.dtype == x.dtype
+    assert_close(y, tanh_naive(x))
 
 
 @given(n=st.integers(1, 5), k=st.integers(1, 6), out=st.integers(1, 5), with_bias=st.booleans(),

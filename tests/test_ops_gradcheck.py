@@ -49,6 +49,12 @@ def test_relu_gradients(mode, shape, layout, seed):
 
 
 @mode_param
+@given(shape=small_nchw_shapes, layout=layouts_4d, seed=seeds)
+def test_tanh_gradients_in_the_middle_and_the_flat_tails(mode, shape, layout, seed):
+    check(F.tanh, [leaf(in_layout(3 * randn(seed, shape), layout))], mode)
+
+
+@mode_param
 @given(lead=st.lists(st.integers(1, 3), min_size=1, max_size=2).map(tuple),
        k=st.integers(1, 5), out=st.integers(1, 4), layout=layouts, seed=seeds)
 def test_linear_gradients_for_2d_and_3d_input(mode, lead, k, out, layout, seed):

@@ -74,6 +74,16 @@ def test_relu_matches_torch_including_zero_inputs(shape, dtype, layout, seed):
     np.testing.assert_array_equal(ours.grad, theirs.grad.numpy())
 
 
+@given(shape=nchw_shapes(), dtype=dtypes, layout=layouts_4d, seed=seeds)
+def test_tanh_matches_torch_including_saturated_inputs(shape, dtype, layout, seed):
+    x = 5 * randn(seed, shape, dtype)
+    ours, theirs = leaf(in_layout(x, layout)), torch_leaf(x)
+    y, y_torch = F.tanh(ours), torch.tanh(theirs)
+    assert_matches_torch(y, y_torch)
+    backward_both(y, y_torch, seed + 1)
+    assert_matches_torch(ours.grad, theirs.grad)
+
+
 @given(lead=st.lists(st.integers(1, 4), min_size=0, max_size=2).map(tuple), k=st.integers(1, 6),
        out=st.integers(1, 5), dtype=dtypes, seed=seeds)
 def test_linear_matches_torch_for_1d_2d_and_3d_input(lead, k, out, dtype, seed):

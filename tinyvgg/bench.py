@@ -18,7 +18,6 @@ seconds apart on the same data, are the numbers to read.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import platform
@@ -34,6 +33,7 @@ import numpy as np
 from . import functional as F
 from .fileio import atomic_write
 from .models import cfgs, vgg16
+from .plotting import pyplot, save_png
 from .tensor import tensor
 
 BATCH = 64
@@ -466,11 +466,8 @@ def _mib(n):
 
 def plot(report: dict, stem: Path) -> list[Path]:
     """A bar chart of the ladder and a roofline of the VGG-16 layers (needs matplotlib)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return []
     written = []
     totals, names = report["totals"], report["implementations"]
@@ -486,7 +483,7 @@ def plot(report: dict, stem: Path) -> list[Path]:
     ax.set_title("conv3x3 ladder (CPU)")
     ax.legend()
     fig.tight_layout()
-    written.append(_save(fig, plt, stem.with_name(stem.name + "-ladder.png")))
+    written.append(save_png(fig, stem.with_name(stem.name + "-ladder.png")))
 
     peaks = report["peaks"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -514,15 +511,8 @@ def plot(report: dict, stem: Path) -> list[Path]:
     ax.set_title("VGG-16 conv layers on the roofline (CPU)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    written.append(_save(fig, plt, stem.with_name(stem.name + "-roofline.png")))
+    written.append(save_png(fig, stem.with_name(stem.name + "-roofline.png")))
     return written
-
-
-def _save(fig, plt, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write(path, buffer.getvalue())
 
 
 def run(out_dir="benchmarks/results", implementations=None, warmup=2, repeats=5,

@@ -235,7 +235,36 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="1 warm-up run, 3 repeats")
     bench.add_argument("--out", default="benchmarks/results",
                        help="folder for the JSON, Markdown and PNG files")
+    experiment = commands.add_parser("experiment", help="the lecture experiments on backprop "
+                                                        "(initialisation, receptive fields, "
+                                                        "memory, ...): a table and a PNG each")
+    experiment.add_argument("name", nargs="?", help="the experiment; leave out to list them")
+    experiment.add_argument("--out", default="experiments", help="folder for the figures "
+                                                                 "(default ./experiments)")
+    experiment.add_argument("--seed", type=int, default=0)
+    experiment.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    experiment.add_argument("--json", action="store_true",
+                            help="also print the returned numbers as JSON")
     return parser
+
+
+def _experiment(args, parser) -> int:
+    from .backend import DeviceUnavailableError
+    from .experiments import EXPERIMENTS, run
+    if args.name is None:
+        width = max(map(len, EXPERIMENTS))
+        for name, (_, _, teaches) in EXPERIMENTS.items():
+            print(f"{name:<{width}}  {teaches}")
+        return 0
+    try:
+        result = run(args.name, args.out, seed=args.seed, device=args.device)
+    except (ValueError, ImportError, DeviceUnavailableError) as error:
+        parser.exit(2, f"tinyvgg experiment: {error}\n")
+    if args.json:
+        print(json.dumps(result, indent=1, default=str))
+    for figure in result.get("figures", []):
+        print(f"wrote {figure}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -243,6 +272,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "bench":
         return _bench(args, parser)
+    if args.command == "experiment":
+        return _experiment(args, parser)
     if args.command in ("train", "eval", "predict"):
         from .backend import DeviceUnavailableError
         from .checkpoint import CheckpointError

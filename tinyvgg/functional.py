@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend, random
-from .ops.activation import ReLU
+from .ops.activation import ReLU, Tanh
 from .ops.arith import Add, Mul
 from .ops.conv import Conv1x1, Conv3x3
 from .ops.dropout import Dropout, check_p
@@ -20,7 +20,7 @@ from .ops.pool import AdaptiveAvgPool2d, MaxPool2x2
 from .ops.shape import Reshape
 from .tensor import Tensor, _as_tensor
 
-__all__ = ["conv3x3", "conv1x1", "maxpool2x2", "relu", "linear", "flatten",
+__all__ = ["conv3x3", "conv1x1", "maxpool2x2", "relu", "tanh", "linear", "flatten",
            "adaptive_avg_pool2d", "batch_norm2d", "local_response_norm", "dropout",
            "cross_entropy", "add", "mul"]
 
@@ -56,6 +56,11 @@ def maxpool2x2(x: Tensor) -> Tensor:
 def relu(x: Tensor) -> Tensor:
     """max(x, 0), with gradient 0 at x = 0."""
     return ReLU.apply(_check_tensor("relu", "input", x))
+
+
+def tanh(x: Tensor) -> Tensor:
+    """The hyperbolic tangent, with gradient 1 - tanh(x)^2."""
+    return Tanh.apply(_check_tensor("tanh", "input", x))
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -4,7 +4,7 @@ The table is the one the lecture slides draw for VGG-16, computed for any
 model by running one forward pass and recording every layer's output:
 
 * activations: values each layer produces for one image (the slide's
-  "memory"); ReLU and dropout are counted with the layer before them, since
+  "memory"); ReLU, tanh and dropout are counted with the layer before them, since
   they can overwrite it in place (as torchvision's ``ReLU(inplace=True)``
   does), and a flatten is only a view;
 * params: weights alone (the slide's "not counting biases") and with biases;
@@ -23,7 +23,7 @@ from . import backend, nn
 from .tensor import Tensor, no_grad
 
 #: layers the slide's accounting folds into the one before (in place, or a view)
-FOLDED = (nn.ReLU, nn.Dropout, nn.Flatten)
+FOLDED = (nn.ReLU, nn.Tanh, nn.Dropout, nn.Flatten)
 
 SLIDE_CLAIM = "24M x 4 bytes ~ 96MB"
 

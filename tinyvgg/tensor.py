@@ -34,6 +34,14 @@ def is_grad_enabled() -> bool:
     return getattr(_state, "grad_enabled", True)
 
 
+def active_profiler():
+    """The ``tinyvgg.profiler.profile`` recording on this thread, or None (the usual case).
+
+    Ops, backward and module calls check this once per call and, when it is
+    None, run exactly as if no profiler existed."""
+    return getattr(_state, "profiler", None)
+
+
 class no_grad(contextlib.ContextDecorator):
     """Context manager (and decorator) that stops ops from recording the graph.
 
@@ -133,7 +141,12 @@ class Function:
         needs_input_grad = tuple(isinstance(t, Tensor) and t.requires_grad for t in inputs)
         record = is_grad_enabled() and any(needs_input_grad)
         ctx = Context(op_name, needs_input_grad if record else (False,) * len(inputs), device)
-        out = Tensor(cls.forward(ctx, *arrays, **params), requires_grad=record)
+        profiler = active_profiler()
+        if profiler is None:
+            data = cls.forward(ctx, *arrays, **params)
+        else:  # a profiler is recording: it times the call and notes the running layer
+            data = profiler.forward(cls, ctx, arrays, params)
+        out = Tensor(data, requires_grad=record)
         if record:
             out.creator = Node(cls, ctx, inputs)
         return out
@@ -229,6 +242,7 @@ class Tensor:
             grad = grad.astype(self.dtype, copy=False)
 
         grads = {id(self): grad}
+        profiler = active_profiler()
         for tensor in reversed(_topological_order(self)):
             g = grads.pop(id(tensor), None)
             if g is None:
@@ -239,7 +253,10 @@ class Tensor:
                 tensor.grad = g.copy(order="K") if tensor.grad is None else tensor.grad + g
                 continue
             node = tensor.creator
-            input_grads = node.function.backward(node.ctx, g)
+            if profiler is None:
+                input_grads = node.function.backward(node.ctx, g)
+            else:  # a profiler is recording: it times this node's backward
+                input_grads = profiler.backward(node, g)
             if not retain_graph:
                 node.ctx.free()
             for inp, ig in zip(node.inputs, input_grads):

@@ -43,6 +43,7 @@ from .data.datasets import load_dataset
 from .data.loader import DataLoader
 from .fileio import atomic_write
 from .models import vgg
+from .plotting import pyplot, save_png
 from .models.imagenet import softmax
 from .tensor import no_grad, tensor
 
@@ -349,11 +350,8 @@ def write_metrics(out: Path, config: TrainConfig, history: list, test: dict | No
 
 def plot_curves(out: Path, history: list, title: str) -> Path | None:
     """Loss, accuracy and learning rate per epoch as ``curves.png`` (needs matplotlib)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     epochs = [row["epoch"] for row in history]
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -374,10 +372,7 @@ def plot_curves(out: Path, history: list, title: str) -> Path | None:
     axes[1].legend()
     figure.suptitle(title)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    return atomic_write(out / "curves.png", buffer.getvalue())
+    return save_png(figure, out / "curves.png")
 
 
 def _progress_bar(total: int, description: str, enabled: bool):

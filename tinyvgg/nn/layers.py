@@ -96,6 +96,11 @@ class ReLU(Module):
         return F.relu(x)
 
 
+class Tanh(Module):
+    def forward(self, x):
+        return F.tanh(x)
+
+
 class Flatten(Module):
     def __init__(self, start_dim: int = 1):
         super().__init__()

@@ -4,7 +4,7 @@ the backward:
 
     conv.py        conv3x3, conv1x1
     pool.py        maxpool2x2, adaptive_avg_pool2d
-    activation.py  relu
+    activation.py  relu, tanh
     linear.py      linear
     shape.py       reshape / flatten
     dropout.py     inverted dropout with a Philox mask

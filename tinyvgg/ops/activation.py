@@ -1,4 +1,6 @@
-"""relu: y = max(x, 0).
+"""The nonlinearities: relu and tanh.
+
+relu: y = max(x, 0).
 
 Backward: dy/dx is 1 where x > 0 and 0 where x < 0; at the kink x = 0 we take
 0 (PyTorch's choice), so ``dL/dx = g * (y > 0)``. Keeping ``y`` rather than
@@ -7,8 +9,18 @@ anyway.
 
 Finite differences cannot see a one-sided slope at the kink, so gradient
 checks use inputs kept away from 0 (``tinyvgg.gradcheck.kink_free``).
+
+tanh: y = (e^x - e^-x) / (e^x + e^-x).
+
+Backward: the quotient rule gives
+dy/dx = ((e^x + e^-x)^2 - (e^x - e^-x)^2) / (e^x + e^-x)^2 = 1 - y^2,
+so ``dL/dx = g * (1 - y^2)``. As for relu, the output is all backward needs.
+The slope is 1 at 0 and vanishes as |x| grows (tanh saturates): 1 - y^2 is
+about 0.07 at |x| = 2 and 0.0002 at |x| = 5.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -49,3 +61,37 @@ class ReLU(Function):
             cuda.launch_elementwise("relu", "relu_backward", g.dtype, g.size, g, ctx.y, dx)
             return (dx,)
         return (g * (ctx.y > 0),)
+
+
+def tanh_naive(x):
+    y = np.empty(x.shape, dtype=x.dtype)
+    for index in np.ndindex(*x.shape):
+        y[index] = math.tanh(x[index])
+    return y
+
+
+class Tanh(Function):
+    """y = tanh(x).  Backward: dL/dx = g * (1 - y^2).  GPU: kernels/relu.cu."""
+    name = "tanh"
+
+    @staticmethod
+    def forward(ctx, x):
+        checks.floating("tanh", input=x)
+        if ctx.device == "cuda":
+            x = cuda.contiguous(x)
+            y = cuda.empty_like(x)
+            cuda.launch_elementwise("relu", "tanh_forward", x.dtype, x.size, x, y)
+        else:
+            y = np.tanh(x)  # keeps x's memory layout
+        if ctx.needs_input_grad[0]:
+            ctx.save(y=y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.device == "cuda":
+            g = cuda.contiguous(g)
+            dx = cuda.empty_like(g)
+            cuda.launch_elementwise("relu", "tanh_backward", g.dtype, g.size, g, ctx.y, dx)
+            return (dx,)
+        return (g * (1 - ctx.y * ctx.y),)

@@ -1,0 +1,47 @@
+"""``tinyvgg experiment NAME``: the lecture experiments on backprop, as commands.
+
+Each experiment is a function ``run(out, seed=0, device="cpu", log=print) -> dict``
+in a module of this package. It prints its table through ``log``, writes its
+figure(s) into the folder ``out`` and returns its numbers (JSON-friendly: the
+figure paths under ``"figures"``); the tests assert those numbers.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+#: name -> (module in this package, function, what the experiment teaches)
+EXPERIMENTS = {
+    "init": ("init", "run_mlp",
+             "why initialisation matters: activation and gradient statistics of a 10-layer, "
+             "500-unit net under N(0, 0.01), Xavier, He, and the slides' He typo"),
+    "init-vgg": ("init", "run_vgg",
+                 "the same statistics, layer by layer, in a real VGG at initialisation, "
+                 "with and without batch norm"),
+    "receptive-field": ("receptive_field", "run",
+                        "stacked 3x3 convolutions see 3x3, 5x5, 7x7: the effective receptive "
+                        "field by backprop, and every VGG-16 layer's"),
+    "memory": ("memory", "run",
+               "where a training step's memory goes: bytes saved for backward per layer, "
+               "measured peak against the summary's estimate"),
+    "graph": ("graph", "run",
+              "the autograd graph of a small VGG as Graphviz dot: op, shape, dtype, device "
+              "and saved bytes per node"),
+    "profile": ("profile", "run",
+                "forward and backward time per op and per layer of one training step"),
+    "dense-eval": ("dense", "run",
+                   "the VGG paper's dense evaluation: FC layers as convolutions, a class-score "
+                   "map on larger images, and multi-scale testing"),
+}
+
+
+def run(name: str, out="experiments", seed: int = 0, device: str = "cpu", log=print) -> dict:
+    """Run the experiment ``name`` (see :data:`EXPERIMENTS`), writing its figures to ``out``."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of "
+                         f"{', '.join(EXPERIMENTS)}")
+    module_name, function_name, _ = EXPERIMENTS[name]
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return getattr(module, function_name)(out, seed=seed, device=device, log=log)
