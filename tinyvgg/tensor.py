@@ -95,8 +95,13 @@ class Context:
         raise AttributeError(f"{self.op_name}: nothing named {name!r} was saved for backward")
 
     @property
+    def saved_arrays(self) -> list:
+        """The arrays kept for backward (empty once backward has freed them)."""
+        return [v for v in self._saved.values() if hasattr(v, "nbytes")]
+
+    @property
     def saved_nbytes(self) -> int:
-        return sum(v.nbytes for v in self._saved.values() if hasattr(v, "nbytes"))
+        return sum(v.nbytes for v in self.saved_arrays)
 
     def free(self) -> None:
         self._saved = {}

@@ -92,11 +92,6 @@ def _memory_root(array):
     return array
 
 
-def _saved_arrays(ctx):
-    # what forward kept with ctx.save(...); Context.saved_nbytes sums the same values
-    return [v for v in ctx._saved.values() if hasattr(v, "nbytes")]
-
-
 def graph_memory(loss: Tensor, owned_before) -> dict:
     """Walk the graph from ``loss`` and count what it keeps alive, each buffer once:
     ``saved_bytes`` sums every op's ``ctx.saved_nbytes`` (the independent count of the
@@ -108,10 +103,10 @@ def graph_memory(loss: Tensor, owned_before) -> dict:
     for t in _topological_order(loss):
         arrays = [t.data]
         if t.creator is not None:
-            for value in _saved_arrays(t.creator.ctx):
+            for value in t.creator.ctx.saved_arrays:
                 saved += value.nbytes
                 weight_views += value.nbytes if id(_memory_root(value)) in before else 0
-            arrays += _saved_arrays(t.creator.ctx)
+            arrays += t.creator.ctx.saved_arrays
             arrays += [i.data for i in t.creator.inputs if isinstance(i, Tensor)]
         for array in arrays:
             root = _memory_root(array)

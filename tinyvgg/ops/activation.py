@@ -71,7 +71,12 @@ def tanh_naive(x):
 
 
 class Tanh(Function):
-    """y = tanh(x).  Backward: dL/dx = g * (1 - y^2).  GPU: kernels/relu.cu."""
+    """y = tanh(x) = sinh x / cosh x.
+
+    Backward: the quotient rule gives dy/dx = (cosh^2 x - sinh^2 x) / cosh^2 x = 1 - y^2,
+    so dL/dx = g * (1 - y^2): the output alone is saved, not the input. Near |y| = 1
+    the factor vanishes, which is how a saturated tanh stops gradients.
+    GPU: kernels/relu.cu."""
     name = "tanh"
 
     @staticmethod
