@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from . import backend
 from .nn import Module
 from .tensor import _state, active_profiler
+from .texttable import format_table
 
 MODEL = "(model)"                    # ops of the top model's own forward
 NO_LAYER = "(no layer)"              # ops outside any module, e.g. the loss
@@ -217,16 +218,7 @@ class profile:
         total = cells("total", "", sum(g["calls"] for g in groups),
                       sum(g["backward_calls"] for g in groups), self.forward_ms,
                       self.backward_ms, "100.0%" if groups else "-")
-        widths = [max(len(line[i]) for line in [header, total] + lines)
-                  for i in range(len(header))]
-        text_columns = 2 if with_ops else 1
-
-        def fmt(line):
-            return "  ".join(cell.ljust(w) if i < text_columns else cell.rjust(w)
-                             for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
-        rule = "-" * len(fmt(header))
-        return "\n".join([fmt(header), rule] + [fmt(line) for line in lines]
-                         + [rule, fmt(total)])
+        return "\n".join(format_table(header, lines, total, text_columns=2 if with_ops else 1))
 
     def __repr__(self):
         state = "recording" if self._recording else "stopped"

@@ -35,6 +35,25 @@ EXPERIMENTS = {
 }
 
 
+def seeded_vgg_batch(config: str, width: float, classes: int, batch: int, size: int,
+                     seed: int, device: str):
+    """(model, images, labels): a VGG with the compact head whose weights are drawn from
+    ``seed``, in training mode on ``device``, and a batch of unit-Gaussian float32 RGB
+    images (a tensor on ``device``) with random labels, drawn next from the same generator."""
+    import numpy as np
+
+    from .. import backend
+    from ..models import vgg
+    from ..tensor import tensor
+    backend.check_device(device)
+    rng = np.random.default_rng(seed)
+    model = vgg(config, num_classes=classes, width=width, head="compact", generator=rng)
+    model.to(device).train()
+    images = tensor(rng.standard_normal((batch, 3, size, size)).astype(np.float32),
+                    device=device)
+    return model, images, rng.integers(0, classes, batch)
+
+
 def run(name: str, out="experiments", seed: int = 0, device: str = "cpu", log=print) -> dict:
     """Run the experiment ``name`` (see :data:`EXPERIMENTS`), writing its figures to ``out``."""
     if name not in EXPERIMENTS:

@@ -41,6 +41,7 @@ from ..nn import init
 from ..plotting import pyplot, save_png
 from ..summary import summary
 from ..tensor import no_grad, tensor
+from ..texttable import format_table
 
 NAME = "dense-eval"
 WIDTH = 1 / 8
@@ -81,14 +82,6 @@ def _timed(function):
     start = time.perf_counter()
     result = backend.to_numpy(function().data)  # to_numpy waits for a GPU to finish
     return result, time.perf_counter() - start
-
-
-def _table(header, lines) -> list[str]:
-    cells = [list(map(str, header))] + [[str(c) for c in line] for line in lines]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    text = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
-                      enumerate(zip(row, widths))).rstrip() for row in cells]
-    return [text[0], "-" * len(text[0])] + text[1:]
 
 
 def _figure(image, score_map, winner, per_scale, averaged, out: Path) -> Path:
@@ -148,7 +141,7 @@ def run(out: Path, seed: int = 0, device: str = "cpu", log=print) -> dict:
         agreement[np.dtype(dtype).name] = float(np.abs(mapped - plain).max())
         lines.append((np.dtype(dtype).name, f"{np.abs(plain).max():.3f}",
                       f"{agreement[np.dtype(dtype).name]:.1e}"))
-    for line in _table(("dtype", "max |logit|", "max |dense - original|"), lines):
+    for line in format_table(("dtype", "max |logit|", "max |dense - original|"), lines):
         log(line)
     log("The dense rows at 224 are the flattened 7x7 feature map the classifier reads anyway, "
         "so only the order of floating-point sums could tell the two apart.")
@@ -164,7 +157,7 @@ def run(out: Path, seed: int = 0, device: str = "cpu", log=print) -> dict:
         shapes[size] = list(score_map.shape[2:])
         lines.append((f"{size}x{size}", f"{size // STRIDE}x{size // STRIDE}",
                       "x".join(map(str, shapes[size])), "x".join(map(str, score_map.shape))))
-    for line in _table(("input", "feature map", "score map", "output shape"), lines):
+    for line in format_table(("input", "feature map", "score map", "output shape"), lines):
         log(line)
 
     # 3. cost: one dense pass against every crop the map stands for
@@ -187,7 +180,7 @@ def run(out: Path, seed: int = 0, device: str = "cpu", log=print) -> dict:
     log("")
     log(f"3. Cost at {size}x{size}: one dense pass against the {h * w} crops of {CROP}x{CROP} "
         f"at stride {STRIDE} that its {h}x{w} map stands for")
-    for line in _table(("method", "MACs", "time (s)"),
+    for line in format_table(("method", "MACs", "time (s)"),
                        [("dense", f"{dense_macs / 1e6:,.0f}M", f"{dense_time:.3f}"),
                         (f"{h * w} crops", f"{crop_macs / 1e6:,.0f}M", f"{crop_time:.3f}")]):
         log(line)
@@ -211,7 +204,7 @@ def run(out: Path, seed: int = 0, device: str = "cpu", log=print) -> dict:
     single = softmax(maps[CROP][0, :, 0, 0])
     lines.append(("224, no flip", int(single.argmax()), f"{single.max():.3f}",
                   f"{single[winner]:.3f}"))
-    for line in _table(("scale", "top class", "P(top)", f"P(class {winner})"), lines):
+    for line in format_table(("scale", "top class", "P(top)", f"P(class {winner})"), lines):
         log(line)
 
     figure = _figure(image, maps[size][0, winner], winner,

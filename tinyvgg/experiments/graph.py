@@ -17,14 +17,10 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
-from .. import backend
 from .. import functional as F
 from ..fileio import atomic_write
 from ..graph import GraphvizNotFoundError, autograd_graph, draw, render
-from ..models import vgg
-from ..tensor import tensor
+from . import seeded_vgg_batch
 
 CONFIG, WIDTH, CLASSES, BATCH, SIZE = "vgg11_bn", 1 / 16, 10, 2, 32
 
@@ -32,12 +28,8 @@ CONFIG, WIDTH, CLASSES, BATCH, SIZE = "vgg11_bn", 1 / 16, 10, 2, 32
 def run(out: Path, seed: int = 0, device: str = "cpu", log=print) -> dict:
     """Write the autograd graph of a tiny VGG-11-BN's loss as graph.dot and graph.png."""
     out = Path(out)
-    backend.check_device(device)
-    rng = np.random.default_rng(seed)
-    model = vgg(CONFIG, num_classes=CLASSES, width=WIDTH, head="compact", generator=rng)
-    model.to(device).train()
-    x = tensor(rng.standard_normal((BATCH, 3, SIZE, SIZE)).astype(np.float32), device=device)
-    loss = F.cross_entropy(model(x), rng.integers(0, CLASSES, BATCH))
+    model, x, labels = seeded_vgg_batch(CONFIG, WIDTH, CLASSES, BATCH, SIZE, seed, device)
+    loss = F.cross_entropy(model(x), labels)
 
     graph = autograd_graph(loss, model)  # before any backward, which frees the saved arrays
     dot_text = graph.to_dot()

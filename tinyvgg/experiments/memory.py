@@ -31,12 +31,13 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from ..graph import autograd_graph
-from ..models import vgg
 from ..ops import conv, conv_ladder
 from ..plotting import pyplot, save_png
 from ..profiler import profile
 from ..summary import summary
-from ..tensor import Tensor, _topological_order, tensor
+from ..tensor import Tensor, _topological_order
+from ..texttable import format_table
+from . import seeded_vgg_batch
 
 CONFIG, WIDTH, CLASSES, BATCH, SIZE = "vgg11_bn", 0.5, 10, 64, 32
 MIB = 2 ** 20
@@ -157,13 +158,7 @@ def _format_table(rows) -> list[str]:
              f"{sum(r['param_bytes'] for r in rows) / MIB:.3f}",
              f"{sum(r['macs'] for r in rows) / 1e6:.1f}M",
              f"{sum(r['summary_activation_bytes'] for r in rows) / MIB:.3f}")
-    widths = [max(len(line[i]) for line in [header, total] + lines) for i in range(len(header))]
-
-    def fmt(line):
-        return "  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
-                         for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
-    rule = "-" * len(fmt(header))
-    return [fmt(header), rule] + [fmt(line) for line in lines] + [rule, fmt(total)]
+    return format_table(header, lines, total, text_columns=2)
 
 
 def _figure(rows, path, title):
@@ -188,14 +183,8 @@ def run(out: Path, seed: int = 0, device: str = "cpu", log=print) -> dict:
     """One training step of a VGG-11-BN (width 0.5, 32x32, batch 64): saved bytes per
     layer, the summary's estimate, and the measured memory of the step."""
     out = Path(out)
-    backend.check_device(device)
-    rng = np.random.default_rng(seed)
-    model = vgg(CONFIG, num_classes=CLASSES, width=WIDTH, head="compact", generator=rng)
-    model.to(device).train()
-    shape = (BATCH, 3, SIZE, SIZE)
-    table = summary(model, shape)
-    x = tensor(rng.standard_normal(shape).astype(np.float32), device=device)
-    labels = rng.integers(0, CLASSES, BATCH)
+    model, x, labels = seeded_vgg_batch(CONFIG, WIDTH, CLASSES, BATCH, SIZE, seed, device)
+    table = summary(model, x.shape)
     owned_before = [p.data for p in model.parameters()] + [x.data]
 
     probe = TracemallocProbe() if device == "cpu" else CupyPoolProbe()

@@ -24,12 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend
 from .. import functional as F
-from ..models import vgg
 from ..plotting import pyplot, save_png
 from ..profiler import profile
-from ..tensor import tensor
+from . import seeded_vgg_batch
 
 CONFIG, WIDTH, CLASSES, BATCH, SIZE = "vgg11_bn", 0.25, 10, 32, 32
 
@@ -64,12 +62,7 @@ def _figure(layers, path, title):
 def run(out: Path, seed: int = 0, device: str = "cpu", log=print) -> dict:
     """Profile one training step of a VGG-11-BN (width 0.25, 32x32, batch 32)."""
     out = Path(out)
-    backend.check_device(device)
-    rng = np.random.default_rng(seed)
-    model = vgg(CONFIG, num_classes=CLASSES, width=WIDTH, head="compact", generator=rng)
-    model.to(device).train()
-    x = tensor(rng.standard_normal((BATCH, 3, SIZE, SIZE)).astype(np.float32), device=device)
-    labels = rng.integers(0, CLASSES, BATCH)
+    model, x, labels = seeded_vgg_batch(CONFIG, WIDTH, CLASSES, BATCH, SIZE, seed, device)
 
     training_step(model, x, labels)  # warm-up: first-call allocations are not the lesson
     with profile(model) as prof:

@@ -44,6 +44,7 @@ from .. import functional as F
 from ..models.vgg import cfgs, make_layers, vgg16
 from ..plotting import pyplot, save_png
 from ..tensor import tensor
+from ..texttable import format_table
 
 NAME = "receptive-field"
 STACK_DEPTHS = (1, 2, 3)
@@ -247,14 +248,6 @@ def parameter_rows(channels=PARAM_CHANNELS) -> list[dict]:
 
 # --- the experiment ------------------------------------------------------------------------
 
-def _table(header, lines) -> list[str]:
-    cells = [list(map(str, header))] + [[str(c) for c in line] for line in lines]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    text = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
-                      enumerate(zip(row, widths))).rstrip() for row in cells]
-    return [text[0], "-" * len(text[0])] + text[1:]
-
-
 def _figure(maps, rows, out: Path) -> Path:
     plt = pyplot(f"experiment {NAME}")
     figure, axes = plt.subplots(1, 4, figsize=(16, 4),
@@ -303,7 +296,7 @@ def run(out: Path, seed: int = 0, device: str = "cpu", log=print) -> dict:
         centre = maps[n][STACK_INPUT // 2, STACK_INPUT // 2] / maps[n].max()
         lines.append((n, "x".join(map(str, stacked[n])), "x".join(map(str, signed)),
                       f"{centre:.2f}", " ".join(map(str, paths[n]))))
-    for line in _table(("layers", "nonzero (|w|)", "nonzero (signed w)", "centre/max",
+    for line in format_table(("layers", "nonzero (|w|)", "nonzero (signed w)", "centre/max",
                         "paths to the middle row (w = 1)"), lines):
         log(line)
     log("Each layer adds one pixel on every side; inside the field, pixels reached by more "
@@ -323,7 +316,7 @@ def run(out: Path, seed: int = 0, device: str = "cpu", log=print) -> dict:
         lines.append((row["layer"], row["name"], f"{row['size']}x{row['size']}", row["rf"],
                       row["jump"], f"{box[2]}x{box[3]} at ({box[0]}, {box[1]})",
                       "yes" if row["agrees"] else "NO"))
-    for line in _table(("layer", "name", "output", "RF", "jump", "measured (centre unit)",
+    for line in format_table(("layer", "name", "output", "RF", "jump", "measured (centre unit)",
                         "agrees"), lines):
         log(line)
     log(f"The last conv sees {rows[-2]['rf']}x{rows[-2]['rf']} of the 224x224 image, "
@@ -333,7 +326,7 @@ def run(out: Path, seed: int = 0, device: str = "cpu", log=print) -> dict:
     log("")
     log("3. Weights for a 7x7 field, C channels in and out (no biases)")
     params = parameter_rows()
-    for line in _table(("C", "3 x conv3 (27 C^2)", "1 x conv7 (49 C^2)", "fewer"),
+    for line in format_table(("C", "3 x conv3 (27 C^2)", "1 x conv7 (49 C^2)", "fewer"),
                        [(p["channels"], f"{p['stack3x3']:,}", f"{p['conv7x7']:,}",
                          f"{p['fewer']:.1%}") for p in params]):
         log(line)

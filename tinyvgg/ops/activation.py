@@ -29,6 +29,15 @@ from ..tensor import Function
 from . import checks
 
 
+def _pointwise_cuda(kernel: str, *arrays):
+    """out = kernel(arrays...) element by element, one GPU thread per element
+    (kernels/relu.cu holds the activations' kernels); out is shaped like arrays[0]."""
+    arrays = [cuda.contiguous(a) for a in arrays]
+    out = cuda.empty_like(arrays[0])
+    cuda.launch_elementwise("relu", kernel, out.dtype, out.size, *arrays, out)
+    return out
+
+
 def relu_naive(x):
     y = np.empty(x.shape, dtype=x.dtype)
     for index in np.ndindex(*x.shape):
@@ -44,9 +53,7 @@ class ReLU(Function):
     def forward(ctx, x):
         checks.floating("relu", input=x)
         if ctx.device == "cuda":
-            x = cuda.contiguous(x)
-            y = cuda.empty_like(x)
-            cuda.launch_elementwise("relu", "relu_forward", x.dtype, x.size, x, y)
+            y = _pointwise_cuda("relu_forward", x)
         else:
             y = np.maximum(x, 0)  # keeps x's memory layout
         if ctx.needs_input_grad[0]:
@@ -56,10 +63,7 @@ class ReLU(Function):
     @staticmethod
     def backward(ctx, g):
         if ctx.device == "cuda":
-            g = cuda.contiguous(g)
-            dx = cuda.empty_like(g)
-            cuda.launch_elementwise("relu", "relu_backward", g.dtype, g.size, g, ctx.y, dx)
-            return (dx,)
+            return (_pointwise_cuda("relu_backward", g, ctx.y),)
         return (g * (ctx.y > 0),)
 
 
@@ -71,21 +75,14 @@ def tanh_naive(x):
 
 
 class Tanh(Function):
-    """y = tanh(x) = sinh x / cosh x.
-
-    Backward: the quotient rule gives dy/dx = (cosh^2 x - sinh^2 x) / cosh^2 x = 1 - y^2,
-    so dL/dx = g * (1 - y^2): the output alone is saved, not the input. Near |y| = 1
-    the factor vanishes, which is how a saturated tanh stops gradients.
-    GPU: kernels/relu.cu."""
+    """y = tanh(x).  Backward: dL/dx = g * (1 - y^2).  GPU: kernels/relu.cu."""
     name = "tanh"
 
     @staticmethod
     def forward(ctx, x):
         checks.floating("tanh", input=x)
         if ctx.device == "cuda":
-            x = cuda.contiguous(x)
-            y = cuda.empty_like(x)
-            cuda.launch_elementwise("relu", "tanh_forward", x.dtype, x.size, x, y)
+            y = _pointwise_cuda("tanh_forward", x)
         else:
             y = np.tanh(x)  # keeps x's memory layout
         if ctx.needs_input_grad[0]:
@@ -95,8 +92,5 @@ class Tanh(Function):
     @staticmethod
     def backward(ctx, g):
         if ctx.device == "cuda":
-            g = cuda.contiguous(g)
-            dx = cuda.empty_like(g)
-            cuda.launch_elementwise("relu", "tanh_backward", g.dtype, g.size, g, ctx.y, dx)
-            return (dx,)
+            return (_pointwise_cuda("tanh_backward", g, ctx.y),)
         return (g * (1 - ctx.y * ctx.y),)
