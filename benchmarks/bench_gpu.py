@@ -42,6 +42,7 @@ import tinyvgg as tv
 from tinyvgg import backend
 from tinyvgg import functional as F
 from tinyvgg.fileio import atomic_write
+from tinyvgg.plotting import pyplot, save_png
 from tinyvgg.ops import conv, linear
 from tinyvgg.ops.sgd import sgd_step_
 
@@ -417,18 +418,89 @@ def markdown(report):
     for step in report["steps"]:
         lines += ["", f"## VGG-16 training step, 224x224, batch {step['batch']}", "",
                   "Our kernels: " + ", ".join(f"{k} {v}" for k, v in step["kernels"].items()) + ".",
-                  "", "| | ms / step | images / s | TFLOP/s |", "|---|---|---|---|"]
+                  "", "| | ms / step | images / s | TFLOP/s | GPU memory |", "|---|---|---|---|---|"]
+        memory = {"tinyvgg": step.get("tinyvgg_pool_bytes"),
+                  "torch_strict": step.get("torch_strict_peak_bytes"),
+                  "torch_tf32": step.get("torch_tf32_peak_bytes")}
         for who, key in (("tinyvgg", "tinyvgg"), ("PyTorch strict FP32", "torch_strict"),
                          ("PyTorch TF32", "torch_tf32")):
             ms = step.get(f"{key}_ms")
             if ms:
+                gib = "-" if memory[key] is None else f"{memory[key] / 2 ** 30:.1f} GiB"
                 lines.append(f"| {who} | {ms:.1f} | {step['batch'] / ms * 1e3:.1f} | "
-                             f"{step['flops'] / ms / 1e9:.2f} |")
+                             f"{step['flops'] / ms / 1e9:.2f} | {gib} |")
+        lines += ["", "GPU memory: for tinyvgg, what CuPy's memory pool holds after the timed "
+                      "steps (its peak, as the pool keeps freed blocks); for PyTorch, "
+                      "torch.cuda.max_memory_allocated()."]
         ours = step["tinyvgg_ms"]
         lines += ["", f"Ratio vs strict FP32: "
                       f"{_fmt(_ratio(ours, step.get('torch_strict_ms')), '.2f')}; "
                       f"vs TF32: {_fmt(_ratio(ours, step.get('torch_tf32_ms')), '.2f')}."]
     return "\n".join(lines) + "\n"
+
+
+def conv_bytes(row) -> int:
+    """The fewest bytes a layer's job moves: its input, weights and output, each once (float32)."""
+    batch, c_in, c_out, size = row["batch"], row["c_in"], row["c_out"], row["size"]
+    return 4 * (batch * size * size * (c_in + c_out) + 9 * c_in * c_out)
+
+
+def plot(report, stem: Path) -> list[Path]:
+    """A bar chart of the conv3x3 ladder (ms over VGG-16's 13 convolutions, per job) and a
+    roofline of the layers (needs matplotlib)."""
+    plt = pyplot()
+    if plt is None or not report["conv_totals"]:
+        return []
+    written = []
+    batch, totals = next(iter(report["conv_totals"].items()))
+    names = {"fwd": "forward", "dx": "input gradient", "dw": "weight gradient"}
+    fig, axes = plt.subplots(1, len(totals), figsize=(4.2 * len(totals), 3.6), sharey=False)
+    for ax, (job, t) in zip(np.atleast_1d(axes), totals.items()):
+        labels = list(t["ms"]) + [f"cuDNN {mode}" for mode in TORCH_MODES if mode in t["torch_ms"]]
+        times = list(t["ms"].values()) + [t["torch_ms"][m] for m in TORCH_MODES
+                                          if m in t["torch_ms"]]
+        colors = ["tab:orange" if k in conv.CONV3X3_TF32_KERNELS or k == "cuDNN tf32"
+                  else "tab:gray" if k.startswith("cuDNN") else "tab:blue" for k in labels]
+        ax.barh(labels, times, color=colors)
+        for y, ms in enumerate(times):
+            ax.text(ms, y, f" {ms:.0f}", va="center", fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlim(min(times) / 1.5, max(times) * 3)
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        ax.set_xlabel("ms, 13 conv layers (log scale)")
+        ax.set_title(names[job])
+    fig.suptitle(f"conv3x3 ladder on {report['device']}, VGG-16 224x224, batch {batch} "
+                 "(orange: TF32)")
+    fig.tight_layout()
+    written.append(save_png(fig, stem.with_name(stem.name + "-ladder.png")))
+
+    peaks = report.get("peaks", {})
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    rows = [r for r in report["convs"] if r["batch"] == int(batch)]
+    intensity = [r["flops"] / conv_bytes(r) for r in rows]
+    x = np.logspace(np.log10(min(intensity) / 2), np.log10(max(intensity) * 2), 100)
+    for mode, style in (("strict", "k-"), ("tf32", "k--")):
+        peak = peaks.get(f"gemm_{mode}_tflops")
+        if peak and peaks.get("copy_gbs"):
+            ax.plot(x, np.minimum(peak, x * peaks["copy_gbs"] / 1e3), style,
+                    label=f"roofline: {peak:.0f} TFLOP/s ({mode}), {peaks['copy_gbs']:.0f} GB/s")
+    for kernel in ("implicit-gemm", "tf32-mma"):
+        ax.scatter(intensity, [r["flops"] / r["ms"]["fwd"][kernel] / 1e9 for r in rows],
+                   label=f"tinyvgg {kernel}, forward")
+    for mode in TORCH_MODES:
+        if all(mode in r["torch_ms"] for r in rows):
+            ax.scatter(intensity, [r["flops"] / r["torch_ms"][mode]["fwd"] / 1e9 for r in rows],
+                       marker="x", label=f"cuDNN {mode}, forward")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP per byte of minimal traffic)")
+    ax.set_ylabel("TFLOP/s (direct-convolution FLOPs)")
+    ax.set_title(f"VGG-16 conv layers on the roofline ({report['device']})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    written.append(save_png(fig, stem.with_name(stem.name + "-roofline.png")))
+    return written
 
 
 def main(argv=None):
@@ -442,7 +514,16 @@ def main(argv=None):
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                         help="what to time (default: all)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--from-json", type=Path, metavar="REPORT",
+                        help="rewrite the Markdown and PNGs of a stored report (no GPU needed)")
     args = parser.parse_args(argv)
+    if args.from_json:
+        report = json.loads(args.from_json.read_text())
+        stem = args.from_json.with_suffix("")
+        atomic_write(stem.with_suffix(".md"), markdown(report))
+        for path in [stem.with_suffix(".md")] + plot(report, stem):
+            print(f"wrote {path}")
+        return
     if args.quick:
         args.repeats, args.warmup = 3, 1
     try:
@@ -496,7 +577,8 @@ def main(argv=None):
     stem = args.out or RESULTS / f"gpu-{slug}"
     atomic_write(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
     atomic_write(stem.with_suffix(".md"), markdown(report))
-    print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
+    plot(report, stem)
+    print(f"wrote {stem.with_suffix('.json')}, {stem.with_suffix('.md')} and the plots")
 
 
 if __name__ == "__main__":
