@@ -390,21 +390,23 @@ def markdown(report):
         peak = peaks.get(f"gemm_{mode}_tflops")
         return "-" if not peak else f"{100 * tflops / peak:.0f}%"
     for batch, totals in report["conv_totals"].items():
+        rows = [r for r in report["convs"] if r["batch"] == int(batch)]
         lines += ["", f"## The conv3x3 ladder over VGG-16's 13 conv layers, batch {batch}", "",
-                  "| job | step | ms | TFLOP/s | of peak | ratio |", "|---|---|---|---|---|---|"]
+                  "GB/s: the fewest bytes the job must move (its two inputs and its output, "
+                  "each once) over its time.", "",
+                  "| job | step | ms | TFLOP/s | of peak | GB/s | ratio |",
+                  "|---|---|---|---|---|---|---|"]
         for job, t in totals.items():
-            for kernel, ms in t["ms"].items():
-                theirs = t["torch_ms"].get(cudnn_mode(kernel))
+            moved = sum(count * conv_bytes(r) for r, count in zip(rows, VGG16_CONV_COUNTS)
+                        if job in r["jobs"])
+            entries = [(kernel, ms, cudnn_mode(kernel), _fmt(_ratio(
+                ms, t["torch_ms"].get(cudnn_mode(kernel))), '.2f')) for kernel, ms in t["ms"].items()]
+            entries += [(f"cuDNN {mode}", t["torch_ms"][mode], mode, "1.00")
+                        for mode in TORCH_MODES if mode in t["torch_ms"]]
+            for name, ms, mode, ratio in entries:
                 tflops = t["flops"] / ms / 1e9
-                lines.append(f"| {job} | {kernel} | {ms:.1f} | {tflops:.1f} | "
-                             f"{of_peak(tflops, cudnn_mode(kernel))} | "
-                             f"{_fmt(_ratio(ms, theirs), '.2f')} |")
-            for mode in TORCH_MODES:
-                if mode in t["torch_ms"]:
-                    ms = t["torch_ms"][mode]
-                    tflops = t["flops"] / ms / 1e9
-                    lines.append(f"| {job} | cuDNN {mode} | {ms:.1f} | {tflops:.1f} | "
-                                 f"{of_peak(tflops, mode)} | 1.00 |")
+                lines.append(f"| {job} | {name} | {ms:.1f} | {tflops:.1f} | "
+                             f"{of_peak(tflops, mode)} | {moved / ms / 1e6:.0f} | {ratio} |")
     for batch in report["batches"]:
         rows = [r for r in report["convs"] if r["batch"] == batch]
         lines += _ladder_table(f"conv3x3 per layer, batch {batch}", rows, conv_jobs, cudnn_mode,
