@@ -5,6 +5,7 @@ PyTorch's conv2d; and a small VGG, forward and backward, with every rung."""
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import tinyvgg as tv
 from helpers import assert_close, in_layout, leaf, randn, seeds
 from tinyvgg import functional as F
 from tinyvgg.models import vgg
+from tinyvgg.ops import conv as conv_module
 from tinyvgg.ops.conv import (Conv3x3, conv_backward_naive, conv_naive, from_pixel_rows,
                               im2col3x3, kernel_matrix, pixel_rows, turned_kernel_rows)
 from tinyvgg.ops.conv_ladder import (CONV3X3_CPU, CONV3X3_CPU_CHOICES, CONV3X3_CPU_ENV,
@@ -130,6 +132,25 @@ def test_im2col_rung_is_bit_for_bit_the_im2col_formulas():
                 g_rows.sum(axis=0)]
     for tensor, reference in zip(inputs, expected):
         np.testing.assert_array_equal(tensor.grad, reference)
+
+
+@pytest.mark.parametrize("block_bytes", [1, 3 * 5 * 7 * 9 * 6 * 4])
+def test_im2col_in_blocks_of_images_gives_the_same_rows_and_results(monkeypatch, block_bytes):
+    """The im2col rung makes and multiplies its rows per block of images (one image, or
+    three of the five here); rows kept for dw, y, dx and dw match the one-block formulas."""
+    monkeypatch.setattr(conv_module, "IM2COL_BLOCK_BYTES", block_bytes)
+    x, w, b, g = case_arrays((5, 6, 5, 7), 4, "channels_last", 7, np.float64)
+    w_matrix, rows = kernel_matrix(w), im2col3x3(x)
+    rung = CONV3X3_CPU["im2col"]
+    y, saved = rung.forward(x, w, b, True, True)
+    np.testing.assert_array_equal(saved["rows"], rows)
+    assert_close(y, from_pixel_rows(affine_rows(rows, w_matrix, b), 5, 5, 7), rtol=1e-13)
+    dx, dw, db = rung.backward(SimpleNamespace(**saved), g, True, True, True)
+    assert_close(dx, from_pixel_rows(im2col3x3(g) @ turned_kernel_rows(w_matrix), 5, 5, 7),
+                 rtol=1e-13)
+    reference = conv_backward_naive(x, w, g)
+    assert_close(dx, reference[0], rtol=1e-12)
+    assert_close(dw, reference[1], rtol=1e-12)
 
 
 @pytest.mark.parametrize("name", FAST)

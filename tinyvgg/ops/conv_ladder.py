@@ -154,13 +154,15 @@ def naive_backward(saved, g, need_dx, need_dw, need_db):
 def im2col_forward(x, weight, bias, keep_for_dx, keep_for_dw):
     """im2col rows times the kernel matrix; keeps the kernel matrix for dx, the rows for dw."""
     N, _, H, W = x.shape
-    w_matrix, rows = conv.kernel_matrix(weight), conv.im2col3x3(x)
+    w_matrix = conv.kernel_matrix(weight)
+    y_rows, rows = conv.im2col_product(x, lambda block: affine_rows(block, w_matrix, bias),
+                                       keep_rows=keep_for_dw)
     saved = {}
     if keep_for_dx:
         saved["w_matrix"] = w_matrix
     if keep_for_dw:
         saved["rows"] = rows
-    return conv.from_pixel_rows(affine_rows(rows, w_matrix, bias), N, H, W), saved
+    return conv.from_pixel_rows(y_rows, N, H, W), saved
 
 
 def im2col_backward(saved, g, need_dx, need_dw, need_db):
@@ -169,7 +171,8 @@ def im2col_backward(saved, g, need_dx, need_dw, need_db):
     g_rows = conv.pixel_rows(g)
     dx = dw = db = None
     if need_dx:  # a 3x3 convolution of g with the turned kernel
-        dx = conv.from_pixel_rows(conv.im2col3x3(g) @ conv.turned_kernel_rows(saved.w_matrix),
+        turned = conv.turned_kernel_rows(saved.w_matrix)
+        dx = conv.from_pixel_rows(conv.im2col_product(g, lambda block: block @ turned)[0],
                                   N, H, W)
     if need_dw:
         dw = rows_weight_grad(g_rows, saved.rows)
