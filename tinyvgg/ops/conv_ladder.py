@@ -23,6 +23,9 @@ Pp = N*(H+2)*(W+2) positions of the padded input. A direct convolution does
     (another 9x copy, of g); dw = ``g_rows^T @ rows`` (K, P) @ (P, 9C), reading the
     rows kept from forward, so a layer keeps 9x its input until backward.
     The copy is what this rung pays: 9*P*C values written and read again.
+    The rows are made and multiplied per block of images of about 8 MiB
+    (``conv.im2col_product``), so the product reads each block from the
+    cache; the input gradient never holds all of g's rows at once.
 
 ``shifted``
     No im2col copy. Pad x once into a channels-last buffer (N, H+2, W+2, C)
