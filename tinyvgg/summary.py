@@ -21,6 +21,7 @@ import numpy as np
 
 from . import backend, nn
 from .tensor import Tensor, no_grad
+from .texttable import format_table
 
 #: layers the slide's accounting folds into the one before (in place, or a view)
 FOLDED = (nn.ReLU, nn.Tanh, nn.Dropout, nn.Flatten)
@@ -138,17 +139,11 @@ class Summary:
                           _count(r.macs) if r.macs else "-"))
         lines.append(("total", "", "", f"{self.activations:,}", _bytes(self.activation_bytes),
                       f"{self.weights:,}", f"{self.params:,}", _count(self.macs)))
-        widths = [max(len(line[i]) for line in [header] + lines) for i in range(len(header))]
-        left = {0, 1, 2}
-
-        def fmt(line):
-            return "  ".join(cell.ljust(w) if i in left else cell.rjust(w)
-                             for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
-        rule = "-" * len(fmt(header))
+        rows = format_table(header, lines[:-1], lines[-1], text_columns=3)
         per = "per image" if self.batch == 1 else f"for a batch of {self.batch}"
         shape = "x".join(map(str, self.input_shape[1:]))
-        table = [f"{self.model_name}, input {shape}, {self.dtype.name}, {per}", rule,
-                 fmt(header), rule] + [fmt(line) for line in lines[:-1]] + [rule, fmt(lines[-1])]
+        table = [f"{self.model_name}, input {shape}, {self.dtype.name}, {per}",
+                 "-" * len(rows[0])] + rows
         conv_params = self.share("params", ("conv",))
         fc_params = self.share("params", ("fc",))
         half = _half_point(self.rows)

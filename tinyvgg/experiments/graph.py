@@ -20,6 +20,7 @@ from pathlib import Path
 from .. import functional as F
 from ..fileio import atomic_write
 from ..graph import GraphvizNotFoundError, autograd_graph, draw, render
+from ..texttable import format_table
 from . import seeded_vgg_batch
 
 CONFIG, WIDTH, CLASSES, BATCH, SIZE = "vgg11_bn", 1 / 16, 10, 2, 32
@@ -57,13 +58,7 @@ def run(out: Path, seed: int = 0, device: str = "cpu", log=print) -> dict:
     lines = [(op, str(count), f"{saved[op]:,}", f"{100 * share[op]:.1f}%")
              for op, count in counts.most_common()]
     total = ("total", str(len(ops)), f"{graph.saved_bytes:,}", "100.0%")
-    widths = [max(len(line[i]) for line in [header, total] + lines) for i in range(len(header))]
-
-    def fmt(line):
-        return "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                         for i, (cell, w) in enumerate(zip(line, widths)))
-    rule = "-" * len(fmt(header))
-    for line in [fmt(header), rule] + [fmt(line) for line in lines] + [rule, fmt(total)]:
+    for line in format_table(header, lines, total):
         log(line)
     log(f"wrote the dot text to {dot_path.name}; drew {png_path.name} with {drawn_by}")
     return dict(model=model.name, batch=BATCH, size=SIZE, device=device,
