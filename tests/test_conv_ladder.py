@@ -20,20 +20,25 @@ from tinyvgg.ops import conv as conv_module
 from tinyvgg.ops.conv import (Conv3x3, conv_backward_naive, conv_naive, from_pixel_rows,
                               im2col3x3, kernel_matrix, pixel_rows, turned_kernel_rows)
 from tinyvgg.ops.conv_ladder import (CONV3X3_CPU, CONV3X3_CPU_CHOICES, CONV3X3_CPU_ENV,
-                                     auto_conv3x3_cpu, conv3x3_backward, conv3x3_cpu,
-                                     conv3x3_forward, implementation_for, use_conv3x3_cpu)
+                                     WINOGRAD4X4_ALL_ONES, WINOGRAD4X4_OUTPUT,
+                                     WINOGRAD4X4_POINTS, auto_conv3x3_cpu, conv3x3_backward,
+                                     conv3x3_cpu, conv3x3_forward, implementation_for,
+                                     toom_cook_matrices, use_conv3x3_cpu)
 from tinyvgg.ops.linear import affine_rows
 
 #: the fast rungs (naive is the reference they are held to)
-FAST = ["im2col", "shifted", "winograd"]
+FAST = ["im2col", "shifted", "winograd", "winograd4x4"]
 
 #: float32 against the float64 reference, relative to max(1, max |reference|). Measured
 #: worst over 150 random draws of the shapes below: 6e-7 for every rung; at VGG-16's
 #: shapes (C up to 512, sums of 4608 products) 5e-7 for the GEMM rungs and 7e-7 for
-#: Winograd. The GEMM rungs get the suite's usual 1e-5; Winograd 5e-5, because its
-#: transforms add up to four inputs and nine products before and after the multiplies,
-#: so its rounding error can be several times the direct sum's on unlucky inputs.
-FLOAT32_RTOL = {"naive": 1e-5, "im2col": 1e-5, "shifted": 1e-5, "winograd": 5e-5}
+#: Winograd F(2x2, 3x3), up to 4.5e-6 for F(4x4, 3x3). The GEMM rungs get the suite's
+#: usual 1e-5; F(2x2, 3x3) 5e-5, because its transforms add up to four inputs and nine
+#: products before and after the multiplies, so its rounding error can be several times
+#: the direct sum's on unlucky inputs; F(4x4, 3x3), whose transforms multiply by powers
+#: of its points (up to 8), 1e-4.
+FLOAT32_RTOL = {"naive": 1e-5, "im2col": 1e-5, "shifted": 1e-5, "winograd": 5e-5,
+                "winograd4x4": 1e-4}
 FLOAT64_RTOL = 1e-10
 
 #: layouts of the same values: helpers.in_layout's (C order, an NCHW view of NHWC memory
@@ -169,6 +174,61 @@ def test_only_the_gradients_asked_for_are_computed_and_right(name, needs):
             assert tensor.grad is None
 
 
+# --- Winograd's matrices --------------------------------------------------------------------
+
+def test_toom_cook_matrices_with_lavin_and_grays_points_are_theirs():
+    """F(4x4, 3x3) with the points 0, 1, -1, 2, -2: the matrices printed in Lavin & Gray."""
+    AT, G, BT = toom_cook_matrices((0, 1, -1, 2, -2), 4, 3)
+    np.testing.assert_allclose(BT, [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0],
+                                    [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
+                                    [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], atol=1e-15)
+    np.testing.assert_allclose(G, [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6],
+                                   [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+                                   [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], atol=1e-15)
+    np.testing.assert_allclose(AT, [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0],
+                                    [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], atol=1e-15)
+
+
+@given(m=st.integers(1, 4), r=st.integers(1, 3), seed=seeds,
+       points=st.lists(st.sampled_from([0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 3.0]),
+                       min_size=6, max_size=6, unique=True))
+def test_toom_cook_matrices_compute_the_correlation(m, r, seed, points):
+    """A^T [(G g) * (B^T d)] is y[i] = sum_k g[k] d[i + k] for any distinct points."""
+    n = m + r - 1
+    if n < 2:
+        return
+    AT, G, BT = toom_cook_matrices(points[:n - 1], m, r)
+    d, g = randn(seed, (n,)), randn(seed + 1, (r,))
+    expected = [d[i:i + r] @ g for i in range(m)]
+    assert_close(AT @ ((G @ g) * (BT @ d)), np.array(expected), rtol=1e-12)
+
+
+def test_toom_cook_matrices_refuse_repeated_or_missing_points():
+    with pytest.raises(ValueError, match=r"toom_cook_matrices: F\(4, 3\) needs 5 distinct "
+                                         r"points, got \(0, 1, 1, 2, -2\)"):
+        toom_cook_matrices((0, 1, 1, 2, -2), 4, 3)
+    with pytest.raises(ValueError, match="needs 5 distinct points"):
+        toom_cook_matrices((0, 1, -1), 4, 3)
+
+
+def test_winograd4x4_adds_the_bias_where_every_output_sees_it():
+    assert WINOGRAD4X4_POINTS[WINOGRAD4X4_ALL_ONES // 7] == 1.0
+    np.testing.assert_array_equal(WINOGRAD4X4_OUTPUT[:, WINOGRAD4X4_ALL_ONES], np.ones(16))
+
+
+def test_winograd4x4_float32_error_at_a_vgg_layer_shape():
+    """256 channels on 8x8 maps (2304 products per output): forward, dx and dw stay within
+    2e-5 of the largest float64 value (measured: about 4e-6)."""
+    x, w, g = randn(0, (2, 256, 8, 8)), randn(1, (32, 256, 3, 3)) / 48, randn(2, (2, 32, 8, 8))
+    f32 = [a.astype(np.float32) for a in (x, w, g)]
+    y = conv3x3_forward(f32[0], f32[1], None, "winograd4x4")
+    assert_close(y, conv3x3_forward(x, w, None, "im2col"), rtol=2e-5, check_dtype=False)
+    for ours, reference in zip(conv3x3_backward(*f32, "winograd4x4")[:2],
+                               conv3x3_backward(x, w, g, "im2col")[:2]):
+        scale = np.abs(reference).max()
+        assert np.abs(ours - reference).max() <= 2e-5 * scale
+
+
 # --- gradient checks --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", list(CONV3X3_CPU) + ["auto"])
@@ -189,14 +249,15 @@ def test_selection_round_trip():
     for name in CONV3X3_CPU_CHOICES:
         use_conv3x3_cpu(name)
         assert conv3x3_cpu() == name
-    assert set(CONV3X3_CPU_CHOICES) == {"naive", "im2col", "shifted", "winograd", "auto"}
+    assert set(CONV3X3_CPU_CHOICES) == {"naive", "im2col", "shifted", "winograd",
+                                        "winograd4x4", "auto"}
 
 
 def test_unknown_names_are_refused_with_the_choices():
     use_conv3x3_cpu("shifted")
     with pytest.raises(ValueError, match=r"use_conv3x3_cpu: unknown conv3x3 CPU implementation "
                                          r"'fft'; choose one of 'naive', 'im2col', 'shifted', "
-                                         r"'winograd', 'auto'"):
+                                         r"'winograd', 'winograd4x4', 'auto'"):
         use_conv3x3_cpu("fft")
     with pytest.raises(TypeError, match=r"use_conv3x3_cpu: .* must be a name.*got NoneType"):
         use_conv3x3_cpu(None)
@@ -216,15 +277,16 @@ def test_environment_variable_selects_at_import_and_a_bad_value_names_it():
     bad = run_python(code, TINYVGG_CONV3X3_CPU="fastest")
     assert bad.returncode != 0
     assert ("environment variable TINYVGG_CONV3X3_CPU: unknown conv3x3 CPU implementation "
-            "'fastest'; choose one of 'naive', 'im2col', 'shifted', 'winograd', 'auto'"
+            "'fastest'; choose one of 'naive', 'im2col', 'shifted', 'winograd', 'winograd4x4', "
+            "'auto'"
             in bad.stderr)
 
 
 @pytest.mark.parametrize("c_in, size, expected", [
     (3, 32, "im2col"), (1, 32, "im2col"),          # the image
     (512, 2, "im2col"), (64, 3, "im2col"),         # maps below 4x4
-    (16, 32, "shifted"), (32, 16, "shifted"),      # thin channels, large maps
-    (32, 8, "winograd"), (64, 32, "winograd"), (128, 16, "winograd"), (512, 4, "winograd")])
+    (8, 32, "winograd4x4"), (16, 32, "winograd4x4"), (64, 32, "winograd4x4"),
+    (128, 16, "winograd4x4"), (512, 4, "winograd4x4")])
 def test_auto_rule(c_in, size, expected):
     assert auto_conv3x3_cpu(c_in, size, size) == expected
     assert implementation_for((2, c_in, size, size), "auto") is CONV3X3_CPU[expected]
@@ -241,17 +303,19 @@ def test_auto_runs_the_rung_of_each_layer_shape(monkeypatch):
     use_conv3x3_cpu("auto")
     x_image, x_thin = leaf(randn(0, (1, 3, 16, 16))), leaf(randn(1, (1, 8, 16, 16)))
     x_wide, x_tiny = leaf(randn(2, (1, 64, 4, 4))), leaf(randn(3, (1, 64, 2, 2)))
-    for x in (x_image, x_thin, x_wide, x_tiny):
+    x_odd = leaf(randn(4, (1, 16, 5, 7)))
+    for x in (x_image, x_thin, x_wide, x_tiny, x_odd):
         w = leaf(randn(4, (2, x.shape[1], 3, 3)))
         F.conv3x3(x, w).sum().backward()
         _, dw, _ = conv_backward_naive(x.numpy(), w.numpy(), np.ones((1, 2) + x.shape[2:]))
         assert_close(w.grad, dw, rtol=FLOAT64_RTOL)
-    assert calls == ["im2col", "shifted", "winograd", "im2col"]
+    assert calls == ["im2col", "winograd4x4", "winograd4x4", "im2col", "winograd4x4"]
 
 
 def test_backward_uses_the_rung_of_its_forward_even_after_a_switch():
     x, w, b, g = case_arrays((2, 3, 4, 6), 2, "contiguous", 5, np.float64)
-    for first, second in [("winograd", "im2col"), ("shifted", "winograd"), ("im2col", "naive")]:
+    for first, second in [("winograd", "im2col"), ("shifted", "winograd"), ("im2col", "naive"),
+                          ("winograd4x4", "shifted")]:
         use_conv3x3_cpu(first)
         inputs = [leaf(x), leaf(w), leaf(b)]
         y = F.conv3x3(*inputs)
@@ -284,9 +348,11 @@ def test_shifted_and_winograd_keep_far_less_than_the_im2col_rows():
     w = leaf(randn(1, (16, 16, 3, 3), np.float32))
     rows = 9 * x.numpy().nbytes
     assert saved_bytes("im2col", x, w) >= rows
-    for name in ("shifted", "winograd"):
+    # the padded input or the transformed input (2.25x for F(4x4, 3x3)), and the
+    # transformed weight (16 or 36 values per 3x3 kernel; here the weight is 1.1x x)
+    for name, most in (("shifted", 3), ("winograd", 3), ("winograd4x4", 4)):
         kept = saved_bytes(name, x, w)
-        assert 0 < kept < 3 * x.numpy().nbytes  # the padded input and the (transformed) weight
+        assert 0 < kept < most * x.numpy().nbytes < rows / 2
         assert saved_bytes(name, x, w, grad=False) == 0
 
 
@@ -339,10 +405,10 @@ def test_rung_matches_torch_conv2d(name, case, dtype):
 
 # --- a whole network --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["shifted", "winograd", "auto"])
+@pytest.mark.parametrize("name", ["shifted", "winograd", "winograd4x4", "auto"])
 def test_small_vgg_forward_and_backward_agree_with_im2col(name):
     """VGG-11 with batch norm at width 0.25 on 32x32 (maps from 32x32 down to 2x2, 3 to 128
-    channels; "auto" runs all three fast rungs in it), float64."""
+    channels; "auto" runs im2col and F(4x4, 3x3) in it), float64."""
     model = vgg("A", num_classes=5, batch_norm=True, dropout=0.0, width=0.25, head="compact",
                 dtype=np.float64)
     images = randn(0, (2, 3, 32, 32))

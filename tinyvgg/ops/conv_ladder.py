@@ -1,4 +1,4 @@
-"""The CPU ladder of conv3x3: one op, four implementations, slowest first.
+"""The CPU ladder of conv3x3: one op, five implementations, slowest first.
 
 Every rung computes the same thing (see ``conv.py`` for the math)::
 
@@ -80,6 +80,31 @@ Pp = N*(H+2)*(W+2) positions of the padded input. A direct convolution does
     1/sqrt(9C)): Winograd 1e-7 to 5e-7 forward and up to 7e-7 for dx; im2col
     1e-7 to 5e-7 for both; shifted GEMMs 1e-7 to 4e-7. The tests allow 1e-5
     for the GEMM rungs and 5e-5 for Winograd.
+
+``winograd4x4``
+    Winograd F(4x4, 3x3): each 4x4 block of outputs from a 6x6 input tile
+    (stride 4), 36 multiplies where the direct way needs 144, 4x fewer; the
+    products become 36 GEMMs ``(T, C) @ (C, K)`` with T = N*ceil(H/4)*ceil(W/4)
+    tiles, 72*T*C*K = 4.5*P*C*K flops. The transforms pass over 2.25x the input
+    (6x6 values per 4x4 outputs) and 2.25x the output, less than F(2x2, 3x3)'s
+    4x, and the kernel transform makes U, 4x the weight. Each transform is one
+    GEMM with a Kronecker matrix: ``(B x B)`` (36, 36) times the (36, T*C)
+    gathered tiles, ``(A x A)`` (16, 36) times the (36, T*K) products. The
+    matrices come from :func:`toom_cook_matrices` and five interpolation
+    points. Backward runs each stage's transpose, in the transformed domain:
+    ``dM = (A x A)^T g_tiles``, ``dU = V^T dM`` (36 GEMMs over the tiles, then
+    ``dw = (G x G)^T dU``), ``dV = dM U``, ``dD = (B x B)^T dV``, whose 6x6
+    tiles are added back where forward read them (neighbours overlap by two
+    pixels). So forward keeps V (2.25x the input) and U; im2col keeps 9x the
+    input. All three passes do 4x fewer multiplies than the direct sums.
+    Accuracy: the points' powers (up to 8 for Lavin & Gray's 2 and -2) enter
+    the transforms, so float32 rounding grows. Measured max |error| / max
+    |value| against float64 at VGG-16's layer shapes (batch 8, weights scaled
+    by 1/sqrt(9C)), forward / dx / dw: 4.5e-6 / 3.8e-6 / 2.9e-6 with the
+    points (0, 1, -1, 1/2, -2) used here, 1.4e-5 / 8.9e-6 / 1.1e-5 with Lavin
+    & Gray's (0, 1, -1, 2, -2); im2col 5.7e-7 / 6.6e-7 / 5.8e-7. The tests
+    allow 1e-4. At 2x2 maps the tile is padded to 4x4, 4x the work, and an
+    image's 3 channels make thin GEMMs: "auto" runs im2col for both.
 
 Measured, roughly: forward + backward of VGG-16 at 32x32, batch 64, float32,
 one BLAS thread (OPENBLAS_NUM_THREADS=1), median of 5, on the 2-core
@@ -458,6 +483,139 @@ def winograd_backward(saved, g, need_dx, need_dw, need_db):
     return dx, dw, db
 
 
+# --- winograd4x4: F(4x4, 3x3), every pass in the transformed domain --------------------
+
+def toom_cook_matrices(points, m: int, r: int):
+    """(A^T, G, B^T) of Winograd's F(m, r) from its m + r - 2 finite interpolation points
+    (and the point at infinity), in float64: for a 1-D signal d of m + r - 1 values and
+    a filter g of r, ``A^T [(G g) * (B^T d)]`` is the m outputs ``sum_k g[k] d[i + k]``.
+
+    It is the transpose of the Toom-Cook product of two polynomials, evaluated at the
+    points and interpolated back. Column j of A^T evaluates the output polynomial at
+    p_j (entries p_j^i), row j of G the filter polynomial, divided by
+    N_j = prod_{l != j} (p_j - p_l); row j of B^T holds the coefficients of
+    prod_{l != j} (x - p_l), the Lagrange numerator. The point at infinity takes the
+    leading coefficients: A^T's and G's last entries, and B^T's last row holds
+    prod_l (x - p_l). With the points (0, 1, -1, 2, -2) these are Lavin & Gray's."""
+    n = m + r - 1
+    p = np.asarray(points, dtype=np.float64)
+    if p.shape != (n - 1,) or len(set(points)) != n - 1:
+        raise ValueError(f"toom_cook_matrices: F({m}, {r}) needs {n - 1} distinct points, "
+                         f"got {tuple(points)}")
+    AT, G, BT = np.zeros((m, n)), np.zeros((n, r)), np.zeros((n, n))
+    for j, pj in enumerate(p):
+        others = np.delete(p, j)
+        AT[:, j] = pj ** np.arange(m)
+        G[j] = pj ** np.arange(r) / np.prod(pj - others)
+        # np.poly lists the highest power first, and gives a scalar for no roots
+        BT[j, :n - 1] = np.atleast_1d(np.poly(others))[::-1]
+    AT[m - 1, n - 1] = G[n - 1, r - 1] = 1.0
+    BT[n - 1] = np.poly(p)[::-1]
+    return AT, G, BT
+
+
+#: F(4x4, 3x3)'s finite points: 3 to 4 times less float32 error than Lavin & Gray's
+#: (0, 1, -1, 2, -2) (measured in the module docstring), since 1/2 and -2 keep the
+#: transforms' powers smaller.
+WINOGRAD4X4_POINTS = (0.0, 1.0, -1.0, 0.5, -2.0)
+_WINOGRAD4X4 = toom_cook_matrices(WINOGRAD4X4_POINTS, 4, 3)
+#: the 2-D transforms on flattened tiles: inputs 6x6 -> 36, kernels 3x3 -> 36,
+#: products 36 -> outputs 4x4 (Kronecker products of the 1-D matrices)
+WINOGRAD4X4_INPUT = np.kron(_WINOGRAD4X4[2], _WINOGRAD4X4[2])      # (36, 36)
+WINOGRAD4X4_KERNEL = np.kron(_WINOGRAD4X4[1], _WINOGRAD4X4[1])     # (36, 9)
+WINOGRAD4X4_OUTPUT = np.kron(_WINOGRAD4X4[0], _WINOGRAD4X4[0])     # (16, 36)
+#: the transformed position whose output coefficients are all 1 (point 1 in both
+#: directions): a bias added there is added to all 16 outputs of the tile
+WINOGRAD4X4_ALL_ONES = 7 * WINOGRAD4X4_POINTS.index(1.0)
+
+
+def winograd4x4_kernel(w_matrix):
+    """U (36, K, C) for a (K, 9C) kernel matrix: (G x G) applied to every 3x3 kernel."""
+    K, C = w_matrix.shape[0], w_matrix.shape[1] // 9
+    transform = WINOGRAD4X4_KERNEL.astype(w_matrix.dtype)
+    return np.tensordot(transform, w_matrix.reshape(K, 9, C), axes=(1, 1))
+
+
+def winograd4x4_tiles(shape):
+    """(tile rows, tile columns) covering an H x W output with 4x4 tiles."""
+    return -(-shape[0] // 4), -(-shape[1] // 4)
+
+
+def winograd4x4_forward(x, weight, bias, keep_for_dx, keep_for_dw):
+    """F(4x4, 3x3); keeps the transformed kernel U for dx and the transformed input V
+    for dw (2.25x the input, where im2col keeps 9x)."""
+    N, C, H, W = x.shape
+    K = weight.shape[0]
+    th, tw = winograd4x4_tiles((H, W))
+    T = N * th * tw
+    dtype = x.dtype
+    padded = padded_channels_last(x, 4 * th + 2, 4 * tw + 2)
+    tiles = np.empty((6, 6, N, th, tw, C), dtype=dtype)
+    for a in range(6):   # tile (a, b) of every tile: a strided copy of the padded input
+        for b in range(6):
+            tiles[a, b] = padded[:, a:a + 4 * th:4, b:b + 4 * tw:4]
+    V = WINOGRAD4X4_INPUT.astype(dtype) @ tiles.reshape(36, T * C)
+    V = V.reshape(36, T, C)
+    U = winograd4x4_kernel(conv.kernel_matrix(weight))              # (36, K, C)
+    products = np.matmul(V, U.transpose(0, 2, 1))                   # (36, T, K)
+    if bias is not None:
+        products[WINOGRAD4X4_ALL_ONES] += bias
+    out = WINOGRAD4X4_OUTPUT.astype(dtype) @ products.reshape(36, T * K)
+    y = np.empty((N, th, 4, tw, 4, K), dtype=dtype)
+    y[...] = out.reshape(4, 4, N, th, tw, K).transpose(2, 3, 0, 4, 1, 5)
+    saved = {}
+    if keep_for_dx:
+        saved["winograd4x4_kernel"] = U
+    if keep_for_dw:
+        saved["winograd4x4_input"] = V
+    y = y.reshape(N, 4 * th, 4 * tw, K)[:, :H, :W]
+    return y.transpose(0, 3, 1, 2), saved
+
+
+def winograd4x4_backward(saved, g, need_dx, need_dw, need_db):
+    """Forward's three matrix stages run backwards (each product's transpose):
+    dM = (A x A) g, then dU = V^T dM and dw = (G x G)^T dU, and dV = dM U,
+    dD = (B x B)^T dV, whose 6x6 tiles are added back where forward read them."""
+    N, K, H, W = g.shape
+    th, tw = winograd4x4_tiles((H, W))
+    T = N * th * tw
+    dtype = g.dtype
+    dx = dw = db = None
+    if need_dx or need_dw:
+        g_last = g.transpose(0, 2, 3, 1)                              # (N, H, W, K)
+        if (H, W) != (4 * th, 4 * tw):   # the cropped outputs get zero gradient
+            g_full = np.zeros((N, 4 * th, 4 * tw, K), dtype=dtype)
+            g_full[:, :H, :W] = g_last
+            g_last = g_full
+        g_tiles = np.empty((4, 4, N, th, tw, K), dtype=dtype)
+        for a in range(4):
+            for b in range(4):
+                g_tiles[a, b] = g_last[:, a::4, b::4]
+        output_t = WINOGRAD4X4_OUTPUT.astype(dtype).T
+        d_products = (output_t @ g_tiles.reshape(16, T * K)).reshape(36, T, K)
+    if need_dw:
+        V = saved.winograd4x4_input                                   # (36, T, C)
+        dU = np.matmul(d_products.transpose(0, 2, 1), V)              # (36, K, C)
+        C = V.shape[2]
+        kernel_t = WINOGRAD4X4_KERNEL.astype(dtype).T
+        dw9 = np.tensordot(kernel_t, dU, axes=(1, 0))                 # (9, K, C)
+        dw = dw9.reshape(3, 3, K, C).transpose(2, 3, 0, 1)
+    if need_dx:
+        U = saved.winograd4x4_kernel                                  # (36, K, C)
+        C = U.shape[2]
+        dV = np.matmul(d_products, U)                                 # (36, T, C)
+        input_t = WINOGRAD4X4_INPUT.astype(dtype).T
+        d_tiles = (input_t @ dV.reshape(36, T * C)).reshape(6, 6, N, th, tw, C)
+        d_padded = np.zeros((N, 4 * th + 2, 4 * tw + 2, C), dtype=dtype)
+        for a in range(6):   # neighbouring tiles overlap by two rows and columns
+            for b in range(6):
+                d_padded[:, a:a + 4 * th:4, b:b + 4 * tw:4] += d_tiles[a, b]
+        dx = d_padded[:, 1:H + 1, 1:W + 1].transpose(0, 3, 1, 2)
+    if need_db:
+        db = g.sum(axis=(0, 2, 3))
+    return dx, dw, db
+
+
 # --- the registry, the selection and "auto" -------------------------------------------
 
 CONV3X3_CPU = {
@@ -465,6 +623,7 @@ CONV3X3_CPU = {
     "im2col": Conv3x3Implementation(im2col_forward, im2col_backward),
     "shifted": Conv3x3Implementation(shifted_forward, shifted_backward),
     "winograd": Conv3x3Implementation(winograd_forward, winograd_backward),
+    "winograd4x4": Conv3x3Implementation(winograd4x4_forward, winograd4x4_backward),
 }
 #: the names :func:`use_conv3x3_cpu` accepts: the rungs, and "auto" (a rung per layer shape)
 CONV3X3_CPU_CHOICES = (*CONV3X3_CPU, "auto")
@@ -473,8 +632,6 @@ CONV3X3_CPU_ENV = "TINYVGG_CONV3X3_CPU"
 # "auto"'s thresholds (see auto_conv3x3_cpu)
 AUTO_MIN_CHANNELS = 8           # fewer input channels (an image): im2col
 AUTO_MIN_SIZE = 4               # height or width below this: im2col
-AUTO_THIN_CHANNELS = 64         # fewer input channels on images of AUTO_SHIFTED_PIXELS: shifted
-AUTO_SHIFTED_PIXELS = 16 * 16
 
 
 def _checked_choice(name, where: str) -> str:
@@ -494,9 +651,9 @@ _selected = _checked_choice(os.environ.get(CONV3X3_CPU_ENV) or "im2col",
 
 def use_conv3x3_cpu(name: str) -> None:
     """Select the implementation conv3x3 runs on the CPU, forward and backward:
-    ``"naive"``, ``"im2col"`` (the default), ``"shifted"``, ``"winograd"`` or
-    ``"auto"`` (one per layer shape, :func:`auto_conv3x3_cpu`). The environment
-    variable TINYVGG_CONV3X3_CPU sets the choice at import. A graph recorded
+    ``"naive"``, ``"im2col"`` (the default), ``"shifted"``, ``"winograd"``,
+    ``"winograd4x4"`` or ``"auto"`` (one per layer shape, :func:`auto_conv3x3_cpu`).
+    The environment variable TINYVGG_CONV3X3_CPU sets the choice at import. A graph recorded
     before the change runs its backward with the implementation of its forward."""
     global _selected
     _selected = _checked_choice(name, "use_conv3x3_cpu")
@@ -511,34 +668,28 @@ def auto_conv3x3_cpu(in_channels: int, height: int, width: int) -> str:
     """The rung ``"auto"`` runs for a layer with this many input channels and pixels.
 
     * im2col when the input has fewer than 8 channels (the image: its 9x copy is
-      small and its GEMMs with C = 3 would be thinner still) or is smaller than
-      4 pixels in height or width (a 2x2 map: Winograd has one tile per image
-      and ties with im2col, the shifted GEMMs do 4x the work);
-    * the shifted GEMMs for fewer than 64 input channels on maps of at least
-      16x16 pixels: with thin channels the im2col copy costs as much as the
-      GEMM and Winograd's transforms more than the multiplies they save;
-    * Winograd otherwise: 64 channels and more from 4x4 up.
+      small, and Winograd's 36 GEMMs with C = 3 would be thin) or is smaller than
+      4 pixels in height or width (a 2x2 map: F(4x4, 3x3) pads its tile to 4x4,
+      4x the work);
+    * F(4x4, 3x3) Winograd everywhere else.
 
-    Based on rough timings on the 2-core development machine while two training
-    runs used both cores (forward + backward, float32, one BLAS thread, median
-    of 5), so noisy: the same im2col measurement at 64->64 @32x32 gave 212 ms
-    in one run and 332 ms in another; the rule follows differences that held
-    from run to run. VGG-16 at 32x32, batch 64, in ms
-    (im2col / shifted / winograd): 3->64 @32x32 12 / 25 / 31; 64->64 @32x32
-    212 / 172 / 164; 64->128 @16x16 89 / 92 / 76; 128->128 @16x16 155 / 154 / 119;
-    128->256 @8x8 67 / 94 / 54; 256->256 @8x8 126 / 182 / 99; 256->512 @4x4
-    54 / 127 / 51; 512->512 @4x4 105 / 263 / 99; 512->512 @2x2 29 / 117 / 31.
-    VGG-11 at width 0.25 (MNIST training), batch 128: 16->16 @32x32 68 / 47 / 63;
-    16->32 @16x16 25 / 20 / 23; 32->32 @16x16 40 / 32 / 33; 32->64 @8x8
-    16 / 17 / 14; 64->64 @8x8 24 / 29 / 23; 128->128 @4x4 18 / 35 / 16. Two BLAS
-    threads speed up the GEMMs but not the copies and transforms, so the
-    thresholds should be measured again there.
+    Measured on the quiet 2-core development machine (two BLAS threads; forward
+    + backward, float32, median of 5), in ms, im2col / shifted / winograd /
+    winograd4x4. VGG-16 at 32x32, batch 64: 3->64 @32x32 12 / 23 / 29 / 26;
+    64->64 @32x32 124 / 139 / 154 / 91; 64->128 @16x16 48 / 58 / 54 / 32;
+    128->128 @16x16 85 / 108 / 98 / 50; 128->256 @8x8 34 / 54 / 36 / 19;
+    256->256 @8x8 67 / 108 / 68 / 34; 256->512 @4x4 31 / 76 / 30 / 18;
+    512->512 @4x4 58 / 160 / 55 / 46; 512->512 @2x2 16 / 66 / 22 / 44.
+    VGG-11 at width 0.25 (the MNIST model), batch 128: 1->16 @32x32
+    9 / 30 / 20 / 16; 16->16 @32x32 48 / 36 / 55 / 34; 16->32 @16x16
+    16 / 16 / 21 / 10; 32->32 @16x16 22 / 31 / 36 / 16; 32->64 @8x8
+    8 / 12 / 11 / 5; 64->64 @8x8 12 / 23 / 17 / 8; 128->128 @4x4 9 / 22 / 11 / 7;
+    128->128 @2x2 3 / 10 / 4 / 6. The shifted GEMMs and F(2x2, 3x3) no longer
+    win anywhere; they stay on the ladder as the steps between.
     """
     if in_channels < AUTO_MIN_CHANNELS or min(height, width) < AUTO_MIN_SIZE:
         return "im2col"
-    if in_channels < AUTO_THIN_CHANNELS and height * width >= AUTO_SHIFTED_PIXELS:
-        return "shifted"
-    return "winograd"
+    return "winograd4x4"
 
 
 def implementation_for(x_shape, name: str | None = None) -> Conv3x3Implementation:
