@@ -133,7 +133,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from . import checks, conv
+from . import checks, conv, threads
 from .linear import affine_rows
 
 # The adds of the shifted GEMMs and Winograd's transforms run on blocks of about
@@ -530,10 +530,16 @@ WINOGRAD4X4_ALL_ONES = 7 * WINOGRAD4X4_POINTS.index(1.0)
 
 
 def winograd4x4_kernel(w_matrix):
-    """U (36, K, C) for a (K, 9C) kernel matrix: (G x G) applied to every 3x3 kernel."""
+    """U for a (K, 9C) kernel matrix, (G x G) applied to every 3x3 kernel: a (36, K, C)
+    view of (K, 36, C) memory.
+
+    That memory order is the weight's own, (K, 3, 3, C), with 36 values in place of
+    9: one product per output channel, with no transposing copy of the weight (U is
+    4x the weight: 38 MB at 512 channels, so a copy costs as much as the product).
+    Each U[xi] is still a matrix with unit column stride, as the GEMMs need."""
     K, C = w_matrix.shape[0], w_matrix.shape[1] // 9
     transform = WINOGRAD4X4_KERNEL.astype(w_matrix.dtype)
-    return np.tensordot(transform, w_matrix.reshape(K, 9, C), axes=(1, 1))
+    return np.matmul(transform, w_matrix.reshape(K, 9, C)).transpose(1, 0, 2)
 
 
 def winograd4x4_tiles(shape):
@@ -549,11 +555,17 @@ def winograd4x4_forward(x, weight, bias, keep_for_dx, keep_for_dw):
     th, tw = winograd4x4_tiles((H, W))
     T = N * th * tw
     dtype = x.dtype
-    padded = padded_channels_last(x, 4 * th + 2, 4 * tw + 2)
+    x_last = x.transpose(0, 2, 3, 1)
     tiles = np.empty((6, 6, N, th, tw, C), dtype=dtype)
-    for a in range(6):   # tile (a, b) of every tile: a strided copy of the padded input
-        for b in range(6):
-            tiles[a, b] = padded[:, a:a + 4 * th:4, b:b + 4 * tw:4]
+
+    def gather_tiles(start, stop):  # pad some images, copy out their 36 tile values
+        padded = np.empty((stop - start, 4 * th + 2, 4 * tw + 2, C), dtype=dtype)
+        padded[:, 0] = padded[:, H + 1:] = padded[:, :, 0] = padded[:, :, W + 1:] = 0
+        padded[:, 1:H + 1, 1:W + 1] = x_last[start:stop]
+        for a in range(6):
+            for b in range(6):
+                tiles[a, b, start:stop] = padded[:, a:a + 4 * th:4, b:b + 4 * tw:4]
+    threads.over_images(N, 36 * th * tw * C * x.itemsize, gather_tiles)
     V = WINOGRAD4X4_INPUT.astype(dtype) @ tiles.reshape(36, T * C)
     V = V.reshape(36, T, C)
     U = winograd4x4_kernel(conv.kernel_matrix(weight))              # (36, K, C)
@@ -561,8 +573,12 @@ def winograd4x4_forward(x, weight, bias, keep_for_dx, keep_for_dw):
     if bias is not None:
         products[WINOGRAD4X4_ALL_ONES] += bias
     out = WINOGRAD4X4_OUTPUT.astype(dtype) @ products.reshape(36, T * K)
+    out = out.reshape(4, 4, N, th, tw, K)
     y = np.empty((N, th, 4, tw, 4, K), dtype=dtype)
-    y[...] = out.reshape(4, 4, N, th, tw, K).transpose(2, 3, 0, 4, 1, 5)
+
+    def place_tiles(start, stop):
+        y[start:stop] = out[:, :, start:stop].transpose(2, 3, 0, 4, 1, 5)
+    threads.over_images(N, 16 * th * tw * K * x.itemsize, place_tiles)
     saved = {}
     if keep_for_dx:
         saved["winograd4x4_kernel"] = U
@@ -583,34 +599,49 @@ def winograd4x4_backward(saved, g, need_dx, need_dw, need_db):
     dx = dw = db = None
     if need_dx or need_dw:
         g_last = g.transpose(0, 2, 3, 1)                              # (N, H, W, K)
-        if (H, W) != (4 * th, 4 * tw):   # the cropped outputs get zero gradient
-            g_full = np.zeros((N, 4 * th, 4 * tw, K), dtype=dtype)
-            g_full[:, :H, :W] = g_last
-            g_last = g_full
         g_tiles = np.empty((4, 4, N, th, tw, K), dtype=dtype)
-        for a in range(4):
-            for b in range(4):
-                g_tiles[a, b] = g_last[:, a::4, b::4]
+
+        def gather_tiles(start, stop):
+            block = g_last[start:stop]
+            if (H, W) != (4 * th, 4 * tw):   # the cropped outputs get zero gradient
+                block = np.zeros((stop - start, 4 * th, 4 * tw, K), dtype=dtype)
+                block[:, :H, :W] = g_last[start:stop]
+            for a in range(4):
+                for b in range(4):
+                    g_tiles[a, b, start:stop] = block[:, a::4, b::4]
+        threads.over_images(N, 16 * th * tw * K * g.itemsize, gather_tiles)
         output_t = WINOGRAD4X4_OUTPUT.astype(dtype).T
         d_products = (output_t @ g_tiles.reshape(16, T * K)).reshape(36, T, K)
     if need_dw:
         V = saved.winograd4x4_input                                   # (36, T, C)
-        dU = np.matmul(d_products.transpose(0, 2, 1), V)              # (36, K, C)
         C = V.shape[2]
+        dU = np.empty((K, 36, C), dtype=dtype)   # U's memory order, see winograd4x4_kernel
+        np.matmul(d_products.transpose(0, 2, 1), V, out=dU.transpose(1, 0, 2))
         kernel_t = WINOGRAD4X4_KERNEL.astype(dtype).T
-        dw9 = np.tensordot(kernel_t, dU, axes=(1, 0))                 # (9, K, C)
-        dw = dw9.reshape(3, 3, K, C).transpose(2, 3, 0, 1)
+        dw = np.matmul(kernel_t, dU).reshape(K, 3, 3, C).transpose(0, 3, 1, 2)
     if need_dx:
         U = saved.winograd4x4_kernel                                  # (36, K, C)
         C = U.shape[2]
         dV = np.matmul(d_products, U)                                 # (36, T, C)
         input_t = WINOGRAD4X4_INPUT.astype(dtype).T
         d_tiles = (input_t @ dV.reshape(36, T * C)).reshape(6, 6, N, th, tw, C)
-        d_padded = np.zeros((N, 4 * th + 2, 4 * tw + 2, C), dtype=dtype)
-        for a in range(6):   # neighbouring tiles overlap by two rows and columns
-            for b in range(6):
-                d_padded[:, a:a + 4 * th:4, b:b + 4 * tw:4] += d_tiles[a, b]
-        dx = d_padded[:, 1:H + 1, 1:W + 1].transpose(0, 3, 1, 2)
+        dx_last = np.empty((N, H, W, C), dtype=dtype)
+
+        def add_tiles(start, stop):
+            # tile values 0-3 of each row and column cover the padded image once: copied;
+            # values 4 and 5 overlap the next tile's 0 and 1 (or the far border): added
+            d_padded = np.empty((stop - start, 4 * th + 2, 4 * tw + 2, C), dtype=dtype)
+            d_padded[:, 4 * th:] = d_padded[:, :, 4 * tw:] = 0
+            for a in range(6):
+                for b in range(6):
+                    target = d_padded[:, a:a + 4 * th:4, b:b + 4 * tw:4]
+                    if a < 4 and b < 4:
+                        target[...] = d_tiles[a, b, start:stop]
+                    else:
+                        target += d_tiles[a, b, start:stop]
+            dx_last[start:stop] = d_padded[:, 1:H + 1, 1:W + 1]
+        threads.over_images(N, 36 * th * tw * C * g.itemsize, add_tiles)
+        dx = dx_last.transpose(0, 3, 1, 2)
     if need_db:
         db = g.sum(axis=(0, 2, 3))
     return dx, dw, db
