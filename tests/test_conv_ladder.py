@@ -23,7 +23,8 @@ from tinyvgg.ops.conv_ladder import (CONV3X3_CPU, CONV3X3_CPU_CHOICES, CONV3X3_C
                                      WINOGRAD4X4_ALL_ONES, WINOGRAD4X4_OUTPUT,
                                      WINOGRAD4X4_POINTS, auto_conv3x3_cpu, conv3x3_backward,
                                      conv3x3_cpu, conv3x3_forward, implementation_for,
-                                     toom_cook_matrices, use_conv3x3_cpu)
+                                     toom_cook_matrices, use_conv3x3_cpu,
+                                     using_conv3x3_cpu)
 from tinyvgg.ops.linear import affine_rows
 
 #: the fast rungs (naive is the reference they are held to)
@@ -244,13 +245,28 @@ def test_gradcheck_with_each_rung_selected(name, shape, c_out):
 # --- selection, environment variable, auto ------------------------------------------------
 
 def test_selection_round_trip():
-    # im2col by default; the whole suite can be run with another rung through the variable
-    assert conv3x3_cpu() == (os.environ.get(CONV3X3_CPU_ENV) or "im2col")
+    # auto by default; the whole suite can be run with another rung through the variable
+    assert conv3x3_cpu() == (os.environ.get(CONV3X3_CPU_ENV) or "auto")
     for name in CONV3X3_CPU_CHOICES:
         use_conv3x3_cpu(name)
         assert conv3x3_cpu() == name
     assert set(CONV3X3_CPU_CHOICES) == {"naive", "im2col", "shifted", "winograd",
                                         "winograd4x4", "auto"}
+
+
+def test_using_conv3x3_cpu_selects_for_a_block_and_restores_after_errors():
+    use_conv3x3_cpu("shifted")
+    with using_conv3x3_cpu("im2col"):
+        assert conv3x3_cpu() == "im2col"
+    assert conv3x3_cpu() == "shifted"
+    with pytest.raises(RuntimeError, match="inside"):
+        with using_conv3x3_cpu("winograd4x4"):
+            raise RuntimeError("inside")
+    assert conv3x3_cpu() == "shifted"
+    with pytest.raises(ValueError, match="unknown conv3x3 CPU implementation 'fft'"):
+        with using_conv3x3_cpu("fft"):
+            pass
+    assert conv3x3_cpu() == "shifted"
 
 
 def test_unknown_names_are_refused_with_the_choices():

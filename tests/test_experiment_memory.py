@@ -13,15 +13,17 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    # the CPU conv3x3 rung decides what a convolution keeps: pin the default, im2col
+    # the experiment runs its step with im2col whatever is selected (which comes back)
     selected = conv_ladder.conv3x3_cpu()
-    conv_ladder.use_conv3x3_cpu("im2col")
+    conv_ladder.use_conv3x3_cpu("winograd4x4")
     lines = []
     try:
         out = tmp_path_factory.mktemp("memory")
         numbers = memory.run(out, seed=0, log=lines.append)
+        assert conv_ladder.conv3x3_cpu() == "winograd4x4"
     finally:
         conv_ladder.use_conv3x3_cpu(selected)
+    assert numbers["conv3x3_cpu"] == "im2col"
     return numbers, lines
 
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from tinyvgg.experiments import receptive_field as rf
+from tinyvgg.ops.conv_ladder import conv3x3_cpu, using_conv3x3_cpu
 
 #: VGG-16 at 224x224: (torchvision name, paper name, output side, receptive field, jump)
 VGG16_FIELDS = [
@@ -24,6 +25,17 @@ VGG16_FIELDS = [
 def test_stacked_3x3_layers_see_2n_plus_1_pixels_around_the_centre(layers, weights):
     grad = rf.stacked_gradient(layers, size=15, seed=3, weights=weights)
     assert rf.nonzero_box(grad) == (7 - layers, 7 - layers, 2 * layers + 1, 2 * layers + 1)
+
+
+def test_the_fields_are_measured_with_exact_zeros_whatever_rung_is_selected():
+    """Winograd's transforms leave rounding residue where the gradient is zero: the
+    experiment runs im2col for its measurements and leaves the selection as it was."""
+    with using_conv3x3_cpu("winograd4x4"):
+        grad = rf.stacked_gradient(2, size=15, channels=8, seed=3)
+        assert conv3x3_cpu() == "winograd4x4"
+        boxes = rf.measure_vgg16_fields(["features.7"], input_size=64, seed=1)
+    assert rf.nonzero_box(grad) == (5, 5, 5, 5)
+    assert boxes["features.7"][2:] == (14, 14)
 
 
 def test_with_unit_weights_the_gradient_counts_paths():

@@ -20,6 +20,7 @@ from pathlib import Path
 from .. import functional as F
 from ..fileio import atomic_write
 from ..graph import GraphvizNotFoundError, autograd_graph, draw, render
+from ..ops.conv_ladder import using_conv3x3_cpu
 from ..texttable import format_table
 from . import seeded_vgg_batch
 
@@ -30,7 +31,8 @@ def run(out: Path, seed: int = 0, device: str = "cpu", log=print) -> dict:
     """Write the autograd graph of a tiny VGG-11-BN's loss as graph.dot and graph.png."""
     out = Path(out)
     model, x, labels = seeded_vgg_batch(CONFIG, WIDTH, CLASSES, BATCH, SIZE, seed, device)
-    loss = F.cross_entropy(model(x), labels)
+    with using_conv3x3_cpu("im2col"):  # the CPU rung whose saved rows the boxes show
+        loss = F.cross_entropy(model(x), labels)
 
     graph = autograd_graph(loss, model)  # before any backward, which frees the saved arrays
     dot_text = graph.to_dot()

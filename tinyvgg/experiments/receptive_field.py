@@ -42,6 +42,7 @@ import numpy as np
 from .. import backend, nn
 from .. import functional as F
 from ..models.vgg import cfgs, make_layers, vgg16
+from ..ops.conv_ladder import using_conv3x3_cpu
 from ..plotting import pyplot, save_png
 from ..tensor import tensor
 from ..texttable import format_table
@@ -53,6 +54,9 @@ STACK_CHANNELS = 3
 VGG_INPUT = 224           # conv5_3's 196-pixel field must fit inside the image
 VGG_WIDTH = 1 / 16        # 4 to 32 channels: the field does not depend on the width
 PARAM_CHANNELS = (64, 128, 256, 512)
+#: the field is where the gradient is exactly nonzero; Winograd's transforms leave
+#: rounding residue around each tile, so the CPU convolutions run im2col here
+EXACT_ZEROS_RUNG = "im2col"
 
 
 # --- 1. stacked 3x3 convolutions --------------------------------------------------
@@ -81,12 +85,13 @@ def stacked_gradient(layers: int, size: int = STACK_INPUT, channels: int = STACK
         kernels.append(tensor(w, device=device))
     x = tensor(rng.standard_normal((1, channels, size, size)), requires_grad=True,
                device=device)
-    y = x
-    for w in kernels:
-        y = F.conv3x3(y, w)
-    one_hot = np.zeros(y.shape)
-    one_hot[0, 0, size // 2, size // 2] = 1.0  # the centre unit of the first channel alone
-    y.backward(backend.move(one_hot, device))
+    with using_conv3x3_cpu(EXACT_ZEROS_RUNG):
+        y = x
+        for w in kernels:
+            y = F.conv3x3(y, w)
+        one_hot = np.zeros(y.shape)
+        one_hot[0, 0, size // 2, size // 2] = 1.0  # the centre unit of the first channel
+        y.backward(backend.move(one_hot, device))
     return np.abs(backend.to_numpy(x.grad)).sum(axis=(0, 1))
 
 
@@ -205,19 +210,19 @@ def measure_vgg16_fields(layers=None, input_size: int = VGG_INPUT, width: float 
                          f"or pool of VGG-16; choose from {', '.join(sorted(known))}")
     x = tensor(np.random.default_rng(seed).standard_normal((1, 3, input_size, input_size)),
                requires_grad=True, device=device)
-    outputs, h = {}, x
-    for index, module in enumerate(features):
-        h = module(h)
-        if f"features.{index}" in wanted:
-            outputs[f"features.{index}"] = h
-    boxes = {}
-    for name in wanted:
-        out = outputs[name]
-        one_hot = np.zeros(out.shape)
-        one_hot[0, 0, out.shape[2] // 2, out.shape[3] // 2] = 1.0
-        out.backward(backend.move(one_hot, device), retain_graph=True)
-        boxes[name] = nonzero_box(np.abs(backend.to_numpy(x.grad)).sum(axis=(0, 1)))
-        x.grad = None
+    outputs, h, boxes = {}, x, {}
+    with using_conv3x3_cpu(EXACT_ZEROS_RUNG):
+        for index, module in enumerate(features):
+            h = module(h)
+            if f"features.{index}" in wanted:
+                outputs[f"features.{index}"] = h
+        for name in wanted:
+            out = outputs[name]
+            one_hot = np.zeros(out.shape)
+            one_hot[0, 0, out.shape[2] // 2, out.shape[3] // 2] = 1.0
+            out.backward(backend.move(one_hot, device), retain_graph=True)
+            boxes[name] = nonzero_box(np.abs(backend.to_numpy(x.grad)).sum(axis=(0, 1)))
+            x.grad = None
     return boxes
 
 

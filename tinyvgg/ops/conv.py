@@ -28,9 +28,10 @@ same column order::
 The result is channels-last (NHWC) in memory; it is returned as an NCHW
 view of that memory, so the next layer reads it without a transpose copy.
 
-That is the ``im2col`` rung, the CPU default; ``conv_ladder.py`` holds it
-beside the naive loops, shifted GEMMs without the copy and Winograd F(2x2, 3x3),
-selected with ``conv_ladder.use_conv3x3_cpu``.
+That is the ``im2col`` rung; ``conv_ladder.py`` holds it beside the naive
+loops, shifted GEMMs without the copy and Winograd F(2x2, 3x3) and F(4x4, 3x3),
+selected with ``conv_ladder.use_conv3x3_cpu``. The CPU default, ``auto``, runs
+F(4x4, 3x3) on most of VGG's layers and im2col on the image and on 2x2 maps.
 
 On the GPU the convolutions run our kernels on C-contiguous NCHW arrays:
 ``kernels/conv3x3.cu`` (a ladder of five forward kernels from naive to TF32
@@ -453,7 +454,7 @@ class Conv3x3(Function):
 
     Backward: dL/db = sum of g over (n, i, j); dL/dw = g^T @ im2col(x);
     dL/dx = conv3x3(g) with the kernel turned 180 degrees, in/out swapped.
-    CPU: the rung of conv_ladder.py selected for the shape (im2col by default).
+    CPU: the rung of conv_ladder.py selected for the shape ("auto" by default).
     GPU: kernels/conv3x3.cu."""
     name = "conv3x3"
 

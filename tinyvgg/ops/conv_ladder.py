@@ -106,28 +106,27 @@ Pp = N*(H+2)*(W+2) positions of the padded input. A direct convolution does
     allow 1e-4. At 2x2 maps the tile is padded to 4x4, 4x the work, and an
     image's 3 channels make thin GEMMs: "auto" runs im2col for both.
 
-Measured, roughly: forward + backward of VGG-16 at 32x32, batch 64, float32,
-one BLAS thread (OPENBLAS_NUM_THREADS=1), median of 5, on the 2-core
-development machine while two training runs kept both cores busy (so
-noisy; the 5 repeats of each spread by up to 10%): im2col 1221 ms, shifted 1987 ms, winograd 1114 ms, auto
-1086 ms (11% less than im2col). VGG-11-BN at width 0.25 on 1x32x32, batch
-128 (the MNIST training model): im2col 192 ms, shifted 261 ms, winograd
-194 ms, auto 173 ms. Per layer, see :func:`auto_conv3x3_cpu`. Most of the
-time is in the GEMMs in every rung: im2col's copy was about a quarter of its
-forward at 64 channels and 32x32 (20 of 81 ms), so removing copies alone
-cannot do more than that; Winograd also cuts the multiplies.
+Measured with ``python3 -m tinyvgg bench`` (both BLAS threads, the quiet 2-core
+development machine; the numbers, with the command and commit, are in
+``benchmarks/results/bench-cpu-*.md``): BENCH_NUMBERS
 
 Selection: :func:`use_conv3x3_cpu` (or the environment variable
 ``TINYVGG_CONV3X3_CPU`` at import) picks the rung ``tinyvgg.ops.conv.Conv3x3``
-runs on the CPU. The default is ``"im2col"``. A rung selected by name runs
-at every size, so its costs can be studied where they are worst (the shifted
-GEMMs at 2x2); ``"auto"`` picks per layer shape with :func:`auto_conv3x3_cpu`,
-falling back to im2col for images and tiny maps. Its rule and the timings
-behind it are in its docstring.
+runs on the CPU; :func:`using_conv3x3_cpu` picks one for a ``with`` block. The
+default is ``"auto"``, which picks per layer shape with
+:func:`auto_conv3x3_cpu` (F(4x4, 3x3) from 4x4 maps and 8 channels up,
+im2col for images and tiny maps); its rule and the timings behind it are in
+its docstring. A rung selected by name runs at every size, so its costs can
+be studied where they are worst (the shifted GEMMs at 2x2). Winograd's
+gradients are not exactly zero where the true gradient is (the transforms
+leave rounding residue of about 1e-17 in float64 around a tile), so work that
+looks at the exact zeros of a gradient, such as the receptive-field
+experiment, selects im2col.
 """
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Callable, NamedTuple
 
@@ -676,18 +675,32 @@ def _checked_choice(name, where: str) -> str:
     return name
 
 
-_selected = _checked_choice(os.environ.get(CONV3X3_CPU_ENV) or "im2col",
+#: the rung conv3x3 runs on the CPU unless another is selected
+CONV3X3_CPU_DEFAULT = "auto"
+_selected = _checked_choice(os.environ.get(CONV3X3_CPU_ENV) or CONV3X3_CPU_DEFAULT,
                             f"environment variable {CONV3X3_CPU_ENV}")
 
 
 def use_conv3x3_cpu(name: str) -> None:
     """Select the implementation conv3x3 runs on the CPU, forward and backward:
-    ``"naive"``, ``"im2col"`` (the default), ``"shifted"``, ``"winograd"``,
-    ``"winograd4x4"`` or ``"auto"`` (one per layer shape, :func:`auto_conv3x3_cpu`).
+    ``"naive"``, ``"im2col"``, ``"shifted"``, ``"winograd"``, ``"winograd4x4"`` or
+    ``"auto"`` (the default: one per layer shape, :func:`auto_conv3x3_cpu`).
     The environment variable TINYVGG_CONV3X3_CPU sets the choice at import. A graph recorded
     before the change runs its backward with the implementation of its forward."""
     global _selected
     _selected = _checked_choice(name, "use_conv3x3_cpu")
+
+
+@contextmanager
+def using_conv3x3_cpu(name: str):
+    """``with using_conv3x3_cpu("im2col"):`` selects a rung for the block only; the
+    selection before it comes back afterwards, even on an exception."""
+    before = _selected
+    use_conv3x3_cpu(name)
+    try:
+        yield
+    finally:
+        use_conv3x3_cpu(before)
 
 
 def conv3x3_cpu() -> str:
