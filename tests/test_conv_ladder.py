@@ -122,6 +122,16 @@ def test_outputs_and_input_gradients_are_channels_last_in_memory(name):
         assert array.strides[1] == array.itemsize
 
 
+@pytest.mark.parametrize("name", list(CONV3X3_CPU) + ["auto"])
+def test_an_empty_batch_gives_empty_outputs_and_zero_weight_gradients(name):
+    x, w, b = np.zeros((0, 16, 8, 8)), randn(0, (4, 16, 3, 3)), randn(1, (4,))
+    y = conv3x3_forward(x, w, b, name)
+    dx, dw, db = conv3x3_backward(x, w, np.zeros((0, 4, 8, 8)), name)
+    assert y.shape == (0, 4, 8, 8) and dx.shape == x.shape
+    np.testing.assert_array_equal(dw, np.zeros_like(w))
+    np.testing.assert_array_equal(db, np.zeros(4))
+
+
 def test_im2col_rung_is_bit_for_bit_the_im2col_formulas():
     """The refactor moved conv3x3's CPU code into the ladder without changing a bit."""
     use_conv3x3_cpu("im2col")

@@ -104,7 +104,7 @@ def pixel_rows(x):
 
 def from_pixel_rows(rows, N, H, W):
     """(N*H*W, C) -> an (N, C, H, W) view of the same channels-last memory."""
-    return rows.reshape(N, H, W, -1).transpose(0, 3, 1, 2)
+    return rows.reshape(N, H, W, rows.shape[1]).transpose(0, 3, 1, 2)
 
 
 def im2col3x3(x, out=None):
