@@ -138,7 +138,7 @@ def bench_imagenet_step(warmup, repeats):
 
 
 def _step_ms(step):
-    """(tinyvgg ms, PyTorch ms or None) of a bench_training_step result, conv3x3 im2col."""
+    """(tinyvgg ms, PyTorch ms or None) of a bench_training_step result (the default rung)."""
     ours = 1e3 * next(iter(step["tinyvgg"].values()))["seconds"]
     return ours, (1e3 * step["torch"]["seconds"] if "torch" in step else None)
 

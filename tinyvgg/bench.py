@@ -161,8 +161,8 @@ def _high_water_bytes():
     return None
 
 
-def step_peak_memory(framework: str, implementation: str = "im2col", batch: int = BATCH,
-                     size: int = 32):
+def step_peak_memory(framework: str, implementation: str = CONV3X3_CPU_DEFAULT,
+                     batch: int = BATCH, size: int = 32):
     """Peak resident memory added by two VGG-16 training steps, measured in a fresh
     process (so neither framework's cached or retained memory from earlier work counts):
     the high-water mark after the steps minus the one before them. None where the
@@ -317,8 +317,8 @@ def torch_vgg16(head: str, num_classes: int):
     return model
 
 
-def _training_step(framework, implementation="im2col", head="compact", batch=BATCH, size=32,
-                   num_classes=10, lr=0.01, seed=0):
+def _training_step(framework, implementation=CONV3X3_CPU_DEFAULT, head="compact", batch=BATCH,
+                   size=32, num_classes=10, lr=0.01, seed=0):
     """A function running one VGG-16 training step (forward, loss, backward, SGD update;
     ``lr=None``: no update) in ``framework`` ("tinyvgg" or "torch"), on fixed images.
     Both frameworks start from the same weights (PyTorch's initialisation)."""
@@ -369,7 +369,7 @@ def step_flops(head="compact", batch=BATCH, size=32, num_classes=10) -> int:
 
 
 def bench_training_step(warmup, repeats, head="compact", batch=BATCH, size=32, num_classes=10,
-                        lr=0.01, implementations=("im2col",), memory=False) -> dict:
+                        lr=0.01, implementations=(CONV3X3_CPU_DEFAULT,), memory=False) -> dict:
     """The step's median time with each conv3x3 implementation, and PyTorch's, on the same
     weights and images; with ``memory``, each one's peak memory from a fresh process."""
     from .ops.conv_ladder import conv3x3_cpu, use_conv3x3_cpu
