@@ -723,8 +723,9 @@ def auto_conv3x3_cpu(in_channels: int, height: int, width: int) -> str:
       4x the work);
     * F(4x4, 3x3) Winograd everywhere else.
 
-    Measured on the quiet 2-core development machine (two BLAS threads; forward
-    + backward, float32, median of 5), in ms, im2col / shifted / winograd /
+    Measured on the quiet 2-core development machine at commit 803ee48 (two BLAS
+    threads; forward + backward, float32, median of 5; winograd4x4 has become
+    faster since, at 512 channels most), in ms, im2col / shifted / winograd /
     winograd4x4. VGG-16 at 32x32, batch 64: 3->64 @32x32 12 / 23 / 29 / 26;
     64->64 @32x32 124 / 139 / 154 / 91; 64->128 @16x16 48 / 58 / 54 / 32;
     128->128 @16x16 85 / 108 / 98 / 50; 128->256 @8x8 34 / 54 / 36 / 19;
