@@ -2,7 +2,7 @@
 
 For each distinct conv layer of VGG-16 at 224x224 (batch 64 by default), every
 conv3x3 forward kernel (``tinyvgg.ops.conv.CONV3X3_KERNELS``: naive, tiled,
-register, implicit-gemm, tf32-mma) is timed on the forward pass and on the
+register, implicit-gemm, tf32-mma, winograd4x4) is timed on the forward pass and on the
 input gradient (the same kernel on the turned weights; not for the first
 layer, whose input needs no gradient), and every weight-gradient kernel
 (``CONV3X3_WGRAD_KERNELS``) on dL/dw. cuDNN does the same three jobs through
@@ -363,11 +363,20 @@ def _cudnn_version(number):
     return f"{number // 10000}.{number % 10000 // 100}.{number % 100}"
 
 
+def measured_kernels(kernels, rows, job):
+    """Those of ``kernels`` that every row of the report timed for ``job``: a report
+    written before a kernel joined its ladder is redrawn without it."""
+    return [k for k in kernels
+            if all(k in r["ms"].get(job, {}) for r in rows if job in r.get("jobs", [job]))]
+
+
 def markdown(report):
     m = report["machine"]
-    conv_jobs = {"fwd": list(conv.CONV3X3_KERNELS), "dx": list(conv.CONV3X3_KERNELS),
-                 "dw": list(conv.CONV3X3_WGRAD_KERNELS)}
-    gemm_jobs = {job: list(linear.GEMM_KERNELS) for job in JOBS}
+    conv_jobs = {job: measured_kernels(kernels, report["convs"], job)
+                 for job, kernels in (("fwd", conv.CONV3X3_KERNELS), ("dx", conv.CONV3X3_KERNELS),
+                                      ("dw", conv.CONV3X3_WGRAD_KERNELS))}
+    gemm_jobs = {job: measured_kernels(linear.GEMM_KERNELS, report["linears"], job)
+                 for job in JOBS}
     lines = [f"# GPU benchmark: tinyvgg's kernel ladders vs PyTorch {m['torch']} + cuDNN", "",
              f"{report['device']}; CuPy {report['cupy']}; cuDNN {_cudnn_version(report['cudnn'])}; "
              f"commit {m['commit']}; {m['date']}.", "",

@@ -106,6 +106,29 @@
 // slice) sets the speed. Needs compute capability 8.0 or newer: the host
 // checks, and older GPUs compile a stub that traps.
 //
+// 6. winograd4x4 (host-side name; three kernels and the gemm kernel of
+// kernels/gemm.cu): Winograd F(4x4, 3x3), the CPU ladder's winograd4x4 rung on
+// the GPU. Every 4 x 4 block of outputs (a "tile"; T = N * ceil(H/4) *
+// ceil(W/4) tiles, numbered (n, tile row, tile column) row-major) comes from
+// the 6 x 6 input patch at rows 4 i - 1 .. 4 i + 4 and columns 4 j - 1 ..
+// 4 j + 4. The 1-D matrices BT (6 x 6), G (6 x 3) and AT (4 x 6) come from
+// the host (tinyvgg.ops.conv_ladder.toom_cook_matrices), row-major in T, and
+// 36 transformed positions xi = 6 a + b index the transformed arrays.
+// winograd4x4_input_transform: thread t owns (tile, ci) = (t / Cin, t % Cin):
+//   it reads the tile's 6 x 6 patch of x[n, ci] (zero outside the image) and
+//   writes V[xi, tile, ci] = (BT d BT^T)[xi]. Consecutive threads write
+//   consecutive values of V.
+// winograd4x4_kernel_transform: thread t owns (ci, co) = (t / Cout, t % Cout)
+//   and writes U[xi, ci, co] = (G w[co, ci] G^T)[xi].
+// The host then runs 36 products M[xi] (T x Cout) = V[xi] (T x Cin) @ U[xi]
+// (Cin x Cout) with the gemm kernel.
+// winograd4x4_output_transform: thread t owns (tile, co) = (t / Cout, t % Cout):
+//   it reads M[:, tile, co] and writes y = AT m AT^T + b[co] for the tile's 4 x 4
+//   outputs inside the image.
+// Cost: the products do 36 multiplies per tile, channel pair where a direct
+// convolution does 144; the transforms are one pass each over V (2.25x the
+// input) and M (2.25x the output).
+//
 // THE WEIGHT-GRADIENT LADDER.
 //
 // 1. conv3x3_weight_grad: one block of 256 threads per (co, ci) pair
@@ -846,4 +869,123 @@ __global__ void conv3x3_bias_grad(const T* g, T* db, long long N, long long C, l
         __syncthreads();
     }
     if (thread == 0) db[c] = partial[0];
+}
+
+// --- 6. Winograd F(4x4, 3x3): the transforms (the products run in kernels/gemm.cu) ---
+
+// Which tile and which of its 6 x 6 input rows and columns: tile = (n * th + i) * tw + j.
+struct Tile {
+    long long image, row0, col0;  // image, and the top-left output pixel (4 i, 4 j)
+};
+
+__device__ __forceinline__ Tile locate_tile(long long tile, long long th, long long tw) {
+    Tile at;
+    at.col0 = 4 * (tile % tw);
+    at.row0 = 4 * ((tile / tw) % th);
+    at.image = tile / (tw * th);
+    return at;
+}
+
+template <typename T>
+__global__ void winograd4x4_input_transform(const T* x, const T* BT, T* V, long long Cin,
+                                            long long H, long long W, long long th,
+                                            long long tw, long long n) {
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < n;
+         t += (long long)gridDim.x * blockDim.x) {
+        const long long ci = t % Cin, tile = t / Cin;
+        const Tile at = locate_tile(tile, th, tw);
+        const T* plane = x + (at.image * Cin + ci) * H * W;
+        T d[6][6];
+#pragma unroll
+        for (int a = 0; a < 6; ++a) {
+            const long long r = at.row0 + a - 1;
+#pragma unroll
+            for (int b = 0; b < 6; ++b) {
+                const long long c = at.col0 + b - 1;
+                d[a][b] = r >= 0 && r < H && c >= 0 && c < W ? plane[r * W + c] : T(0);
+            }
+        }
+        T rows[6][6];  // BT d
+#pragma unroll
+        for (int i = 0; i < 6; ++i)
+#pragma unroll
+            for (int b = 0; b < 6; ++b) {
+                T sum = T(0);
+#pragma unroll
+                for (int a = 0; a < 6; ++a) sum += BT[6 * i + a] * d[a][b];
+                rows[i][b] = sum;
+            }
+#pragma unroll
+        for (int i = 0; i < 6; ++i)
+#pragma unroll
+            for (int j = 0; j < 6; ++j) {
+                T sum = T(0);
+#pragma unroll
+                for (int b = 0; b < 6; ++b) sum += rows[i][b] * BT[6 * j + b];
+                V[(6 * i + j) * n + t] = sum;  // t = tile * Cin + ci
+            }
+    }
+}
+
+template <typename T>
+__global__ void winograd4x4_kernel_transform(const T* w, const T* G, T* U, long long Cin,
+                                             long long Cout, long long n) {
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < n;
+         t += (long long)gridDim.x * blockDim.x) {
+        const long long co = t % Cout, ci = t / Cout;
+        const T* k = w + (co * Cin + ci) * 9;
+        T rows[6][3];  // G k
+#pragma unroll
+        for (int i = 0; i < 6; ++i)
+#pragma unroll
+            for (int v = 0; v < 3; ++v)
+                rows[i][v] = G[3 * i] * k[v] + G[3 * i + 1] * k[3 + v] + G[3 * i + 2] * k[6 + v];
+#pragma unroll
+        for (int i = 0; i < 6; ++i)
+#pragma unroll
+            for (int j = 0; j < 6; ++j)
+                U[(6 * i + j) * n + t] = rows[i][0] * G[3 * j] + rows[i][1] * G[3 * j + 1] +
+                                         rows[i][2] * G[3 * j + 2];  // t = ci * Cout + co
+    }
+}
+
+template <typename T>
+__global__ void winograd4x4_output_transform(const T* M, const T* AT, const T* b, T* y,
+                                             long long Cout, long long H, long long W,
+                                             long long th, long long tw, long long has_bias,
+                                             long long n) {
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < n;
+         t += (long long)gridDim.x * blockDim.x) {
+        const long long co = t % Cout, tile = t / Cout;
+        const Tile at = locate_tile(tile, th, tw);
+        T m[6][6];
+#pragma unroll
+        for (int xi = 0; xi < 36; ++xi) m[xi / 6][xi % 6] = M[xi * n + t];  // t = tile * Cout + co
+        T rows[4][6];  // AT m
+#pragma unroll
+        for (int p = 0; p < 4; ++p)
+#pragma unroll
+            for (int j = 0; j < 6; ++j) {
+                T sum = T(0);
+#pragma unroll
+                for (int i = 0; i < 6; ++i) sum += AT[6 * p + i] * m[i][j];
+                rows[p][j] = sum;
+            }
+        const T bias = has_bias ? b[co] : T(0);
+        T* plane = y + (at.image * Cout + co) * H * W;
+#pragma unroll
+        for (int p = 0; p < 4; ++p) {
+            const long long r = at.row0 + p;
+            if (r >= H) break;
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                const long long c = at.col0 + q;
+                if (c >= W) break;
+                T sum = bias;
+#pragma unroll
+                for (int j = 0; j < 6; ++j) sum += rows[p][j] * AT[6 * q + j];
+                plane[r * W + c] = sum;
+            }
+        }
+    }
 }

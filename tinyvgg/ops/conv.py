@@ -34,8 +34,8 @@ selected with ``conv_ladder.use_conv3x3_cpu``. The CPU default, ``auto``, runs
 F(4x4, 3x3) on most of VGG's layers and im2col on the image and on 2x2 maps.
 
 On the GPU the convolutions run our kernels on C-contiguous NCHW arrays:
-``kernels/conv3x3.cu`` (a ladder of five forward kernels from naive to TF32
-tensor cores, chosen with :func:`use_conv3x3_kernel` or the environment
+``kernels/conv3x3.cu`` (a ladder of six forward rungs, from naive through TF32
+tensor cores to Winograd F(4x4, 3x3), chosen with :func:`use_conv3x3_kernel` or the environment
 variable ``TINYVGG_CONV3X3_KERNEL``, and two weight-gradient kernels) and
 ``kernels/conv1x1.cu`` (a tiled matrix product over the batch's pixels). The
 input gradient is the forward kernel run on ``g`` with the turned kernel; the
@@ -51,7 +51,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .. import backend, cuda
 from ..tensor import Function
 from . import checks, conv_ladder
-from .linear import affine_rows, affine_rows_backward
+from .linear import affine_rows, affine_rows_backward, gemm_gpu
 
 
 # --- naive reference: the loops a student writes first ----------------------
@@ -187,6 +187,7 @@ CONV3X3_KERNEL_FUNCTIONS = {
     "register": "conv3x3_forward_register",            # 4 pixels x 8 channels per thread
     "implicit-gemm": "conv3x3_forward_implicit_gemm",  # a tiled matrix product, im2col gathered
     "tf32-mma": "conv3x3_forward_tf32",                # the same on TF32 tensor cores
+    "winograd4x4": "winograd4x4_input_transform",      # F(4x4, 3x3): transforms + 36 gemms
 }
 CONV3X3_KERNELS = tuple(CONV3X3_KERNEL_FUNCTIONS)
 #: kernels that round their inputs to TF32: float32 only, never the default
@@ -248,8 +249,10 @@ def use_conv3x3_kernel(name: str) -> None:
     the ladder in kernels/conv3x3.cu: ``"naive"`` (one thread per output, every load from
     global memory), ``"tiled"`` (shared-memory tiles), ``"register"`` (each
     thread 4 pixels x 8 channels), ``"implicit-gemm"`` (a tiled matrix product with im2col
-    gathered on the fly, the default) or ``"tf32-mma"`` (the same on TF32 tensor cores: float32 only,
-    results within about 1e-3 of their scale, compute capability 8.0 or newer). The
+    gathered on the fly, the default), ``"tf32-mma"`` (the same on TF32 tensor cores: float32 only,
+    results within about 1e-3 of their scale, compute capability 8.0 or newer) or
+    ``"winograd4x4"`` (Winograd F(4x4, 3x3): transform kernels around 36 products by the
+    gemm kernel, a quarter of the multiplies; V and M take 2.25x the input and output). The
     environment variable TINYVGG_CONV3X3_KERNEL sets the choice at import. The CPU path is
     unaffected."""
     global _conv3x3_kernel
@@ -318,6 +321,8 @@ def _require_tf32_tensor_cores(kernel: str) -> None:
 def conv3x3_cuda(x, weight, bias=None):
     """conv3x3 of CuPy arrays with the kernel chosen by :func:`use_conv3x3_kernel`."""
     kernel = conv3x3_kernel_for(x.dtype)
+    if kernel == "winograd4x4":
+        return conv3x3_winograd4x4_cuda(x, weight, bias)
     x, weight = cuda.contiguous(x), cuda.contiguous(weight)
     bias, has_bias = _bias_flag(bias)
     N, C_in, H, W = x.shape
@@ -349,6 +354,53 @@ def conv3x3_cuda(x, weight, bias=None):
             cuda.launch("conv3x3", function, None, blocks, IG_THREADS, args)  # float only
         else:
             cuda.launch("conv3x3", function, x.dtype, blocks, IG_THREADS, args)
+    return y
+
+
+_winograd4x4_matrices = {}
+
+
+def winograd4x4_matrices_cuda(dtype):
+    """(BT, G, AT) of the CPU ladder's F(4x4, 3x3) as flat row-major CuPy arrays of
+    ``dtype`` on the current device, made once per device and dtype."""
+    cupy = backend.cupy_module()
+    key = (int(cupy.cuda.Device().id), np.dtype(dtype))
+    if key not in _winograd4x4_matrices:
+        AT, G, BT = conv_ladder.toom_cook_matrices(conv_ladder.WINOGRAD4X4_POINTS, 4, 3)
+        _winograd4x4_matrices[key] = tuple(cupy.asarray(m.ravel(), dtype=key[1])
+                                           for m in (BT, G, AT))
+    return _winograd4x4_matrices[key]
+
+
+def conv3x3_winograd4x4_cuda(x, weight, bias=None):
+    """conv3x3 by Winograd F(4x4, 3x3) (ladder step 6 of kernels/conv3x3.cu): V, the
+    transformed 6x6 input tiles (36, T, Cin), and U, the transformed kernels (36, Cin,
+    Cout), meet in 36 products M[xi] = V[xi] @ U[xi] by the gemm kernel; the output
+    transform turns M into y and adds the bias."""
+    x, weight = cuda.contiguous(x), cuda.contiguous(weight)
+    bias, has_bias = _bias_flag(bias)
+    N, C_in, H, W = x.shape
+    C_out = weight.shape[0]
+    y = cuda.empty((N, C_out, H, W), x.dtype)
+    if y.size == 0:
+        return y
+    BT, G, AT = winograd4x4_matrices_cuda(x.dtype)
+    th, tw = conv_ladder.winograd4x4_tiles((H, W))
+    T = N * th * tw
+    V = cuda.empty((36, T, C_in), x.dtype)
+    U = cuda.empty((36, C_in, C_out), x.dtype)
+    M = cuda.empty((36, T, C_out), x.dtype)
+    if C_in:
+        cuda.launch_elementwise("conv3x3", "winograd4x4_input_transform", x.dtype, T * C_in,
+                                x, BT, V, C_in, H, W, th, tw)
+        cuda.launch_elementwise("conv3x3", "winograd4x4_kernel_transform", x.dtype,
+                                C_in * C_out, weight, G, U, C_in, C_out)
+        for xi in range(36):
+            gemm_gpu(V[xi], U[xi], out=M[xi])
+    else:  # no input channels: every product is zero and y is the bias
+        M.fill(0)
+    cuda.launch_elementwise("conv3x3", "winograd4x4_output_transform", x.dtype, T * C_out,
+                            M, AT, bias, y, C_out, H, W, th, tw, has_bias)
     return y
 
 
