@@ -116,8 +116,10 @@
 // 36 transformed positions xi = 6 a + b index the transformed arrays.
 // winograd4x4_input_transform: thread t owns (tile, ci) = (t / Cin, t % Cin):
 //   it reads the tile's 6 x 6 patch of x[n, ci] (zero outside the image) and
-//   writes V[xi, tile, ci] = (BT d BT^T)[xi]. Consecutive threads write
-//   consecutive values of V.
+//   writes (BT d BT^T)[xi] to V[xi * T * Cin + tile * tile_stride + ci *
+//   channel_stride]: V[xi, tile, ci] for the forward pass (strides Cin, 1,
+//   consecutive threads writing consecutive values) or V[xi, ci, tile] for the
+//   weight gradient (strides 1, T).
 // winograd4x4_kernel_transform: thread t owns (ci, co) = (t / Cout, t % Cout)
 //   and writes U[xi, ci, co] = (G w[co, ci] G^T)[xi].
 // The host then runs 36 products M[xi] (T x Cout) = V[xi] (T x Cin) @ U[xi]
@@ -153,7 +155,18 @@
 // its pixel's (n, h, w) along by 8 instead of dividing, and splits its 8
 // columns into (channel, tap) once, before the loop. Cost as step 4.
 //
-// Both weight gradients are deterministic: no atomics, fixed summation order.
+// 3. winograd4x4 (host-side name): step 6's stages transposed. The host
+// transforms x into V[xi, ci, tile] (winograd4x4_input_transform, channel-major
+// strides). winograd4x4_output_adjoint: thread t owns (co, tile) = (t / T,
+// t % T) and writes dM[xi, co, tile] = (AT^T g AT)[xi] for the tile's 4 x 4
+// block of g (zero past the image's edge). Then dU[xi]^T (Cout x Cin) =
+// dM[xi] @ V[xi]^T over the tiles is conv1x1's weight gradient (the tiles as
+// the pixels of one image; split among blocks, added in order), and
+// winograd4x4_kernel_adjoint: thread t owns (co, ci) = (t / Cin, t % Cin) and
+// writes dw[co, ci] = G^T dU[:, ci, co] G (3 x 3). Cost: a quarter of a direct
+// weight gradient's multiplies; each transform is one pass over its arrays.
+//
+// All weight gradients are deterministic: no atomics, fixed summation order.
 //
 // conv3x3_bias_grad: one block of 256 threads per channel c of g (N, C, HW):
 // each thread adds every 256th value of g[:, c, :], then a shared-memory tree
@@ -889,7 +902,8 @@ __device__ __forceinline__ Tile locate_tile(long long tile, long long th, long l
 template <typename T>
 __global__ void winograd4x4_input_transform(const T* x, const T* BT, T* V, long long Cin,
                                             long long H, long long W, long long th,
-                                            long long tw, long long n) {
+                                            long long tw, long long tile_stride,
+                                            long long channel_stride, long long n) {
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < n;
          t += (long long)gridDim.x * blockDim.x) {
         const long long ci = t % Cin, tile = t / Cin;
@@ -922,7 +936,7 @@ __global__ void winograd4x4_input_transform(const T* x, const T* BT, T* V, long 
                 T sum = T(0);
 #pragma unroll
                 for (int b = 0; b < 6; ++b) sum += rows[i][b] * BT[6 * j + b];
-                V[(6 * i + j) * n + t] = sum;  // t = tile * Cin + ci
+                V[(6 * i + j) * n + tile * tile_stride + ci * channel_stride] = sum;
             }
     }
 }
@@ -987,5 +1001,75 @@ __global__ void winograd4x4_output_transform(const T* M, const T* AT, const T* b
                 plane[r * W + c] = sum;
             }
         }
+    }
+}
+
+template <typename T>
+__global__ void winograd4x4_output_adjoint(const T* g, const T* AT, T* dM, long long Cout,
+                                           long long H, long long W, long long th,
+                                           long long tw, long long n) {
+    const long long tiles = n / Cout;
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < n;
+         t += (long long)gridDim.x * blockDim.x) {
+        const long long tile = t % tiles, co = t / tiles;
+        const Tile at = locate_tile(tile, th, tw);
+        const T* plane = g + (at.image * Cout + co) * H * W;
+        T block[4][4];
+#pragma unroll
+        for (int p = 0; p < 4; ++p)
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                const long long r = at.row0 + p, c = at.col0 + q;
+                block[p][q] = r < H && c < W ? plane[r * W + c] : T(0);
+            }
+        T rows[6][4];  // AT^T block
+#pragma unroll
+        for (int i = 0; i < 6; ++i)
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                T sum = T(0);
+#pragma unroll
+                for (int p = 0; p < 4; ++p) sum += AT[6 * p + i] * block[p][q];
+                rows[i][q] = sum;
+            }
+#pragma unroll
+        for (int i = 0; i < 6; ++i)
+#pragma unroll
+            for (int j = 0; j < 6; ++j) {
+                T sum = T(0);
+#pragma unroll
+                for (int q = 0; q < 4; ++q) sum += rows[i][q] * AT[6 * q + j];
+                dM[(6 * i + j) * n + t] = sum;  // t = co * T + tile
+            }
+    }
+}
+
+template <typename T>
+__global__ void winograd4x4_kernel_adjoint(const T* dUt, const T* G, T* dw, long long n) {
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < n;
+         t += (long long)gridDim.x * blockDim.x) {
+        T du[6][6];  // dUt[xi, co, ci] for this thread's t = co * Cin + ci
+#pragma unroll
+        for (int xi = 0; xi < 36; ++xi) du[xi / 6][xi % 6] = dUt[xi * n + t];
+        T rows[3][6];  // G^T du
+#pragma unroll
+        for (int u = 0; u < 3; ++u)
+#pragma unroll
+            for (int j = 0; j < 6; ++j) {
+                T sum = T(0);
+#pragma unroll
+                for (int i = 0; i < 6; ++i) sum += G[3 * i + u] * du[i][j];
+                rows[u][j] = sum;
+            }
+        T* out = dw + t * 9;  // dw is (Cout, Cin, 3, 3)
+#pragma unroll
+        for (int u = 0; u < 3; ++u)
+#pragma unroll
+            for (int v = 0; v < 3; ++v) {
+                T sum = T(0);
+#pragma unroll
+                for (int j = 0; j < 6; ++j) sum += rows[u][j] * G[3 * j + v];
+                out[3 * u + v] = sum;
+            }
     }
 }

@@ -199,6 +199,7 @@ CONV3X3_KERNEL_ENV = "TINYVGG_CONV3X3_KERNEL"
 CONV3X3_WGRAD_KERNEL_FUNCTIONS = {
     "reduce": "conv3x3_weight_grad",                       # one block per (out, in) channel pair
     "implicit-gemm": "conv3x3_weight_grad_implicit_gemm",  # g @ im2col(x)^T, pixels split
+    "winograd4x4": "winograd4x4_output_adjoint",           # F(4x4, 3x3)'s stages transposed
 }
 CONV3X3_WGRAD_KERNELS = tuple(CONV3X3_WGRAD_KERNEL_FUNCTIONS)
 CONV3X3_DEFAULT_WGRAD_KERNEL = "implicit-gemm"
@@ -279,9 +280,10 @@ def conv3x3_kernel_for(dtype) -> str:
 
 def use_conv3x3_weight_grad_kernel(name: str) -> None:
     """Select the GPU kernel behind conv3x3's weight gradient: ``"reduce"`` (one block per
-    (output, input) channel pair) or ``"implicit-gemm"`` (g @ im2col(x)^T in
+    (output, input) channel pair), ``"implicit-gemm"`` (g @ im2col(x)^T in
     64 x 128 tiles, the batch's pixels split among blocks and their sums added in a fixed
-    order; the default). Both give the same result on every run. The environment variable
+    order; the default) or ``"winograd4x4"`` (F(4x4, 3x3)'s stages transposed, a quarter
+    of the multiplies). Each gives the same result on every run. The environment variable
     TINYVGG_CONV3X3_WGRAD_KERNEL sets the choice at import."""
     global _conv3x3_wgrad_kernel
     _conv3x3_wgrad_kernel = _checked_kernel(name, CONV3X3_WGRAD_KERNELS,
@@ -392,7 +394,7 @@ def conv3x3_winograd4x4_cuda(x, weight, bias=None):
     M = cuda.empty((36, T, C_out), x.dtype)
     if C_in:
         cuda.launch_elementwise("conv3x3", "winograd4x4_input_transform", x.dtype, T * C_in,
-                                x, BT, V, C_in, H, W, th, tw)
+                                x, BT, V, C_in, H, W, th, tw, C_in, 1)
         cuda.launch_elementwise("conv3x3", "winograd4x4_kernel_transform", x.dtype,
                                 C_in * C_out, weight, G, U, C_in, C_out)
         for xi in range(36):
@@ -419,6 +421,8 @@ def conv3x3_weight_grad_cuda(x, g):
     dw = cuda.empty((C_out, C_in, 3, 3), x.dtype)
     if dw.size == 0:
         return dw
+    if _conv3x3_wgrad_kernel == "winograd4x4":
+        return conv3x3_weight_grad_winograd4x4_cuda(x, g)
     function = CONV3X3_WGRAD_KERNEL_FUNCTIONS[_conv3x3_wgrad_kernel]
     if _conv3x3_wgrad_kernel == "reduce":
         cuda.launch("conv3x3", function, x.dtype, C_out * C_in, REDUCE_THREADS,
@@ -437,6 +441,35 @@ def conv3x3_weight_grad_cuda(x, g):
     if splits > 1:
         cuda.launch_elementwise("conv1x1", "conv1x1_sum_splits", x.dtype, dw.size,
                                 partial, dw, splits)
+    return dw
+
+
+def conv3x3_weight_grad_winograd4x4_cuda(x, g):
+    """dL/dw by F(4x4, 3x3)'s stages transposed (weight-gradient step 3 of
+    kernels/conv3x3.cu): V[xi, ci, tile] from x, dM[xi, co, tile] from g, their
+    products summed over the tiles by conv1x1's weight-gradient kernel (36 of them, the
+    tiles as the pixels of one image), then dw = G^T dU G."""
+    x, g = cuda.contiguous(x), cuda.contiguous(g)
+    N, C_in, H, W = x.shape
+    C_out = g.shape[1]
+    dw = cuda.empty((C_out, C_in, 3, 3), x.dtype)
+    if dw.size == 0:
+        return dw
+    BT, G, AT = winograd4x4_matrices_cuda(x.dtype)
+    th, tw = conv_ladder.winograd4x4_tiles((H, W))
+    T = N * th * tw
+    V = cuda.empty((36, C_in, T), x.dtype)
+    dM = cuda.empty((36, C_out, T), x.dtype)
+    cuda.launch_elementwise("conv3x3", "winograd4x4_input_transform", x.dtype, T * C_in,
+                            x, BT, V, C_in, H, W, th, tw, 1, T)
+    cuda.launch_elementwise("conv3x3", "winograd4x4_output_adjoint", x.dtype, T * C_out,
+                            g, AT, dM, C_out, H, W, th, tw)
+    dU_t = cuda.empty((36, C_out, C_in), x.dtype)   # dU[xi] transposed, as conv1x1 gives it
+    for xi in range(36):
+        dU_t[xi] = conv1x1_weight_grad_cuda(V[xi].reshape(1, C_in, T, 1),
+                                            dM[xi].reshape(1, C_out, T, 1))
+    cuda.launch_elementwise("conv3x3", "winograd4x4_kernel_adjoint", x.dtype, C_out * C_in,
+                            dU_t, G, dw)
     return dw
 
 
