@@ -899,6 +899,34 @@ __device__ __forceinline__ Tile locate_tile(long long tile, long long th, long l
     return at;
 }
 
+// out[i][j] = sum_{a, b} L(i, a) X[a][b] R(j, b), with L(i, a) = left[i * l_row + a * l_col]
+// and R(j, b) = right[j * r_row + b * r_col]. Every transform and every transposed one is
+// such a product, with a 1-D matrix on both sides, read as it is stored or transposed.
+template <typename T, int I, int A, int B, int J>
+__device__ __forceinline__ void two_sided(const T* left, int l_row, int l_col,
+                                          const T (&X)[A][B], const T* right, int r_row,
+                                          int r_col, T (&out)[I][J]) {
+    T rows[I][B];  // L X
+#pragma unroll
+    for (int i = 0; i < I; ++i)
+#pragma unroll
+        for (int b = 0; b < B; ++b) {
+            T sum = T(0);
+#pragma unroll
+            for (int a = 0; a < A; ++a) sum += left[i * l_row + a * l_col] * X[a][b];
+            rows[i][b] = sum;
+        }
+#pragma unroll
+    for (int i = 0; i < I; ++i)
+#pragma unroll
+        for (int j = 0; j < J; ++j) {
+            T sum = T(0);
+#pragma unroll
+            for (int b = 0; b < B; ++b) sum += rows[i][b] * right[j * r_row + b * r_col];
+            out[i][j] = sum;
+        }
+}
+
 template <typename T>
 __global__ void winograd4x4_input_transform(const T* x, const T* BT, T* V, long long Cin,
                                             long long H, long long W, long long th,
@@ -909,7 +937,7 @@ __global__ void winograd4x4_input_transform(const T* x, const T* BT, T* V, long 
         const long long ci = t % Cin, tile = t / Cin;
         const Tile at = locate_tile(tile, th, tw);
         const T* plane = x + (at.image * Cin + ci) * H * W;
-        T d[6][6];
+        T d[6][6], v[6][6];
 #pragma unroll
         for (int a = 0; a < 6; ++a) {
             const long long r = at.row0 + a - 1;
@@ -919,25 +947,10 @@ __global__ void winograd4x4_input_transform(const T* x, const T* BT, T* V, long 
                 d[a][b] = r >= 0 && r < H && c >= 0 && c < W ? plane[r * W + c] : T(0);
             }
         }
-        T rows[6][6];  // BT d
+        two_sided(BT, 6, 1, d, BT, 6, 1, v);  // BT d BT^T
 #pragma unroll
-        for (int i = 0; i < 6; ++i)
-#pragma unroll
-            for (int b = 0; b < 6; ++b) {
-                T sum = T(0);
-#pragma unroll
-                for (int a = 0; a < 6; ++a) sum += BT[6 * i + a] * d[a][b];
-                rows[i][b] = sum;
-            }
-#pragma unroll
-        for (int i = 0; i < 6; ++i)
-#pragma unroll
-            for (int j = 0; j < 6; ++j) {
-                T sum = T(0);
-#pragma unroll
-                for (int b = 0; b < 6; ++b) sum += rows[i][b] * BT[6 * j + b];
-                V[(6 * i + j) * n + tile * tile_stride + ci * channel_stride] = sum;
-            }
+        for (int xi = 0; xi < 36; ++xi)
+            V[xi * n + tile * tile_stride + ci * channel_stride] = v[xi / 6][xi % 6];
     }
 }
 
@@ -948,18 +961,12 @@ __global__ void winograd4x4_kernel_transform(const T* w, const T* G, T* U, long 
          t += (long long)gridDim.x * blockDim.x) {
         const long long co = t % Cout, ci = t / Cout;
         const T* k = w + (co * Cin + ci) * 9;
-        T rows[6][3];  // G k
+        T kernel[3][3], u[6][6];
 #pragma unroll
-        for (int i = 0; i < 6; ++i)
+        for (int tap = 0; tap < 9; ++tap) kernel[tap / 3][tap % 3] = k[tap];
+        two_sided(G, 3, 1, kernel, G, 3, 1, u);  // G k G^T
 #pragma unroll
-            for (int v = 0; v < 3; ++v)
-                rows[i][v] = G[3 * i] * k[v] + G[3 * i + 1] * k[3 + v] + G[3 * i + 2] * k[6 + v];
-#pragma unroll
-        for (int i = 0; i < 6; ++i)
-#pragma unroll
-            for (int j = 0; j < 6; ++j)
-                U[(6 * i + j) * n + t] = rows[i][0] * G[3 * j] + rows[i][1] * G[3 * j + 1] +
-                                         rows[i][2] * G[3 * j + 2];  // t = ci * Cout + co
+        for (int xi = 0; xi < 36; ++xi) U[xi * n + t] = u[xi / 6][xi % 6];  // t = ci * Cout + co
     }
 }
 
@@ -972,35 +979,19 @@ __global__ void winograd4x4_output_transform(const T* M, const T* AT, const T* b
          t += (long long)gridDim.x * blockDim.x) {
         const long long co = t % Cout, tile = t / Cout;
         const Tile at = locate_tile(tile, th, tw);
-        T m[6][6];
+        T m[6][6], out[4][4];
 #pragma unroll
         for (int xi = 0; xi < 36; ++xi) m[xi / 6][xi % 6] = M[xi * n + t];  // t = tile * Cout + co
-        T rows[4][6];  // AT m
-#pragma unroll
-        for (int p = 0; p < 4; ++p)
-#pragma unroll
-            for (int j = 0; j < 6; ++j) {
-                T sum = T(0);
-#pragma unroll
-                for (int i = 0; i < 6; ++i) sum += AT[6 * p + i] * m[i][j];
-                rows[p][j] = sum;
-            }
+        two_sided(AT, 6, 1, m, AT, 6, 1, out);  // AT m AT^T
         const T bias = has_bias ? b[co] : T(0);
         T* plane = y + (at.image * Cout + co) * H * W;
 #pragma unroll
-        for (int p = 0; p < 4; ++p) {
-            const long long r = at.row0 + p;
-            if (r >= H) break;
+        for (int p = 0; p < 4; ++p)
 #pragma unroll
             for (int q = 0; q < 4; ++q) {
-                const long long c = at.col0 + q;
-                if (c >= W) break;
-                T sum = bias;
-#pragma unroll
-                for (int j = 0; j < 6; ++j) sum += rows[p][j] * AT[6 * q + j];
-                plane[r * W + c] = sum;
+                const long long r = at.row0 + p, c = at.col0 + q;
+                if (r < H && c < W) plane[r * W + c] = out[p][q] + bias;
             }
-        }
     }
 }
 
@@ -1014,7 +1005,7 @@ __global__ void winograd4x4_output_adjoint(const T* g, const T* AT, T* dM, long 
         const long long tile = t % tiles, co = t / tiles;
         const Tile at = locate_tile(tile, th, tw);
         const T* plane = g + (at.image * Cout + co) * H * W;
-        T block[4][4];
+        T block[4][4], dm[6][6];
 #pragma unroll
         for (int p = 0; p < 4; ++p)
 #pragma unroll
@@ -1022,25 +1013,9 @@ __global__ void winograd4x4_output_adjoint(const T* g, const T* AT, T* dM, long 
                 const long long r = at.row0 + p, c = at.col0 + q;
                 block[p][q] = r < H && c < W ? plane[r * W + c] : T(0);
             }
-        T rows[6][4];  // AT^T block
+        two_sided(AT, 1, 6, block, AT, 1, 6, dm);  // AT^T g AT
 #pragma unroll
-        for (int i = 0; i < 6; ++i)
-#pragma unroll
-            for (int q = 0; q < 4; ++q) {
-                T sum = T(0);
-#pragma unroll
-                for (int p = 0; p < 4; ++p) sum += AT[6 * p + i] * block[p][q];
-                rows[i][q] = sum;
-            }
-#pragma unroll
-        for (int i = 0; i < 6; ++i)
-#pragma unroll
-            for (int j = 0; j < 6; ++j) {
-                T sum = T(0);
-#pragma unroll
-                for (int q = 0; q < 4; ++q) sum += rows[i][q] * AT[6 * q + j];
-                dM[(6 * i + j) * n + t] = sum;  // t = co * T + tile
-            }
+        for (int xi = 0; xi < 36; ++xi) dM[xi * n + t] = dm[xi / 6][xi % 6];  // t = co * T + tile
     }
 }
 
@@ -1048,28 +1023,12 @@ template <typename T>
 __global__ void winograd4x4_kernel_adjoint(const T* dUt, const T* G, T* dw, long long n) {
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < n;
          t += (long long)gridDim.x * blockDim.x) {
-        T du[6][6];  // dUt[xi, co, ci] for this thread's t = co * Cin + ci
+        T du[6][6], dk[3][3];  // du: dUt[xi, co, ci] for this thread's t = co * Cin + ci
 #pragma unroll
         for (int xi = 0; xi < 36; ++xi) du[xi / 6][xi % 6] = dUt[xi * n + t];
-        T rows[3][6];  // G^T du
-#pragma unroll
-        for (int u = 0; u < 3; ++u)
-#pragma unroll
-            for (int j = 0; j < 6; ++j) {
-                T sum = T(0);
-#pragma unroll
-                for (int i = 0; i < 6; ++i) sum += G[3 * i + u] * du[i][j];
-                rows[u][j] = sum;
-            }
+        two_sided(G, 1, 3, du, G, 1, 3, dk);  // G^T du G
         T* out = dw + t * 9;  // dw is (Cout, Cin, 3, 3)
 #pragma unroll
-        for (int u = 0; u < 3; ++u)
-#pragma unroll
-            for (int v = 0; v < 3; ++v) {
-                T sum = T(0);
-#pragma unroll
-                for (int j = 0; j < 6; ++j) sum += rows[u][j] * G[3 * j + v];
-                out[3 * u + v] = sum;
-            }
+        for (int tap = 0; tap < 9; ++tap) out[tap] = dk[tap / 3][tap % 3];
     }
 }

@@ -209,10 +209,8 @@ def _layer_arrays(batch, c_in, c_out, size, seed=0):
 
 
 def _time_ours(name, arrays, warmup, repeats):
-    from .ops.conv_ladder import conv3x3_cpu, use_conv3x3_cpu
-    before = conv3x3_cpu()
-    use_conv3x3_cpu(name)
-    try:
+    from .ops.conv_ladder import using_conv3x3_cpu
+    with using_conv3x3_cpu(name):
         x, w, b = arrays
         grad_rng = np.random.default_rng(1)
 
@@ -223,8 +221,6 @@ def _time_ours(name, arrays, warmup, repeats):
         return time_forward_backward(
             lambda: [tensor(x, requires_grad=x.shape[1] != 3), tensor(w, requires_grad=True),
                      tensor(b, requires_grad=True)], F.conv3x3, make_grad, warmup, repeats)
-    finally:
-        use_conv3x3_cpu(before)
 
 
 def _time_torch(torch, arrays, warmup, repeats):
@@ -372,23 +368,20 @@ def bench_training_step(warmup, repeats, head="compact", batch=BATCH, size=32, n
                         lr=0.01, implementations=(CONV3X3_CPU_DEFAULT,), memory=False) -> dict:
     """The step's median time with each conv3x3 implementation, and PyTorch's, on the same
     weights and images; with ``memory``, each one's peak memory from a fresh process."""
-    from .ops.conv_ladder import conv3x3_cpu, use_conv3x3_cpu
+    from .ops.conv_ladder import using_conv3x3_cpu
     head_name = "torchvision head 25088-4096-4096" if head == "imagenet" else "head 512-512"
     result = dict(model=f"VGG-16 ({head_name}-{num_classes})", batch=batch,
                   input=f"3x{size}x{size}", dtype="float32", sgd_update=lr is not None,
                   approx_flops=step_flops(head, batch, size, num_classes), tinyvgg={})
     options = dict(head=head, batch=batch, size=size, num_classes=num_classes, lr=lr)
-    before = conv3x3_cpu()
-    try:
-        for name in implementations:
+    for name in implementations:
+        with using_conv3x3_cpu(name):  # the step selects it too; this restores the choice
             seconds = median_seconds(_training_step("tinyvgg", name, **options), warmup,
                                      repeats)
-            result["tinyvgg"][name] = {
-                "seconds": seconds, "images_per_s": batch / seconds,
-                "peak_bytes": step_peak_memory("tinyvgg", name, batch, size) if memory
-                else None}
-    finally:
-        use_conv3x3_cpu(before)
+        result["tinyvgg"][name] = {
+            "seconds": seconds, "images_per_s": batch / seconds,
+            "peak_bytes": step_peak_memory("tinyvgg", name, batch, size) if memory
+            else None}
     if _torch() is not None:
         seconds = median_seconds(_training_step("torch", **options), warmup, repeats)
         result["torch"] = {"seconds": seconds, "images_per_s": batch / seconds,

@@ -323,8 +323,6 @@ def _require_tf32_tensor_cores(kernel: str) -> None:
 def conv3x3_cuda(x, weight, bias=None):
     """conv3x3 of CuPy arrays with the kernel chosen by :func:`use_conv3x3_kernel`."""
     kernel = conv3x3_kernel_for(x.dtype)
-    if kernel == "winograd4x4":
-        return conv3x3_winograd4x4_cuda(x, weight, bias)
     x, weight = cuda.contiguous(x), cuda.contiguous(weight)
     bias, has_bias = _bias_flag(bias)
     N, C_in, H, W = x.shape
@@ -332,6 +330,8 @@ def conv3x3_cuda(x, weight, bias=None):
     y = cuda.empty((N, C_out, H, W), x.dtype)
     if y.size == 0:
         return y
+    if kernel == "winograd4x4":
+        return _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y)
     function = CONV3X3_KERNEL_FUNCTIONS[kernel]
     args = (x, weight, bias, y, N, C_in, C_out, H, W, has_bias)
     if kernel == "naive":
@@ -368,24 +368,19 @@ def winograd4x4_matrices_cuda(dtype):
     cupy = backend.cupy_module()
     key = (int(cupy.cuda.Device().id), np.dtype(dtype))
     if key not in _winograd4x4_matrices:
-        AT, G, BT = conv_ladder.toom_cook_matrices(conv_ladder.WINOGRAD4X4_POINTS, 4, 3)
+        AT, G, BT = conv_ladder.WINOGRAD4X4_MATRICES
         _winograd4x4_matrices[key] = tuple(cupy.asarray(m.ravel(), dtype=key[1])
                                            for m in (BT, G, AT))
     return _winograd4x4_matrices[key]
 
 
-def conv3x3_winograd4x4_cuda(x, weight, bias=None):
-    """conv3x3 by Winograd F(4x4, 3x3) (ladder step 6 of kernels/conv3x3.cu): V, the
-    transformed 6x6 input tiles (36, T, Cin), and U, the transformed kernels (36, Cin,
-    Cout), meet in 36 products M[xi] = V[xi] @ U[xi] by the gemm kernel; the output
+def _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y):
+    """conv3x3 by Winograd F(4x4, 3x3) into y (ladder step 6 of kernels/conv3x3.cu): V,
+    the transformed 6x6 input tiles (36, T, Cin), and U, the transformed kernels (36,
+    Cin, Cout), meet in 36 products M[xi] = V[xi] @ U[xi] by the gemm kernel; the output
     transform turns M into y and adds the bias."""
-    x, weight = cuda.contiguous(x), cuda.contiguous(weight)
-    bias, has_bias = _bias_flag(bias)
     N, C_in, H, W = x.shape
     C_out = weight.shape[0]
-    y = cuda.empty((N, C_out, H, W), x.dtype)
-    if y.size == 0:
-        return y
     BT, G, AT = winograd4x4_matrices_cuda(x.dtype)
     th, tw = conv_ladder.winograd4x4_tiles((H, W))
     T = N * th * tw
@@ -422,7 +417,7 @@ def conv3x3_weight_grad_cuda(x, g):
     if dw.size == 0:
         return dw
     if _conv3x3_wgrad_kernel == "winograd4x4":
-        return conv3x3_weight_grad_winograd4x4_cuda(x, g)
+        return _conv3x3_weight_grad_winograd4x4_cuda(x, g, dw)
     function = CONV3X3_WGRAD_KERNEL_FUNCTIONS[_conv3x3_wgrad_kernel]
     if _conv3x3_wgrad_kernel == "reduce":
         cuda.launch("conv3x3", function, x.dtype, C_out * C_in, REDUCE_THREADS,
@@ -444,17 +439,13 @@ def conv3x3_weight_grad_cuda(x, g):
     return dw
 
 
-def conv3x3_weight_grad_winograd4x4_cuda(x, g):
-    """dL/dw by F(4x4, 3x3)'s stages transposed (weight-gradient step 3 of
+def _conv3x3_weight_grad_winograd4x4_cuda(x, g, dw):
+    """dL/dw into dw by F(4x4, 3x3)'s stages transposed (weight-gradient step 3 of
     kernels/conv3x3.cu): V[xi, ci, tile] from x, dM[xi, co, tile] from g, their
     products summed over the tiles by conv1x1's weight-gradient kernel (36 of them, the
     tiles as the pixels of one image), then dw = G^T dU G."""
-    x, g = cuda.contiguous(x), cuda.contiguous(g)
     N, C_in, H, W = x.shape
     C_out = g.shape[1]
-    dw = cuda.empty((C_out, C_in, 3, 3), x.dtype)
-    if dw.size == 0:
-        return dw
     BT, G, AT = winograd4x4_matrices_cuda(x.dtype)
     th, tw = conv_ladder.winograd4x4_tiles((H, W))
     T = N * th * tw

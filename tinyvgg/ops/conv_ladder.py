@@ -523,12 +523,14 @@ def toom_cook_matrices(points, m: int, r: int):
 #: (0, 1, -1, 2, -2) (measured in the module docstring), since 1/2 and -2 keep the
 #: transforms' powers smaller.
 WINOGRAD4X4_POINTS = (0.0, 1.0, -1.0, 0.5, -2.0)
-_WINOGRAD4X4 = toom_cook_matrices(WINOGRAD4X4_POINTS, 4, 3)
+#: (A^T, G, B^T) of F(4x4, 3x3) with those points (the GPU rung uses them too)
+WINOGRAD4X4_MATRICES = toom_cook_matrices(WINOGRAD4X4_POINTS, 4, 3)
 #: the 2-D transforms on flattened tiles: inputs 6x6 -> 36, kernels 3x3 -> 36,
 #: products 36 -> outputs 4x4 (Kronecker products of the 1-D matrices)
-WINOGRAD4X4_INPUT = np.kron(_WINOGRAD4X4[2], _WINOGRAD4X4[2])      # (36, 36)
-WINOGRAD4X4_KERNEL = np.kron(_WINOGRAD4X4[1], _WINOGRAD4X4[1])     # (36, 9)
-WINOGRAD4X4_OUTPUT = np.kron(_WINOGRAD4X4[0], _WINOGRAD4X4[0])     # (16, 36)
+_AT, _G, _BT = WINOGRAD4X4_MATRICES
+WINOGRAD4X4_INPUT = np.kron(_BT, _BT)      # (36, 36)
+WINOGRAD4X4_KERNEL = np.kron(_G, _G)       # (36, 9)
+WINOGRAD4X4_OUTPUT = np.kron(_AT, _AT)     # (16, 36)
 #: the transformed position whose output coefficients are all 1 (point 1 in both
 #: directions): a bias added there is added to all 16 outputs of the tile
 WINOGRAD4X4_ALL_ONES = 7 * WINOGRAD4X4_POINTS.index(1.0)
