@@ -138,8 +138,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from . import checks, conv, threads
-from .linear import affine_rows
+from . import checks, conv
+from .linear import affine_rows, column_sums
 
 # The adds of the shifted GEMMs and Winograd's transforms run on blocks of about
 # this many bytes, so a block is still in the core's cache (2 MiB of L2 on the
@@ -210,7 +210,7 @@ def im2col_backward(saved, g, need_dx, need_dw, need_db):
     if need_dw:
         dw = rows_weight_grad(g_rows, saved.rows)
     if need_db:
-        db = g_rows.sum(axis=0)
+        db = column_sums(g_rows)
     return dx, dw, db
 
 
@@ -562,17 +562,14 @@ def winograd4x4_forward(x, weight, bias, keep_for_dx, keep_for_dw):
     th, tw = winograd4x4_tiles((H, W))
     T = N * th * tw
     dtype = x.dtype
-    x_last = x.transpose(0, 2, 3, 1)
+    padded = np.empty((N, 4 * th + 2, 4 * tw + 2, C), dtype=dtype)   # channels-last
+    padded[:, 0] = padded[:, H + 1:] = padded[:, :, 0] = padded[:, :, W + 1:] = 0
+    padded[:, 1:H + 1, 1:W + 1] = x.transpose(0, 2, 3, 1)
     tiles = np.empty((6, 6, N, th, tw, C), dtype=dtype)
-
-    def gather_tiles(start, stop):  # pad some images, copy out their 36 tile values
-        padded = np.empty((stop - start, 4 * th + 2, 4 * tw + 2, C), dtype=dtype)
-        padded[:, 0] = padded[:, H + 1:] = padded[:, :, 0] = padded[:, :, W + 1:] = 0
-        padded[:, 1:H + 1, 1:W + 1] = x_last[start:stop]
-        for a in range(6):
-            for b in range(6):
-                tiles[a, b, start:stop] = padded[:, a:a + 4 * th:4, b:b + 4 * tw:4]
-    threads.over_images(N, 36 * th * tw * C * x.itemsize, gather_tiles)
+    for a in range(6):
+        for b in range(6):
+            tiles[a, b] = padded[:, a:a + 4 * th:4, b:b + 4 * tw:4]
+    del padded  # not needed beyond the copies: freed before the larger arrays come
     V = WINOGRAD4X4_INPUT.astype(dtype) @ tiles.reshape(36, T * C)
     V = V.reshape(36, T, C)
     U = winograd4x4_kernel(conv.kernel_matrix(weight))              # (36, K, C)
@@ -580,12 +577,8 @@ def winograd4x4_forward(x, weight, bias, keep_for_dx, keep_for_dw):
     if bias is not None:
         products[WINOGRAD4X4_ALL_ONES] += bias
     out = WINOGRAD4X4_OUTPUT.astype(dtype) @ products.reshape(36, T * K)
-    out = out.reshape(4, 4, N, th, tw, K)
-    y = np.empty((N, th, 4, tw, 4, K), dtype=dtype)
-
-    def place_tiles(start, stop):
-        y[start:stop] = out[:, :, start:stop].transpose(2, 3, 0, 4, 1, 5)
-    threads.over_images(N, 16 * th * tw * K * x.itemsize, place_tiles)
+    # the 4x4 output tiles back in place: (N, th, 4, tw, 4, K) is (N, 4*th, 4*tw, K)
+    y = out.reshape(4, 4, N, th, tw, K).transpose(2, 3, 0, 4, 1, 5).copy()
     saved = {}
     if keep_for_dx:
         saved["winograd4x4_kernel"] = U
@@ -603,20 +596,16 @@ def winograd4x4_backward(saved, g, need_dx, need_dw, need_db):
     th, tw = winograd4x4_tiles((H, W))
     T = N * th * tw
     dtype = g.dtype
-    dx = dw = db = None
+    dx = dw = db = d_products = None
     if need_dx or need_dw:
         g_last = g.transpose(0, 2, 3, 1)                              # (N, H, W, K)
+        if (H, W) != (4 * th, 4 * tw):   # the cropped outputs get zero gradient
+            g_last = np.zeros((N, 4 * th, 4 * tw, K), dtype=dtype)
+            g_last[:, :H, :W] = g.transpose(0, 2, 3, 1)
         g_tiles = np.empty((4, 4, N, th, tw, K), dtype=dtype)
-
-        def gather_tiles(start, stop):
-            block = g_last[start:stop]
-            if (H, W) != (4 * th, 4 * tw):   # the cropped outputs get zero gradient
-                block = np.zeros((stop - start, 4 * th, 4 * tw, K), dtype=dtype)
-                block[:, :H, :W] = g_last[start:stop]
-            for a in range(4):
-                for b in range(4):
-                    g_tiles[a, b, start:stop] = block[:, a::4, b::4]
-        threads.over_images(N, 16 * th * tw * K * g.itemsize, gather_tiles)
+        for a in range(4):
+            for b in range(4):
+                g_tiles[a, b] = g_last[:, a::4, b::4]
         output_t = WINOGRAD4X4_OUTPUT.astype(dtype).T
         d_products = (output_t @ g_tiles.reshape(16, T * K)).reshape(36, T, K)
     if need_dw:
@@ -632,24 +621,24 @@ def winograd4x4_backward(saved, g, need_dx, need_dw, need_db):
         dV = np.matmul(d_products, U)                                 # (36, T, C)
         input_t = WINOGRAD4X4_INPUT.astype(dtype).T
         d_tiles = (input_t @ dV.reshape(36, T * C)).reshape(6, 6, N, th, tw, C)
-        dx_last = np.empty((N, H, W, C), dtype=dtype)
-
-        def add_tiles(start, stop):
-            # tile values 0-3 of each row and column cover the padded image once: copied;
-            # values 4 and 5 overlap the next tile's 0 and 1 (or the far border): added
-            d_padded = np.empty((stop - start, 4 * th + 2, 4 * tw + 2, C), dtype=dtype)
-            d_padded[:, 4 * th:] = d_padded[:, :, 4 * tw:] = 0
-            for a in range(6):
-                for b in range(6):
-                    target = d_padded[:, a:a + 4 * th:4, b:b + 4 * tw:4]
-                    if a < 4 and b < 4:
-                        target[...] = d_tiles[a, b, start:stop]
-                    else:
-                        target += d_tiles[a, b, start:stop]
-            dx_last[start:stop] = d_padded[:, 1:H + 1, 1:W + 1]
-        threads.over_images(N, 36 * th * tw * C * g.itemsize, add_tiles)
+        # tile values 0-3 of each row and column cover the padded image once: copied;
+        # values 4 and 5 overlap the next tile's 0 and 1 (or the far border): added
+        d_padded = np.empty((N, 4 * th + 2, 4 * tw + 2, C), dtype=dtype)
+        d_padded[:, 4 * th:] = d_padded[:, :, 4 * tw:] = 0
+        for a in range(6):
+            for b in range(6):
+                target = d_padded[:, a:a + 4 * th:4, b:b + 4 * tw:4]
+                if a < 4 and b < 4:
+                    target[...] = d_tiles[a, b]
+                else:
+                    target += d_tiles[a, b]
+        dx_last = d_padded[:, 1:H + 1, 1:W + 1]
         dx = dx_last.transpose(0, 3, 1, 2)
-    if need_db:
+    if need_db and d_products is not None:
+        # forward added the bias at the one position whose outputs are all ones, so its
+        # gradient is that position's: a sum over the T tiles, not over the 16x more pixels
+        db = column_sums(d_products[WINOGRAD4X4_ALL_ONES])
+    elif need_db:
         db = g.sum(axis=(0, 2, 3))
     return dx, dw, db
 
