@@ -23,7 +23,22 @@ def gpu_available() -> bool:
 
 def pytest_collection_modifyitems(config, items):
     gpu_items = [item for item in items if "gpu" in item.keywords]
-    if gpu_items and not gpu_available():
+    if gpu_items and not gpu_available() and os.environ.get(EMULATE_GPU_ENV) != "1":
         skip = pytest.mark.skip(reason="needs CuPy and a CUDA device")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+EMULATE_GPU_ENV = "TINYVGG_EMULATE_GPU"
+
+
+@pytest.fixture(autouse=True)
+def _emulated_gpu_for_gpu_tests(request, monkeypatch):
+    """With TINYVGG_EMULATE_GPU=1 and no GPU, the gpu tests run on the host emulator."""
+    if (os.environ.get(EMULATE_GPU_ENV) == "1" and "gpu" in request.keywords
+            and not gpu_available()):
+        if "tf32" in request.node.name or "real_gpu" in request.keywords:
+            pytest.skip("needs a real GPU: TF32 tensor cores, or CuPy itself")
+        import host_cuda
+        host_cuda.emulated_device(monkeypatch)
+    yield

@@ -120,6 +120,7 @@ def test_graph_memory_counts_a_buffer_once():
 
 
 @pytest.mark.gpu
+@pytest.mark.real_gpu
 def test_memory_on_the_gpu_reads_cupys_pool(tmp_path):
     numbers = memory.run(tmp_path, device="cuda", log=lambda line: None)
     assert numbers["measured_by"] == "CuPy's memory pool"

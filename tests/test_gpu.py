@@ -124,6 +124,7 @@ def test_odd_and_large_channel_shapes(shape):
     assert_close(ours, F.conv3x3(tv.tensor(x), tv.tensor(w)).numpy(), rtol=1e-5)
 
 
+@pytest.mark.real_gpu
 def test_a_kernel_compile_error_names_the_file_and_line(tmp_path, monkeypatch):
     from tinyvgg import cuda
     (tmp_path / "broken.cu").write_text(

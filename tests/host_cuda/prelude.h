@@ -1,0 +1,161 @@
+// CUDA C++ on the host, for tests on machines without a GPU: this header is put in
+// front of a kernels/*.cu source, which g++ then compiles unchanged.
+//
+// Execution model. A launch runs its blocks one after another. Inside a block every
+// CUDA thread is a fiber (ucontext) with its own stack, all on the calling OS thread:
+// the scheduler runs each fiber until it reaches __syncthreads() or returns, and a
+// barrier opens once every fiber of the block has reached it. So:
+//   * __shared__ is `static`: one array per kernel instantiation, shared by the
+//     block's fibers, and reused by the next block as on a GPU (no initialisation);
+//   * a barrier that some threads of a block skip (a __syncthreads() after an early
+//     return of part of the block, or in divergent code) is reported as an error,
+//     where a GPU would be undefined;
+//   * __CUDA_ARCH__ is 700, so code for tensor cores (sm_80, inline PTX) takes its
+//     below-8.0 branch, which traps: TF32 kernels cannot run here.
+// Arithmetic is the host's: no fused multiply-adds (-ffp-contract=off), so results
+// can differ from a GPU's in the last bits, never in the indexing they test.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <math.h>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <ucontext.h>
+#include <vector>
+
+#define __CUDA_ARCH__ 700
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+
+struct uint3 { unsigned x = 0, y = 0, z = 0; };
+struct dim3 { unsigned x = 1, y = 1, z = 1; };
+inline uint3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(16) double2 { double x, y; };
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline double2 make_double2(double x, double y) { return {x, y}; }
+
+template <typename A, typename B>
+inline std::common_type_t<A, B> min(A a, B b) { return b < a ? b : a; }
+template <typename A, typename B>
+inline std::common_type_t<A, B> max(A a, B b) { return a < b ? b : a; }
+using std::exp;
+using std::log;
+using std::pow;
+using std::sqrt;
+using std::tanh;
+
+inline unsigned __umulhi(unsigned a, unsigned b) {
+    return unsigned((unsigned long long)a * b >> 32);
+}
+inline unsigned __float_as_uint(float v) {
+    unsigned bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    return bits;
+}
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+
+namespace host_cuda {
+
+struct KernelTrap : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+struct Fiber {
+    ucontext_t context;
+    std::vector<char> stack;
+    uint3 index;
+    bool finished = false;
+};
+
+constexpr size_t STACK_BYTES = 64 << 10;
+
+inline ucontext_t scheduler;
+inline Fiber* running = nullptr;
+inline const std::function<void()>* kernel_body = nullptr;
+inline std::string trap_message;
+
+inline void fiber_main() {
+    try {
+        (*kernel_body)();
+    } catch (const KernelTrap& trap) {
+        trap_message = trap.what();
+    }
+    running->finished = true;  // returning resumes the scheduler (uc_link)
+}
+
+// Runs every block of the grid, each block's threads as fibers; returns an error
+// message, or an empty string when the launch completed.
+inline std::string launch(dim3 grid, dim3 block, const std::function<void()>& body) {
+    const size_t threads = size_t(block.x) * block.y * block.z;
+    std::vector<Fiber> fibers(threads);
+    for (Fiber& f : fibers) f.stack.resize(STACK_BYTES);
+    gridDim = grid;
+    blockDim = block;
+    kernel_body = &body;
+    trap_message.clear();
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+        for (unsigned by = 0; by < grid.y; ++by)
+            for (unsigned bx = 0; bx < grid.x; ++bx) {
+                blockIdx = {bx, by, bz};
+                size_t i = 0;
+                for (unsigned tz = 0; tz < block.z; ++tz)
+                    for (unsigned ty = 0; ty < block.y; ++ty)
+                        for (unsigned tx = 0; tx < block.x; ++tx, ++i) {
+                            Fiber& f = fibers[i];
+                            f.index = {tx, ty, tz};
+                            f.finished = false;
+                            getcontext(&f.context);
+                            f.context.uc_stack.ss_sp = f.stack.data();
+                            f.context.uc_stack.ss_size = f.stack.size();
+                            f.context.uc_link = &scheduler;
+                            makecontext(&f.context, fiber_main, 0);
+                        }
+                for (int phase = 0;; ++phase) {  // one phase per barrier
+                    size_t waiting = 0, finished = 0;
+                    for (Fiber& f : fibers) {
+                        if (f.finished) continue;
+                        running = &f;
+                        threadIdx = f.index;
+                        swapcontext(&scheduler, &f.context);
+                        if (!trap_message.empty()) return "trap: " + trap_message;
+                        if (f.finished) ++finished; else ++waiting;
+                    }
+                    if (waiting == 0) break;
+                    if (finished) {
+                        return "block (" + std::to_string(bx) + ", " + std::to_string(by) +
+                               ", " + std::to_string(bz) + "): " + std::to_string(finished) +
+                               " threads returned while " + std::to_string(waiting) +
+                               " wait at __syncthreads() number " + std::to_string(phase + 1);
+                    }
+                }
+            }
+    return "";
+}
+
+}  // namespace host_cuda
+
+inline void __syncthreads() {
+    swapcontext(&host_cuda::running->context, &host_cuda::scheduler);
+}
+
+[[noreturn]] inline void __trap() { throw host_cuda::KernelTrap("__trap() called"); }

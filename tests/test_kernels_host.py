@@ -1,0 +1,210 @@
+"""Our CUDA kernels run on the host (tests/host_cuda: g++, one fiber per CUDA thread), so
+every machine checks what they compute, not only that they compile.
+
+The ops' GPU host functions (conv3x3_cuda, gemm_gpu, ...) run unchanged on NumPy arrays,
+with their grids, splits and launch sequences, and are held to the CPU path with the GPU
+tests' tolerances (tests/test_gpu.py) on its shapes. This is not a GPU: it says nothing
+of speed, of races inside a block (fibers switch only at barriers) or of the GPU's own
+rounding (fused multiply-adds), and the TF32 rung's tensor-core instructions cannot run
+here. tests/test_gpu.py, on a GPU, remains the proof for those.
+"""
+import shutil
+
+import numpy as np
+import pytest
+
+import host_cuda
+from helpers import assert_close
+from tinyvgg import cuda, random
+from tinyvgg.ops import activation, conv, conv_ladder, dropout, linear, pool
+from tinyvgg.backend import DeviceUnavailableError
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+
+RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+#: (N, C_in, C_out, H, W): tests/test_gpu.py's ladder shapes, and one whose weight
+#: gradient splits the pixels among several blocks
+LADDER_SHAPES = {
+    "3to5-7x9": (1, 3, 5, 7, 9),
+    "vgg-64to64-32x32": (2, 64, 64, 32, 32),
+    "8to70-14x14": (2, 8, 70, 14, 14),
+    "5to7-12x16": (3, 5, 7, 12, 16),
+}
+FP_FORWARD = [k for k in conv.CONV3X3_KERNELS if k not in conv.CONV3X3_TF32_KERNELS]
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture
+def host_gpu(monkeypatch):
+    """The GPU host code on NumPy arrays; kernel choices are restored afterwards."""
+    host_cuda.emulated_gpu(monkeypatch)
+    chosen = (conv.conv3x3_kernel(), conv.conv3x3_weight_grad_kernel(), linear.gemm_kernel())
+    yield
+    conv.use_conv3x3_kernel(chosen[0])
+    conv.use_conv3x3_weight_grad_kernel(chosen[1])
+    linear.use_gemm_kernel(chosen[2])
+
+
+def conv_inputs(shape, dtype, seed=4):
+    N, C_in, C_out, H, W = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C_in, H, W)).astype(dtype)
+    w = (rng.standard_normal((C_out, C_in, 3, 3)) / np.sqrt(9 * C_in)).astype(dtype)
+    b = rng.standard_normal(C_out).astype(dtype)
+    g = rng.standard_normal((N, C_out, H, W)).astype(dtype)
+    return x, w, b, g
+
+
+def conv_reference(x, w, b, g):
+    """y, dx, dw, db in float64 by the CPU ladder's im2col rung, cast to x's dtype."""
+    x64, w64, b64, g64 = (a.astype(np.float64) for a in (x, w, b, g))
+    y = conv_ladder.conv3x3_forward(x64, w64, b64, "im2col")
+    dx, dw, db = conv_ladder.conv3x3_backward(x64, w64, g64, "im2col")
+    return [a.astype(x.dtype) for a in (y, dx, dw, db)]
+
+
+# --- conv3x3: every rung of both ladders --------------------------------------------
+
+@pytest.mark.parametrize("shape", LADDER_SHAPES.values(), ids=LADDER_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", FP_FORWARD)
+def test_conv3x3_forward_ladder_and_input_gradient(kernel, dtype, shape, host_gpu):
+    conv.use_conv3x3_kernel(kernel)
+    x, w, b, g = conv_inputs(shape, dtype)
+    y_ref, dx_ref, _, _ = conv_reference(x, w, b, g)
+    y = conv.conv3x3_cuda(x, w, b)
+    dx = conv.conv3x3_input_grad_cuda(g, w)
+    assert y.dtype == dx.dtype == dtype
+    assert_close(y, y_ref, rtol=RTOL[np.dtype(dtype)])
+    assert_close(dx, dx_ref, rtol=RTOL[np.dtype(dtype)])
+
+
+@pytest.mark.parametrize("shape", list(LADDER_SHAPES.values()) + [(4, 3, 8, 40, 40)],
+                         ids=list(LADDER_SHAPES) + ["split-pixels"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", conv.CONV3X3_WGRAD_KERNELS)
+def test_conv3x3_weight_gradient_ladder_and_bias_gradient(kernel, dtype, shape, host_gpu):
+    conv.use_conv3x3_weight_grad_kernel(kernel)
+    x, w, b, g = conv_inputs(shape, dtype)
+    _, _, dw_ref, db_ref = conv_reference(x, w, b, g)
+    dw = conv.conv3x3_weight_grad_cuda(x, g)
+    assert dw.dtype == dtype
+    assert_close(dw, dw_ref, rtol=RTOL[np.dtype(dtype)])
+    assert_close(conv.conv_bias_grad_cuda(g), db_ref, rtol=RTOL[np.dtype(dtype)])
+
+
+def test_the_split_pixel_shape_does_split(host_gpu):
+    """The weight gradient's extra shape exercises the partial sums it is there for."""
+    N, C_in, C_out, H, W = (4, 3, 8, 40, 40)
+    tiles = conv._blocks(9 * C_in, conv.IG_BN) * conv._blocks(C_out, conv.IG_BM)
+    assert conv._pixel_splits(tiles, N * H * W) > 1
+
+
+def test_the_tf32_rung_is_refused_without_tensor_cores(host_gpu):
+    conv.use_conv3x3_kernel("tf32-mma")
+    x, w, b, _ = conv_inputs(LADDER_SHAPES["3to5-7x9"], np.float32)
+    with pytest.raises(DeviceUnavailableError, match="TF32 tensor cores"):
+        conv.conv3x3_cuda(x, w, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv1x1_forward_and_weight_gradient(dtype, host_gpu):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 5, 7, 9)).astype(dtype)
+    w = rng.standard_normal((6, 5)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    g = rng.standard_normal((3, 6, 7, 9)).astype(dtype)
+    expected = np.einsum("oc,nchw->nohw", w, x) + b[:, None, None]
+    assert_close(conv.conv1x1_cuda(x, w, b), expected)
+    assert_close(conv.conv1x1_weight_grad_cuda(x, g), np.einsum("nohw,nchw->oc", g, x))
+
+
+# --- the matrix products of linear ---------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", linear.GEMM_KERNELS)
+def test_gemm_ladder_for_every_transpose(kernel, dtype, host_gpu):
+    linear.use_gemm_kernel(kernel)
+    rng = np.random.default_rng(5)
+    M, K, N = 67, 130, 70   # no multiple of a tile, and K spans several slices
+    for trans_a in (False, True):
+        for trans_b in (False, True):
+            a = rng.standard_normal((K, M) if trans_a else (M, K)).astype(dtype)
+            b = rng.standard_normal((N, K) if trans_b else (K, N)).astype(dtype)
+            out = rng.standard_normal((M, N)).astype(dtype)
+            expected = 0.5 * ((a.T if trans_a else a) @ (b.T if trans_b else b)) - 2.0 * out
+            result = linear.gemm_gpu(a, b, trans_a, trans_b, alpha=0.5, beta=-2.0, out=out)
+            assert_close(result, expected, rtol=RTOL[np.dtype(dtype)] * 10)
+
+
+@pytest.mark.parametrize("rows", [5, 3000])   # one chunk; several chunks and a second pass
+def test_sum_rows_and_bias_rows(rows, host_gpu):
+    g = np.random.default_rng(6).standard_normal((rows, 37))
+    assert_close(linear.sum_rows_gpu(g), g.sum(axis=0))
+    bias = np.arange(37.0)
+    assert_close(linear.add_bias_rows_gpu(g.copy(), bias), g + bias)
+
+
+# --- the other kernels ---------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activations(dtype, host_gpu):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(1000).astype(dtype)
+    g = rng.standard_normal(1000).astype(dtype)
+    y = activation._pointwise_cuda("relu_forward", x)
+    assert_close(y, np.maximum(x, 0))
+    assert_close(activation._pointwise_cuda("relu_backward", g, y), g * (y > 0))
+    t = activation._pointwise_cuda("tanh_forward", x)
+    assert_close(t, np.tanh(x))
+    assert_close(activation._pointwise_cuda("tanh_backward", g, t), g * (1 - t * t))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_and_adaptive_average_pool(dtype, host_gpu):
+    x = np.random.default_rng(8).permutation(2 * 3 * 7 * 9).reshape(2, 3, 7, 9).astype(dtype)
+    y, argmax = pool.maxpool2x2_cuda(x)
+    y_ref, argmax_ref = pool.maxpool2x2_naive(x)
+    assert_close(y, y_ref)
+    assert np.array_equal(argmax, argmax_ref)
+    g = np.random.default_rng(9).standard_normal(y.shape).astype(dtype)
+    assert_close(pool.maxpool2x2_backward_cuda(g, argmax, x.shape),
+                 pool.maxpool2x2_backward_naive(x, g))
+    avg = pool.adaptive_avg_pool2d_cuda(x, (3, 4))
+    assert_close(avg, pool.adaptive_avg_pool2d_naive(x, (3, 4)))
+
+
+def test_dropout_bits_and_masks_are_the_cpu_ones(host_gpu):
+    assert np.array_equal(dropout.element_bits_cuda(11, 1000, first=3),
+                          random.element_bits(11, 1003)[3:])
+    assert np.array_equal(dropout.dropout_mask_cuda((7, 33), 0.3, 12),
+                          dropout.dropout_mask((7, 33), 0.3, 12))
+
+
+# --- what the host launcher itself refuses -------------------------------------------
+
+def test_a_barrier_that_part_of_a_block_skips_is_an_error(tmp_path, monkeypatch):
+    source = tmp_path / "diverge.cu"
+    source.write_text("template <typename T>\n"
+                      "__global__ void early_exit(T* out, long long n) {\n"
+                      "    if (threadIdx.x >= n) return;\n"
+                      "    __syncthreads();\n"
+                      "    out[threadIdx.x] = T(1);\n"
+                      "}\n")
+    monkeypatch.setattr(cuda, "source_path", lambda file: source)
+    out = np.zeros(8)
+    host_cuda.launch("diverge", "early_exit", np.float64, 1, 8, (out, 8))
+    assert out.sum() == 8   # every thread reaches the barrier: fine
+    with pytest.raises(host_cuda.HostLaunchError, match="wait at __syncthreads"):
+        host_cuda.launch("diverge", "early_exit", np.float64, 1, 8, (out, 5))
+
+
+def test_arguments_that_do_not_fit_the_kernel_are_refused():
+    x = np.zeros((4, 4), np.float32)
+    y = np.zeros((4, 4), np.float32)
+    with pytest.raises(host_cuda.HostLaunchError, match="not C-contiguous"):
+        host_cuda.launch("relu", "relu_forward", np.float32, 1, 16, (x.T, y, 16))
+    with pytest.raises(host_cuda.HostLaunchError, match="dtype float64"):
+        host_cuda.launch("relu", "relu_forward", np.float32, 1, 16, (x.astype(float), y, 16))
+    with pytest.raises(host_cuda.HostLaunchError, match="2 arguments for 3"):
+        host_cuda.launch("relu", "relu_forward", np.float32, 1, 16, (x, y))
