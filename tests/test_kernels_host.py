@@ -3,8 +3,10 @@ every machine checks what they compute, not only that they compile.
 
 The ops' GPU host functions (conv3x3_cuda, gemm_gpu, ...) run unchanged on NumPy arrays,
 with their grids, splits and launch sequences, and are held to the CPU path with the GPU
-tests' tolerances (tests/test_gpu.py) on its shapes. This is not a GPU: it says nothing
-of speed, of races inside a block (fibers switch only at barriers) or of the GPU's own
+tests' tolerances (tests/test_gpu.py) on its shapes. Every launch runs twice, the
+second time with blocks and threads in reverse order, and must give the same bits
+(``host_cuda.check_races``): a missing barrier shows. This is not a GPU: it says nothing
+of speed, of races that no order of whole barrier phases exposes, or of the GPU's own
 rounding (fused multiply-adds), and the TF32 rung's tensor-core instructions cannot run
 here. tests/test_gpu.py, on a GPU, remains the proof for those.
 """
@@ -38,6 +40,7 @@ DTYPES = [np.float32, np.float64]
 def host_gpu(monkeypatch):
     """The GPU host code on NumPy arrays; kernel choices are restored afterwards."""
     host_cuda.emulated_gpu(monkeypatch)
+    monkeypatch.setattr(host_cuda, "check_races", True)
     chosen = (conv.conv3x3_kernel(), conv.conv3x3_weight_grad_kernel(), linear.gemm_kernel())
     yield
     conv.use_conv3x3_kernel(chosen[0])
@@ -208,3 +211,21 @@ def test_arguments_that_do_not_fit_the_kernel_are_refused():
         host_cuda.launch("relu", "relu_forward", np.float32, 1, 16, (x.astype(float), y, 16))
     with pytest.raises(host_cuda.HostLaunchError, match="2 arguments for 3"):
         host_cuda.launch("relu", "relu_forward", np.float32, 1, 16, (x, y))
+
+
+def test_a_missing_barrier_is_found_by_the_reversed_order(tmp_path, monkeypatch):
+    source = tmp_path / "race.cu"
+    source.write_text("template <typename T>\n"
+                      "__global__ void shift(const T* x, T* y, long long sync) {\n"
+                      "    __shared__ T staged[4];\n"
+                      "    staged[threadIdx.x] = x[threadIdx.x];\n"
+                      "    if (sync) __syncthreads();\n"
+                      "    y[threadIdx.x] = staged[(threadIdx.x + 1) % 4];\n"
+                      "}\n")
+    monkeypatch.setattr(cuda, "source_path", lambda file: source)
+    monkeypatch.setattr(host_cuda, "check_races", True)
+    x, y = np.arange(4.0), np.zeros(4)
+    host_cuda.launch("race", "shift", np.float64, 1, 4, (x, y, 1))
+    assert np.array_equal(y, [1, 2, 3, 0])
+    with pytest.raises(host_cuda.HostLaunchError, match="reverse order: a race"):
+        host_cuda.launch("race", "shift", np.float64, 1, 4, (x + 10, y, 0))

@@ -69,6 +69,7 @@ def _trampolines(kernels: dict) -> str:
                 f"    error = host_cuda::launch({{d[0], d[1], d[2]}}, {{d[3], d[4], d[5]}},\n"
                 f"                              [&] {{ {kernel}({call_args}); }});\n"
                 f"    return error.c_str();\n}}")
+    lines.append('extern "C" void set_reversed_order(int on) { host_cuda::reversed_order = on; }')
     return "\n".join(lines)
 
 
@@ -119,6 +120,11 @@ def _argument(kind: str, value, element, where: str):
     return scalar(value.item() if isinstance(value, np.generic) else value)
 
 
+#: with this on, :func:`launch` runs every kernel twice, the second time with blocks and
+#: threads in reverse order, and refuses results that differ (see ``prelude.h``)
+check_races = False
+
+
 def launch(file: str, name: str, dtype, grid, block, args, shared_mem: int = 0) -> None:
     """``tinyvgg.cuda.launch`` on the host: the same arguments, NumPy arrays for CuPy's."""
     lib, kernels = library(file)
@@ -136,9 +142,28 @@ def launch(file: str, name: str, dtype, grid, block, args, shared_mem: int = 0) 
     suffix = f"_{cuda.CTYPES[element]}" if templated else ""
     entry = getattr(lib, f"launch_{name}{suffix}")
     entry.restype = ctypes.c_char_p
-    error = entry(dims, pointers).decode()
-    if error:
-        raise HostLaunchError(f"{where}: {error}")
+
+    def run(reversed_order: bool) -> None:
+        lib.set_reversed_order(int(reversed_order))
+        error = entry(dims, pointers).decode()
+        if error:
+            raise HostLaunchError(f"{where}: {error}")
+    if not check_races:
+        run(False)
+        return
+    arrays = [a for a in args if isinstance(a, np.ndarray)]
+    before = [a.copy() for a in arrays]
+    run(False)
+    first = [a.copy() for a in arrays]
+    for array, saved in zip(arrays, before):
+        array[...] = saved
+    run(True)
+    for i, (array, expected) in enumerate(zip(arrays, first)):
+        if not np.array_equal(array, expected, equal_nan=array.dtype.kind == "f"):
+            raise HostLaunchError(
+                f"{where}: array argument {i} differs when blocks and threads run in "
+                f"reverse order: a race (a missing __syncthreads(), or blocks writing "
+                f"the same place)")
 
 
 class DeviceArray(np.ndarray):

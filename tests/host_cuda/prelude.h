@@ -10,6 +10,9 @@
 //   * a barrier that some threads of a block skip (a __syncthreads() after an early
 //     return of part of the block, or in divergent code) is reported as an error,
 //     where a GPU would be undefined;
+//   * with reversed_order, blocks run last first and each phase resumes its fibers
+//     last first: a result that changes then depends on the order threads run in,
+//     which is a race (a missing __syncthreads(), or blocks writing one place);
 //   * __CUDA_ARCH__ is 700, so code for tensor cores (sm_80, inline PTX) takes its
 //     below-8.0 branch, which traps: TF32 kernels cannot run here.
 // Arithmetic is the host's: no fused multiply-adds (-ffp-contract=off), so results
@@ -90,6 +93,7 @@ struct Fiber {
 constexpr size_t STACK_BYTES = 64 << 10;
 
 inline ucontext_t scheduler;
+inline bool reversed_order = false;  // blocks, and fibers within each phase, last first
 inline Fiber* running = nullptr;
 inline const std::function<void()>* kernel_body = nullptr;
 inline std::string trap_message;
@@ -113,42 +117,46 @@ inline std::string launch(dim3 grid, dim3 block, const std::function<void()>& bo
     blockDim = block;
     kernel_body = &body;
     trap_message.clear();
-    for (unsigned bz = 0; bz < grid.z; ++bz)
-        for (unsigned by = 0; by < grid.y; ++by)
-            for (unsigned bx = 0; bx < grid.x; ++bx) {
-                blockIdx = {bx, by, bz};
-                size_t i = 0;
-                for (unsigned tz = 0; tz < block.z; ++tz)
-                    for (unsigned ty = 0; ty < block.y; ++ty)
-                        for (unsigned tx = 0; tx < block.x; ++tx, ++i) {
-                            Fiber& f = fibers[i];
-                            f.index = {tx, ty, tz};
-                            f.finished = false;
-                            getcontext(&f.context);
-                            f.context.uc_stack.ss_sp = f.stack.data();
-                            f.context.uc_stack.ss_size = f.stack.size();
-                            f.context.uc_link = &scheduler;
-                            makecontext(&f.context, fiber_main, 0);
-                        }
-                for (int phase = 0;; ++phase) {  // one phase per barrier
-                    size_t waiting = 0, finished = 0;
-                    for (Fiber& f : fibers) {
-                        if (f.finished) continue;
-                        running = &f;
-                        threadIdx = f.index;
-                        swapcontext(&scheduler, &f.context);
-                        if (!trap_message.empty()) return "trap: " + trap_message;
-                        if (f.finished) ++finished; else ++waiting;
-                    }
-                    if (waiting == 0) break;
-                    if (finished) {
-                        return "block (" + std::to_string(bx) + ", " + std::to_string(by) +
-                               ", " + std::to_string(bz) + "): " + std::to_string(finished) +
-                               " threads returned while " + std::to_string(waiting) +
-                               " wait at __syncthreads() number " + std::to_string(phase + 1);
-                    }
+    const size_t blocks = size_t(grid.x) * grid.y * grid.z;
+    for (size_t b = 0; b < blocks; ++b) {
+        const size_t linear = reversed_order ? blocks - 1 - b : b;
+        const unsigned bx = unsigned(linear % grid.x);
+        const unsigned by = unsigned(linear / grid.x % grid.y);
+        const unsigned bz = unsigned(linear / grid.x / grid.y);
+        blockIdx = {bx, by, bz};
+        size_t i = 0;
+        for (unsigned tz = 0; tz < block.z; ++tz)
+            for (unsigned ty = 0; ty < block.y; ++ty)
+                for (unsigned tx = 0; tx < block.x; ++tx, ++i) {
+                    Fiber& f = fibers[i];
+                    f.index = {tx, ty, tz};
+                    f.finished = false;
+                    getcontext(&f.context);
+                    f.context.uc_stack.ss_sp = f.stack.data();
+                    f.context.uc_stack.ss_size = f.stack.size();
+                    f.context.uc_link = &scheduler;
+                    makecontext(&f.context, fiber_main, 0);
                 }
+        for (int phase = 0;; ++phase) {  // one phase per barrier
+            size_t waiting = 0, finished = 0;
+            for (size_t k = 0; k < threads; ++k) {
+                Fiber& f = fibers[reversed_order ? threads - 1 - k : k];
+                if (f.finished) continue;
+                running = &f;
+                threadIdx = f.index;
+                swapcontext(&scheduler, &f.context);
+                if (!trap_message.empty()) return "trap: " + trap_message;
+                if (f.finished) ++finished; else ++waiting;
             }
+            if (waiting == 0) break;
+            if (finished) {
+                return "block (" + std::to_string(bx) + ", " + std::to_string(by) +
+                       ", " + std::to_string(bz) + "): " + std::to_string(finished) +
+                       " threads returned while " + std::to_string(waiting) +
+                       " wait at __syncthreads() number " + std::to_string(phase + 1);
+            }
+        }
+    }
     return "";
 }
 
