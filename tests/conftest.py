@@ -1,5 +1,8 @@
-"""Hypothesis settings and the ``gpu`` marker for the tinyvgg tests."""
+"""Hypothesis settings and the ``gpu`` marker for the tinyvgg tests: without a GPU,
+the gpu tests run on the host emulator of tests/host_cuda when g++ is installed."""
+import functools
 import os
+import shutil
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -12,6 +15,7 @@ settings.register_profile("thorough", settings.get_profile("tinyvgg"), max_examp
 settings.load_profile(os.environ.get("TINYVGG_HYPOTHESIS_PROFILE", "tinyvgg"))
 
 
+@functools.lru_cache(maxsize=None)
 def gpu_available() -> bool:
     """True when CuPy imports and sees at least one CUDA device."""
     try:
@@ -21,24 +25,41 @@ def gpu_available() -> bool:
         return False
 
 
+EMULATE_GPU_ENV = "TINYVGG_EMULATE_GPU"
+
+
+@functools.lru_cache(maxsize=None)
+def emulate_gpu() -> bool:
+    """Without a GPU, the gpu tests run on the host emulator of tests/host_cuda (the
+    kernels compiled by g++, each CUDA thread a fiber), unless TINYVGG_EMULATE_GPU=0."""
+    return (not gpu_available() and shutil.which("g++") is not None
+            and os.environ.get(EMULATE_GPU_ENV, "1") != "0")
+
+
 def pytest_collection_modifyitems(config, items):
     gpu_items = [item for item in items if "gpu" in item.keywords]
-    if gpu_items and not gpu_available() and os.environ.get(EMULATE_GPU_ENV) != "1":
+    if gpu_items and not gpu_available() and not emulate_gpu():
         skip = pytest.mark.skip(reason="needs CuPy and a CUDA device")
         for item in gpu_items:
             item.add_marker(skip)
 
 
-EMULATE_GPU_ENV = "TINYVGG_EMULATE_GPU"
+_emulated = []   # the gpu tests that ran on the host emulator
 
 
 @pytest.fixture(autouse=True)
-def _emulated_gpu_for_gpu_tests(request, monkeypatch):
-    """With TINYVGG_EMULATE_GPU=1 and no GPU, the gpu tests run on the host emulator."""
-    if (os.environ.get(EMULATE_GPU_ENV) == "1" and "gpu" in request.keywords
-            and not gpu_available()):
+def _gpu_tests_on_the_host_emulator(request, monkeypatch):
+    if "gpu" in request.keywords and emulate_gpu():
         if "tf32" in request.node.name or "real_gpu" in request.keywords:
             pytest.skip("needs a real GPU: TF32 tensor cores, or CuPy itself")
         import host_cuda
         host_cuda.emulated_device(monkeypatch)
+        _emulated.append(request.node.nodeid)
     yield
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _emulated:
+        terminalreporter.write_line(
+            f"{len(_emulated)} gpu tests ran on the host emulator (tests/host_cuda), not on "
+            f"a GPU; TINYVGG_EMULATE_GPU=0 skips them instead")

@@ -26,6 +26,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <math.h>
 #include <stdexcept>
 #include <string>
@@ -85,7 +86,7 @@ struct KernelTrap : std::runtime_error {
 
 struct Fiber {
     ucontext_t context;
-    std::vector<char> stack;
+    char* stack = nullptr;
     uint3 index;
     bool finished = false;
 };
@@ -111,8 +112,10 @@ inline void fiber_main() {
 // message, or an empty string when the launch completed.
 inline std::string launch(dim3 grid, dim3 block, const std::function<void()>& body) {
     const size_t threads = size_t(block.x) * block.y * block.z;
+    static std::vector<std::unique_ptr<char[]>> stacks;  // kept: launches are many and small
+    while (stacks.size() < threads) stacks.emplace_back(new char[STACK_BYTES]);
     std::vector<Fiber> fibers(threads);
-    for (Fiber& f : fibers) f.stack.resize(STACK_BYTES);
+    for (size_t i = 0; i < threads; ++i) fibers[i].stack = stacks[i].get();
     gridDim = grid;
     blockDim = block;
     kernel_body = &body;
@@ -132,8 +135,8 @@ inline std::string launch(dim3 grid, dim3 block, const std::function<void()>& bo
                     f.index = {tx, ty, tz};
                     f.finished = false;
                     getcontext(&f.context);
-                    f.context.uc_stack.ss_sp = f.stack.data();
-                    f.context.uc_stack.ss_size = f.stack.size();
+                    f.context.uc_stack.ss_sp = f.stack;
+                    f.context.uc_stack.ss_size = STACK_BYTES;
                     f.context.uc_link = &scheduler;
                     makecontext(&f.context, fiber_main, 0);
                 }
