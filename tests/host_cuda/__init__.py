@@ -8,9 +8,11 @@ for at NumPy and this launcher, so the ops' GPU host code (grids, splits, the or
 of launches) runs with the kernels, on NumPy arrays.
 
 What it checks that a GPU would not: every array argument is C-contiguous and of the
-kernel's element type, and a ``__syncthreads()`` that part of a block skips is an
-error. What it cannot check: timing, memory coalescing, races between threads of a
-block (fibers switch only at barriers), and the GPU's own rounding (no FMA here).
+kernel's element type, a ``__syncthreads()`` that part of a block skips is an error,
+and with ``check_races`` every launch runs again with blocks and threads in reverse
+order and must give the same bits. What it cannot check: timing, memory coalescing,
+races that no order of whole barrier phases exposes (fibers switch only at barriers),
+and the GPU's own rounding (no fused multiply-adds here).
 """
 from __future__ import annotations
 
@@ -87,7 +89,8 @@ def library(file: str):
     folder.mkdir(exist_ok=True)
     shared = folder / f"{file}-{digest}.so"
     if not shared.exists():
-        cpp = folder / f"{file}-{digest}.cpp"
+        # per-process names, then an atomic rename: parallel runs never read half a file
+        cpp = folder / f"{file}-{digest}.{os.getpid()}.cpp"
         cpp.write_text(source)
         partial = folder / f"{file}-{digest}.{os.getpid()}.partial.so"
         result = subprocess.run([CXX, "-std=c++17", "-O1", "-ffp-contract=off", "-fPIC",
@@ -95,7 +98,8 @@ def library(file: str):
                                 capture_output=True, text=True)
         if result.returncode:
             raise RuntimeError(f"host_cuda: g++ failed on {file}.cu:\n{result.stderr}")
-        partial.replace(shared)  # atomic: a parallel run never loads half a file
+        partial.replace(shared)
+        cpp.unlink()
     return ctypes.CDLL(str(shared)), kernels
 
 
@@ -115,9 +119,10 @@ def _argument(kind: str, value, element, where: str):
             raise HostLaunchError(f"{where}: {kind} argument is not C-contiguous "
                                   f"(shape {value.shape}, strides {value.strides})")
         return ctypes.c_void_p(value.ctypes.data)
-    scalar = _SCALARS["float" if element == np.float32 else "double"] if base == "T" \
-        else _SCALARS[base]
-    return scalar(value.item() if isinstance(value, np.generic) else value)
+    base = cuda.CTYPES[element] if base == "T" else base
+    if base not in _SCALARS:
+        raise HostLaunchError(f"{where}: no host type for the parameter type {kind!r}")
+    return _SCALARS[base](value.item() if isinstance(value, np.generic) else value)
 
 
 #: with this on, :func:`launch` runs every kernel twice, the second time with blocks and
