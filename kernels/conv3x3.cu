@@ -620,7 +620,9 @@ __global__ void conv3x3_forward_implicit_gemm(const T* x, const T* w, const T* b
 // The float's bits rounded to TF32 (10 mantissa bits, to nearest, ties away from zero).
 __device__ __forceinline__ unsigned tf32_bits(float v) {
     unsigned bits;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#if defined(TINYVGG_HOST_EMULATION)
+    bits = host_tf32_bits(v);  // tests/host_cuda: the same rounding, in C++
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     bits = __float_as_uint(v);  // never run: the host refuses TF32 below compute capability 8.0
 #else
     asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(bits) : "f"(v));
@@ -631,7 +633,9 @@ __device__ __forceinline__ unsigned tf32_bits(float v) {
 // d += a @ b on the tensor cores for one 16 x 8 x 8 tile, in PTX's fragment layout (see
 // the header). Every lane of the warp must take part.
 __device__ __forceinline__ void mma_tf32(float* d, const unsigned* a, const unsigned* b) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#if defined(TINYVGG_HOST_EMULATION)
+    host_mma_tf32(d, a, b);  // tests/host_cuda: the warp's lanes meet at a barrier
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     __trap();  // never run: the host refuses TF32 below compute capability 8.0
 #else
     asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "

@@ -33,6 +33,8 @@ LADDER_SHAPES = {
     "5to7-12x16": (3, 5, 7, 12, 16),
 }
 FP_FORWARD = [k for k in conv.CONV3X3_KERNELS if k not in conv.CONV3X3_TF32_KERNELS]
+#: TF32 rounds both operands to 10 mantissa bits: tests/test_gpu.py's tolerance
+TF32_RTOL = 5e-3
 DTYPES = [np.float32, np.float64]
 
 
@@ -110,11 +112,37 @@ def test_the_split_pixel_shape_does_split(host_gpu):
     assert conv._pixel_splits(tiles, N * H * W) > 1
 
 
-def test_the_tf32_rung_is_refused_without_tensor_cores(host_gpu):
+def test_the_tf32_rung_is_refused_without_tensor_cores(host_gpu, monkeypatch):
+    monkeypatch.setattr(host_cuda.NumpyAsCupy, "compute_capability", "75")
     conv.use_conv3x3_kernel("tf32-mma")
     x, w, b, _ = conv_inputs(LADDER_SHAPES["3to5-7x9"], np.float32)
     with pytest.raises(DeviceUnavailableError, match="TF32 tensor cores"):
         conv.conv3x3_cuda(x, w, b)
+
+
+@pytest.mark.parametrize("shape", LADDER_SHAPES.values(), ids=LADDER_SHAPES)
+def test_the_tf32_rung_with_its_tensor_core_product_emulated(shape, host_gpu):
+    """The fragment layout of mma.m16n8k8 (host_mma_tf32 in prelude.h) and the staging."""
+    conv.use_conv3x3_kernel("tf32-mma")
+    x, w, b, g = conv_inputs(shape, np.float32)
+    y_ref, dx_ref, _, _ = conv_reference(x, w, b, g)
+    assert_close(conv.conv3x3_cuda(x, w, b), y_ref, rtol=TF32_RTOL)
+    assert_close(conv.conv3x3_input_grad_cuda(g, w), dx_ref, rtol=TF32_RTOL)
+
+
+def test_tf32_rounding_is_to_nearest_ties_away_from_zero(tmp_path, monkeypatch):
+    """cvt.rna.tf32.f32 as the prelude does it: 13 low bits dropped, a half rounds away."""
+    source = tmp_path / "round.cu"
+    source.write_text('extern "C" __global__ void tf32(const float* x, unsigned* bits) {\n'
+                      "    bits[threadIdx.x] = host_tf32_bits(x[threadIdx.x]);\n}\n")
+    monkeypatch.setattr(cuda, "source_path", lambda file: source)
+    ulp = 2.0 ** -10   # TF32's spacing at 1
+    x = np.array([1 + ulp / 2, 1 + ulp / 2 - 2.0 ** -23, -(1 + ulp / 2), 1 + ulp / 4,
+                  np.inf, -np.inf], np.float32)
+    bits = np.zeros(x.size, np.uint32)
+    host_cuda.launch("round", "tf32", None, 1, x.size, (x, bits))
+    np.testing.assert_array_equal(bits.view(np.float32),
+                                  [1 + ulp, 1, -(1 + ulp), 1, np.inf, -np.inf])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

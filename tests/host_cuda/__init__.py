@@ -2,7 +2,7 @@
 
 ``launch`` takes the arguments of ``tinyvgg.cuda.launch`` and runs the kernel of
 ``kernels/<file>.cu`` on NumPy arrays, every CUDA thread a fiber on the calling thread
-(``prelude.h`` says how, and what it cannot run: TF32's inline PTX).
+(``prelude.h`` says how; the TF32 rung's inline PTX has C++ stand-ins there).
 ``emulated_gpu(monkeypatch)`` points ``tinyvgg.cuda`` and the CuPy module the ops ask
 for at NumPy and this launcher, so the ops' GPU host code (grids, splits, the order
 of launches) runs with the kernels, on NumPy arrays.
@@ -184,11 +184,12 @@ def on_device(array) -> DeviceArray:
     return np.asarray(array).view(DeviceArray)
 
 
-class _NumpyAsCupy:
+class NumpyAsCupy:
     """The CuPy calls the engine makes, answered by NumPy with DeviceArray results, on a
-    device without tensor cores (compute capability 7.0)."""
+    device of compute capability ``compute_capability`` (8.0: TF32 tensor cores)."""
+    compute_capability = "80"
     cuda = SimpleNamespace(Device=lambda: SimpleNamespace(
-        id=0, compute_capability="70", synchronize=lambda: None))
+        id=0, compute_capability=NumpyAsCupy.compute_capability, synchronize=lambda: None))
 
     @staticmethod
     def asnumpy(array):
@@ -213,7 +214,7 @@ class _NumpyAsCupy:
 def emulated_gpu(monkeypatch) -> None:
     """Run the ops' GPU host functions (``conv3x3_cuda`` ...) on NumPy arrays, their
     kernels through :func:`launch`, for the rest of the test."""
-    shim = _NumpyAsCupy()
+    shim = NumpyAsCupy()
     monkeypatch.setattr(backend, "cupy_module", lambda: shim)
     monkeypatch.setattr(cuda, "launch", launch)
     monkeypatch.setattr(cuda, "contiguous", lambda array: on_device(np.ascontiguousarray(array)))

@@ -13,8 +13,11 @@
 //   * with reversed_order, blocks run last first and each phase resumes its fibers
 //     last first: a result that changes then depends on the order threads run in,
 //     which is a race (a missing __syncthreads(), or blocks writing one place);
-//   * __CUDA_ARCH__ is 700, so code for tensor cores (sm_80, inline PTX) takes its
-//     below-8.0 branch, which traps: TF32 kernels cannot run here.
+//   * inline PTX cannot run here; the TF32 rung's two PTX helpers take their
+//     TINYVGG_HOST_EMULATION branches: host_tf32_bits rounds as cvt.rna.tf32.f32
+//     does, and host_mma_tf32 does mma.sync.m16n8k8's warp-wide product, its lanes
+//     meeting at two block-wide barriers (so every thread of the block must call it
+//     the same number of times, which the kernel does).
 // Arithmetic is the host's: no fused multiply-adds (-ffp-contract=off), so results
 // can differ from a GPU's in the last bits, never in the indexing they test.
 #pragma once
@@ -34,7 +37,7 @@
 #include <ucontext.h>
 #include <vector>
 
-#define __CUDA_ARCH__ 700
+#define TINYVGG_HOST_EMULATION 1
 #define __global__
 #define __device__
 #define __host__
@@ -170,3 +173,38 @@ inline void __syncthreads() {
 }
 
 [[noreturn]] inline void __trap() { throw host_cuda::KernelTrap("__trap() called"); }
+
+// cvt.rna.tf32.f32: the float rounded to 10 mantissa bits, to nearest, ties away from
+// zero (adding half of the dropped part's range to the magnitude, then truncating).
+inline unsigned host_tf32_bits(float v) {
+    unsigned bits = __float_as_uint(v);
+    if ((bits & 0x7f800000u) != 0x7f800000u) bits += 0x1000u;  // Inf and NaN stay
+    return bits & 0xffffe000u;
+}
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, d += A B for the warp's 16 x 8 x 8
+// tile. PTX's fragment layout, for lane l, group g = l / 4 and t = l % 4: a[r] holds
+// A(g + 8 (r % 2), t + 4 (r / 2)), b[r] holds B(t + 4 r, g), d[r] holds
+// D(g + 8 (r / 2), 2 t + r % 2). Each lane leaves its fragments in the block's slots,
+// all meet, each computes its own 4 results from its warp's slots, all meet again.
+inline void host_mma_tf32(float* d, const unsigned* a, const unsigned* b) {
+    static unsigned a_slots[1024][4], b_slots[1024][2];
+    const unsigned thread = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    const unsigned warp0 = thread / 32 * 32, lane = thread % 32, g = lane / 4, t = lane % 4;
+    for (int r = 0; r < 4; ++r) a_slots[thread][r] = a[r];
+    for (int r = 0; r < 2; ++r) b_slots[thread][r] = b[r];
+    __syncthreads();
+    auto value = [](unsigned bits) { float f; std::memcpy(&f, &bits, sizeof f); return f; };
+    for (int r = 0; r < 4; ++r) {
+        const unsigned row = g + 8 * (r / 2), col = 2 * t + r % 2;
+        float sum = d[r];
+        for (unsigned k = 0; k < 8; ++k) {
+            const unsigned a_lane = warp0 + (row % 8) * 4 + k % 4;
+            const unsigned a_reg = row / 8 + 2 * (k / 4);
+            const unsigned b_lane = warp0 + col * 4 + k % 4;
+            sum += value(a_slots[a_lane][a_reg]) * value(b_slots[b_lane][k / 4]);
+        }
+        d[r] = sum;
+    }
+    __syncthreads();
+}
