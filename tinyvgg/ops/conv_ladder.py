@@ -569,14 +569,16 @@ def winograd4x4_forward(x, weight, bias, keep_for_dx, keep_for_dw):
     for a in range(6):
         for b in range(6):
             tiles[a, b] = padded[:, a:a + 4 * th:4, b:b + 4 * tw:4]
-    del padded  # not needed beyond the copies: freed before the larger arrays come
+    del padded  # each intermediate is freed once used: the layer's peak memory is lower
     V = WINOGRAD4X4_INPUT.astype(dtype) @ tiles.reshape(36, T * C)
     V = V.reshape(36, T, C)
+    del tiles
     U = winograd4x4_kernel(conv.kernel_matrix(weight))              # (36, K, C)
     products = np.matmul(V, U.transpose(0, 2, 1))                   # (36, T, K)
     if bias is not None:
         products[WINOGRAD4X4_ALL_ONES] += bias
     out = WINOGRAD4X4_OUTPUT.astype(dtype) @ products.reshape(36, T * K)
+    del products
     # the 4x4 output tiles back in place: (N, th, 4, tw, 4, K) is (N, 4*th, 4*tw, K)
     y = out.reshape(4, 4, N, th, tw, K).transpose(2, 3, 0, 4, 1, 5).copy()
     saved = {}
@@ -608,6 +610,12 @@ def winograd4x4_backward(saved, g, need_dx, need_dw, need_db):
                 g_tiles[a, b] = g_last[:, a::4, b::4]
         output_t = WINOGRAD4X4_OUTPUT.astype(dtype).T
         d_products = (output_t @ g_tiles.reshape(16, T * K)).reshape(36, T, K)
+    if need_db and d_products is not None:
+        # forward added the bias at the one position whose outputs are all ones, so its
+        # gradient is that position's: a sum over the T tiles, not over the 16x more pixels
+        db = column_sums(d_products[WINOGRAD4X4_ALL_ONES])
+    elif need_db:
+        db = g.sum(axis=(0, 2, 3))
     if need_dw:
         V = saved.winograd4x4_input                                   # (36, T, C)
         C = V.shape[2]
@@ -634,12 +642,6 @@ def winograd4x4_backward(saved, g, need_dx, need_dw, need_db):
                     target += d_tiles[a, b]
         dx_last = d_padded[:, 1:H + 1, 1:W + 1]
         dx = dx_last.transpose(0, 3, 1, 2)
-    if need_db and d_products is not None:
-        # forward added the bias at the one position whose outputs are all ones, so its
-        # gradient is that position's: a sum over the T tiles, not over the 16x more pixels
-        db = column_sums(d_products[WINOGRAD4X4_ALL_ONES])
-    elif need_db:
-        db = g.sum(axis=(0, 2, 3))
     return dx, dw, db
 
 
