@@ -2,7 +2,7 @@
 // front of a kernels/*.cu source, which g++ then compiles unchanged.
 //
 // Execution model. A launch runs its blocks one after another. Inside a block every
-// CUDA thread is a fiber (ucontext) with its own stack, all on the calling OS thread:
+// CUDA thread is a fiber with its own stack, all on the calling OS thread:
 // the scheduler runs each fiber until it reaches __syncthreads() or returns, and a
 // barrier opens once every fiber of the block has reached it. So:
 //   * __shared__ is `static`: one array per kernel instantiation, shared by the
@@ -88,7 +88,8 @@ struct KernelTrap : std::runtime_error {
 };
 
 struct Fiber {
-    ucontext_t context;
+    void* sp = nullptr;      // its saved stack pointer, while it is not running (x86-64)
+    ucontext_t context;      // elsewhere
     char* stack = nullptr;
     uint3 index;
     bool finished = false;
@@ -96,6 +97,7 @@ struct Fiber {
 
 constexpr size_t STACK_BYTES = 64 << 10;
 
+inline void* scheduler_sp = nullptr;
 inline ucontext_t scheduler;
 inline bool reversed_order = false;  // blocks, and fibers within each phase, last first
 inline Fiber* running = nullptr;
@@ -108,8 +110,67 @@ inline void fiber_main() {
     } catch (const KernelTrap& trap) {
         trap_message = trap.what();
     }
-    running->finished = true;  // returning resumes the scheduler (uc_link)
+    running->finished = true;
 }
+
+// Switching between the scheduler and a fiber. On x86-64: save the callee-saved
+// registers on the current stack, store its pointer, load the other one and restore
+// its registers (what a function call leaves to be saved, nothing more). Elsewhere
+// ucontext, whose swapcontext also saves the signal mask: a system call per switch,
+// which made it most of the emulated GPU tests' time.
+#if defined(__x86_64__)
+extern "C" void host_cuda_switch(void** save_sp, void* load_sp);
+asm(R"(
+    .text
+    .globl host_cuda_switch
+    .hidden host_cuda_switch
+    .type host_cuda_switch, @function
+host_cuda_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size host_cuda_switch, .-host_cuda_switch
+)");
+
+[[noreturn]] inline void fiber_start() {
+    fiber_main();
+    host_cuda_switch(&running->sp, scheduler_sp);  // finished: never resumed
+    __builtin_unreachable();
+}
+
+inline void prepare(Fiber& f) {  // the first switch to f "returns" into fiber_start
+    void** sp = reinterpret_cast<void**>(
+        reinterpret_cast<uintptr_t>(f.stack + STACK_BYTES) & ~uintptr_t(15));
+    *--sp = nullptr;                                   // fiber_start's own return address
+    *--sp = reinterpret_cast<void*>(&fiber_start);
+    for (int r = 0; r < 6; ++r) *--sp = nullptr;       // rbp, rbx, r12-r15
+    f.sp = sp;
+}
+inline void resume(Fiber& f) { host_cuda_switch(&scheduler_sp, f.sp); }
+inline void yield() { host_cuda_switch(&running->sp, scheduler_sp); }
+#else
+inline void prepare(Fiber& f) {
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = f.stack;
+    f.context.uc_stack.ss_size = STACK_BYTES;
+    f.context.uc_link = &scheduler;  // fiber_main's return resumes the scheduler
+    makecontext(&f.context, fiber_main, 0);
+}
+inline void resume(Fiber& f) { swapcontext(&scheduler, &f.context); }
+inline void yield() { swapcontext(&running->context, &scheduler); }
+#endif
 
 // Runs every block of the grid, each block's threads as fibers; returns an error
 // message, or an empty string when the launch completed.
@@ -137,11 +198,7 @@ inline std::string launch(dim3 grid, dim3 block, const std::function<void()>& bo
                     Fiber& f = fibers[i];
                     f.index = {tx, ty, tz};
                     f.finished = false;
-                    getcontext(&f.context);
-                    f.context.uc_stack.ss_sp = f.stack;
-                    f.context.uc_stack.ss_size = STACK_BYTES;
-                    f.context.uc_link = &scheduler;
-                    makecontext(&f.context, fiber_main, 0);
+                    prepare(f);
                 }
         for (int phase = 0;; ++phase) {  // one phase per barrier
             size_t waiting = 0, finished = 0;
@@ -150,7 +207,7 @@ inline std::string launch(dim3 grid, dim3 block, const std::function<void()>& bo
                 if (f.finished) continue;
                 running = &f;
                 threadIdx = f.index;
-                swapcontext(&scheduler, &f.context);
+                resume(f);
                 if (!trap_message.empty()) return "trap: " + trap_message;
                 if (f.finished) ++finished; else ++waiting;
             }
@@ -168,9 +225,7 @@ inline std::string launch(dim3 grid, dim3 block, const std::function<void()>& bo
 
 }  // namespace host_cuda
 
-inline void __syncthreads() {
-    swapcontext(&host_cuda::running->context, &host_cuda::scheduler);
-}
+inline void __syncthreads() { host_cuda::yield(); }
 
 [[noreturn]] inline void __trap() { throw host_cuda::KernelTrap("__trap() called"); }
 
