@@ -264,3 +264,20 @@ def test_a_missing_barrier_is_found_by_the_reversed_order(tmp_path, monkeypatch)
     assert np.array_equal(y, [1, 2, 3, 0])
     with pytest.raises(host_cuda.HostLaunchError, match="reverse order: a race"):
         host_cuda.launch("race", "shift", np.float64, 1, 4, (x + 10, y, 0))
+
+
+def test_the_portable_fiber_switch_gives_the_same_results(monkeypatch):
+    """Hosts other than x86-64 switch fibers with ucontext: the same kernels, same bits."""
+    rng = np.random.default_rng(10)
+    a, b = rng.standard_normal((70, 130)), rng.standard_normal((130, 33))
+
+    def product():
+        out = np.empty((70, 33))
+        host_cuda.launch("gemm", "gemm_register", np.float64, (2, 1), 128,
+                         (a, b, out, 70, 33, 130, 0, 0, 1.0, 0.0))
+        return out
+    fast = product()
+    monkeypatch.setattr(host_cuda, "portable_switch", True)
+    monkeypatch.setattr(host_cuda, "check_races", True)
+    np.testing.assert_array_equal(product(), fast)
+    assert_close(fast, a @ b)

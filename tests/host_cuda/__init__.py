@@ -75,15 +75,25 @@ def _trampolines(kernels: dict) -> str:
     return "\n".join(lines)
 
 
-@functools.lru_cache(maxsize=None)
+#: with this on, kernels are compiled with the prelude's portable fiber switch (ucontext)
+#: instead of its x86-64 one, so that tests on x86-64 machines cover both
+portable_switch = False
+
+
 def library(file: str):
     """kernels/<file>.cu compiled for the host (once per source version), and its kernels."""
+    return _library(file, portable_switch)
+
+
+@functools.lru_cache(maxsize=None)
+def _library(file: str, portable: bool):
     if CXX is None:
         raise RuntimeError("host_cuda: g++ is not installed")
     code = cuda.source_path(file).read_text()
     kernels = kernel_signatures(code)
-    source = (f'#include "{PRELUDE}"\n#line 1 "{cuda.source_path(file)}"\n{code}\n'
-              f"#line 1 \"{file}-launchers\"\n{_trampolines(kernels)}\n")
+    source = ("#define HOST_CUDA_UCONTEXT 1\n" if portable else "") + (
+        f'#include "{PRELUDE}"\n#line 1 "{cuda.source_path(file)}"\n{code}\n'
+        f"#line 1 \"{file}-launchers\"\n{_trampolines(kernels)}\n")
     digest = hashlib.sha256((PRELUDE.read_text() + source).encode()).hexdigest()[:16]
     folder = Path(tempfile.gettempdir()) / "tinyvgg-host-cuda"
     folder.mkdir(exist_ok=True)

@@ -116,9 +116,9 @@ inline void fiber_main() {
 // Switching between the scheduler and a fiber. On x86-64: save the callee-saved
 // registers on the current stack, store its pointer, load the other one and restore
 // its registers (what a function call leaves to be saved, nothing more). Elsewhere
-// ucontext, whose swapcontext also saves the signal mask: a system call per switch,
-// which made it most of the emulated GPU tests' time.
-#if defined(__x86_64__)
+// (or with HOST_CUDA_UCONTEXT defined) ucontext, whose swapcontext also saves the signal
+// mask: a system call per switch, which made it most of the emulated GPU tests' time.
+#if defined(__x86_64__) && !defined(HOST_CUDA_UCONTEXT)
 extern "C" void host_cuda_switch(void** save_sp, void* load_sp);
 asm(R"(
     .text
