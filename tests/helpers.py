@@ -81,3 +81,29 @@ def assert_close(actual, expected, rtol: float | None = None, check_dtype: bool 
         rtol = RTOL[np.dtype(expected.dtype)]
     scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+# --- the GPU kernel ladders (tests/test_gpu.py on a GPU, tests/test_kernels_host.py) ---
+
+#: (N, C_in, C_out, H, W)
+LADDER_SHAPES = {
+    "3to5-7x9": (1, 3, 5, 7, 9),              # nothing a multiple of a tile, a block or 4
+    "vgg-64to64-32x32": (2, 64, 64, 32, 32),  # whole tiles, every vector load
+    "8to70-14x14": (2, 8, 70, 14, 14),        # runs of 4 pixels cross rows; C_out > 64
+    "5to7-12x16": (3, 5, 7, 12, 16),          # vector input loads, scalar weight loads
+}
+#: a weight gradient whose 6400 pixels the implicit GEMM splits among several blocks
+SPLIT_PIXELS_SHAPE = (4, 3, 8, 40, 40)
+#: TF32 rounds both operands to 10 mantissa bits (relative error up to 2^-11 each)
+TF32_RTOL = 5e-3
+
+
+def conv_inputs(shape, dtype, seed):
+    """x, w (scaled by 1/sqrt(9 C_in)), b and g for a conv3x3 of ``shape`` (N, C_in, C_out, H, W)."""
+    N, C_in, C_out, H, W = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C_in, H, W)).astype(dtype)
+    w = (rng.standard_normal((C_out, C_in, 3, 3)) / np.sqrt(9 * C_in)).astype(dtype)
+    b = rng.standard_normal(C_out).astype(dtype)
+    g = rng.standard_normal((N, C_out, H, W)).astype(dtype)
+    return x, w, b, g

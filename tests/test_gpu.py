@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import tinyvgg as tv
-from helpers import assert_close, randn
+from helpers import (LADDER_SHAPES, RTOL, SPLIT_PIXELS_SHAPE, TF32_RTOL, assert_close,
+                     conv_inputs, randn)
 from tinyvgg import functional as F
 from tinyvgg.models import vgg
 from tinyvgg.ops import conv, linear
@@ -23,7 +24,6 @@ from tinyvgg.selfcheck import op_cases
 pytestmark = pytest.mark.gpu
 
 CASE_NAMES = [name for name, _, _ in op_cases()]
-RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 
 
 def cases_on_both(index, dtype=np.float64):
@@ -137,14 +137,6 @@ def test_a_kernel_compile_error_names_the_file_and_line(tmp_path, monkeypatch):
 
 # --- the kernel ladders ---------------------------------------------------------------
 
-#: (N, C_in, C_out, H, W)
-LADDER_SHAPES = {
-    "3to5-7x9": (1, 3, 5, 7, 9),              # nothing a multiple of a tile, a block or 4
-    "vgg-64to64-32x32": (2, 64, 64, 32, 32),  # whole tiles, every vector load
-    "8to70-14x14": (2, 8, 70, 14, 14),        # runs of 4 pixels cross rows; C_out > 64
-    "5to7-12x16": (3, 5, 7, 12, 16),          # vector input loads, scalar weight loads
-}
-TF32_RTOL = 5e-3
 TF32 = conv.CONV3X3_TF32_KERNELS
 FP_FORWARD = [k for k in conv.CONV3X3_KERNELS if k not in TF32]
 
@@ -169,16 +161,6 @@ def select():
         use(name)
 
 
-def conv_inputs(shape, dtype, seed):
-    N, C_in, C_out, H, W = shape
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((N, C_in, H, W)).astype(dtype)
-    w = (rng.standard_normal((C_out, C_in, 3, 3)) / np.sqrt(9 * C_in)).astype(dtype)
-    b = rng.standard_normal(C_out).astype(dtype)
-    g = rng.standard_normal((N, C_out, H, W)).astype(dtype)
-    return x, w, b, g
-
-
 def conv3x3_on(device, x, w, b, g):
     """y, dL/dx, dL/dw, dL/db of conv3x3 on ``device``, as NumPy arrays."""
     tensors = [tv.tensor(a, requires_grad=True, device=device) for a in (x, w, b)]
@@ -200,7 +182,7 @@ def test_conv3x3_forward_ladder_equals_the_cpu_path(kernel, dtype, shape, select
         assert_close(a, e, rtol=rtol if name in ("y", "dx") else RTOL[np.dtype(dtype)])
 
 
-@pytest.mark.parametrize("shape", list(LADDER_SHAPES.values()) + [(4, 3, 8, 40, 40)],
+@pytest.mark.parametrize("shape", list(LADDER_SHAPES.values()) + [SPLIT_PIXELS_SHAPE],
                          ids=list(LADDER_SHAPES) + ["split-3to8-40x40"])
 @pytest.mark.parametrize("kernel, dtype", steps(conv.CONV3X3_WGRAD_KERNELS))
 def test_conv3x3_weight_grad_ladder_equals_the_cpu_path_on_every_run(kernel, dtype, shape,

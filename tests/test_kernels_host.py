@@ -16,26 +16,15 @@ import numpy as np
 import pytest
 
 import host_cuda
-from helpers import assert_close
+from helpers import (FLOAT_DTYPES, LADDER_SHAPES, RTOL, SPLIT_PIXELS_SHAPE, TF32_RTOL,
+                     assert_close, conv_inputs)
 from tinyvgg import cuda, random
 from tinyvgg.ops import activation, conv, conv_ladder, dropout, linear, pool
 from tinyvgg.backend import DeviceUnavailableError
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 
-RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
-#: (N, C_in, C_out, H, W): tests/test_gpu.py's ladder shapes, and one whose weight
-#: gradient splits the pixels among several blocks
-LADDER_SHAPES = {
-    "3to5-7x9": (1, 3, 5, 7, 9),
-    "vgg-64to64-32x32": (2, 64, 64, 32, 32),
-    "8to70-14x14": (2, 8, 70, 14, 14),
-    "5to7-12x16": (3, 5, 7, 12, 16),
-}
 FP_FORWARD = [k for k in conv.CONV3X3_KERNELS if k not in conv.CONV3X3_TF32_KERNELS]
-#: TF32 rounds both operands to 10 mantissa bits: tests/test_gpu.py's tolerance
-TF32_RTOL = 5e-3
-DTYPES = [np.float32, np.float64]
 
 
 @pytest.fixture
@@ -50,16 +39,6 @@ def host_gpu(monkeypatch):
     linear.use_gemm_kernel(chosen[2])
 
 
-def conv_inputs(shape, dtype, seed=4):
-    N, C_in, C_out, H, W = shape
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((N, C_in, H, W)).astype(dtype)
-    w = (rng.standard_normal((C_out, C_in, 3, 3)) / np.sqrt(9 * C_in)).astype(dtype)
-    b = rng.standard_normal(C_out).astype(dtype)
-    g = rng.standard_normal((N, C_out, H, W)).astype(dtype)
-    return x, w, b, g
-
-
 def conv_reference(x, w, b, g):
     """y, dx, dw, db in float64 by the CPU ladder's im2col rung, cast to x's dtype."""
     x64, w64, b64, g64 = (a.astype(np.float64) for a in (x, w, b, g))
@@ -71,11 +50,11 @@ def conv_reference(x, w, b, g):
 # --- conv3x3: every rung of both ladders --------------------------------------------
 
 @pytest.mark.parametrize("shape", LADDER_SHAPES.values(), ids=LADDER_SHAPES)
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("kernel", FP_FORWARD)
 def test_conv3x3_forward_ladder_and_input_gradient(kernel, dtype, shape, host_gpu):
     conv.use_conv3x3_kernel(kernel)
-    x, w, b, g = conv_inputs(shape, dtype)
+    x, w, b, g = conv_inputs(shape, dtype, seed=4)
     y_ref, dx_ref, _, _ = conv_reference(x, w, b, g)
     y = conv.conv3x3_cuda(x, w, b)
     dx = conv.conv3x3_input_grad_cuda(g, w)
@@ -89,15 +68,15 @@ def test_conv3x3_forward_ladder_and_input_gradient(kernel, dtype, shape, host_gp
 #: run the same loops
 WGRAD_CASES = [pytest.param(kernel, shape, id=f"{kernel}-{name}")
                for kernel in conv.CONV3X3_WGRAD_KERNELS
-               for name, shape in [*LADDER_SHAPES.items(), ("split-pixels", (4, 3, 8, 40, 40))]
+               for name, shape in [*LADDER_SHAPES.items(), ("split-pixels", SPLIT_PIXELS_SHAPE)]
                if not (kernel == "reduce" and name == "vgg-64to64-32x32")]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("kernel, shape", WGRAD_CASES)
 def test_conv3x3_weight_gradient_ladder_and_bias_gradient(kernel, shape, dtype, host_gpu):
     conv.use_conv3x3_weight_grad_kernel(kernel)
-    x, w, b, g = conv_inputs(shape, dtype)
+    x, w, b, g = conv_inputs(shape, dtype, seed=4)
     _, _, dw_ref, db_ref = conv_reference(x, w, b, g)
     dw = conv.conv3x3_weight_grad_cuda(x, g)
     assert dw.dtype == dtype
@@ -107,7 +86,7 @@ def test_conv3x3_weight_gradient_ladder_and_bias_gradient(kernel, shape, dtype, 
 
 def test_the_split_pixel_shape_does_split(host_gpu):
     """The weight gradient's extra shape exercises the partial sums it is there for."""
-    N, C_in, C_out, H, W = (4, 3, 8, 40, 40)
+    N, C_in, C_out, H, W = SPLIT_PIXELS_SHAPE
     tiles = conv._blocks(9 * C_in, conv.IG_BN) * conv._blocks(C_out, conv.IG_BM)
     assert conv._pixel_splits(tiles, N * H * W) > 1
 
@@ -115,7 +94,7 @@ def test_the_split_pixel_shape_does_split(host_gpu):
 def test_the_tf32_rung_is_refused_without_tensor_cores(host_gpu, monkeypatch):
     monkeypatch.setattr(host_cuda.NumpyAsCupy, "compute_capability", "75")
     conv.use_conv3x3_kernel("tf32-mma")
-    x, w, b, _ = conv_inputs(LADDER_SHAPES["3to5-7x9"], np.float32)
+    x, w, b, _ = conv_inputs(LADDER_SHAPES["3to5-7x9"], np.float32, seed=4)
     with pytest.raises(DeviceUnavailableError, match="TF32 tensor cores"):
         conv.conv3x3_cuda(x, w, b)
 
@@ -124,7 +103,7 @@ def test_the_tf32_rung_is_refused_without_tensor_cores(host_gpu, monkeypatch):
 def test_the_tf32_rung_with_its_tensor_core_product_emulated(shape, host_gpu):
     """The fragment layout of mma.m16n8k8 (host_mma_tf32 in prelude.h) and the staging."""
     conv.use_conv3x3_kernel("tf32-mma")
-    x, w, b, g = conv_inputs(shape, np.float32)
+    x, w, b, g = conv_inputs(shape, np.float32, seed=4)
     y_ref, dx_ref, _, _ = conv_reference(x, w, b, g)
     assert_close(conv.conv3x3_cuda(x, w, b), y_ref, rtol=TF32_RTOL)
     assert_close(conv.conv3x3_input_grad_cuda(g, w), dx_ref, rtol=TF32_RTOL)
@@ -145,7 +124,7 @@ def test_tf32_rounding_is_to_nearest_ties_away_from_zero(tmp_path, monkeypatch):
                                   [1 + ulp, 1, -(1 + ulp), 1, np.inf, -np.inf])
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_conv1x1_forward_and_weight_gradient(dtype, host_gpu):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((3, 5, 7, 9)).astype(dtype)
@@ -159,7 +138,7 @@ def test_conv1x1_forward_and_weight_gradient(dtype, host_gpu):
 
 # --- the matrix products of linear ---------------------------------------------------
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("kernel", linear.GEMM_KERNELS)
 def test_gemm_ladder_for_every_transpose(kernel, dtype, host_gpu):
     linear.use_gemm_kernel(kernel)
@@ -185,7 +164,7 @@ def test_sum_rows_and_bias_rows(rows, host_gpu):
 
 # --- the other kernels ---------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_activations(dtype, host_gpu):
     rng = np.random.default_rng(7)
     x = rng.standard_normal(1000).astype(dtype)
@@ -198,7 +177,7 @@ def test_activations(dtype, host_gpu):
     assert_close(activation._pointwise_cuda("tanh_backward", g, t), g * (1 - t * t))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_max_pool_and_adaptive_average_pool(dtype, host_gpu):
     x = np.random.default_rng(8).permutation(2 * 3 * 7 * 9).reshape(2, 3, 7, 9).astype(dtype)
     y, argmax = pool.maxpool2x2_cuda(x)
