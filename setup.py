@@ -14,7 +14,8 @@ setup(
     # The CUDA sources live at the top level but install as tinyvgg/kernels/.
     package_dir={"tinyvgg.kernels": "kernels"},
     package_data={"tinyvgg.kernels": ["*.cu", "*.cuh", "README.md"]},
-    install_requires=["numpy>=1.24"],
+    # threadpoolctl: the CPU ops hold BLAS to one thread and split the work themselves
+    install_requires=["numpy>=1.24", "threadpoolctl>=3.1"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6.50"],
         "gpu": ["cupy-cuda12x>=13"],

@@ -16,7 +16,9 @@ An op is a :class:`Function` subclass with two static methods::
 
 Both work on raw arrays of the tensors' device; ``ctx`` (a :class:`Context`)
 holds exactly what forward chose to keep with ``ctx.save(...)``, and is
-emptied once backward has used it.
+emptied once backward has used it. On the CPU both run inside
+``workers.op_scope``: BLAS on one thread, the op splitting its work over the
+cores itself (``tinyvgg.workers``).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import threading
 
 import numpy as np
 
-from . import backend
+from . import backend, workers
 
 _state = threading.local()
 
@@ -147,10 +149,11 @@ class Function:
         record = is_grad_enabled() and any(needs_input_grad)
         ctx = Context(op_name, needs_input_grad if record else (False,) * len(inputs), device)
         profiler = active_profiler()
-        if profiler is None:
-            data = cls.forward(ctx, *arrays, **params)
-        else:  # a profiler is recording: it times the call and notes the running layer
-            data = profiler.forward(cls, ctx, arrays, params)
+        with workers.op_scope(device):  # on the CPU: the op splits its work over the cores
+            if profiler is None:
+                data = cls.forward(ctx, *arrays, **params)
+            else:  # a profiler is recording: it times the call and notes the running layer
+                data = profiler.forward(cls, ctx, arrays, params)
         out = Tensor(data, requires_grad=record)
         if record:
             out.creator = Node(cls, ctx, inputs)
@@ -258,10 +261,11 @@ class Tensor:
                 tensor.grad = g.copy(order="K") if tensor.grad is None else tensor.grad + g
                 continue
             node = tensor.creator
-            if profiler is None:
-                input_grads = node.function.backward(node.ctx, g)
-            else:  # a profiler is recording: it times this node's backward
-                input_grads = profiler.backward(node, g)
+            with workers.op_scope(node.ctx.device):
+                if profiler is None:
+                    input_grads = node.function.backward(node.ctx, g)
+                else:  # a profiler is recording: it times this node's backward
+                    input_grads = profiler.backward(node, g)
             if not retain_graph:
                 node.ctx.free()
             for inp, ig in zip(node.inputs, input_grads):

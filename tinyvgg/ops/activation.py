@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from .. import cuda
+from .. import cuda, workers
 from ..tensor import Function
 from . import checks
 
@@ -55,7 +55,8 @@ class ReLU(Function):
         if ctx.device == "cuda":
             y = _pointwise_cuda("relu_forward", x)
         else:
-            y = np.maximum(x, 0)  # keeps x's memory layout
+            y = np.empty_like(x)  # keeps x's memory layout
+            workers.run_over_first_axis(lambda s: np.maximum(x[s], 0, out=y[s]), x)
         if ctx.needs_input_grad[0]:
             ctx.save(y=y)
         return y
@@ -64,7 +65,10 @@ class ReLU(Function):
     def backward(ctx, g):
         if ctx.device == "cuda":
             return (_pointwise_cuda("relu_backward", g, ctx.y),)
-        return (g * (ctx.y > 0),)
+        y = ctx.y
+        dx = np.empty_like(g)
+        workers.run_over_first_axis(lambda s: np.multiply(g[s], y[s] > 0, out=dx[s]), g)
+        return (dx,)
 
 
 def tanh_naive(x):

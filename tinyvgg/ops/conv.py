@@ -48,7 +48,7 @@ import os
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .. import backend, cuda
+from .. import backend, cuda, workers
 from ..tensor import Function
 from . import checks, conv_ladder
 from .linear import affine_rows, affine_rows_backward, gemm_gpu
@@ -127,33 +127,30 @@ def im2col3x3(x, out=None):
 IM2COL_BLOCK_BYTES = 8 << 20
 
 
-def im2col_product(x, product, keep_rows: bool = False):
+def im2col_product(x, product, columns: int, keep_rows: bool = False):
     """(product(im2col3x3(x)), the rows when ``keep_rows`` else None), the product made
-    block by block.
+    block by block, the blocks split over the cores (``tinyvgg.workers``).
 
     The rows are 9x the input: at 64 channels, 32x32, batch 64, 151 MB that one pass
     writes to memory and the next reads back. Made and multiplied per block of whole
     images of about IM2COL_BLOCK_BYTES, each block is still in the last-level cache when
     its product reads it; on the 2-core development machine that took the 64-channel
-    32x32 layer's input gradient from 48 to 34 ms. Below one block, one product, since a
-    product's fixed cost then outweighs the memory it saves. ``product`` maps rows
-    (M, 9C) to (M, K) and must treat rows independently (a matrix product does)."""
+    32x32 layer's input gradient from 48 to 34 ms. ``product`` maps rows (M, 9C) to
+    (M, columns) and must treat rows independently (a matrix product does)."""
     N, C, H, W = x.shape
     pixels = H * W
-    images = max(1, IM2COL_BLOCK_BYTES // max(1, pixels * 9 * C * x.itemsize))
-    if images >= N:
-        rows = im2col3x3(x)
-        return product(rows), (rows if keep_rows else None)
+    images_per_block = max(1, IM2COL_BLOCK_BYTES // max(1, pixels * 9 * C * x.itemsize))
     rows = np.empty((N * pixels, 9 * C), dtype=x.dtype) if keep_rows else None
-    out = None
-    for start in range(0, N, images):
-        stop = min(N, start + images)
-        block = im2col3x3(x[start:stop], None if rows is None else
-                          rows[start * pixels:stop * pixels])
-        result = product(block)
-        if out is None:
-            out = np.empty((N * pixels, result.shape[1]), dtype=result.dtype)
-        out[start * pixels:stop * pixels] = result
+    out = np.empty((N * pixels, columns), dtype=x.dtype)
+
+    def blocks(images):
+        for start in range(images.start, images.stop, images_per_block):
+            stop = min(images.stop, start + images_per_block)
+            block = slice(start * pixels, stop * pixels)
+            block_rows = im2col3x3(x[start:stop], None if rows is None else rows[block])
+            out[block] = product(block_rows)
+
+    workers.run(blocks, N)
     return out, rows
 
 

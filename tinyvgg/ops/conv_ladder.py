@@ -138,6 +138,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from .. import workers
 from . import checks, conv
 from .linear import affine_rows, column_sums
 
@@ -189,7 +190,7 @@ def im2col_forward(x, weight, bias, keep_for_dx, keep_for_dw):
     N, _, H, W = x.shape
     w_matrix = conv.kernel_matrix(weight)
     y_rows, rows = conv.im2col_product(x, lambda block: affine_rows(block, w_matrix, bias),
-                                       keep_rows=keep_for_dw)
+                                       w_matrix.shape[0], keep_rows=keep_for_dw)
     saved = {}
     if keep_for_dx:
         saved["w_matrix"] = w_matrix
@@ -205,8 +206,8 @@ def im2col_backward(saved, g, need_dx, need_dw, need_db):
     dx = dw = db = None
     if need_dx:  # a 3x3 convolution of g with the turned kernel
         turned = conv.turned_kernel_rows(saved.w_matrix)
-        dx = conv.from_pixel_rows(conv.im2col_product(g, lambda block: block @ turned)[0],
-                                  N, H, W)
+        dx = conv.from_pixel_rows(
+            conv.im2col_product(g, lambda block: block @ turned, turned.shape[1])[0], N, H, W)
     if need_dw:
         dw = rows_weight_grad(g_rows, saved.rows)
     if need_db:
@@ -217,7 +218,7 @@ def im2col_backward(saved, g, need_dx, need_dw, need_db):
 def rows_weight_grad(g_rows, rows):
     """dw = g_rows^T @ rows, one GEMM over every pixel, with its columns (u, v, c)
     seen as the (K, C, 3, 3) weight."""
-    return (g_rows.T @ rows).reshape(g_rows.shape[1], 3, 3, -1).transpose(0, 3, 1, 2)
+    return workers.matmul(g_rows.T, rows).reshape(g_rows.shape[1], 3, 3, -1).transpose(0, 3, 1, 2)
 
 
 # --- shifted: 9 GEMMs on shifted slices of the padded input ----------------------------
@@ -257,16 +258,20 @@ def shifted_products(padded, taps, bias=None):
     used = max(rows.shape[0] - shifts[-1], 0)
     out[used:] = 0
     block = block_rows(padded.itemsize, C, K)
-    product = np.empty((min(block, used), K), dtype=padded.dtype)
-    for start in range(0, used, block):
-        stop = min(start + block, used)
-        acc, scratch = out[start:stop], product[:stop - start]
-        np.matmul(rows[start + shifts[0]:stop + shifts[0]], taps[0], out=acc)
-        for shift, tap in zip(shifts[1:], taps[1:]):
-            np.matmul(rows[start + shift:stop + shift], tap, out=scratch)
-            acc += scratch
-        if bias is not None:
-            acc += bias
+
+    def positions(part):  # the blocks of one worker's share of the positions
+        product = np.empty((min(block, part.stop - part.start), K), dtype=padded.dtype)
+        for start in range(part.start, part.stop, block):
+            stop = min(start + block, part.stop)
+            acc, scratch = out[start:stop], product[:stop - start]
+            np.matmul(rows[start + shifts[0]:stop + shifts[0]], taps[0], out=acc)
+            for shift, tap in zip(shifts[1:], taps[1:]):
+                np.matmul(rows[start + shift:stop + shift], tap, out=scratch)
+                acc += scratch
+            if bias is not None:
+                acc += bias
+
+    workers.run(positions, used, min_items=block)
     return out
 
 
@@ -286,14 +291,19 @@ def shifted_weight_grad(padded, g_padded):
     used = max(rows.shape[0] - shifts[-1], 0)
     g_used = g_rows[width + 1:width + 1 + used]
     dw_taps = np.zeros((9, K, C), dtype=padded.dtype)
-    product = np.empty((K, C), dtype=padded.dtype)
     block = block_rows(padded.itemsize, C, K)
-    for start in range(0, used, block):
-        stop = min(start + block, used)
-        g_block_t = g_used[start:stop].T
-        for tap, shift in enumerate(shifts):
-            np.matmul(g_block_t, rows[start + shift:stop + shift], out=product)
-            dw_taps[tap] += product
+
+    def taps(part):  # a sum over the positions: the workers share out the taps instead
+        product = np.empty((K, C), dtype=padded.dtype)
+        for start in range(0, used, block):
+            stop = min(start + block, used)
+            g_block_t = g_used[start:stop].T
+            for tap in range(part.start, part.stop):
+                shift = shifts[tap]
+                np.matmul(g_block_t, rows[start + shift:stop + shift], out=product)
+                dw_taps[tap] += product
+
+    workers.run(taps, 9)
     return dw_taps.transpose(1, 0, 2).reshape(K, 9 * C)
 
 
@@ -415,20 +425,25 @@ def winograd_products(padded, U, bias=None):
     # the 16 products stay wide enough to run at full speed
     images = max(1, CACHE_BLOCK_BYTES // max(per_image, 1),
                  -(-MIN_BLOCK_ROWS // max(tiles_per_image, 1)))
-    V_block = np.empty((4, 4, min(images, N), th, tw, C), dtype=padded.dtype)
-    M_block = np.empty((16, min(images, N) * tiles_per_image, K), dtype=padded.dtype)
-    for start in range(0, N, images):
-        stop = min(start + images, N)
-        n = stop - start
-        V, M = V_block[:, :, :n], M_block[:, :n * tiles_per_image]
-        winograd_input_tiles(padded[start:stop], V)
-        np.matmul(V.reshape(16, n * tiles_per_image, C), U_stack, out=M)
-        M = M.reshape(4, 4, n, th, tw, K)
-        if bias is not None:
-            # m[1, 1] enters all four outputs of a tile with coefficient +1 (A^T's
-            # column 1 is (1, 1)), so adding the bias there adds it to every output
-            M[1, 1] += bias
-        winograd_output_tiles(M, Y[start:stop])
+
+    def blocks(part):  # the blocks of one worker's share of the images
+        first = min(images, part.stop - part.start)
+        V_block = np.empty((4, 4, first, th, tw, C), dtype=padded.dtype)
+        M_block = np.empty((16, first * tiles_per_image, K), dtype=padded.dtype)
+        for start in range(part.start, part.stop, images):
+            stop = min(start + images, part.stop)
+            n = stop - start
+            V, M = V_block[:, :, :n], M_block[:, :n * tiles_per_image]
+            winograd_input_tiles(padded[start:stop], V)
+            np.matmul(V.reshape(16, n * tiles_per_image, C), U_stack, out=M)
+            M = M.reshape(4, 4, n, th, tw, K)
+            if bias is not None:
+                # m[1, 1] enters all four outputs of a tile with coefficient +1 (A^T's
+                # column 1 is (1, 1)), so adding the bias there adds it to every output
+                M[1, 1] += bias
+            winograd_output_tiles(M, Y[start:stop])
+
+    workers.run(blocks, N, min_items=images)
     return Y.reshape(N, 2 * th, 2 * tw, K)
 
 
@@ -556,92 +571,140 @@ def winograd4x4_tiles(shape):
 
 def winograd4x4_forward(x, weight, bias, keep_for_dx, keep_for_dw):
     """F(4x4, 3x3); keeps the transformed kernel U for dx and the transformed input V
-    for dw (2.25x the input, where im2col keeps 9x)."""
+    for dw (2.25x the input, where im2col keeps 9x).
+
+    Three stages, each split over the cores (``tinyvgg.workers``): the input transform
+    by images, the 36 products by transformed position, the output transform by
+    images again."""
     N, C, H, W = x.shape
     K = weight.shape[0]
     th, tw = winograd4x4_tiles((H, W))
-    T = N * th * tw
+    per_image = th * tw
     dtype = x.dtype
-    padded = np.empty((N, 4 * th + 2, 4 * tw + 2, C), dtype=dtype)   # channels-last
-    padded[:, 0] = padded[:, H + 1:] = padded[:, :, 0] = padded[:, :, W + 1:] = 0
-    padded[:, 1:H + 1, 1:W + 1] = x.transpose(0, 2, 3, 1)
-    tiles = np.empty((6, 6, N, th, tw, C), dtype=dtype)
-    for a in range(6):
-        for b in range(6):
-            tiles[a, b] = padded[:, a:a + 4 * th:4, b:b + 4 * tw:4]
-    del padded  # each intermediate is freed once used: the layer's peak memory is lower
-    V = WINOGRAD4X4_INPUT.astype(dtype) @ tiles.reshape(36, T * C)
-    V = V.reshape(36, T, C)
-    del tiles
+    input_transform = WINOGRAD4X4_INPUT.astype(dtype)
+    output_transform = WINOGRAD4X4_OUTPUT.astype(dtype)
+    x_last = x.transpose(0, 2, 3, 1)
+    V = np.empty((36, N * per_image, C), dtype=dtype)
     U = winograd4x4_kernel(conv.kernel_matrix(weight))              # (36, K, C)
-    products = np.matmul(V, U.transpose(0, 2, 1))                   # (36, T, K)
+    products = np.empty((36, N * per_image, K), dtype=dtype)
+    y = np.empty((N, 4 * th, 4 * tw, K), dtype=dtype)
+
+    def transform_inputs(images):
+        n = images.stop - images.start
+        padded = np.empty((n, 4 * th + 2, 4 * tw + 2, C), dtype=dtype)   # channels-last
+        padded[:, 0] = padded[:, H + 1:] = padded[:, :, 0] = padded[:, :, W + 1:] = 0
+        padded[:, 1:H + 1, 1:W + 1] = x_last[images]
+        tiles = np.empty((6, 6, n, th, tw, C), dtype=dtype)
+        for a in range(6):
+            for b in range(6):
+                tiles[a, b] = padded[:, a:a + 4 * th:4, b:b + 4 * tw:4]
+        del padded  # each intermediate is freed once used: the layer's peak memory is lower
+        np.matmul(input_transform, tiles.reshape(36, n * per_image * C),
+                  out=V[:, _tiles_of(images, per_image)].reshape(36, -1))
+
+    def multiply(positions):
+        np.matmul(V[positions], U[positions].transpose(0, 2, 1), out=products[positions])
+
+    def transform_outputs(images):
+        n = images.stop - images.start
+        out = output_transform @ products[:, _tiles_of(images, per_image)].reshape(36, -1)
+        # the 4x4 output tiles back in place: (n, th, 4, tw, 4, K) is (n, 4*th, 4*tw, K)
+        y[images].reshape(n, th, 4, tw, 4, K)[...] = (
+            out.reshape(4, 4, n, th, tw, K).transpose(2, 3, 0, 4, 1, 5))
+
+    workers.run(transform_inputs, N)
+    workers.run(multiply, 36)
     if bias is not None:
         products[WINOGRAD4X4_ALL_ONES] += bias
-    out = WINOGRAD4X4_OUTPUT.astype(dtype) @ products.reshape(36, T * K)
+    workers.run(transform_outputs, N)
     del products
-    # the 4x4 output tiles back in place: (N, th, 4, tw, 4, K) is (N, 4*th, 4*tw, K)
-    y = out.reshape(4, 4, N, th, tw, K).transpose(2, 3, 0, 4, 1, 5).copy()
     saved = {}
     if keep_for_dx:
         saved["winograd4x4_kernel"] = U
     if keep_for_dw:
         saved["winograd4x4_input"] = V
-    y = y.reshape(N, 4 * th, 4 * tw, K)[:, :H, :W]
-    return y.transpose(0, 3, 1, 2), saved
+    return y[:, :H, :W].transpose(0, 3, 1, 2), saved
+
+
+def _tiles_of(images: slice, per_image: int) -> slice:
+    """The tiles (rows of V and of the products) of a slice of images."""
+    return slice(images.start * per_image, images.stop * per_image)
 
 
 def winograd4x4_backward(saved, g, need_dx, need_dw, need_db):
     """Forward's three matrix stages run backwards (each product's transpose):
     dM = (A x A) g, then dU = V^T dM and dw = (G x G)^T dU, and dV = dM U,
-    dD = (B x B)^T dV, whose 6x6 tiles are added back where forward read them."""
+    dD = (B x B)^T dV, whose 6x6 tiles are added back where forward read them.
+    Split over the cores as forward is: by images, by position, by images."""
     N, K, H, W = g.shape
     th, tw = winograd4x4_tiles((H, W))
-    T = N * th * tw
+    per_image = th * tw
     dtype = g.dtype
-    dx = dw = db = d_products = None
-    if need_dx or need_dw:
-        g_last = g.transpose(0, 2, 3, 1)                              # (N, H, W, K)
+    dx = dw = db = None
+    if not (need_dx or need_dw):
+        return dx, dw, (g.sum(axis=(0, 2, 3)) if need_db else None)
+    g_last = g.transpose(0, 2, 3, 1)                                  # (N, H, W, K)
+    d_products = np.empty((36, N * per_image, K), dtype=dtype)
+    output_transform_t = WINOGRAD4X4_OUTPUT.astype(dtype).T
+
+    def product_grads(images):
+        n = images.stop - images.start
+        g_part = g_last[images]
         if (H, W) != (4 * th, 4 * tw):   # the cropped outputs get zero gradient
-            g_last = np.zeros((N, 4 * th, 4 * tw, K), dtype=dtype)
-            g_last[:, :H, :W] = g.transpose(0, 2, 3, 1)
-        g_tiles = np.empty((4, 4, N, th, tw, K), dtype=dtype)
+            g_part = np.zeros((n, 4 * th, 4 * tw, K), dtype=dtype)
+            g_part[:, :H, :W] = g_last[images]
+        g_tiles = np.empty((4, 4, n, th, tw, K), dtype=dtype)
         for a in range(4):
             for b in range(4):
-                g_tiles[a, b] = g_last[:, a::4, b::4]
-        output_t = WINOGRAD4X4_OUTPUT.astype(dtype).T
-        d_products = (output_t @ g_tiles.reshape(16, T * K)).reshape(36, T, K)
-    if need_db and d_products is not None:
+                g_tiles[a, b] = g_part[:, a::4, b::4]
+        np.matmul(output_transform_t, g_tiles.reshape(16, n * per_image * K),
+                  out=d_products[:, _tiles_of(images, per_image)].reshape(36, -1))
+
+    workers.run(product_grads, N)
+    if need_db:
         # forward added the bias at the one position whose outputs are all ones, so its
-        # gradient is that position's: a sum over the T tiles, not over the 16x more pixels
+        # gradient is that position's: a sum over the tiles, not over the 16x more pixels
         db = column_sums(d_products[WINOGRAD4X4_ALL_ONES])
-    elif need_db:
-        db = g.sum(axis=(0, 2, 3))
+    V = saved.winograd4x4_input if need_dw else None                  # (36, T, C)
+    U = saved.winograd4x4_kernel if need_dx else None                 # (36, K, C)
+    C = (V if need_dw else U).shape[2]
+    dU = np.empty((K, 36, C), dtype=dtype) if need_dw else None  # U's order, see winograd4x4_kernel
+    dV = np.empty((36, N * per_image, C), dtype=dtype) if need_dx else None
+
+    def multiply(positions):
+        if need_dw:
+            np.matmul(d_products[positions].transpose(0, 2, 1), V[positions],
+                      out=dU.transpose(1, 0, 2)[positions])
+        if need_dx:
+            np.matmul(d_products[positions], U[positions], out=dV[positions])
+
+    workers.run(multiply, 36)
+    del d_products
     if need_dw:
-        V = saved.winograd4x4_input                                   # (36, T, C)
-        C = V.shape[2]
-        dU = np.empty((K, 36, C), dtype=dtype)   # U's memory order, see winograd4x4_kernel
-        np.matmul(d_products.transpose(0, 2, 1), V, out=dU.transpose(1, 0, 2))
         kernel_t = WINOGRAD4X4_KERNEL.astype(dtype).T
         dw = np.matmul(kernel_t, dU).reshape(K, 3, 3, C).transpose(0, 3, 1, 2)
     if need_dx:
-        U = saved.winograd4x4_kernel                                  # (36, K, C)
-        C = U.shape[2]
-        dV = np.matmul(d_products, U)                                 # (36, T, C)
-        input_t = WINOGRAD4X4_INPUT.astype(dtype).T
-        d_tiles = (input_t @ dV.reshape(36, T * C)).reshape(6, 6, N, th, tw, C)
-        # tile values 0-3 of each row and column cover the padded image once: copied;
-        # values 4 and 5 overlap the next tile's 0 and 1 (or the far border): added
+        input_transform_t = WINOGRAD4X4_INPUT.astype(dtype).T
         d_padded = np.empty((N, 4 * th + 2, 4 * tw + 2, C), dtype=dtype)
-        d_padded[:, 4 * th:] = d_padded[:, :, 4 * tw:] = 0
-        for a in range(6):
-            for b in range(6):
-                target = d_padded[:, a:a + 4 * th:4, b:b + 4 * tw:4]
-                if a < 4 and b < 4:
-                    target[...] = d_tiles[a, b]
-                else:
-                    target += d_tiles[a, b]
-        dx_last = d_padded[:, 1:H + 1, 1:W + 1]
-        dx = dx_last.transpose(0, 3, 1, 2)
+
+        def input_grads(images):
+            n = images.stop - images.start
+            d_tiles = (input_transform_t @ dV[:, _tiles_of(images, per_image)].reshape(36, -1)
+                       ).reshape(6, 6, n, th, tw, C)
+            # tile values 0-3 of each row and column cover the padded image once: copied;
+            # values 4 and 5 overlap the next tile's 0 and 1 (or the far border): added
+            part = d_padded[images]
+            part[:, 4 * th:] = part[:, :, 4 * tw:] = 0
+            for a in range(6):
+                for b in range(6):
+                    target = part[:, a:a + 4 * th:4, b:b + 4 * tw:4]
+                    if a < 4 and b < 4:
+                        target[...] = d_tiles[a, b]
+                    else:
+                        target += d_tiles[a, b]
+
+        workers.run(input_grads, N)
+        dx = d_padded[:, 1:H + 1, 1:W + 1].transpose(0, 3, 1, 2)
     return dx, dw, db
 
 

@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from .. import cuda
+from .. import cuda, workers
 from ..tensor import Function
 from . import checks
 
@@ -65,7 +65,7 @@ def linear_naive(x, weight, bias=None):
 def affine_rows(rows, weight, bias=None):
     """rows @ weight.T + bias for rows (M, in) and weight (out, in): the product every
     linear and convolution layer comes down to."""
-    y = rows @ weight.T
+    y = workers.matmul(rows, weight.T)
     if bias is not None:
         y += bias
     return y
@@ -85,8 +85,8 @@ def column_sums(rows):
 
 def affine_rows_backward(g_rows, rows, weight, need_rows, need_weight, need_bias):
     """(dL/drows, dL/dweight, dL/dbias) of ``affine_rows``, each None unless asked for."""
-    d_rows = g_rows @ weight if need_rows else None
-    d_weight = g_rows.T @ rows if need_weight else None
+    d_rows = workers.matmul(g_rows, weight) if need_rows else None
+    d_weight = workers.matmul(g_rows.T, rows) if need_weight else None
     d_bias = column_sums(g_rows) if need_bias else None
     return d_rows, d_weight, d_bias
 

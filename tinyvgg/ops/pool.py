@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import cuda
+from .. import cuda, workers
 from ..tensor import Function
 from . import checks
 
@@ -119,17 +119,26 @@ def empty_in_layout(shape, dtype, as_channels_last: bool):
 
 
 def maxpool2x2_fast(x):
-    """Returns (y, argmax) like the naive version, with whole-array operations."""
-    a, b, c, d = _window_views(x)
-    y = np.maximum(np.maximum(a, b), np.maximum(c, d))
-    # loses[k] is 1 where position k does not hold the max (a NaN max is held by the NaNs).
-    if np.isnan(y).any():
-        loses_a, loses_b, loses_c = ((v != y) & (v == v) for v in (a, b, c))
-    else:
-        loses_a, loses_b, loses_c = (v != y for v in (a, b, c))
-    loses_a, loses_b, loses_c = (m.view(np.uint8) for m in (loses_a, loses_b, loses_c))
-    # The first winner: 0 if a wins, else 1 if b wins, else 2 if c wins, else 3.
-    argmax = loses_a * (1 + loses_b * (1 + loses_c))
+    """Returns (y, argmax) like the naive version, with whole-array operations on each
+    part of the images (``tinyvgg.workers``); y is laid out like x."""
+    N, C, H, W = x.shape
+    layout = channels_last(x)
+    y = empty_in_layout((N, C, H // 2, W // 2), x.dtype, layout)
+    argmax = empty_in_layout(y.shape, np.uint8, layout)
+
+    def pool(images):
+        a, b, c, d = _window_views(x[images])
+        out = np.maximum(np.maximum(a, b), np.maximum(c, d), out=y[images])
+        # loses[k] is 1 where position k does not hold the max (a NaN max is held by the NaNs)
+        if np.isnan(out).any():
+            loses_a, loses_b, loses_c = ((v != out) & (v == v) for v in (a, b, c))
+        else:
+            loses_a, loses_b, loses_c = (v != out for v in (a, b, c))
+        loses_a, loses_b, loses_c = (m.view(np.uint8) for m in (loses_a, loses_b, loses_c))
+        # The first winner: 0 if a wins, else 1 if b wins, else 2 if c wins, else 3.
+        np.multiply(loses_a, 1 + loses_b * (1 + loses_c), out=argmax[images])
+
+    workers.run_over_first_axis(pool, x)
     return y, argmax
 
 
@@ -211,8 +220,13 @@ class MaxPool2x2(Function):
         # the four window views cover every input when H and W are even: no zeroing
         dx = (zeros_in_layout if H % 2 or W % 2 else empty_in_layout)(
             ctx.input_shape, g.dtype, ctx.input_channels_last)
-        for k, dx_view in enumerate(_window_views(dx)):
-            np.multiply(g, ctx.argmax == k, out=dx_view)
+        argmax = ctx.argmax
+
+        def route(images):
+            for k, dx_view in enumerate(_window_views(dx[images])):
+                np.multiply(g[images], argmax[images] == k, out=dx_view)
+
+        workers.run_over_first_axis(route, dx)
         return (dx,)
 
 
