@@ -617,7 +617,6 @@ def winograd4x4_forward(x, weight, bias, keep_for_dx, keep_for_dw):
     if bias is not None:
         products[WINOGRAD4X4_ALL_ONES] += bias
     workers.run(transform_outputs, N)
-    del products
     saved = {}
     if keep_for_dx:
         saved["winograd4x4_kernel"] = U
@@ -679,7 +678,7 @@ def winograd4x4_backward(saved, g, need_dx, need_dw, need_db):
             np.matmul(d_products[positions], U[positions], out=dV[positions])
 
     workers.run(multiply, 36)
-    del d_products
+    d_products = None  # freed before dx's buffers are made: a lower peak
     if need_dw:
         kernel_t = WINOGRAD4X4_KERNEL.astype(dtype).T
         dw = np.matmul(kernel_t, dU).reshape(K, 3, 3, C).transpose(0, 3, 1, 2)
