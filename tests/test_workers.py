@@ -27,7 +27,7 @@ from tinyvgg.tensor import Function
 
 def tiny_parts():
     """Parts as small as one item, inside the block: the tests' small arrays are split too."""
-    return mock.patch.multiple(workers, MIN_PART_VALUES=1, MIN_PRODUCT_ROWS=1)
+    return mock.patch.multiple(workers, MIN_PART_VALUES=1, MIN_PART_FLOPS=1)
 
 
 # --- parts --------------------------------------------------------------------------

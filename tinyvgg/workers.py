@@ -173,21 +173,25 @@ def run_over_first_axis(part, array) -> None:
 
 def matmul(a, b, out=None):
     """``a @ b`` for a 2-D ``a`` (M, K) and ``b`` (K, N), its rows (or, when ``a`` has
-    fewer rows than ``b`` has columns, ``b``'s columns) split over the workers; into
-    ``out`` when given."""
-    M, N = a.shape[0], b.shape[1]
+    fewer rows than ``b`` has columns, ``b``'s columns) split over the workers, in parts
+    of at least MIN_PART_FLOPS; into ``out`` when given."""
+    M, K = a.shape
+    N = b.shape[1]
     if out is None:
         out = np.empty((M, N), dtype=np.result_type(a, b))
     if M >= N:
-        run(lambda s: np.matmul(a[s], b, out=out[s]), M, min_items=MIN_PRODUCT_ROWS)
+        run(lambda s: np.matmul(a[s], b, out=out[s]), M,
+            min_items=-(-MIN_PART_FLOPS // max(1, 2 * K * N)))
     else:
-        run(lambda s: np.matmul(a, b[:, s], out=out[:, s]), N, min_items=MIN_PRODUCT_ROWS)
+        run(lambda s: np.matmul(a, b[:, s], out=out[:, s]), N,
+            min_items=-(-MIN_PART_FLOPS // max(1, 2 * K * M)))
     return out
 
 
-#: a product is split only into parts of at least this many rows (or columns): thinner
-#: parts lose more to the matrix-product routine's fixed costs than the split gains
-MIN_PRODUCT_ROWS = 64
+#: a product is split only into parts of at least this many flops (a few tens of
+#: microseconds on one core): smaller parts lose more to handing them to a thread, and
+#: to the matrix-product routine's fixed costs, than the split gains
+MIN_PART_FLOPS = 1 << 22
 
 
 def _blas_controller() -> ThreadpoolController:
