@@ -177,6 +177,7 @@ def markdown(report):
     m = report["machine"]
     lines = [f"# CPU benchmark: tinyvgg vs PyTorch {m['torch'] or '(not installed)'}", "",
              f"{m['cpu']}, {m['cores']} cores; NumPy {m['numpy']} ({m['numpy_blas']}); "
+             f"tinyvgg threads {m.get('tinyvgg_cpu_threads', '?')}; "
              f"PyTorch threads {m['torch_threads']}; commit {m['commit']}; {m['date']}.", "",
              f"Median of {report['repeats']} runs after {report['warmup']} warm-up runs. "
              "Ratio = tinyvgg throughput / PyTorch throughput (higher is better, 1.0 = parity)."]

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import functional as F
+from . import workers
 from .fileio import atomic_write
 from .models import cfgs, vgg16
 from .ops.conv_ladder import CONV3X3_CPU_DEFAULT
@@ -130,6 +131,7 @@ def machine_info() -> dict:
                 numpy=np.__version__, numpy_blas=blas,
                 torch=None if torch is None else torch.__version__,
                 torch_threads=None if torch is None else torch.get_num_threads(),
+                tinyvgg_cpu_threads=workers.cpu_threads(),
                 commit=commit, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
 
 
@@ -397,8 +399,9 @@ def markdown(report: dict) -> str:
     names = report["implementations"]
     lines = [f"# tinyvgg bench (CPU): the conv3x3 ladder and VGG-16, against PyTorch "
              f"{m['torch'] or '(not installed)'}", "",
-             f"{m['cpu']}, {m['cores']} cores; NumPy {m['numpy']} ({m['numpy_blas']}); PyTorch "
-             f"threads {m['torch_threads']}; commit {m['commit']}; {m['date']}.", "",
+             f"{m['cpu']}, {m['cores']} cores; NumPy {m['numpy']} ({m['numpy_blas']}); tinyvgg "
+             f"threads {m.get('tinyvgg_cpu_threads', '?')}; PyTorch threads "
+             f"{m['torch_threads']}; commit {m['commit']}; {m['date']}.", "",
              f"Measured peaks: float32 GEMM ({peaks['gemm_size']}^3) "
              f"**{peaks['gemm_gflops']:.1f} GFLOP/s**; array copy **{peaks['copy_gbs']:.1f} GB/s**."
              f" Median of {report['repeats']} runs after {report['warmup']} warm-up runs. "

@@ -16,7 +16,8 @@ products run on the part's own thread. Two reasons:
   product, waiting for the next one, so even a product in a *previous* op
   takes the core a part was to run on. On the 2-core development machine,
   splitting Winograd's stages over image halves made the VGG-16 step slower
-  (533 against 461 ms) until BLAS was held to one thread in every op.
+  (527 and 534 ms against 461 and 472 unsplit) until BLAS was held to one
+  thread in every op.
 
 Parts are cut along axes whose items are computed independently (images, rows
 of a product, channels), never through a sum, and run in a fixed order; the

@@ -106,15 +106,20 @@ Pp = N*(H+2)*(W+2) positions of the padded input. A direct convolution does
     allow 1e-4. At 2x2 maps the tile is padded to 4x4, 4x the work, and an
     image's 3 channels make thin GEMMs: "auto" runs im2col for both.
 
-Measured with ``python3 -m tinyvgg bench --repeats 7 --warmup 2`` (both BLAS
-threads, the quiet 2-core development machine; every layer, the command and
-the commit are in ``benchmarks/results/bench-cpu-*.md``): forward + backward of
-VGG-16's 13 convolutions at 32x32, batch 64, float32, im2col 589 ms, shifted
-1111 ms, winograd 671 ms, winograd4x4 465 ms, auto 379 ms, PyTorch's conv2d
-(oneDNN) 386 ms in the same run. Each rung's products are most of its time at
-the wide layers; at 64 channels and 32x32, the copies and transforms (passes
-over memory in NumPy) take longer than the products. Per layer, see
-:func:`auto_conv3x3_cpu`.
+Every rung splits its work over the cores (``tinyvgg.workers``): im2col's
+blocks and Winograd's transforms by images, Winograd's products by transformed
+position, the shifted GEMMs by rows of positions (their weight gradient by
+taps), each part's matrix products on its own thread.
+
+Measured with ``python3 -m tinyvgg bench --repeats 7 --warmup 2`` at c0c9b17
+(the quiet 2-core development machine, two threads; every layer, the command
+and the commit are in ``benchmarks/results/bench-cpu-*.md``): forward +
+backward of VGG-16's 13 convolutions at 32x32, batch 64, float32, im2col
+582 ms, shifted 962 ms, winograd 663 ms, winograd4x4 366 ms, auto 313 ms,
+PyTorch's conv2d (oneDNN) 386 ms in the same run. Each rung's products are
+most of its time at the wide layers; at 64 channels and 32x32, the copies and
+transforms (passes over memory in NumPy) take longer than the products. Per
+layer, see :func:`auto_conv3x3_cpu`.
 
 Selection: :func:`use_conv3x3_cpu` (or the environment variable
 ``TINYVGG_CONV3X3_CPU`` at import) picks the rung ``tinyvgg.ops.conv.Conv3x3``
@@ -791,7 +796,9 @@ def auto_conv3x3_cpu(in_channels: int, height: int, width: int) -> str:
     16 / 16 / 21 / 10; 32->32 @16x16 22 / 31 / 36 / 16; 32->64 @8x8
     8 / 12 / 11 / 5; 64->64 @8x8 12 / 23 / 17 / 8; 128->128 @4x4 9 / 22 / 11 / 7;
     128->128 @2x2 3 / 10 / 4 / 6. The shifted GEMMs and F(2x2, 3x3) no longer
-    win anywhere; they stay on the ladder as the steps between.
+    win anywhere; they stay on the ladder as the steps between. With every rung
+    split over both cores (c0c9b17, ``tinyvgg bench``), the rule still holds at
+    its edges: 3->64 @32x32 7 / 20 / 31 / 12 and 512->512 @2x2 19 / 60 / 29 / 35.
     """
     if in_channels < AUTO_MIN_CHANNELS or min(height, width) < AUTO_MIN_SIZE:
         return "im2col"
