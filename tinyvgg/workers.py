@@ -157,9 +157,21 @@ def run(part, n: int, min_items: int = 1) -> None:
         raise first_error
 
 
-#: elementwise work is split only into parts of at least this many values: handing a part
-#: to a thread costs some tens of microseconds, about what a core takes for this many
-MIN_PART_VALUES = 1 << 16
+# Handing a part to a thread and waiting for it costs 0.1 to 0.2 ms on the 2-core
+# development machine (waking a thread on an idle virtual core): ReLU on a million values,
+# or a product of 50 million flops, gained less than that from the split. So a part is
+# worth a thread only with at least this many values to move, or flops to do:
+MIN_PART_VALUES = 1 << 19
+MIN_PART_FLOPS = 1 << 25
+
+
+def min_items(values_per_item: int = 0, flops_per_item: int = 0) -> int:
+    """The fewest items a part should hold, for items that each move this many values or
+    do this many flops: enough for MIN_PART_VALUES values or MIN_PART_FLOPS flops."""
+    wanted = [-(-limit // per_item) for limit, per_item in
+              ((MIN_PART_VALUES, values_per_item), (MIN_PART_FLOPS, flops_per_item))
+              if per_item > 0]
+    return min(wanted, default=1)
 
 
 def run_over_first_axis(part, array) -> None:
@@ -169,7 +181,7 @@ def run_over_first_axis(part, array) -> None:
         part(slice(None))
         return
     per_item = max(1, array.size // max(1, array.shape[0]))
-    run(part, array.shape[0], min_items=-(-MIN_PART_VALUES // per_item))
+    run(part, array.shape[0], min_items=min_items(values_per_item=per_item))
 
 
 def matmul(a, b, out=None):
@@ -182,17 +194,11 @@ def matmul(a, b, out=None):
         out = np.empty((M, N), dtype=np.result_type(a, b))
     if M >= N:
         run(lambda s: np.matmul(a[s], b, out=out[s]), M,
-            min_items=-(-MIN_PART_FLOPS // max(1, 2 * K * N)))
+            min_items=min_items(flops_per_item=2 * K * N))
     else:
         run(lambda s: np.matmul(a, b[:, s], out=out[:, s]), N,
-            min_items=-(-MIN_PART_FLOPS // max(1, 2 * K * M)))
+            min_items=min_items(flops_per_item=2 * K * M))
     return out
-
-
-#: a product is split only into parts of at least this many flops (a few tens of
-#: microseconds on one core): smaller parts lose more to handing them to a thread, and
-#: to the matrix-product routine's fixed costs, than the split gains
-MIN_PART_FLOPS = 1 << 22
 
 
 def _blas_controller() -> ThreadpoolController:
