@@ -193,6 +193,28 @@ def test_cpu_ops_run_with_blas_on_one_thread_and_leave_its_setting_as_it_was():
     assert _blas_threads() == before
 
 
+def test_ops_on_other_threads_leave_blas_as_the_main_thread_set_it():
+    before = _blas_threads()
+    if not before:
+        pytest.skip("threadpoolctl finds no BLAS library to control here")
+    seen = {}
+
+    def op_on_a_thread():
+        F.relu(leaf(np.ones(4))).backward(np.ones(4))
+        seen["inside the main thread's block"] = _blas_threads()
+
+    with workers.serial_blas():
+        thread = threading.Thread(target=op_on_a_thread)
+        thread.start()
+        thread.join(20)
+    assert seen["inside the main thread's block"] == [1] * len(before)
+    assert _blas_threads() == before
+    thread = threading.Thread(target=op_on_a_thread)   # an op on a thread, nothing around it
+    thread.start()
+    thread.join(20)
+    assert _blas_threads() == before
+
+
 # --- matmul ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape_a, shape_b", [((37, 13), (13, 5)),    # split by rows

@@ -67,6 +67,8 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _in_part = threading.local()
 _controller: ThreadpoolController | None = None
+_blas_depth = 0          # serial_blas blocks the main thread is inside
+_blas_limiter = None     # what restores BLAS's own setting when the outermost one ends
 
 
 def cpu_threads() -> int:
@@ -211,9 +213,26 @@ def _blas_controller() -> ThreadpoolController:
 @contextmanager
 def serial_blas():
     """Hold the BLAS libraries loaded so far to one thread inside the block; their
-    settings come back afterwards."""
-    with _blas_controller().limit(limits=1):
+    settings come back when the outermost such block ends.
+
+    Only the main thread changes the setting: OpenBLAS ignores a change of its thread
+    count made from some other threads (measured with OpenBLAS 0.3.31), so a restore
+    made there could leave BLAS at one thread for good. On other threads the block
+    changes nothing: ops run there with BLAS as it is, correct but maybe slower."""
+    global _blas_depth, _blas_limiter
+    if threading.current_thread() is not threading.main_thread():
         yield
+        return
+    if _blas_depth == 0:
+        _blas_limiter = _blas_controller().limit(limits=1)
+    _blas_depth += 1
+    try:
+        yield
+    finally:
+        _blas_depth -= 1
+        if _blas_depth == 0:
+            _blas_limiter.restore_original_limits()
+            _blas_limiter = None
 
 
 def op_scope(device: str):
