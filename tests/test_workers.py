@@ -291,6 +291,23 @@ def test_linear_is_the_same_on_any_number_of_threads(n):
     _same_on_any_thread_count(F.linear, [x, w, b], randn(3, (n, 5), np.float32), exact=False)
 
 
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])   # tiled rows, or not
+@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (4, 16, 4, 4), (3, 2, 6, 6)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_is_the_same_on_any_number_of_threads(training, layout, shape, affine):
+    C = shape[1]
+    x = in_layout(randn(0, shape, np.float32), layout)
+    running_mean, running_var = randn(4, (C,), np.float32), 1 + randn(5, (C,), np.float32) ** 2
+
+    def op(x_, *affine_params):
+        return F.batch_norm2d(x_, running_mean.copy(), running_var.copy(), *affine_params,
+                              training=training)
+
+    params = [randn(1, (C,), np.float32), randn(2, (C,), np.float32)] if affine else []
+    _same_on_any_thread_count(op, [x] + params, randn(3, shape, np.float32), exact=True)
+
+
 @pytest.mark.parametrize("name", [n for n in CONV3X3_CPU if n != "naive"])
 @pytest.mark.parametrize("shape", [(1, 3, 5, 7), (3, 4, 6, 6), (5, 2, 9, 4)])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

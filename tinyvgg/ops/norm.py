@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from .. import backend, cuda
+from .. import backend, cuda, workers
 from ..tensor import Function
 from . import checks
 from .conv import from_pixel_rows, pixel_rows
@@ -78,6 +78,45 @@ def _update_running_statistics(running_mean, running_var, mu, var, m, momentum):
     running_mean += momentum * mu
     running_var *= 1 - momentum
     running_var += momentum * var * (m / (m - 1))
+
+
+def per_channel(fn, out, *operands):
+    """``fn(*operands, out=out)`` for operands that are pixel rows (M, C) or per-channel
+    vectors (C,), on blocks of rows split over the cores (``tinyvgg.workers``); returns
+    ``out``, (M, C). ``fn`` works value by value, like a ufunc.
+
+    NumPy's inner loop runs along the last axis, only C values long, and with VGG-11's
+    16 channels (the MNIST model) its per-loop cost is most of a pass. So C-contiguous
+    rows are seen as (M/k, k*C), k a divisor of M, with every vector tiled k times: on
+    the development machine, ``rows - mu`` over 131072 x 16 values took 0.8 ms that way
+    against 1.2 ms."""
+    M, C = out.shape
+    rows = [out] + [a for a in operands if a.ndim == 2]
+    k = math.gcd(M, max(1, 1024 // max(1, C))) \
+        if all(a.flags.c_contiguous for a in rows) else 1
+
+    def wide(a):
+        return a.reshape(M // k, k * C) if a.ndim == 2 else np.tile(a, k)
+
+    out_wide, operands_wide = wide(out), [wide(a) for a in operands]
+
+    def block(s):
+        fn(*[a[s] if a.ndim == 2 else a for a in operands_wide], out=out_wide[s])
+
+    workers.run(block, M // k, workers.min_items(values_per_item=k * C))
+    return out
+
+
+def _scale_shift(x_hat, gamma, beta, out):
+    np.multiply(x_hat, gamma, out=out)
+    out += beta
+
+
+def _input_grad(g, x_hat, dgamma_mean, dbeta_mean, scale, out):
+    np.multiply(x_hat, dgamma_mean, out=out)
+    np.subtract(g, out, out=out)
+    out -= dbeta_mean
+    out *= scale
 
 
 def _on_gpu(array, dtype=None):
@@ -140,6 +179,8 @@ class BatchNorm2d(Function):
     Works on pixel rows (N*H*W, C), a view of channels-last input such as a
     conv's output, so that every per-channel sum is a fast reduction down
     contiguous columns and the result stays channels-last for the next layer.
+    The sums run whole, on one core; the passes over the values are split
+    over the cores by blocks of rows (:func:`per_channel`).
     On the GPU it works on the NCHW array directly, one block per channel for
     the sums."""
     name = "batch_norm2d"
@@ -152,21 +193,26 @@ class BatchNorm2d(Function):
                                 momentum, eps)
         N, _, H, W = x.shape
         rows = pixel_rows(x)
+        m, C = rows.shape
+        centered = np.empty((m, C), dtype=x.dtype)
         if training:
-            m = rows.shape[0]
             mu = column_sums(rows) / m
-            centered = rows - mu
+            per_channel(np.subtract, centered, rows, mu)
             var = np.einsum("mc,mc->c", centered, centered) / m  # two passes: no cancellation
             if running_mean is not None:
                 _update_running_statistics(running_mean, running_var, mu, var, m, momentum)
         else:
             mu, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
-            centered = rows - mu
+            per_channel(np.subtract, centered, rows, mu)
         inv_std = (1 / np.sqrt(var + eps)).astype(x.dtype)
-        x_hat = np.multiply(centered, inv_std, out=centered)
-        y = x_hat * gamma if gamma is not None else x_hat.copy()
-        if beta is not None:
-            y += beta
+        x_hat = per_channel(np.multiply, centered, centered, inv_std)
+        y = np.empty((m, C), dtype=x.dtype)
+        if gamma is None and beta is None:
+            y[...] = x_hat
+        elif beta is None:
+            per_channel(np.multiply, y, x_hat, gamma)
+        else:
+            per_channel(_scale_shift, y, x_hat, gamma, beta)
         if any(ctx.needs_input_grad):
             ctx.save(x_hat=x_hat, inv_std=inv_std, gamma=gamma, training=training)
         return from_pixel_rows(y, N, H, W)
@@ -185,13 +231,12 @@ class BatchNorm2d(Function):
         dx = None
         if need_x:
             scale = inv_std if gamma is None else gamma * inv_std
+            dx = np.empty(g_rows.shape, dtype=g.dtype)
             if ctx.training:
                 # mean(dx_hat) = gamma * dbeta / m and mean(dx_hat * x_hat) = gamma * dgamma / m
                 m = g_rows.shape[0]
-                dx = g_rows - x_hat * (dgamma / m)
-                dx -= dbeta / m
-                dx *= scale
+                per_channel(_input_grad, dx, g_rows, x_hat, dgamma / m, dbeta / m, scale)
             else:
-                dx = g_rows * scale
+                per_channel(np.multiply, dx, g_rows, scale)
             dx = from_pixel_rows(dx, N, H, W)
         return (dx, dgamma if need_gamma else None, dbeta if need_beta else None, None, None)
