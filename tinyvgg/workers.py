@@ -21,9 +21,9 @@ each part's products run on the part's own thread. Two reasons:
 
 Parts are cut along axes whose items are computed independently (images, rows
 or columns of a product, Winograd's transformed positions, the shifted GEMMs'
-taps), never through a sum; the results are the same from run to run. A different number of workers can
-change the last bit where the matrix-product routine treats a part's edge rows
-differently.
+taps), never through a sum; the results are the same from run to run. A
+different number of workers can change the last bit where the matrix-product
+routine treats a part's edge rows differently.
 
 Small work is not split (:data:`MIN_PART_VALUES`, :data:`MIN_PART_FLOPS`):
 handing a part to a thread costs more than it saves there.

@@ -223,7 +223,8 @@ def im2col_backward(saved, g, need_dx, need_dw, need_db):
 def rows_weight_grad(g_rows, rows):
     """dw = g_rows^T @ rows, one GEMM over every pixel, with its columns (u, v, c)
     seen as the (K, C, 3, 3) weight."""
-    return workers.matmul(g_rows.T, rows).reshape(g_rows.shape[1], 3, 3, -1).transpose(0, 3, 1, 2)
+    dw = workers.matmul(g_rows.T, rows)
+    return dw.reshape(g_rows.shape[1], 3, 3, -1).transpose(0, 3, 1, 2)
 
 
 # --- shifted: 9 GEMMs on shifted slices of the padded input ----------------------------
@@ -672,7 +673,8 @@ def winograd4x4_backward(saved, g, need_dx, need_dw, need_db):
     V = saved.winograd4x4_input if need_dw else None                  # (36, T, C)
     U = saved.winograd4x4_kernel if need_dx else None                 # (36, K, C)
     C = (V if need_dw else U).shape[2]
-    dU = np.empty((K, 36, C), dtype=dtype) if need_dw else None  # U's order, see winograd4x4_kernel
+    # dU in U's memory order (see winograd4x4_kernel)
+    dU = np.empty((K, 36, C), dtype=dtype) if need_dw else None
     dV = np.empty((36, N * per_image, C), dtype=dtype) if need_dx else None
 
     def multiply(positions):
