@@ -14,6 +14,7 @@ import argparse
 import statistics
 
 from tinyvgg.bench import bench_training_step, machine_info
+from tinyvgg.ops.conv_ladder import CONV3X3_CPU_DEFAULT
 
 
 def main(argv=None):
@@ -27,7 +28,7 @@ def main(argv=None):
     ratios = []
     for round_ in range(1, args.rounds + 1):
         result = bench_training_step(args.warmup, args.repeats)
-        ours = result["tinyvgg"]["auto"]["seconds"]
+        ours = result["tinyvgg"][CONV3X3_CPU_DEFAULT]["seconds"]
         if "torch" not in result:
             raise SystemExit("step_repeats: PyTorch is not installed, so there is no ratio")
         theirs = result["torch"]["seconds"]

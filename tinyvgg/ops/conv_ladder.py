@@ -194,8 +194,9 @@ def im2col_forward(x, weight, bias, keep_for_dx, keep_for_dw):
     """im2col rows times the kernel matrix; keeps the kernel matrix for dx, the rows for dw."""
     N, _, H, W = x.shape
     w_matrix = conv.kernel_matrix(weight)
-    y_rows, rows = conv.im2col_product(x, lambda block: affine_rows(block, w_matrix, bias),
-                                       w_matrix.shape[0], keep_rows=keep_for_dw)
+    y_rows, rows = conv.im2col_product(
+        x, lambda block, out: affine_rows(block, w_matrix, bias, out=out), w_matrix.shape[0],
+        keep_rows=keep_for_dw)
     saved = {}
     if keep_for_dx:
         saved["w_matrix"] = w_matrix
@@ -212,7 +213,8 @@ def im2col_backward(saved, g, need_dx, need_dw, need_db):
     if need_dx:  # a 3x3 convolution of g with the turned kernel
         turned = conv.turned_kernel_rows(saved.w_matrix)
         dx = conv.from_pixel_rows(
-            conv.im2col_product(g, lambda block: block @ turned, turned.shape[1])[0], N, H, W)
+            conv.im2col_product(g, lambda block, out: np.matmul(block, turned, out=out),
+                                turned.shape[1])[0], N, H, W)
     if need_dw:
         dw = rows_weight_grad(g_rows, saved.rows)
     if need_db:

@@ -62,10 +62,10 @@ def linear_naive(x, weight, bias=None):
     return out
 
 
-def affine_rows(rows, weight, bias=None):
+def affine_rows(rows, weight, bias=None, out=None):
     """rows @ weight.T + bias for rows (M, in) and weight (out, in): the product every
-    linear and convolution layer comes down to."""
-    y = workers.matmul(rows, weight.T)
+    linear and convolution layer comes down to. Written into ``out`` when given."""
+    y = workers.matmul(rows, weight.T, out=out)
     if bias is not None:
         y += bias
     return y
