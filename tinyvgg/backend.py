@@ -113,6 +113,15 @@ def device_of_or_none(value):
         return None
 
 
+def as_array(value):
+    """``value``, with a NumPy scalar (``np.float64(2.0)``) made a 0-d array.
+
+    NumPy returns scalars, not 0-d arrays, from arithmetic on 0-d arrays
+    (``a * b``, ``np.tanh(a)``, ``a + b``); tensors and their gradients
+    always hold arrays. (CuPy returns 0-d arrays.)"""
+    return np.asarray(value) if isinstance(value, np.generic) else value
+
+
 def array_module(array):
     """The array library (``numpy`` or ``cupy``) that operates on ``array``."""
     return np if device_of(array) == "cpu" else cupy_module()

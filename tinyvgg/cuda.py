@@ -111,8 +111,9 @@ def launch_elementwise(file: str, name: str, dtype, n: int, *args) -> None:
 
 
 def contiguous(array):
-    """A C-contiguous CuPy array with the same values (no copy when it already is one)."""
-    return backend.cupy_module().ascontiguousarray(array)
+    """A C-contiguous CuPy array with the same values and shape (no copy when it already
+    is one; ``ascontiguousarray`` alone makes a 0-d array 1-d)."""
+    return backend.cupy_module().ascontiguousarray(array).reshape(array.shape)
 
 
 def empty_like(array):

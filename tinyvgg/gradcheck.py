@@ -201,7 +201,7 @@ def kink_free(shape, dtype=np.float64, margin=0.1, seed=0) -> np.ndarray:
     """Values in [-1, -margin] U [margin, 1]: nowhere near ReLU's kink at 0."""
     rng = np.random.default_rng(seed)
     magnitude = rng.uniform(margin, 1.0, size=shape)
-    return (magnitude * rng.choice([-1.0, 1.0], size=shape)).astype(dtype)
+    return np.asarray(magnitude * rng.choice([-1.0, 1.0], size=shape), dtype=dtype)
 
 
 def tie_free(shape, dtype=np.float64, seed=0) -> np.ndarray:

@@ -16,7 +16,9 @@ An op is a :class:`Function` subclass with two static methods::
 
 Both work on raw arrays of the tensors' device; ``ctx`` (a :class:`Context`)
 holds exactly what forward chose to keep with ``ctx.save(...)``, and is
-emptied once backward has used it. On the CPU both run inside
+emptied once backward has used it. NumPy's arithmetic on 0-d arrays returns
+scalars (``np.float64``), which ``Tensor()`` and ``backward`` turn back into
+0-d arrays (``backend.as_array``), so ops need not. On the CPU both run inside
 ``workers.op_scope``: BLAS on one thread, the op splitting its work over the
 cores itself (``tinyvgg.workers``).
 """
@@ -170,7 +172,7 @@ class Tensor:
     __array_ufunc__ = None  # so ``ndarray * Tensor`` defers to Tensor.__rmul__
 
     def __init__(self, data, requires_grad: bool = False):
-        self.data = data
+        self.data = backend.as_array(data)  # an op's 0-d result may be a NumPy scalar
         self.grad = None
         self.creator: Node | None = None
         if requires_grad and not np.issubdtype(data.dtype, np.floating):
@@ -255,10 +257,12 @@ class Tensor:
             g = grads.pop(id(tensor), None)
             if g is None:
                 continue
+            g = backend.as_array(g)  # 0-d gradients may come back as NumPy scalars
             if tensor.creator is None:
                 # Always a fresh array: an op may return a view, or hand the
                 # same array to two inputs, and .grad must be the leaf's own.
-                tensor.grad = g.copy(order="K") if tensor.grad is None else tensor.grad + g
+                g = g.copy(order="K") if tensor.grad is None else tensor.grad + g
+                tensor.grad = backend.as_array(g)
                 continue
             node = tensor.creator
             with workers.op_scope(node.ctx.device):

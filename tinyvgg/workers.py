@@ -182,9 +182,9 @@ def min_items(values_per_item: int = 0, flops_per_item: int = 0) -> int:
 
 def run_over_first_axis(part, array) -> None:
     """:func:`run` over ``range(len(array))``, in parts of at least MIN_PART_VALUES of the
-    array's values (a 0-d array is one part, ``slice(None)``)."""
+    array's values (a 0-d array is one part, ``...``: it takes no slice)."""
     if array.ndim == 0:
-        part(slice(None))
+        part(...)
         return
     per_item = max(1, array.size // max(1, array.shape[0]))
     run(part, array.shape[0], min_items=min_items(values_per_item=per_item))

@@ -227,7 +227,8 @@ def emulated_gpu(monkeypatch) -> None:
     shim = NumpyAsCupy()
     monkeypatch.setattr(backend, "cupy_module", lambda: shim)
     monkeypatch.setattr(cuda, "launch", launch)
-    monkeypatch.setattr(cuda, "contiguous", lambda array: on_device(np.ascontiguousarray(array)))
+    monkeypatch.setattr(cuda, "contiguous", lambda array: on_device(
+        np.ascontiguousarray(array).reshape(array.shape)))
     monkeypatch.setattr(cuda, "empty", lambda shape, dtype: on_device(np.empty(shape, dtype)))
     monkeypatch.setattr(cuda, "empty_like", lambda array: on_device(np.empty(array.shape,
                                                                              array.dtype)))
