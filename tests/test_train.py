@@ -1,7 +1,10 @@
 """Training runs end to end on small made-up digits: resume, checkpoints, divergence, CLI."""
+import errno
 import json
 import os
+import shlex
 import signal
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -154,6 +157,319 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(digits_dir,
     assert all(np.isfinite(v).all() for v in kept.model.values())
 
 
+# --- divergence: nothing non-finite is ever kept -------------------------------------------
+
+@pytest.fixture
+def built_models(monkeypatch):
+    """The models train() builds, so that a test can reach into the one being trained."""
+    import tinyvgg.train as train_module
+    models = []
+    build = train_module.build_model
+
+    def build_and_remember(*args, **kwargs):
+        models.append(build(*args, **kwargs))
+        return models[-1]
+
+    monkeypatch.setattr(train_module, "build_model", build_and_remember)
+    return models
+
+
+def batch_norm_buffer(model, name):
+    return [array for key, array in model.named_buffers() if key.endswith(name)][0]
+
+
+def restart_command(message):
+    """The config of the ``tinyvgg train ...`` command a divergence message offers."""
+    from tinyvgg.cli import build_parser
+    command = message.split("Start over with a lower --lr")[1].split("): ", 1)[1]
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    return TrainConfig(**{k: v for k, v in vars(args).items()
+                          if k in TrainConfig.__dataclass_fields__ and v is not None})
+
+
+@pytest.mark.parametrize("ctrl_c", [False, True], ids=["end-of-epoch", "ctrl-c"])
+def test_non_finite_batch_norm_statistics_are_never_checkpointed(digits_dir, tmp_path,
+                                                                 built_models, ctrl_c):
+    """An infinite running variance leaves the training loss finite (training normalises
+    by the batch's statistics), so only the check of the state before each write stops
+    the run; the epoch-1 checkpoint stays, and the advice is a fresh run at lr / 10."""
+    config = small_config(digits_dir, tmp_path / "run", epochs=3)
+
+    def poison(epoch, index, loss):
+        if (epoch, index) == (1, 1):
+            batch_norm_buffer(built_models[0], "running_var")[...] = np.inf
+            if ctrl_c:
+                signal.raise_signal(signal.SIGINT)
+
+    when = "by epoch 2, batch 2 \\(at Ctrl-C\\)" if ctrl_c else "by the end of epoch 2"
+    with pytest.raises(TrainingDiverged, match=rf"running_var became NaN or infinite {when}: "
+                                               r"training stopped\. The last good checkpoint "
+                                               r"is .*checkpoint\.npz \(after epoch 1\)"):
+        train(config, progress=False, log=lambda m: 0, on_batch=poison)
+    kept = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
+    assert (kept.meta["epoch"], kept.meta["batch"]) == (1, 0)
+    assert all(np.isfinite(v).all() for v in kept.model.values())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_nan_validation_loss_stops_the_run_and_says_there_is_no_good_checkpoint(
+        digits_dir, tmp_path, built_models):
+    config = small_config(digits_dir, tmp_path / "run", epochs=2)
+
+    def poison(epoch, index, loss):
+        if (epoch, index) == (0, 1):
+            batch_norm_buffer(built_models[0], "running_mean")[...] = np.nan
+
+    with pytest.raises(TrainingDiverged) as failure:
+        train(config, progress=False, log=lambda m: 0, on_batch=poison)
+    message = str(failure.value)
+    assert message.startswith("validation loss became nan after epoch 1: training stopped. "
+                              "No good checkpoint of this run was written. Start over with "
+                              "a lower --lr (this run's is 0.05): tinyvgg train ")
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
+    suggested = restart_command(message)
+    assert suggested == replace(config, lr=0.005, out=str(tmp_path / "run-lr0.005"))
+    assert not (tmp_path / "run-lr0.005").exists()
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(digits_dir, tmp_path_factory):
+    """A finished one-epoch run (constant schedule): its folder, not to be changed."""
+    out = tmp_path_factory.mktemp("one-epoch")
+    train(small_config(digits_dir, out, epochs=1, dtype="float32", schedule="constant"),
+          progress=False, log=lambda m: 0)
+    return out
+
+
+def copy_of(run_dir, tmp_path):
+    import shutil
+    return shutil.copytree(run_dir, tmp_path / "run")
+
+
+def files_and_times(folder):
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.iterdir())}
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused_by_eval_and_resume(
+        one_epoch_run, tmp_path, capsys):
+    good = load_checkpoint(one_epoch_run / "checkpoint.npz")
+    model = dict(good.model)
+    name = next(k for k in model if k.endswith("running_var"))
+    model[name] = model[name].copy()
+    model[name][0] = np.nan
+    bad = tmp_path / "bad.npz"
+    save_checkpoint(bad, model, good.optimizer, good.meta)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", str(bad)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"tinyvgg eval: checkpoint {bad}: {name} hold NaN or infinite")
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        train(TrainConfig.from_dict({**good.meta["config"], "epochs": 2,
+                                     "out": str(tmp_path / "more")}),
+              resume=bad, progress=False, log=lambda m: 0)
+    assert not (tmp_path / "more").exists()
+
+
+# --- resume: finished runs, longer runs, schedules ------------------------------------------
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(one_epoch_run, capsys):
+    before = files_and_times(one_epoch_run)
+    assert main(["train", "--resume", str(one_epoch_run / "checkpoint.npz"),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    test = json.loads((one_epoch_run / "metrics.json").read_text())["test"]
+    assert printed == (f"the run saved in {one_epoch_run / 'checkpoint.npz'} is complete: "
+                       f"1 epoch, test accuracy {100 * test['accuracy']:.2f}%; nothing to do "
+                       f"(a larger --epochs continues it)\n")
+    assert files_and_times(one_epoch_run) == before
+
+
+def test_resume_refuses_epochs_that_end_before_the_checkpoint(one_epoch_run, tmp_path, capsys):
+    checkpoint = load_checkpoint(one_epoch_run / "checkpoint.npz")
+    mid_epoch = tmp_path / "mid.npz"  # as if Ctrl-C had stopped it in a second epoch
+    save_checkpoint(mid_epoch, checkpoint.model, checkpoint.optimizer,
+                    {**checkpoint.meta, "batch": 3, "test": None,
+                     "config": {**checkpoint.meta["config"], "epochs": 4}})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--resume", str(mid_epoch), "--epochs", "1", "--no-progress"])
+    assert exit_info.value.code == 2
+    assert "--epochs 1 ends before where checkpoint" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mid.npz"]
+
+
+def test_a_cosine_schedule_is_not_extended_past_its_end(digits_dir, tmp_path, capsys):
+    out = tmp_path / "cosine"
+    train(small_config(digits_dir, out, epochs=1, dtype="float32", schedule="cosine"),
+          progress=False, log=lambda m: 0)
+    before = files_and_times(out)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--resume", str(out / "checkpoint.npz"), "--epochs", "2",
+              "--no-progress"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "cosine schedule takes the learning rate to 0 at the end of its 1 epoch" in error
+    assert "can extend the schedules constant, step, plateau, warm-restarts" in error
+    command = error.split("start over: ")[1].strip()
+    assert command.startswith("tinyvgg train ") and "--epochs 2" in command
+    assert command.endswith(f"--out {tmp_path / 'cosine-2epochs'}")
+    assert files_and_times(out) == before
+
+
+def test_a_longer_resume_says_how_the_schedule_continues(one_epoch_run, tmp_path):
+    run = copy_of(one_epoch_run, tmp_path)
+    config = TrainConfig.from_dict({**load_checkpoint(run / "checkpoint.npz").meta["config"],
+                                    "epochs": 2, "out": str(run)})
+    messages = []
+    result = train(config, resume=run / "checkpoint.npz", progress=False,
+                   log=messages.append)
+    assert result.status == "finished" and len(result.history) == 2
+    assert messages[0].endswith("at epoch 2, batch 0; --epochs 2 (the run had 1): the "
+                                "constant schedule carries on from learning rate 0.05")
+    assert result.history[1]["lr"] == 0.05
+
+
+def test_an_epoch_at_learning_rate_zero_is_refused(one_epoch_run, tmp_path):
+    run = copy_of(one_epoch_run, tmp_path)
+    checkpoint = load_checkpoint(run / "checkpoint.npz")
+    scheduler = {**checkpoint.meta["scheduler"], "base_lr": 0.0, "last_lr": 0.0}
+    save_checkpoint(run / "checkpoint.npz", checkpoint.model, checkpoint.optimizer,
+                    {**checkpoint.meta, "scheduler": scheduler})
+    before = files_and_times(run)
+    config = TrainConfig.from_dict({**checkpoint.meta["config"], "epochs": 2,
+                                    "out": str(run)})
+    with pytest.raises(ValueError, match=r"the learning rate is 0 at epoch 2, batch 0 "
+                                         r"\(constant schedule\).*only batch-norm"):
+        train(config, resume=run / "checkpoint.npz", progress=False, log=lambda m: 0)
+    assert files_and_times(run) == before
+
+
+# --- Ctrl-C during validation and the final test --------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_epochs(digits_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("two-epochs")
+    return train(small_config(digits_dir, out), progress=False, log=lambda m: 0)
+
+
+@pytest.mark.parametrize("pass_number, said", [
+    (2, "interrupted after epoch 2; saved"),  # the last epoch's validation
+    (3, "interrupted during the final test;"),
+])
+def test_ctrl_c_in_the_last_validation_or_the_test_stops_and_resumes_exactly(
+        digits_dir, tmp_path, monkeypatch, two_epochs, pass_number, said):
+    import tinyvgg.train as train_module
+    evaluate = train_module.predict_probabilities
+    passes = []
+
+    def press_ctrl_c_during(*args, **kwargs):
+        passes.append(1)
+        if len(passes) == pass_number:
+            signal.raise_signal(signal.SIGINT)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "predict_probabilities", press_ctrl_c_during)
+    out = tmp_path / "cut"
+    messages = []
+    stopped = train(small_config(digits_dir, out), progress=False, log=messages.append)
+    monkeypatch.undo()
+    assert stopped.status == "interrupted"
+    assert said in messages[-1] and f"tinyvgg train --resume {out / 'checkpoint.npz'}" \
+        in messages[-1]
+    meta = load_checkpoint(out / "checkpoint.npz").meta
+    assert (meta["epoch"], meta["batch"], meta.get("test")) == (2, 0, None)
+    assert json.loads((out / "metrics.json").read_text())["test"] is None
+    assert not (out / "model.npz").exists()
+    messages.clear()
+    resumed = train(small_config(digits_dir, out), resume=out / "checkpoint.npz",
+                    progress=False, log=messages.append)
+    assert messages[0].endswith("all 2 epochs are trained; the final test is left")
+    assert resumed.status == "finished" and resumed.test == two_epochs.test
+    assert [r["train_loss"] for r in resumed.history] == \
+        [r["train_loss"] for r in two_epochs.history]
+    assert_bit_identical(weights_of(two_epochs.output_dir), weights_of(out))
+
+
+# --- the output folder ----------------------------------------------------------------------
+
+def quick_run_flags(digits_dir):
+    return ["train", "--data-dir", str(digits_dir), "--width", "0.0625", "--val-size", "64",
+            "--batch-size", "32", "--schedule", "constant", "--no-progress"]
+
+
+@pytest.mark.parametrize("below", [False, True], ids=["the-file", "under-the-file"])
+def test_an_out_that_is_a_file_is_refused_before_training(digits_dir, tmp_path, capsys, below):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    out = a_file / "run" if below else a_file
+    assert main([*quick_run_flags(digits_dir), "--epochs", "1", "--out", str(out)]) == 1
+    printed = capsys.readouterr()
+    assert printed.out == ""  # not one batch
+    assert printed.err == f"tinyvgg train: cannot write to --out {out}: {a_file} is a file, " \
+                          f"not a folder\n"
+    assert a_file.read_text() == "keep me"
+
+
+def test_a_full_disk_is_found_before_training(digits_dir, tmp_path, capsys, monkeypatch):
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    out = tmp_path / "run"
+    assert main([*quick_run_flags(digits_dir), "--epochs", "1", "--out", str(out)]) == 1
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert printed.err == f"tinyvgg train: cannot write to --out {out}: No space left on " \
+                          f"device\n"
+    assert list(out.iterdir()) == []
+
+
+def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_last_one(
+        digits_dir, tmp_path, capsys, monkeypatch):
+    import tinyvgg.train as train_module
+    write_checkpoint = train_module.save_checkpoint
+    out = tmp_path / "run"
+    written = []
+
+    def fill_the_disk_at_the_second(path, *args):
+        if written:  # the disk is full from the second checkpoint on
+            written.append((out / "checkpoint.npz").read_bytes())
+
+            def disk_full(fd):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            monkeypatch.setattr(os, "fsync", disk_full)
+        else:
+            written.append(None)
+        return write_checkpoint(path, *args)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", fill_the_disk_at_the_second)
+    assert main([*quick_run_flags(digits_dir), "--epochs", "2", "--out", str(out)]) == 1
+    checkpoint = out / "checkpoint.npz"
+    assert capsys.readouterr().err == (
+        f"tinyvgg train: cannot write {checkpoint}: No space left on device; the last "
+        f"checkpoint, {checkpoint} (after epoch 1), is whole; continue with: tinyvgg train "
+        f"--resume {checkpoint}\n")
+    assert checkpoint.read_bytes() == written[1]
+    assert load_checkpoint(checkpoint).meta["epoch"] == 1
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_a_run_removes_the_temporary_files_a_killed_write_left(digits_dir, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    ours = [".checkpoint.npz.k3_9xq0a.tmp", ".metrics.json.abcdefgh.tmp",
+            ".snapshot-epoch002.npz.00000000.tmp"]
+    others = ["notes.tmp", ".notes.txt.abcdefgh.tmp", ".checkpoint.npz.tmp"]
+    for name in ours + others:
+        (out / name).write_bytes(b"partial")
+    messages = []
+    train(small_config(digits_dir, out, epochs=1, dtype="float32", schedule="constant"),
+          progress=False, log=messages.append)
+    assert messages[0] == (f"removed 3 temporary file(s) that an interrupted write left in "
+                           f"{out}: {', '.join(sorted(ours))}")
+    left = {p.name for p in out.iterdir()}
+    assert not left & set(ours) and set(others) <= left
+
 def test_a_crash_mid_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.npz"
     save_checkpoint(path, {"w": np.arange(4.0)}, {"lr": np.array(0.1)}, {"epoch": 1})
@@ -213,7 +529,8 @@ def test_missing_data_names_what_to_install(tmp_path, capsys):
 
 def test_resume_refuses_changed_settings(digits_dir, tmp_path, capsys):
     assert main(["train", "--data-dir", str(digits_dir), "--out", str(tmp_path), "--epochs",
-                 "1", "--width", "0.0625", "--val-size", "64", "--no-progress"]) == 0
+                 "1", "--width", "0.0625", "--val-size", "64", "--schedule", "constant",
+                 "--no-progress"]) == 0
     with pytest.raises(SystemExit):
         main(["train", "--resume", str(tmp_path / "checkpoint.npz"), "--lr", "0.5",
               "--no-progress"])

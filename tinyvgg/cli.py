@@ -98,7 +98,7 @@ RESUMABLE_OVERRIDES = ("epochs", "device", "prefetch")
 
 def _train(args, parser) -> int:
     from .checkpoint import load_checkpoint
-    from .train import TrainConfig, TrainingDiverged, train
+    from .train import OutputWriteError, TrainConfig, TrainingDiverged, train
     given = {k: v for k, v in vars(args).items()
              if k in TrainConfig.__dataclass_fields__ and v is not None}
     if args.resume:
@@ -120,7 +120,7 @@ def _train(args, parser) -> int:
         config = TrainConfig(**given)
     try:
         result = train(config, resume=args.resume, progress=not args.no_progress)
-    except TrainingDiverged as error:
+    except (TrainingDiverged, OutputWriteError) as error:
         print(f"tinyvgg train: {error}", file=sys.stderr)
         return 1
     return 130 if result.status == "interrupted" else 0

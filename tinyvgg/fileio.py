@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import fnmatch
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -46,3 +49,50 @@ def atomic_write(path, data) -> Path:
     with atomic_writer(path) as f:
         f.write(payload)
     return Path(path)
+
+
+# mkstemp's random part: 8 characters from this alphabet (tempfile._RandomNameSequence)
+_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temporaries(folder, names=("*",)) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_writer` left in ``folder`` when a
+    write was killed before its rename (``.<name>.<8 random characters>.tmp``), for the
+    target names matching one of the ``names`` patterns (fnmatch). Nothing else is
+    touched: not other files, not folders, not the targets themselves. Call it only where
+    no other process is writing into the folder at the same time. Returns what was
+    removed."""
+    folder = Path(folder)
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        match = _TEMPORARY_NAME.fullmatch(entry.name)
+        if match is None or not any(fnmatch.fnmatchcase(match["name"], pattern)
+                                    for pattern in names):
+            continue
+        if entry.is_file() and not entry.is_symlink():
+            entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def check_writable_folder(folder) -> Path:
+    """Create ``folder`` (and its parents) if need be, and write, flush and remove a small
+    file in it, so that a folder that cannot take files (read-only, full, a path through a
+    file) fails now with the OSError that says why, not later at the first real write."""
+    folder = Path(folder)
+    for place in (folder, *folder.parents):
+        if place.exists():  # the nearest part of the path that is there must be a folder
+            if not place.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, f"{place} is a file, not a folder",
+                                         str(folder))
+            break
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"tinyvgg write probe\n")
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        os.unlink(probe)
+    return folder

@@ -16,9 +16,16 @@ the optimiser and scheduler state and the position ``(epoch, batch)``;
 ``--resume`` skips to that position and continues bit for bit.
 
 Ctrl-C is caught between batches: the run saves a checkpoint at the current
-batch and stops (a second Ctrl-C stops at once). A loss that turns NaN or
-infinite stops the run with :class:`TrainingDiverged`, leaving the last
-checkpoint written at the end of an epoch untouched.
+batch and stops (a second Ctrl-C stops at once); during validation or the
+final test it stops when that pass ends. A training or validation loss that
+turns NaN or infinite, or weights or batch-norm statistics that do, stop the
+run with :class:`TrainingDiverged`: every checkpoint is checked before it is
+written, so the one kept is always finite.
+
+Resuming with a larger ``--epochs`` continues the schedule where it stands
+(constant, step, plateau, warm-restarts); a cosine schedule, which reaches 0
+at its planned end, cannot be extended. Resuming a finished run changes
+nothing.
 """
 from __future__ import annotations
 
@@ -26,10 +33,11 @@ import csv
 import io
 import json
 import math
+import shlex
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +45,11 @@ import numpy as np
 from . import backend
 from . import functional as F
 from . import optim, random
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import transforms as T
 from .data.datasets import load_dataset
 from .data.loader import DataLoader
-from .fileio import atomic_write
+from .fileio import atomic_write, check_writable_folder, remove_stale_temporaries
 from .models import vgg
 from .plotting import pyplot, save_png
 from .models.imagenet import softmax
@@ -50,10 +58,39 @@ from .tensor import no_grad, tensor
 DIGIT_DATASETS = ("mnist", "fashion-mnist")
 AUGMENTATIONS = ("crop", "flip", "jitter", "rgb", "scale")
 SCHEDULES = ("constant", "step", "plateau", "cosine", "warm-restarts")
+#: schedules that a resumed run can carry past its planned number of epochs
+EXTENDABLE_SCHEDULES = ("constant", "step", "plateau", "warm-restarts")
+#: what a run writes into its folder (fnmatch patterns), for removing stale temporaries
+RUN_FILES = ("checkpoint.npz", "snapshot-epoch*.npz", "metrics.csv", "metrics.json",
+             "curves.png", "model.npz", "write-probe")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The training loss, the validation loss, the weights or the batch-norm statistics
+    became NaN or infinite."""
+
+
+class OutputWriteError(OSError):
+    """A file of the run (the output folder, a checkpoint, the metrics, the curves)
+    could not be written; the message names it and says why."""
+
+
+def non_finite_entries(arrays) -> list[str]:
+    """The names of the floating-point arrays in the mapping ``arrays`` that hold a NaN or
+    an infinity."""
+    return [key for key, value in arrays.items()
+            if np.asarray(value).dtype.kind in "fc" and not np.isfinite(value).all()]
+
+
+def require_finite(path, checkpoint) -> None:
+    """Refuse a checkpoint whose weights, batch-norm statistics or SGD velocities are not
+    all finite (written by a run that diverged before they were checked)."""
+    bad = non_finite_entries(checkpoint.model) + [
+        f"optimizer/{key}" for key in non_finite_entries(checkpoint.optimizer)]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(f"checkpoint {path}: {shown} hold NaN or infinite values (the "
+                              f"run that wrote it had diverged); it cannot be used")
 
 
 @dataclass
@@ -324,7 +361,7 @@ class _InterruptFlag:
 
 @dataclass
 class RunResult:
-    status: str              # "finished", "interrupted" or "diverged"
+    status: str              # "finished", "interrupted" or "complete" (resumed, nothing to do)
     epoch: int               # completed epochs
     history: list
     test: dict | None
@@ -393,10 +430,17 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
     """
     began = time.perf_counter()
     meta = None
+    out = config.output_dir
     if resume is not None:
         checkpoint = load_checkpoint(resume)
+        require_finite(resume, checkpoint)
         meta = checkpoint.meta
-    out = config.output_dir
+        if _check_resume(config, meta, resume):
+            message = _complete_message(resume, meta)
+            log(message)
+            return RunResult("complete", meta["epoch"], meta["history"], meta["test"], out,
+                             Path(resume), message)
+    _prepare_output_folder(config, out, log)
     data = prepare_data(config)
     random.manual_seed(config.seed)
     model = build_model(config, len(data.classes), data.in_channels).to(config.device)
@@ -407,6 +451,7 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
                                      T_0=config.restart_period, T_mult=config.restart_mult)
     epoch, start_batch, history, sums = 0, 0, [], _fresh_sums()
     earlier_seconds = 0.0  # wall time of the sessions before a resume
+    last_good = None  # (path, epoch, batch) of the newest checkpoint known to be finite
     if meta is not None:
         earlier_seconds = meta.get("wall_seconds", 0.0)
         model.load_state_dict(checkpoint.model)
@@ -414,7 +459,8 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
         scheduler.load_state_dict(meta["scheduler"])
         epoch, start_batch = meta["epoch"], meta["batch"]
         history, sums = meta["history"], meta["sums"]
-        log(f"resuming {resume} at epoch {epoch + 1}, batch {start_batch}")
+        last_good = (Path(resume), epoch, start_batch)
+        log(_resume_line(resume, config, meta, optimizer.lr))
     restarts = set(scheduler.restart_epochs(config.epochs)) if hasattr(
         scheduler, "restart_epochs") else set()
     info = {"classes": data.classes, "in_channels": data.in_channels,
@@ -428,12 +474,54 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
     def wall_seconds():
         return earlier_seconds + time.perf_counter() - began
 
-    def save(path, epoch_, batch_):
-        return save_checkpoint(path, model.state_dict(), optimizer.state_dict(),
-                               checkpoint_meta(epoch_, batch_))
+    def kept_checkpoint(resumable: bool = True) -> str:
+        if last_good is None:
+            return "no checkpoint of this run has been written"
+        path, epoch_, batch_ = last_good
+        kept = f"the last checkpoint, {path} ({_position(epoch_, batch_)}), is whole"
+        if resumable:
+            kept += f"; continue with: tinyvgg train --resume {shlex.quote(str(path))}"
+        return kept
 
-    out.mkdir(parents=True, exist_ok=True)
+    def diverged(what: str) -> TrainingDiverged:
+        # A resumed run keeps its learning rate and repeats its steps bit for bit, so
+        # resuming would diverge again: the advice is a fresh run with a lower one.
+        lower = config.lr / 10
+        fresh = _fresh_folder(out, f"lr{lower:g}")
+        if last_good is None:
+            kept = "No good checkpoint of this run was written. "
+        else:
+            kept = (f"The last good checkpoint is {last_good[0]} "
+                    f"({_position(*last_good[1:])}), but a resumed run keeps its learning "
+                    f"rate. ")
+        return TrainingDiverged(
+            f"{what}: training stopped. {kept}Start over with a lower --lr (this run's is "
+            f"{config.lr:g}): {command_line(replace(config, lr=lower))} "
+            f"--out {shlex.quote(str(fresh))}")
+
+    def write(what, writer):
+        """Run ``writer()``, which writes the file(s) ``what``; a failure says which and why."""
+        try:
+            return writer()
+        except OSError as error:
+            raise OutputWriteError(f"cannot write {what}: {error.strerror or error}; "
+                                   f"{kept_checkpoint()}") from None
+
+    def save(path, epoch_, batch_, when: str, test=None):
+        """Write a checkpoint of the run at (epoch_, batch_), once its state is checked."""
+        model_state, optimizer_state = model.state_dict(), optimizer.state_dict()
+        bad = non_finite_entries(model_state) + [
+            f"optimizer/{key}" for key in non_finite_entries(optimizer_state)]
+        if bad:
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise diverged(f"{shown} became NaN or infinite {when}")
+        meta_ = checkpoint_meta(epoch_, batch_)
+        if test is not None:
+            meta_["test"] = test
+        return write(path, lambda: save_checkpoint(path, model_state, optimizer_state, meta_))
+
     latest = out / "checkpoint.npz"
+    metrics_files = f"{out / 'metrics.csv'} and metrics.json"
     batches_per_epoch = len(data.train)
     if meta is None:
         log(f"{command_line(config)}\n  {model.name}: "
@@ -455,6 +543,14 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
                 random.manual_seed(batch_seed(config.seed, epoch, index))
                 if scheduler.per_batch:
                     scheduler.step(epoch + index / batches_per_epoch)
+                if not optimizer.lr > 0:
+                    if bar is not None:
+                        bar.close()
+                    raise ValueError(
+                        f"the learning rate is {optimizer.lr:g} at epoch {epoch + 1}, batch "
+                        f"{index} ({config.schedule} schedule): a step at learning rate 0 "
+                        f"would change only batch-norm statistics, so training stops here; "
+                        f"{kept_checkpoint(resumable=False)}")
                 logits = model(tensor(images, device=config.device))
                 loss = F.cross_entropy(logits, labels)
                 model.zero_grad()
@@ -463,12 +559,8 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
                 if not math.isfinite(loss_value):
                     if bar is not None:
                         bar.close()
-                    kept = latest if latest.exists() else None
-                    message = (f"loss became {loss_value} at epoch {epoch + 1}, batch {index}: "
-                               f"training stopped. " +
-                               (f"The last good checkpoint is {kept}. " if kept else "") +
-                               f"Try a lower --lr (it is {optimizer.lr:g}).")
-                    raise TrainingDiverged(message)
+                    raise diverged(f"loss became {loss_value} at epoch {epoch + 1}, "
+                                   f"batch {index}")
                 optimizer.step()
                 predicted = backend.to_numpy(logits.data).argmax(axis=1)
                 sums["loss"] += loss_value * len(labels)
@@ -486,9 +578,11 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
                 if interrupt.requested:
                     if bar is not None:
                         bar.close()
-                    path = save(latest, epoch, index + 1)
+                    path = save(latest, epoch, index + 1,
+                                f"by epoch {epoch + 1}, batch {index + 1} (at Ctrl-C)")
                     message = (f"interrupted at epoch {epoch + 1}, batch {index + 1}; saved "
-                               f"{path}. Continue with: tinyvgg train --resume {path}")
+                               f"{path}. Continue with: tinyvgg train --resume "
+                               f"{shlex.quote(str(path))}")
                     log(message)
                     return RunResult("interrupted", epoch, history, None, out, path, message)
             if bar is not None:
@@ -504,32 +598,130 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
                 val = scores(predict_probabilities(model, data.val, config.device),
                              loader_labels(data.val))
                 row["val_loss"], row["val_accuracy"] = val["loss"], val["accuracy"]
-            history.append(row)
             log(_epoch_line(row))
+            if row["val_loss"] is not None and not math.isfinite(row["val_loss"]):
+                raise diverged(f"validation loss became {row['val_loss']} after epoch "
+                               f"{epoch + 1}")
+            history.append(row)
             if not scheduler.per_batch:
                 if scheduler.needs_metric:
                     scheduler.step(row["val_accuracy"])
                 else:
                     scheduler.step()
             epoch, start_batch, sums = epoch + 1, 0, _fresh_sums()
-            save(latest, epoch, 0)
+            save(latest, epoch, 0, f"by the end of epoch {epoch}")
+            last_good = (latest, epoch, 0)
             if epoch in restarts:
-                snapshot = save(out / f"snapshot-epoch{epoch:03d}.npz", epoch, 0)
+                snapshot = out / f"snapshot-epoch{epoch:03d}.npz"
+                save(snapshot, epoch, 0, f"by the end of epoch {epoch}")
                 log(f"end of a warm-restart cycle: snapshot {snapshot}")
-            write_metrics(out, config, history, None,
-                          {"data": info, "wall_seconds": wall_seconds()})
-            plot_curves(out, history, _title(config))
-    test_probabilities = predict_probabilities(model, data.test, config.device)
+            write(metrics_files, lambda: write_metrics(
+                out, config, history, None, {"data": info, "wall_seconds": wall_seconds()}))
+            write(out / "curves.png", lambda: plot_curves(out, history, _title(config)))
+            if interrupt.requested:  # Ctrl-C during the validation or the writes
+                message = (f"interrupted after epoch {epoch}; saved {latest}. Continue "
+                           f"with: tinyvgg train --resume {shlex.quote(str(latest))}")
+                log(message)
+                return RunResult("interrupted", epoch, history, None, out, latest, message)
+        # the flag is still watched here: a Ctrl-C during the test stops once it ends
+        test_probabilities = predict_probabilities(model, data.test, config.device)
+        if interrupt.requested:
+            path = last_good[0]
+            message = (f"interrupted during the final test; {path} holds all "
+                       f"{_epochs(epoch)}. Run the test with: tinyvgg train --resume "
+                       f"{shlex.quote(str(path))}")
+            log(message)
+            return RunResult("interrupted", epoch, history, None, out, path, message)
     test = scores(test_probabilities, loader_labels(data.test))
     test["images"] = int(len(test_probabilities))
-    write_metrics(out, config, history, test,
-                  {"data": info, "wall_seconds": wall_seconds(), "command": command_line(config)})
-    plot_curves(out, history, _title(config))
+    write(metrics_files, lambda: write_metrics(
+        out, config, history, test, {"data": info, "wall_seconds": wall_seconds(),
+                                     "command": command_line(config)}))
+    write(out / "curves.png", lambda: plot_curves(out, history, _title(config)))
     from .serialization import save as save_weights
-    save_weights(model, out / "model.npz")
+    write(out / "model.npz", lambda: save_weights(model, out / "model.npz"))
+    # written last: a checkpoint holding the test result marks the run as complete
+    save(latest, epoch, 0, "by the end of the run", test=test)
     log(f"test accuracy {100 * test['accuracy']:.2f}% ({test['images']} images), "
         f"loss {test['loss']:.4f}; weights in {out / 'model.npz'}")
     return RunResult("finished", epoch, history, test, out, latest)
+
+
+def _epochs(count: int) -> str:
+    return f"{count} epoch{'' if count == 1 else 's'}"
+
+
+def _position(epoch: int, batch: int) -> str:
+    return f"after epoch {epoch}" if batch == 0 else f"epoch {epoch + 1}, batch {batch}"
+
+
+def _fresh_folder(out: Path, suffix: str) -> Path:
+    """A folder beside ``out`` named after it and ``suffix`` that does not exist yet, for
+    the advice to start a new run."""
+    base = out if out.name not in ("", ".", "..") else out.resolve()
+    candidate, number = base.with_name(f"{base.name}-{suffix}"), 2
+    while candidate.exists():
+        candidate = base.with_name(f"{base.name}-{suffix}-{number}")
+        number += 1
+    return candidate
+
+
+def _prepare_output_folder(config: TrainConfig, out: Path, log) -> None:
+    """Make sure the run can write into ``out`` before any data is read or batch trained,
+    and remove the temporary files an earlier killed write left there."""
+    try:
+        check_writable_folder(out)
+        removed = remove_stale_temporaries(out, RUN_FILES)
+    except OSError as error:
+        where = f"--out {out}" if config.out else \
+            f"the output folder {out} (choose another with --out)"
+        raise OutputWriteError(f"cannot write to {where}: {error.strerror or error}") from None
+    if removed:
+        log(f"removed {len(removed)} temporary file(s) that an interrupted write left in "
+            f"{out}: {', '.join(path.name for path in removed)}")
+
+
+def _check_resume(config: TrainConfig, meta: dict, path) -> bool:
+    """Whether the checkpoint ``path`` ends a complete run of ``config.epochs`` epochs
+    (nothing to do); refuses an ``--epochs`` the run cannot continue to."""
+    done, batch = meta["epoch"], meta["batch"]
+    needed = done + (1 if batch else 0)
+    if config.epochs < needed:
+        raise ValueError(f"--epochs {config.epochs} ends before where checkpoint {path} "
+                         f"stands ({_position(done, batch)}); give --epochs {needed} or more")
+    schedule = meta["scheduler"]
+    if schedule.get("kind") == "cosine" and config.epochs > schedule["T_max"]:
+        fresh = _fresh_folder(config.output_dir, f"{config.epochs}epochs")
+        raise ValueError(
+            f"--epochs {config.epochs}: this run's cosine schedule takes the learning rate "
+            f"to 0 at the end of its {_epochs(schedule['T_max'])} (past them it would rise "
+            f"again), so it cannot be extended; a resumed run can extend the schedules "
+            f"{', '.join(EXTENDABLE_SCHEDULES)}. To train {_epochs(config.epochs)} with a "
+            f"cosine schedule, start over: {command_line(config)} "
+            f"--out {shlex.quote(str(fresh))}")
+    return done == config.epochs and batch == 0 and meta.get("test") is not None
+
+
+def _complete_message(path, meta: dict) -> str:
+    test = meta["test"]
+    if meta["scheduler"].get("kind") in EXTENDABLE_SCHEDULES:
+        longer = "a larger --epochs continues it"
+    else:
+        longer = "its cosine schedule has ended, so training longer needs a new run"
+    return (f"the run saved in {path} is complete: {_epochs(meta['epoch'])}, test accuracy "
+            f"{100 * test['accuracy']:.2f}%; nothing to do ({longer})")
+
+
+def _resume_line(path, config: TrainConfig, meta: dict, lr: float) -> str:
+    epoch, batch = meta["epoch"], meta["batch"]
+    if epoch == config.epochs:
+        return f"resuming {path}: all {_epochs(epoch)} are trained; the final test is left"
+    line = f"resuming {path} at epoch {epoch + 1}, batch {batch}"
+    planned = meta["config"]["epochs"]
+    if config.epochs != planned:
+        line += (f"; --epochs {config.epochs} (the run had {planned}): the "
+                 f"{config.schedule} schedule carries on from learning rate {lr:.4g}")
+    return line
 
 
 def command_line(config: TrainConfig) -> str:
@@ -545,7 +737,7 @@ def command_line(config: TrainConfig) -> str:
         if isinstance(value, bool):
             words.append(flag if value else "--no-" + flag[2:])
         else:
-            words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+            words += [flag, shlex.quote(f"{value:g}" if isinstance(value, float) else str(value))]
     return " ".join(words)
 
 
@@ -579,6 +771,7 @@ class TrainedModel:
 def load_trained(path, device: str = "cpu") -> TrainedModel:
     """A model from a training checkpoint (``checkpoint.npz`` or a snapshot)."""
     checkpoint = load_checkpoint(path)
+    require_finite(path, checkpoint)
     config = TrainConfig.from_dict({**checkpoint.meta["config"], "device": device})
     info = checkpoint.meta["data"]
     model = build_model(config, len(info["classes"]), info["in_channels"])
