@@ -36,3 +36,36 @@ def test_atomic_files_get_the_mode_a_plain_open_gives(tmp_path):
     (tmp_path / "plain.txt").write_text("x")
     mode = stat.S_IMODE(os.stat(tmp_path / "atomic.txt").st_mode)
     assert mode == stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode)
+
+
+def test_writable_folder_creates_the_folder_and_leaves_no_probe(tmp_path):
+    from tinyvgg.fileio import writable_folder
+    folder = tmp_path / "runs" / "bench"
+    assert writable_folder(folder) == folder
+    assert folder.is_dir() and list(folder.iterdir()) == []
+    (folder / "kept.json").write_text("{}")
+    writable_folder(folder)  # an existing folder, with files, is fine and left as it was
+    assert [p.name for p in folder.iterdir()] == ["kept.json"]
+
+
+def test_writable_folder_names_what_is_in_the_way(tmp_path, monkeypatch):
+    import errno
+
+    from tinyvgg.fileio import FolderNotWritableError, writable_folder
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    with pytest.raises(FolderNotWritableError) as error:
+        writable_folder(a_file)
+    assert str(error.value) == f"cannot write to {a_file}: it is a file, not a folder"
+    with pytest.raises(FolderNotWritableError) as error:
+        writable_folder(a_file / "a" / "b")
+    assert error.value.reason == f"{a_file} is a file, not a folder"
+    assert error.value.errno == errno.ENOTDIR and a_file.read_text() == "x"
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(FolderNotWritableError) as error:
+        writable_folder(tmp_path / "full")
+    assert error.value.reason == os.strerror(errno.ENOSPC)
+    assert error.value.errno == errno.ENOSPC and list((tmp_path / "full").iterdir()) == []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -46,3 +47,38 @@ def atomic_write(path, data) -> Path:
     with atomic_writer(path) as f:
         f.write(payload)
     return Path(path)
+
+
+class FolderNotWritableError(OSError):
+    """``folder`` cannot hold the files a command writes; ``reason`` says why."""
+
+    def __init__(self, folder, reason: str, code: int | None = None):
+        super().__init__(code, reason, str(folder))
+        self.folder, self.reason = Path(folder), reason
+
+    def __str__(self):
+        return f"cannot write to {self.folder}: {self.reason}"
+
+
+def writable_folder(folder) -> Path:
+    """Create ``folder`` (and its parents) if needed and write a probe file into it, so
+    that a command finds out before its work, not after, that its results have nowhere
+    to go. Raises :class:`FolderNotWritableError`: the folder is a file, sits under a
+    file, is not ours to write, or its disk is full."""
+    folder = Path(folder)
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()),
+                    None)
+    if blocking is not None:
+        where = "it is" if blocking == folder else f"{blocking} is"
+        raise FolderNotWritableError(folder, f"{where} a file, not a folder", errno.ENOTDIR)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # a file with content, flushed to disk: a full disk fails here, not at the end
+        with tempfile.TemporaryFile(prefix=".write-probe.", dir=folder) as probe:
+            probe.write(b"probe")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        raise FolderNotWritableError(folder, error.strerror or str(error),
+                                     error.errno) from error
+    return folder
