@@ -156,6 +156,9 @@ def _predict(args) -> int:
     checkpoints = [args.checkpoint] + list(args.ensemble or [])
     results = predict_files(checkpoints, args.images, device=args.device, invert=args.invert,
                             top=args.top)
+    for row in results:
+        if row["warning"]:
+            print(f"tinyvgg predict: warning: {row['warning']}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
