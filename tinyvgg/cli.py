@@ -35,12 +35,11 @@ def _add_model_options(parser):
 def _summary(args) -> int:
     import numpy as np
 
-    from .models import vgg
-    from .summary import summary
-    model = vgg(args.model, num_classes=args.num_classes, batch_norm=args.batch_norm,
-                width=args.width, head=args.head, in_channels=args.in_channels,
-                init_weights=False, dtype=np.dtype(args.dtype))
-    table = summary(model, (args.batch, args.in_channels, args.input_size, args.input_size))
+    from .summary import vgg_summary
+    table = vgg_summary(args.model, (args.batch, args.in_channels, args.input_size,
+                                     args.input_size), dtype=np.dtype(args.dtype),
+                        num_classes=args.num_classes, batch_norm=args.batch_norm,
+                        width=args.width, head=args.head, in_channels=args.in_channels)
     print(json.dumps(table.to_dict(), indent=1) if args.json else table)
     return 0
 
