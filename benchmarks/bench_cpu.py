@@ -9,8 +9,9 @@ column is tinyvgg's throughput over PyTorch's (1.0 = same speed, higher is
 faster). Absolute times on a shared machine are noise; the ratio is the
 number to read.
 
-    python benchmarks/bench_cpu.py            # writes benchmarks/results/cpu-<machine>.{json,md}
+    python benchmarks/bench_cpu.py            # writes runs/bench/cpu-<machine>.{json,md}
     python benchmarks/bench_cpu.py --quick    # fewer repeats, for a smoke run
+    python benchmarks/bench_cpu.py --out benchmarks/results/cpu-<machine>   # the committed results
 """
 from __future__ import annotations
 
@@ -24,17 +25,18 @@ import numpy as np
 
 import tinyvgg as tv
 from tinyvgg import functional as F
-from tinyvgg.bench import (VGG16_CIFAR_CONVS, bench_training_step, machine_info,
+from tinyvgg.bench import (DEFAULT_OUT, VGG16_CIFAR_CONVS, bench_training_step, machine_info,
                            time_forward_backward, torch_vgg16)
 from tinyvgg.bench import fmt as _fmt
 from tinyvgg.bench import ratio as _ratio
-from tinyvgg.fileio import atomic_write
+from tinyvgg.fileio import FolderNotWritableError, atomic_write, writable_folder
 
 try:
     import torch
 except ImportError:  # the benchmark still runs, without the comparison
     torch = None
 
+#: the results committed with the code, written there only on purpose (``--out``)
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 64
 
@@ -211,8 +213,12 @@ def main(argv=None):
     parser.add_argument("--no-imagenet", action="store_true",
                         help="skip the full VGG-16 at 224x224")
     parser.add_argument("--out", type=Path, default=None,
-                        help="file stem for the results (default benchmarks/results/cpu-<machine>)")
+                        help=f"file stem for the results (default {DEFAULT_OUT}/cpu-<machine>)")
     args = parser.parse_args(argv)
+    try:  # before the measurements, not after
+        writable_folder(args.out.parent if args.out else DEFAULT_OUT)
+    except FolderNotWritableError as error:
+        parser.exit(2, f"bench_cpu: --out: {error}\n")
     if args.quick:
         args.repeats, args.warmup = 3, 1
     if torch is None:
@@ -232,7 +238,7 @@ def main(argv=None):
                                       f"{_ratio(ours, theirs):.2f}"
                                       if theirs is not None else ""), flush=True)
     machine = re.sub(r"[^a-z0-9]+", "-", report["machine"]["cpu"].lower()).strip("-")
-    stem = args.out or RESULTS / f"cpu-{machine}-{report['machine']['cores']}cores"
+    stem = args.out or DEFAULT_OUT / f"cpu-{machine}-{report['machine']['cores']}cores"
     atomic_write(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
     atomic_write(stem.with_suffix(".md"), markdown(report))
     print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")

@@ -23,7 +23,8 @@ kernel only against TF32 cuDNN. Every kernel's result is also compared with
 strict FP32 cuDNN's (the ``error`` fields: largest difference over the
 largest value), so a fast wrong kernel shows.
 
-    python benchmarks/bench_gpu.py             # writes benchmarks/results/gpu-<device>.{json,md}
+    python benchmarks/bench_gpu.py             # writes runs/bench/gpu-<device>.{json,md}
+    python benchmarks/bench_gpu.py --out benchmarks/results/gpu-<device>   # the committed results
     python benchmarks/bench_gpu.py --quick     # 3 repeats, no training step
     python benchmarks/bench_gpu.py --parts step --out /tmp/step   # the training step alone
 """
@@ -41,15 +42,14 @@ import numpy as np
 import tinyvgg as tv
 from tinyvgg import backend
 from tinyvgg import functional as F
-from tinyvgg.fileio import atomic_write
+from tinyvgg.bench import DEFAULT_OUT
+from tinyvgg.fileio import FolderNotWritableError, atomic_write, writable_folder
 from tinyvgg.plotting import pyplot, save_png
 from tinyvgg.ops import conv, linear
 from tinyvgg.ops.sgd import sgd_step_
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cpu import _fmt, _ratio, machine_info, torch_vgg16  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 #: the distinct conv layers of VGG-16 at 224x224: (C_in, C_out, H = W)
 VGG16_CONV_SHAPES = [(3, 64, 224), (64, 64, 224), (64, 128, 112), (128, 128, 112),
@@ -524,7 +524,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="3 repeats, no training step")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                         help="what to time (default: all)")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"file stem for the results (default {DEFAULT_OUT}/gpu-<device>)")
     parser.add_argument("--from-json", type=Path, metavar="REPORT",
                         help="rewrite the Markdown and PNGs of a stored report (no GPU needed)")
     args = parser.parse_args(argv)
@@ -537,6 +538,10 @@ def main(argv=None):
         return
     if args.quick:
         args.repeats, args.warmup = 3, 1
+    try:  # before the measurements, not after
+        writable_folder(args.out.parent if args.out else DEFAULT_OUT)
+    except FolderNotWritableError as error:
+        parser.exit(2, f"bench_gpu: --out: {error}\n")
     try:
         cupy = backend.cupy_module()
     except backend.DeviceUnavailableError as error:
@@ -585,7 +590,7 @@ def main(argv=None):
               f"strict {_fmt(step.get('torch_strict_ms'), '.1f')} ms, "
               f"TF32 {_fmt(step.get('torch_tf32_ms'), '.1f')} ms", flush=True)
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    stem = args.out or RESULTS / f"gpu-{slug}"
+    stem = args.out or DEFAULT_OUT / f"gpu-{slug}"
     atomic_write(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
     atomic_write(stem.with_suffix(".md"), markdown(report))
     plot(report, stem)

@@ -59,18 +59,35 @@ def test_stale_temporaries_of_ours_are_removed_and_nothing_else(tmp_path):
     assert remove_stale_temporaries(tmp_path, ("*",)) == [tmp_path / ".notes.txt.abcdefgh.tmp"]
 
 
-def test_a_writable_folder_is_made_and_an_unwritable_one_says_why(tmp_path, monkeypatch):
-    from tinyvgg.fileio import check_writable_folder
-    assert check_writable_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b"
-    assert list((tmp_path / "a" / "b").iterdir()) == []  # the probe is gone
-    (tmp_path / "file").write_text("x")
-    for path in (tmp_path / "file", tmp_path / "file" / "sub" / "run"):
-        with pytest.raises(NotADirectoryError, match=f"{tmp_path / 'file'} is a file"):
-            check_writable_folder(path)
+
+def test_writable_folder_creates_the_folder_and_leaves_no_probe(tmp_path):
+    from tinyvgg.fileio import writable_folder
+    folder = tmp_path / "runs" / "bench"
+    assert writable_folder(folder) == folder
+    assert folder.is_dir() and list(folder.iterdir()) == []
+    (folder / "kept.json").write_text("{}")
+    writable_folder(folder)  # an existing folder, with files, is fine and left as it was
+    assert [p.name for p in folder.iterdir()] == ["kept.json"]
+
+
+def test_writable_folder_names_what_is_in_the_way(tmp_path, monkeypatch):
+    import errno
+
+    from tinyvgg.fileio import FolderNotWritableError, writable_folder
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    with pytest.raises(FolderNotWritableError) as error:
+        writable_folder(a_file)
+    assert str(error.value) == f"cannot write to {a_file}: it is a file, not a folder"
+    with pytest.raises(FolderNotWritableError) as error:
+        writable_folder(a_file / "a" / "b")
+    assert error.value.reason == f"{a_file} is a file, not a folder"
+    assert error.value.errno == errno.ENOTDIR and a_file.read_text() == "x"
 
     def disk_full(fd):
-        raise OSError(28, "No space left on device")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr(os, "fsync", disk_full)
-    with pytest.raises(OSError, match="No space left"):
-        check_writable_folder(tmp_path / "full")
-    assert list((tmp_path / "full").iterdir()) == []
+    with pytest.raises(FolderNotWritableError) as error:
+        writable_folder(tmp_path / "full")
+    assert error.value.reason == os.strerror(errno.ENOSPC)
+    assert error.value.errno == errno.ENOSPC and list((tmp_path / "full").iterdir()) == []

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tinyvgg as tv
+from tinyvgg import nn
 from tinyvgg.models import vgg
 
 #: the slide's rows for VGG-16 at 224x224: (type, output shape, weights without biases)
@@ -136,3 +137,93 @@ def test_cli_reports_bad_input_without_a_traceback():
     assert "too small" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("vgg17")
     assert result.returncode == 2 and "unknown configuration 'vgg17'" in result.stderr
+
+
+# --- the table from shapes alone (what ``tinyvgg summary`` prints) ---------------------------
+
+@pytest.mark.parametrize("config, options, input_shape", [
+    ("vgg11", dict(width=0.25, head="compact", num_classes=10), (3, 32, 32)),
+    ("vgg11_lrn", dict(width=0.125), (2, 3, 64, 64)),  # the 2x2 map pooled up to 7x7
+    ("vgg13_bn", dict(width=0.25, head="compact", hidden=48, in_channels=1), (1, 40, 40)),
+    ("vgg16c", dict(width=0.125, num_classes=7, dtype=np.float64), (3, 3, 48, 56)),
+    ("D", dict(width=0.0625, batch_norm=True), (3, 224, 224)),  # the pool that passes through
+    ("vgg19", dict(width=0.25, head="compact", dropout=0.2), (2, 3, 32, 32)),
+])
+def test_the_table_from_shapes_is_the_forward_pass_s(config, options, input_shape):
+    from tinyvgg.summary import summary_from_shapes, vgg_summary
+    options = dict(options)
+    dtype = options.pop("dtype", np.float32)
+    tv.manual_seed(7)
+    model = vgg(config, dtype=dtype, **options)
+    ran = tv.summary(model, input_shape)
+    from_shapes = vgg_summary(config, input_shape, dtype=dtype, **options)
+    assert from_shapes.to_dict() == ran.to_dict()
+    assert str(from_shapes) == str(ran)
+    assert summary_from_shapes(model, input_shape).to_dict() == ran.to_dict()
+
+
+def test_vgg16_s_table_from_shapes_is_the_forward_pass_s(vgg16_summary):
+    from tinyvgg.summary import vgg_summary
+    from_shapes = vgg_summary("vgg16", (3, 224, 224))
+    assert from_shapes.to_dict() == vgg16_summary.to_dict()
+    assert str(from_shapes) == str(vgg16_summary)
+
+
+def test_the_summary_command_allocates_no_weights(capsys):
+    """VGG-16's weights are 528 MiB in float32, its activations 58 MiB: the command needs
+    neither."""
+    import tracemalloc
+
+    from tinyvgg.cli import main
+    tracemalloc.start()
+    try:
+        assert main(["summary", "vgg16", "--batch", "2"]) == 0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "vgg16, input 3x224x224, float32, for a batch of 2" in capsys.readouterr().out
+    assert peak < 50 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("layer, input_shape", [
+    (lambda: nn.Conv3x3(3, 5), (2, 3, 7, 9)), (lambda: nn.Conv1x1(3, 5), (2, 3, 7, 9)),
+    (lambda: nn.MaxPool2x2(), (2, 3, 7, 9)), (lambda: nn.ReLU(), (2, 3, 7, 9)),
+    (lambda: nn.Tanh(), (2, 3, 7, 9)), (lambda: nn.Dropout(0.3), (2, 3, 7, 9)),
+    (lambda: nn.BatchNorm2d(3), (2, 3, 7, 9)),
+    (lambda: nn.LocalResponseNorm(3, 1e-3, 0.75, 2.0), (2, 3, 7, 9)),
+    (lambda: nn.AdaptiveAvgPool2d((2, 3)), (2, 3, 7, 9)), (lambda: nn.Flatten(), (2, 3, 7, 9)),
+    (lambda: nn.Flatten(2), (2, 3, 7, 9)), (lambda: nn.Linear(9, 4), (2, 3, 7, 9)),
+])
+def test_each_layer_s_output_shape_is_the_one_forward_gives(layer, input_shape):
+    module = layer()
+    x = tv.tensor(np.random.default_rng(3).standard_normal(input_shape).astype(np.float32))
+    assert module.output_shape(input_shape) == module(x).shape
+
+
+def test_shape_errors_name_the_layer_and_the_table_from_shapes_needs_a_vgg():
+    from tinyvgg.summary import summary_from_shapes, vgg_summary
+    model = vgg("vgg11", width=0.125, head="compact")
+    with pytest.raises(ValueError, match=r"Conv3x3\(3, 8\): input has 1 channels but the "
+                                         r"layer expects 3"):
+        summary_from_shapes(model, (1, 32, 32))
+    with pytest.raises(ValueError, match="16x16 is too small"):
+        vgg_summary("vgg11", (3, 16, 16))
+    with pytest.raises(ValueError, match="no weights are loaded"):
+        vgg_summary("vgg11", (3, 32, 32), weights="vgg11.npz")
+    with pytest.raises(TypeError, match="use summary"):
+        summary_from_shapes(nn.Sequential(nn.Conv3x3(3, 4)), (3, 8, 8))
+
+
+def test_layers_built_from_shapes_only_hold_no_writable_weights():
+    from tinyvgg.nn.layers import shapes_only
+    with shapes_only():
+        conv, linear = nn.Conv3x3(512, 512), nn.Linear(25088, 4096)
+        small = nn.Linear(6, 4)
+    assert conv.weight.shape == (512, 512, 3, 3) and linear.weight.size == 25088 * 4096
+    for p in (conv.weight, conv.bias, linear.weight, linear.bias):
+        assert not p.data.flags.writeable and not any(p.data.strides)  # one value, seen often
+    rng = np.random.default_rng(5)
+    with pytest.raises(ValueError, match="read-only"):
+        small.load_state_dict({"weight": rng.standard_normal((4, 6)).astype(np.float32),
+                               "bias": rng.standard_normal(4).astype(np.float32)})
+    assert nn.Linear(3, 2).weight.data.flags.writeable  # outside, layers are as ever

@@ -405,7 +405,8 @@ def test_an_out_that_is_a_file_is_refused_before_training(digits_dir, tmp_path, 
     assert main([*quick_run_flags(digits_dir), "--epochs", "1", "--out", str(out)]) == 1
     printed = capsys.readouterr()
     assert printed.out == ""  # not one batch
-    assert printed.err == f"tinyvgg train: cannot write to --out {out}: {a_file} is a file, " \
+    in_the_way = f"{a_file} is" if below else "it is"
+    assert printed.err == f"tinyvgg train: cannot write to --out {out}: {in_the_way} a file, " \
                           f"not a folder\n"
     assert a_file.read_text() == "keep me"
 
@@ -577,6 +578,67 @@ def test_predict_reads_image_files(digits_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["predict", checkpoint, str(tmp_path / "broken.png")])
     assert "broken.png" in capsys.readouterr().err
+
+
+def digit_picture(light_on_dark: bool, seed: int, size: int = 64):
+    """A hand-drawn-looking 7 (two thick strokes) on a noisy background, as a PIL image:
+    light strokes on a dark background like MNIST's, or dark ink on light paper."""
+    Image = pytest.importorskip("PIL.Image")
+    ImageDraw = pytest.importorskip("PIL.ImageDraw")
+    rng = np.random.default_rng(seed)
+    picture = Image.fromarray(rng.integers(0, 50, (size, size)).astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    margin = size // 5
+    draw.line([(margin, margin), (size - margin, margin), (size // 2 - 4, size - margin)],
+              fill=int(rng.integers(210, 256)), width=max(2, size // 10))
+    pixels = np.asarray(picture)
+    return Image.fromarray(pixels if light_on_dark else 255 - pixels)
+
+
+def test_background_warning_compares_the_border_with_the_training_data():
+    from tinyvgg.train import background_warning
+    rng = np.random.default_rng(4)
+    dark = rng.integers(0, 60, (1, 40, 40)).astype(np.uint8)
+    light = 255 - dark
+    stroke = dark.copy()
+    stroke[:, 8:32, 8:32] = rng.integers(200, 256, (1, 24, 24))  # a large bright centre
+    mnist_mean, paper_mean = [0.1307], [0.82]
+    assert background_warning(dark, mnist_mean) is None
+    assert background_warning(stroke, mnist_mean) is None  # only the border counts
+    assert "add --invert" in background_warning(light, mnist_mean)
+    assert "leave out --invert" in background_warning(light, mnist_mean, inverted=True)
+    assert background_warning(light, paper_mean) is None  # trained on light backgrounds
+    rgb = np.repeat(light, 3, axis=0)
+    assert background_warning(rgb, [0.1, 0.12, 0.2]) is not None
+    assert background_warning(light[:, :1, :1], mnist_mean) is not None  # a 1x1 image
+
+
+def test_predict_warns_when_the_picture_s_background_is_not_the_model_s(digits_dir, tmp_path,
+                                                                         capsys):
+    train(small_config(digits_dir, tmp_path, epochs=1, dtype="float32"), progress=False,
+          log=lambda m: 0)
+    checkpoint = str(tmp_path / "checkpoint.npz")
+    light_strokes, dark_ink = str(tmp_path / "light.png"), str(tmp_path / "ink.png")
+    digit_picture(True, seed=5).save(light_strokes)
+    digit_picture(False, seed=6).save(dark_ink)
+
+    assert main(["predict", checkpoint, light_strokes, dark_ink]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"tinyvgg predict: warning: {dark_ink}: its background is light, but the model was "
+        f"trained on light strokes on a dark background, so the answer is likely wrong; "
+        f"for dark strokes on light paper add --invert"]
+    assert [line.split(":")[0] for line in captured.out.splitlines()] == [light_strokes,
+                                                                          dark_ink]
+
+    assert main(["predict", checkpoint, light_strokes, dark_ink, "--invert", "--json"]) == 0
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    assert rows[1]["warning"] is None
+    assert rows[0]["warning"].startswith(f"{light_strokes}: with --invert its background is "
+                                         f"light")
+    assert rows[0]["warning"].endswith("; leave out --invert")
+    assert captured.err == f"tinyvgg predict: warning: {rows[0]['warning']}\n"
 
 
 @pytest.mark.parametrize("changes", [

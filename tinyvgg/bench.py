@@ -32,13 +32,17 @@ import numpy as np
 
 from . import functional as F
 from . import workers
-from .fileio import atomic_write
+from .fileio import atomic_write, writable_folder
 from .models import cfgs, vgg16
 from .ops.conv_ladder import CONV3X3_CPU_DEFAULT
 from .plotting import pyplot, save_png
 from .tensor import tensor
 
 BATCH = 64
+#: where a run's files go unless told: the user's folder, since a run on a machine of the
+#: same name would replace the curated results under benchmarks/results, which are
+#: written there on purpose (``--out benchmarks/results``) and committed
+DEFAULT_OUT = Path("runs") / "bench"
 #: VGG-16's convolutions at 32x32 input: (C_in, C_out, H = W), in network order
 VGG16_CIFAR_CONVS = [(3, 64, 32), (64, 64, 32), (64, 128, 16), (128, 128, 16),
                      (128, 256, 8), (256, 256, 8), (256, 256, 8),
@@ -513,10 +517,13 @@ def plot(report: dict, stem: Path) -> list[Path]:
     return written
 
 
-def run(out_dir="benchmarks/results", implementations=None, warmup=2, repeats=5,
+def run(out_dir=DEFAULT_OUT, implementations=None, warmup=2, repeats=5,
         quick=False, log=print) -> dict:
-    """Everything ``tinyvgg bench`` measures on the CPU; writes JSON, Markdown and PNGs."""
+    """Everything ``tinyvgg bench`` measures on the CPU; writes JSON, Markdown and PNGs into
+    ``out_dir``, which is checked first (:class:`tinyvgg.fileio.FolderNotWritableError`)
+    so that minutes of measurements never end with nowhere to go."""
     from .ops.conv_ladder import CONV3X3_CPU_CHOICES
+    out_dir = writable_folder(out_dir)
     names = list(implementations or [n for n in CONV3X3_CPU_CHOICES if n != "naive"])
     if quick:
         warmup, repeats = 1, 3

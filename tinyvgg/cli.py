@@ -35,12 +35,11 @@ def _add_model_options(parser):
 def _summary(args) -> int:
     import numpy as np
 
-    from .models import vgg
-    from .summary import summary
-    model = vgg(args.model, num_classes=args.num_classes, batch_norm=args.batch_norm,
-                width=args.width, head=args.head, in_channels=args.in_channels,
-                init_weights=False, dtype=np.dtype(args.dtype))
-    table = summary(model, (args.batch, args.in_channels, args.input_size, args.input_size))
+    from .summary import vgg_summary
+    table = vgg_summary(args.model, (args.batch, args.in_channels, args.input_size,
+                                     args.input_size), dtype=np.dtype(args.dtype),
+                        num_classes=args.num_classes, batch_norm=args.batch_norm,
+                        width=args.width, head=args.head, in_channels=args.in_channels)
     print(json.dumps(table.to_dict(), indent=1) if args.json else table)
     return 0
 
@@ -156,6 +155,9 @@ def _predict(args) -> int:
     checkpoints = [args.checkpoint] + list(args.ensemble or [])
     results = predict_files(checkpoints, args.images, device=args.device, invert=args.invert,
                             top=args.top)
+    for row in results:
+        if row["warning"]:
+            print(f"tinyvgg predict: warning: {row['warning']}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
@@ -178,8 +180,26 @@ def _bench(args, parser) -> int:
         if unknown:
             parser.exit(2, f"tinyvgg bench: unknown implementation {', '.join(unknown)}; "
                            f"choose from {', '.join(CONV3X3_CPU_CHOICES)}\n")
-    run(args.out, names, args.warmup, args.repeats, args.quick)
+    _writing_to("bench", args.out, parser,
+                lambda: run(args.out, names, args.warmup, args.repeats, args.quick))
     return 0
+
+
+def _writing_to(command, out, parser, run):
+    """``run()``, whose files go to ``out``: a folder that cannot take them, found before
+    the work or by a disk that fills up during it, ends the command with one line."""
+    import errno
+
+    from .fileio import FolderNotWritableError
+    try:
+        return run()
+    except FolderNotWritableError as error:
+        reason = error.reason
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        reason = error.strerror
+    parser.exit(2, f"tinyvgg {command}: cannot write to --out {out}: {reason}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=_positive_int, default=3)
     predict.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     predict.add_argument("--json", action="store_true")
+    from .bench import DEFAULT_OUT as BENCH_OUT
     bench = commands.add_parser("bench", help="the conv3x3 ladder and the VGG-16 training "
                                               "step against PyTorch, with plots")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -233,14 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=_positive_int, default=5)
     bench.add_argument("--warmup", type=int, default=2)
     bench.add_argument("--quick", action="store_true", help="1 warm-up run, 3 repeats")
-    bench.add_argument("--out", default="benchmarks/results",
-                       help="folder for the JSON, Markdown and PNG files")
+    bench.add_argument("--out", default=str(BENCH_OUT),
+                       help=f"folder for the JSON, Markdown and PNG files (default {BENCH_OUT}; "
+                            f"the committed results are written with --out benchmarks/results)")
     experiment = commands.add_parser("experiment", help="the lecture experiments on backprop "
                                                         "(initialisation, receptive fields, "
                                                         "memory, ...): a table and a PNG each")
     experiment.add_argument("name", nargs="?", help="the experiment; leave out to list them")
-    experiment.add_argument("--out", default="experiments", help="folder for the figures "
-                                                                 "(default ./experiments)")
+    experiment.add_argument("--out", help="folder for the figures (default "
+                                          "runs/experiment-NAME)")
     experiment.add_argument("--seed", type=int, default=0)
     experiment.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     experiment.add_argument("--json", action="store_true",
@@ -250,14 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _experiment(args, parser) -> int:
     from .backend import DeviceUnavailableError
-    from .experiments import EXPERIMENTS, run
+    from .experiments import EXPERIMENTS, default_out, run
     if args.name is None:
         width = max(map(len, EXPERIMENTS))
         for name, (_, _, teaches) in EXPERIMENTS.items():
             print(f"{name:<{width}}  {teaches}")
         return 0
+    out = default_out(args.name) if args.out is None else args.out
     try:
-        result = run(args.name, args.out, seed=args.seed, device=args.device)
+        result = _writing_to("experiment", out, parser,
+                             lambda: run(args.name, out, seed=args.seed, device=args.device))
     except (ValueError, ImportError, DeviceUnavailableError) as error:
         parser.exit(2, f"tinyvgg experiment: {error}\n")
     if args.json:

@@ -75,24 +75,36 @@ def remove_stale_temporaries(folder, names=("*",)) -> list[Path]:
     return removed
 
 
-def check_writable_folder(folder) -> Path:
-    """Create ``folder`` (and its parents) if need be, and write, flush and remove a small
-    file in it, so that a folder that cannot take files (read-only, full, a path through a
-    file) fails now with the OSError that says why, not later at the first real write."""
+class FolderNotWritableError(OSError):
+    """``folder`` cannot hold the files a command writes; ``reason`` says why."""
+
+    def __init__(self, folder, reason: str, code: int | None = None):
+        super().__init__(code, reason, str(folder))
+        self.folder, self.reason = Path(folder), reason
+
+    def __str__(self):
+        return f"cannot write to {self.folder}: {self.reason}"
+
+
+def writable_folder(folder) -> Path:
+    """Create ``folder`` (and its parents) if needed and write a probe file into it, so
+    that a command finds out before its work, not after, that its results have nowhere
+    to go. Raises :class:`FolderNotWritableError`: the folder is a file, sits under a
+    file, is not ours to write, or its disk is full."""
     folder = Path(folder)
-    for place in (folder, *folder.parents):
-        if place.exists():  # the nearest part of the path that is there must be a folder
-            if not place.is_dir():
-                raise NotADirectoryError(errno.ENOTDIR, f"{place} is a file, not a folder",
-                                         str(folder))
-            break
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=folder)
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()),
+                    None)
+    if blocking is not None:
+        where = "it is" if blocking == folder else f"{blocking} is"
+        raise FolderNotWritableError(folder, f"{where} a file, not a folder", errno.ENOTDIR)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(b"tinyvgg write probe\n")
-            f.flush()
-            os.fsync(f.fileno())
-    finally:
-        os.unlink(probe)
+        folder.mkdir(parents=True, exist_ok=True)
+        # a file with content, flushed to disk: a full disk fails here, not at the end
+        with tempfile.TemporaryFile(prefix=".write-probe.", dir=folder) as probe:
+            probe.write(b"probe")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        raise FolderNotWritableError(folder, error.strerror or str(error),
+                                     error.errno) from error
     return folder

@@ -1,7 +1,10 @@
 """``summary(model, input_shape)``: where a network's memory, parameters and compute sit.
 
 The table is the one the lecture slides draw for VGG-16, computed for any
-model by running one forward pass and recording every layer's output:
+model by running one forward pass and recording every layer's output
+(:func:`summary`), or for a VGG from its layers' hyperparameters and the shapes
+they pass on, with no forward pass and no weights (:func:`vgg_summary`, what
+``tinyvgg summary`` prints: VGG-16's weights alone would take 528 MiB):
 
 * activations: values each layer produces for one image (the slide's
   "memory"); ReLU, tanh and dropout are counted with the layer before them, since
@@ -20,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import backend, nn
+from .models import vgg
+from .nn.layers import shapes_only
 from .tensor import Tensor, no_grad
 from .texttable import format_table
 
@@ -197,37 +202,53 @@ def _count(n: int) -> str:
     return str(n)
 
 
-def summary(model, input_shape, dtype=None) -> Summary:
-    """The per-layer table of ``model`` on inputs of ``input_shape``: (C, H, W) for one
-    image, or (N, C, H, W). Runs one forward pass (no gradients, eval mode)."""
+def _batch_shape(input_shape) -> tuple:
     shape = tuple(int(s) for s in input_shape)
     if len(shape) == 3:
         shape = (1,) + shape
     if len(shape) != 4 or min(shape) < 1:
         raise ValueError(f"summary: input_shape must be (C, H, W) or (N, C, H, W) with "
                          f"positive sizes, got {tuple(input_shape)}")
-    params = model.parameters()
-    if dtype is None:
-        dtype = params[0].dtype if params else np.float32
-    device = params[0].device if params else "cpu"
+    return shape
+
+
+def _recorder(model, shape):
+    """(rows, record): the table's rows, the input's first, and ``record(module,
+    output_shape, passes_input_through)``, which adds a layer's output, called in the
+    order the forward pass runs the layers."""
     names = _leaf_names(model)
     rows = [Row("input", "input", shape[1:], int(np.prod(shape)), 0, 0, 0)]
     seen = set()
 
-    def record(module, inputs, output):
-        if not isinstance(output, Tensor) or id(module) not in names:
+    def record(module, output_shape, passes_input_through: bool):
+        if id(module) not in names:
             return
         weights, params = (0, 0) if id(module) in seen else _param_counts(module)
         seen.add(id(module))
-        passthrough = output.data is getattr(inputs[0], "data", None)
-        if isinstance(module, FOLDED) or passthrough:
+        if isinstance(module, FOLDED) or passes_input_through:
             rows[-1].kind += f", {_kind(module)}"
             return
-        rows.append(Row(names[id(module)], _kind(module), tuple(output.shape[1:]),
-                        int(np.prod(output.shape)), weights, params,
-                        _macs(module, output.shape)))
+        rows.append(Row(names[id(module)], _kind(module), tuple(output_shape[1:]),
+                        int(np.prod(output_shape)), weights, params,
+                        _macs(module, output_shape)))
+    return rows, record
 
-    handles = [m.register_forward_hook(record) for name, m in model.named_modules()
+
+def summary(model, input_shape, dtype=None) -> Summary:
+    """The per-layer table of ``model`` on inputs of ``input_shape``: (C, H, W) for one
+    image, or (N, C, H, W). Runs one forward pass (no gradients, eval mode)."""
+    shape = _batch_shape(input_shape)
+    params = model.parameters()
+    if dtype is None:
+        dtype = params[0].dtype if params else np.float32
+    device = params[0].device if params else "cpu"
+    rows, record = _recorder(model, shape)
+
+    def hook(module, inputs, output):
+        if isinstance(output, Tensor):
+            record(module, output.shape, output.data is getattr(inputs[0], "data", None))
+
+    handles = [m.register_forward_hook(hook) for name, m in model.named_modules()
                if not m._modules]
     was_training = model.training
     model.eval()
@@ -239,3 +260,40 @@ def summary(model, input_shape, dtype=None) -> Summary:
             handle.remove()
         model.train(was_training)
     return Summary(model, shape, dtype, rows)
+
+
+def _passes_input_through(module, input_shape, output_shape) -> bool:
+    """Whether the forward pass would hand the layer's input on as its output, which the
+    table counts with the layer before: the adaptive pool does when every bin is one
+    pixel (VGG's 7x7 pool of a 224x224 image's 7x7 map)."""
+    return isinstance(module, nn.AdaptiveAvgPool2d) and output_shape == input_shape
+
+
+def summary_from_shapes(model, input_shape, dtype=None) -> Summary:
+    """:func:`summary`'s table with no forward pass: each layer's output shape comes from
+    its hyperparameters (``model.layer_shapes``, which a VGG has), so no activation is
+    computed and the weights may be shapes only (see :func:`vgg_summary`)."""
+    if not hasattr(model, "layer_shapes"):
+        raise TypeError(f"summary_from_shapes: {type(model).__name__} does not list its "
+                        f"layers' shapes (layer_shapes); use summary(model, input_shape), "
+                        f"which runs a forward pass")
+    shape = _batch_shape(input_shape)
+    params = model.parameters()
+    if dtype is None:
+        dtype = params[0].dtype if params else np.float32
+    rows, record = _recorder(model, shape)
+    for module, before, after in model.layer_shapes(shape):
+        record(module, after, _passes_input_through(module, before, after))
+    return Summary(model, shape, dtype, rows)
+
+
+def vgg_summary(config, input_shape, dtype=np.float32, **options) -> Summary:
+    """The table of ``tinyvgg.models.vgg(config, **options)`` on inputs of ``input_shape``,
+    the one :func:`summary` gives, with the model built from shapes alone: no weights
+    are allocated (VGG-16's take 528 MiB in float32) and no forward pass runs."""
+    if "weights" in options:
+        raise ValueError("vgg_summary: the table comes from the configuration alone; "
+                         "no weights are loaded")
+    with shapes_only():
+        model = vgg(config, init_weights=False, dtype=dtype, **options)
+    return summary_from_shapes(model, input_shape, dtype)

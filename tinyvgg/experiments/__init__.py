@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from ..fileio import writable_folder
+
 #: name -> (module in this package, function, what the experiment teaches)
 EXPERIMENTS = {
     "init": ("init", "run_mlp",
@@ -54,13 +56,20 @@ def seeded_vgg_batch(config: str, width: float, classes: int, batch: int, size: 
     return model, images, rng.integers(0, classes, batch)
 
 
-def run(name: str, out="experiments", seed: int = 0, device: str = "cpu", log=print) -> dict:
-    """Run the experiment ``name`` (see :data:`EXPERIMENTS`), writing its figures to ``out``."""
+def default_out(name: str) -> Path:
+    """Where an experiment's figures go unless told: beside the training runs, in the
+    user's folder rather than in the repository."""
+    return Path("runs") / f"experiment-{name}"
+
+
+def run(name: str, out=None, seed: int = 0, device: str = "cpu", log=print) -> dict:
+    """Run the experiment ``name`` (see :data:`EXPERIMENTS`), writing its figures to ``out``
+    (default ``runs/experiment-<name>``). A folder that cannot take files is reported
+    (:class:`tinyvgg.fileio.FolderNotWritableError`) before the experiment runs."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of "
                          f"{', '.join(EXPERIMENTS)}")
     module_name, function_name, _ = EXPERIMENTS[name]
     module = importlib.import_module(f"{__name__}.{module_name}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_folder(default_out(name) if out is None else out)
     return getattr(module, function_name)(out, seed=seed, device=device, log=log)

@@ -103,15 +103,28 @@ class VGG(nn.Module):
         return name + ("_bn" if self.batch_norm else "")
 
     def forward(self, x):
-        self._check_input(x)
+        self._check_input(tuple(getattr(x, "shape", ())))
         x = self.features(x)
         x = self.avgpool(x)
         x = F.flatten(x, 1)
         return self.classifier(x)
 
-    def _check_input(self, x):
+    def layer_shapes(self, input_shape):
+        """(layer, its input shape, its output shape) for every layer, in the order forward
+        runs them, from the layers' hyperparameters alone: what a forward pass on an input
+        of ``input_shape`` (N, C, H, W) meets, without computing it or needing weights."""
+        shape = tuple(int(s) for s in input_shape)
+        self._check_input(shape)
+        for module in (*self.features, self.avgpool):
+            shape, before = module.output_shape(shape), shape
+            yield module, before, shape
+        shape = (shape[0], int(np.prod(shape[1:], dtype=np.int64)))  # F.flatten(x, 1)
+        for module in self.classifier:
+            shape, before = module.output_shape(shape), shape
+            yield module, before, shape
+
+    def _check_input(self, shape):
         """Name the pool an image too small would reach with a 1-pixel side, before any work."""
-        shape = tuple(getattr(x, "shape", ()))
         if len(shape) != 4:
             return  # the first convolution explains the expected (N, C, H, W)
         height, width = shape[2:]

@@ -1,6 +1,9 @@
 """The layers VGG is built from, with PyTorch's parameter names and shapes."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import numpy as np
 
 from .. import functional as F
@@ -11,8 +14,49 @@ from . import init
 from .module import Module, Parameter
 
 
+_SHAPES_ONLY = contextvars.ContextVar("shapes_only", default=False)
+
+
+@contextlib.contextmanager
+def shapes_only():
+    """Layers built inside hold weights of the right shapes and dtypes that take no memory:
+    one zero seen through every index (a read-only broadcast), left uninitialised. Such a
+    model describes a network (its layers, shapes and parameter counts; see
+    ``tinyvgg.summary.vgg_summary``) without the 528 MiB that VGG-16's weights take in
+    float32; it is not one to run or train, and any write into its weights fails."""
+    token = _SHAPES_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _SHAPES_ONLY.reset(token)
+
+
 def _empty(shape, dtype):
+    if _SHAPES_ONLY.get():
+        return np.broadcast_to(np.zeros((), dtype=np.dtype(dtype)), shape)
     return np.zeros(shape, dtype=np.dtype(dtype))
+
+
+def _initialise(weight, bias):
+    if not _SHAPES_ONLY.get():
+        init.default_(weight, bias)
+
+
+def _check_rank(layer, input_shape, ndim: int, layout: str) -> tuple:
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != ndim:
+        raise ValueError(f"{layer._describe()}: input must be {ndim}-D {layout}, "
+                         f"got shape {shape}")
+    return shape
+
+
+class _SameShape:
+    """For layers whose output has their input's shape."""
+
+    def output_shape(self, input_shape) -> tuple:
+        """The output's shape for an input of ``input_shape``, from the hyperparameters
+        alone: elementwise or per channel, the input's own."""
+        return tuple(int(s) for s in input_shape)
 
 
 def _check_dtype(layer, dtype):
@@ -38,7 +82,16 @@ class _Conv(Module):
         kernel_major = _empty((out_channels, k, k, in_channels), dtype)
         self.weight = Parameter(kernel_major.transpose(0, 3, 1, 2))
         self.bias = Parameter(_empty((out_channels,), dtype)) if bias else None
-        init.default_(self.weight, self.bias)
+        _initialise(self.weight, self.bias)
+
+    def output_shape(self, input_shape) -> tuple:
+        """The output's shape for an input of ``input_shape``, from the hyperparameters
+        alone: (N, out_channels, H, W), stride 1 and the padding that keeps the size."""
+        n, c, h, w = _check_rank(self, input_shape, 4, "(N, C, H, W)")
+        if c != self.in_channels:
+            raise ValueError(f"{self._describe()}: input has {c} channels but the layer "
+                             f"expects {self.in_channels} (input shape {(n, c, h, w)})")
+        return (n, self.out_channels, h, w)
 
     def extra_repr(self):
         return f"{self.in_channels}, {self.out_channels}" + ("" if self.bias is not None
@@ -74,10 +127,19 @@ class Linear(Module):
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(_empty((out_features, in_features), dtype))
         self.bias = Parameter(_empty((out_features,), dtype)) if bias else None
-        init.default_(self.weight, self.bias)
+        _initialise(self.weight, self.bias)
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
+
+    def output_shape(self, input_shape) -> tuple:
+        """The output's shape for an input of ``input_shape``: the last axis becomes
+        out_features."""
+        shape = tuple(int(s) for s in input_shape)
+        if not shape or shape[-1] != self.in_features:
+            raise ValueError(f"{self._describe()}: input must end in in_features = "
+                             f"{self.in_features}, got input shape {shape}")
+        return shape[:-1] + (self.out_features,)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}" + \
@@ -90,13 +152,21 @@ class MaxPool2x2(Module):
     def forward(self, x):
         return F.maxpool2x2(x)
 
+    def output_shape(self, input_shape) -> tuple:
+        """The output's shape for an input of ``input_shape``: H and W halved, rounded down."""
+        n, c, h, w = _check_rank(self, input_shape, 4, "(N, C, H, W)")
+        if h < 2 or w < 2:
+            raise ValueError(f"{self._describe()}: input must be at least 2x2 in H and W, "
+                             f"got shape {(n, c, h, w)}")
+        return (n, c, h // 2, w // 2)
 
-class ReLU(Module):
+
+class ReLU(_SameShape, Module):
     def forward(self, x):
         return F.relu(x)
 
 
-class Tanh(Module):
+class Tanh(_SameShape, Module):
     def forward(self, x):
         return F.tanh(x)
 
@@ -108,6 +178,16 @@ class Flatten(Module):
 
     def forward(self, x):
         return F.flatten(x, self.start_dim)
+
+    def output_shape(self, input_shape) -> tuple:
+        """The output's shape for an input of ``input_shape``: the axes from start_dim on
+        merged into one."""
+        shape = tuple(int(s) for s in input_shape)
+        if not -len(shape) <= self.start_dim < len(shape):
+            raise ValueError(f"{self._describe()}: start_dim must index one of the input's "
+                             f"{len(shape)} axes, got input shape {shape}")
+        start = self.start_dim % len(shape)
+        return shape[:start] + (int(np.prod(shape[start:], dtype=np.int64)),)
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}"
@@ -121,11 +201,16 @@ class AdaptiveAvgPool2d(Module):
     def forward(self, x):
         return F.adaptive_avg_pool2d(x, self.output_size)
 
+    def output_shape(self, input_shape) -> tuple:
+        """The output's shape for an input of ``input_shape``: (N, C) and output_size."""
+        n, c, _, _ = _check_rank(self, input_shape, 4, "(N, C, H, W)")
+        return (n, c) + tuple(self.output_size)
+
     def extra_repr(self):
         return f"output_size={self.output_size}"
 
 
-class Dropout(Module):
+class Dropout(_SameShape, Module):
     """Inverted dropout in training mode, identity in eval mode; ``p`` = drop probability."""
 
     def __init__(self, p: float = 0.5):
@@ -162,11 +247,20 @@ class BatchNorm2d(Module):
             self.num_batches_tracked += 1
         return y
 
+    def output_shape(self, input_shape) -> tuple:
+        """The output's shape for an input of ``input_shape``: the input's, whose channels
+        are the num_features normalised."""
+        shape = _check_rank(self, input_shape, 4, "(N, C, H, W)")
+        if shape[1] != self.num_features:
+            raise ValueError(f"{self._describe()}: input has {shape[1]} channels but the "
+                             f"layer normalises {self.num_features} (input shape {shape})")
+        return shape
+
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 
-class LocalResponseNorm(Module):
+class LocalResponseNorm(_SameShape, Module):
     """Local response normalisation across ``size`` neighbouring channels
     (``torch.nn.LocalResponseNorm``); no parameters."""
 
