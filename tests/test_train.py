@@ -114,7 +114,6 @@ def test_warm_restarts_leave_a_snapshot_per_cycle(digits_dir, tmp_path):
 
 
 def test_outputs_metrics_csv_json_and_curves(digits_dir, tmp_path):
-    pytest.importorskip("matplotlib")
     train(small_config(digits_dir, tmp_path, dtype="float32"), progress=False, log=lambda m: 0)
     csv_lines = (tmp_path / "metrics.csv").read_text().splitlines()
     assert csv_lines[0].startswith("epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy")
@@ -559,7 +558,7 @@ def test_eval_and_the_ensemble_of_snapshots(digits_dir, tmp_path, capsys):
 
 
 def test_predict_reads_image_files(digits_dir, tmp_path, capsys):
-    Image = pytest.importorskip("PIL.Image")
+    from PIL import Image
     train(small_config(digits_dir, tmp_path, epochs=1, dtype="float32"), progress=False,
           log=lambda m: 0)
     images, labels = make_digits(3, seed=9)
@@ -583,8 +582,7 @@ def test_predict_reads_image_files(digits_dir, tmp_path, capsys):
 def digit_picture(light_on_dark: bool, seed: int, size: int = 64):
     """A hand-drawn-looking 7 (two thick strokes) on a noisy background, as a PIL image:
     light strokes on a dark background like MNIST's, or dark ink on light paper."""
-    Image = pytest.importorskip("PIL.Image")
-    ImageDraw = pytest.importorskip("PIL.ImageDraw")
+    from PIL import Image, ImageDraw
     rng = np.random.default_rng(seed)
     picture = Image.fromarray(rng.integers(0, 50, (size, size)).astype(np.uint8))
     draw = ImageDraw.Draw(picture)
@@ -685,7 +683,7 @@ def test_training_on_the_gpu_follows_the_cpu(digits_dir, tmp_path):
 def test_training_on_an_image_folder_with_the_papers_augmentation(tmp_path, capsys):
     """The ImageNet layout, multi-scale training (S in [36, 44], 32x32 crops), flips and
     the RGB colour shift; then predict on one of the files."""
-    Image = pytest.importorskip("PIL.Image")
+    from PIL import Image
     rng = np.random.default_rng(0)
     colours = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
     for split, count in (("train", 12), ("test", 4)):

@@ -75,21 +75,22 @@ class OutputWriteError(OSError):
     could not be written; the message names it and says why."""
 
 
-def non_finite_entries(arrays) -> list[str]:
-    """The names of the floating-point arrays in the mapping ``arrays`` that hold a NaN or
-    an infinity."""
-    return [key for key, value in arrays.items()
-            if np.asarray(value).dtype.kind in "fc" and not np.isfinite(value).all()]
+def non_finite_state(model_state, optimizer_state) -> str:
+    """The names of the floating-point arrays of a model's and an optimiser's state that
+    hold a NaN or an infinity ("features.5.running_var, ... and 4 more"), or ""."""
+    def bad(arrays):
+        return [key for key, value in arrays.items()
+                if np.asarray(value).dtype.kind in "fc" and not np.isfinite(value).all()]
+    names = bad(model_state) + [f"optimizer/{key}" for key in bad(optimizer_state)]
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def require_finite(path, checkpoint) -> None:
     """Refuse a checkpoint whose weights, batch-norm statistics or SGD velocities are not
     all finite (written by a run that diverged before they were checked)."""
-    bad = non_finite_entries(checkpoint.model) + [
-        f"optimizer/{key}" for key in non_finite_entries(checkpoint.optimizer)]
+    bad = non_finite_state(checkpoint.model, checkpoint.optimizer)
     if bad:
-        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        raise CheckpointError(f"checkpoint {path}: {shown} hold NaN or infinite values (the "
+        raise CheckpointError(f"checkpoint {path}: {bad} hold NaN or infinite values (the "
                               f"run that wrote it had diverged); it cannot be used")
 
 
@@ -510,11 +511,9 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
     def save(path, epoch_, batch_, when: str, test=None):
         """Write a checkpoint of the run at (epoch_, batch_), once its state is checked."""
         model_state, optimizer_state = model.state_dict(), optimizer.state_dict()
-        bad = non_finite_entries(model_state) + [
-            f"optimizer/{key}" for key in non_finite_entries(optimizer_state)]
+        bad = non_finite_state(model_state, optimizer_state)
         if bad:
-            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-            raise diverged(f"{shown} became NaN or infinite {when}")
+            raise diverged(f"{bad} became NaN or infinite {when}")
         meta_ = checkpoint_meta(epoch_, batch_)
         if test is not None:
             meta_["test"] = test
