@@ -97,12 +97,11 @@ RESUMABLE_OVERRIDES = ("epochs", "device", "prefetch")
 
 
 def _train(args, parser) -> int:
-    from .checkpoint import load_checkpoint
-    from .train import TrainConfig, TrainingDiverged, train
+    from .train import TrainConfig, TrainingDiverged, load_run_checkpoint, train
     given = {k: v for k, v in vars(args).items()
              if k in TrainConfig.__dataclass_fields__ and v is not None}
     if args.resume:
-        saved = load_checkpoint(args.resume).meta["config"]
+        saved = load_run_checkpoint(args.resume).meta["config"]
         fixed = {k: v for k, v in given.items()
                  if k not in RESUMABLE_OVERRIDES and k != "out" and v != saved.get(k)}
         if fixed:

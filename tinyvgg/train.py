@@ -26,6 +26,7 @@ import csv
 import io
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -37,7 +38,8 @@ import numpy as np
 from . import backend
 from . import functional as F
 from . import optim, random
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import (RESUME_META, CheckpointError, load_checkpoint,
+                         read_checkpoint_meta, save_checkpoint)
 from .data import transforms as T
 from .data.datasets import load_dataset
 from .data.loader import DataLoader
@@ -54,6 +56,12 @@ SCHEDULES = ("constant", "step", "plateau", "cosine", "warm-restarts")
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+#: the types TrainConfig's annotations name, and how messages name them
+_CONFIG_TYPES = {"str": (str, "a string"), "int": (int, "an integer"),
+                 "float": ((int, float), "a number"), "bool": (bool, "True or False"),
+                 "None": (type(None), "None")}
 
 
 @dataclass
@@ -90,11 +98,15 @@ class TrainConfig:
     out: str | None = None
 
     def __post_init__(self):
+        for name in ("data_dir", "out"):  # a Path works, and is stored as JSON's string
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
         self.validate()
 
     def validate(self):
         def fail(message):
             raise ValueError(f"train: {message}")
+        self._check_types()
         if self.epochs < 1:
             fail(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -125,6 +137,16 @@ class TrainConfig:
             fail("Nesterov momentum needs --momentum > 0")
         parse_augment(self.augment, self.dataset)
         backend.check_device(self.device)
+
+    def _check_types(self):
+        """Each field holds the type its annotation names (an int does for a float; a bool
+        is no number): a run's settings may come from a JSON file."""
+        for f in fields(self):
+            value, allowed = getattr(self, f.name), f.type.split(" | ")
+            kinds = tuple(_CONFIG_TYPES[name][0] for name in allowed)
+            if not isinstance(value, kinds) or (isinstance(value, bool) and "bool" not in allowed):
+                expected = " or ".join(_CONFIG_TYPES[name][1] for name in allowed)
+                raise TypeError(f"train: {f.name} must be {expected}, got {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -394,7 +416,7 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
     began = time.perf_counter()
     meta = None
     if resume is not None:
-        checkpoint = load_checkpoint(resume)
+        checkpoint = load_run_checkpoint(resume, config.epochs)
         meta = checkpoint.meta
     out = config.output_dir
     data = prepare_data(config)
@@ -576,13 +598,43 @@ class TrainedModel:
     path: Path
 
 
+def saved_config(meta: dict, path, **changes) -> TrainConfig:
+    """The TrainConfig stored in checkpoint ``path``'s ``meta`` (with ``changes``); a
+    setting of the wrong type or value is a CheckpointError naming the file."""
+    try:
+        return TrainConfig.from_dict({**meta["config"], **changes})
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path}: its run's settings are invalid: "
+                              f"{str(error).removeprefix('train: ')}") from None
+
+
+def load_run_checkpoint(path, epochs: int | None = None):
+    """The checkpoint to continue a run from, checked before any training: it holds what
+    resuming reads back and its settings are valid; given ``epochs``, the length of the
+    continued run, some of it is left after where the checkpoint stands."""
+    checkpoint = load_checkpoint(path, require=RESUME_META)
+    saved_config(checkpoint.meta, path, device="cpu")  # the run's GPU may be elsewhere
+    epoch, batch = checkpoint.meta["epoch"], checkpoint.meta["batch"]
+    if epochs is not None and (epoch, batch) >= (epochs, 0):
+        raise CheckpointError(f"checkpoint {path}: the run stands at epoch {epoch}, batch "
+                              f"{batch}, and ends after epoch {epochs}: nothing is left to "
+                              f"train; give --epochs with more than {epoch} to continue it")
+    return checkpoint
+
+
 def load_trained(path, device: str = "cpu") -> TrainedModel:
-    """A model from a training checkpoint (``checkpoint.npz`` or a snapshot)."""
-    checkpoint = load_checkpoint(path)
-    config = TrainConfig.from_dict({**checkpoint.meta["config"], "device": device})
-    info = checkpoint.meta["data"]
+    """A model from a training checkpoint (``checkpoint.npz`` or a snapshot); the stored
+    weights' shapes are checked against the model before they are read."""
+    meta = read_checkpoint_meta(path, require=("config", "data"))
+    config = saved_config(meta, path, device=device)
+    info = meta["data"]
     model = build_model(config, len(info["classes"]), info["in_channels"])
-    model.load_state_dict(checkpoint.model)
+    shapes = {name: array.shape for name, array in model.state_dict().items()}
+    checkpoint = load_checkpoint(path, require=("config", "data"), model_shapes=shapes)
+    try:
+        model.load_state_dict(checkpoint.model)
+    except ValueError as error:
+        raise CheckpointError(f"checkpoint {path}: {error}") from None
     return TrainedModel(model.to(device).eval(), config, info, Path(path))
 
 

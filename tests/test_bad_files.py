@@ -1,0 +1,214 @@
+"""Files given to the commands: a damaged, hostile or misnamed checkpoint, image or data
+folder is refused, before any training, with one line that names the file and says what
+is wrong with it; the files already there stay as they were."""
+import io
+import json
+import re
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+
+from test_train import digits_dir, small_config  # noqa: F401 (digits_dir is a fixture)
+from tinyvgg.checkpoint import CheckpointError
+from tinyvgg.cli import main
+from tinyvgg.train import TrainConfig, load_trained, train
+
+
+@pytest.fixture(scope="module")
+def finished(digits_dir, tmp_path_factory):  # noqa: F811
+    """The checkpoint of a finished one-epoch run."""
+    out = tmp_path_factory.mktemp("finished")
+    train(small_config(digits_dir, out, epochs=1, dtype="float32"), progress=False,
+          log=lambda m: 0)
+    return out / "checkpoint.npz"
+
+
+def stored(path):
+    """(arrays, meta) of a checkpoint, read by NumPy directly: the tests' own files."""
+    with np.load(path) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    return arrays, json.loads(str(arrays.pop("meta")[()]))
+
+
+def write_checkpoint(path, arrays, meta):
+    np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+    return path
+
+
+def cli_error(argv, capsys) -> str:
+    """The one line a command that must fail prints, after checking it exits with 2."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error
+    return error
+
+
+def resume(path):
+    return ["train", "--resume", str(path), "--epochs", "2", "--no-progress"]
+
+
+def evaluate(path):
+    return ["eval", str(path)]
+
+
+def without(key):
+    return lambda meta: {k: v for k, v in meta.items() if k != key}
+
+
+def setting(path, value):
+    def change(meta):
+        entry = meta
+        for name in path[:-1]:
+            entry = entry[name]
+        entry[path[-1]] = value
+        return meta
+    return change
+
+
+@pytest.mark.parametrize("change, commands, message", [
+    (without("config"), (resume, evaluate),
+     "its metadata has no 'config', which tinyvgg train writes into every checkpoint"),
+    (without("scheduler"), (resume,), "its metadata has no 'scheduler'"),
+    (without("data"), (evaluate,), "its metadata has no 'data'"),
+    (setting(("config", "width"), "abc"), (resume, evaluate),
+     "its run's settings are invalid: width must be a number, got 'abc'"),
+    (setting(("config", "lr"), -1.0), (resume, evaluate),
+     "its run's settings are invalid: learning rate must be a positive number, got -1.0"),
+    (setting(("epoch",), "1"), (resume,), "meta entry 'epoch' must be a whole number >= 0, "
+                                          "got '1'"),
+    (setting(("epoch",), 99), (resume, evaluate),
+     "it stands at epoch 99, batch 0, past the end of its run (epochs = 1)"),
+    (setting(("sums",), []), (resume,), "meta entry 'sums' must be an object with loss, "
+                                        "correct and count, got []"),
+    (setting(("history",), [{"epoch": 1}]), (resume,), "meta entry 'history' must be a list"),
+    (setting(("data", "in_channels"), "1"), (evaluate,), "meta entry 'data' must be an object"),
+    (setting(("data", "std"), [0.0]), (evaluate,), "std > 0"),
+    (lambda meta: [meta], (resume, evaluate), "its metadata must be a JSON object, got list"),
+], ids=["no config", "no scheduler", "no data", "width abc", "lr -1", "epoch text",
+        "epoch 99", "sums list", "history row", "in_channels text", "std 0", "meta list"])
+def test_malformed_metadata_is_refused_naming_the_file(finished, tmp_path, capsys, change,
+                                                       commands, message):
+    arrays, meta = stored(finished)
+    path = write_checkpoint(tmp_path / "checkpoint.npz", arrays, change(meta))
+    before = path.read_bytes()
+    for command in commands:
+        argv = command(path)
+        error = cli_error(argv, capsys)
+        assert error.startswith(f"tinyvgg {argv[0]}: checkpoint {path}: "), error
+        assert message in error, error
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.npz"]
+    assert path.read_bytes() == before
+
+
+def test_resuming_a_finished_run_without_more_epochs_is_refused(finished, digits_dir,  # noqa: F811
+                                                                tmp_path, capsys):
+    path = tmp_path / "checkpoint.npz"
+    shutil.copy(finished, path)
+    error = cli_error(["train", "--resume", str(path), "--no-progress"], capsys)
+    assert error == (f"tinyvgg train: checkpoint {path}: the run stands at epoch 1, batch 0, "
+                     f"and ends after epoch 1: nothing is left to train; give --epochs with "
+                     f"more than 1 to continue it\n")
+    with pytest.raises(CheckpointError, match="nothing is left to train"):
+        train(small_config(digits_dir, tmp_path, epochs=1, dtype="float32"), resume=path,
+              progress=False, log=lambda m: 0)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.npz"]
+
+
+def npy_header(shape, dtype="<f4") -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False,
+                                                  "shape": shape})
+    return buffer.getvalue()
+
+
+def with_member_replaced(source, target, name, write):
+    """A copy of the checkpoint ``source`` whose member ``name`` ``write(archive, info)``
+    writes instead."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            if info.filename == name:
+                write(new, zipfile.ZipInfo(name))
+            else:
+                new.writestr(info, old.read(info))
+    return target
+
+
+def test_an_array_header_declaring_terabytes_is_refused_before_allocating(finished, tmp_path,
+                                                                          capsys):
+    def terabytes(archive, info):
+        archive.writestr(info, npy_header((10**12,)) + bytes(range(64)))
+    path = with_member_replaced(finished, tmp_path / "huge.npz", "model/features.0.weight.npy",
+                                terabytes)
+    error = cli_error(evaluate(path), capsys)
+    assert error == (f"tinyvgg eval: checkpoint {path}: model/features.0.weight.npy: its header "
+                     f"declares shape (1000000000000,) of float32 (4.0 TB), but the member "
+                     f"holds 64 bytes of data\n")
+
+
+def test_a_zip_bomb_is_refused_before_inflating(finished, tmp_path, capsys):
+    """64 MB of zeros deflate to 64 KB, in a file of some 400 KB."""
+    def bomb(archive, info):
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with archive.open(info, "w") as member:
+            member.write(npy_header((16 * 2**20,)))
+            for _ in range(64):
+                member.write(bytes(2**20))
+    path = with_member_replaced(finished, tmp_path / "bomb.npz", "model/features.0.weight.npy",
+                                bomb)
+    error = cli_error(evaluate(path), capsys)
+    assert re.fullmatch(rf"tinyvgg eval: checkpoint {re.escape(str(path))}: its members would "
+                        rf"inflate to 6\d\.\d MB, \d+ times the file's \d+\.\d KB; more than "
+                        rf"100 times is refused \(a zip bomb\?\)\n", error), error
+
+
+def test_weights_of_the_wrong_shape_are_refused_before_they_are_read(finished, tmp_path,
+                                                                     capsys, monkeypatch):
+    arrays, meta = stored(finished)
+    expected = arrays["model/features.0.weight"].shape
+    wrong = (2 * expected[0],) + expected[1:]
+    arrays["model/features.0.weight"] = np.random.default_rng(0).standard_normal(wrong)
+    path = write_checkpoint(tmp_path / "checkpoint.npz", arrays, meta)
+    shapes_read = []
+    read_array = np.lib.format.read_array
+
+    def recording_read_array(*args, **kwargs):
+        array = read_array(*args, **kwargs)
+        shapes_read.append(array.shape)
+        return array
+    monkeypatch.setattr(np.lib.format, "read_array", recording_read_array)
+    error = cli_error(evaluate(path), capsys)
+    assert error == (f"tinyvgg eval: checkpoint {path}: wrong shapes: model/features.0.weight: "
+                     f"expected {expected}, found {wrong}\n")
+    assert wrong not in shapes_read
+
+
+def test_weights_missing_from_a_checkpoint_are_named_with_the_file(finished, tmp_path):
+    arrays, meta = stored(finished)
+    del arrays["model/features.0.bias"]
+    path = write_checkpoint(tmp_path / "checkpoint.npz", arrays, meta)
+    with pytest.raises(CheckpointError, match=rf"checkpoint {re.escape(str(path))}: "
+                                              rf"load_state_dict into VGG: missing keys: "
+                                              rf"features.0.bias$"):
+        load_trained(path)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"width": "abc"}, "width must be a number, got 'abc'"),
+    ({"epochs": 2.5}, "epochs must be an integer, got 2.5"),
+    ({"epochs": True}, "epochs must be an integer, got True"),
+    ({"batch_norm": "yes"}, "batch_norm must be True or False, got 'yes'"),
+    ({"data_dir": 3}, "data_dir must be a string or None, got 3")])
+def test_settings_of_the_wrong_type_are_refused(changes, message):
+    with pytest.raises(TypeError, match=f"^train: {re.escape(message)}$"):
+        TrainConfig(**changes)
+
+
+def test_paths_as_settings_are_kept_as_text_for_the_json_files(tmp_path):
+    config = TrainConfig(data_dir=tmp_path / "data", out=tmp_path / "run")
+    assert config.data_dir == str(tmp_path / "data") and config.out == str(tmp_path / "run")
+    assert json.loads(json.dumps(config.to_dict()))["out"] == str(tmp_path / "run")
