@@ -5,7 +5,9 @@ import io
 import json
 import re
 import shutil
+import struct
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -212,3 +214,64 @@ def test_paths_as_settings_are_kept_as_text_for_the_json_files(tmp_path):
     config = TrainConfig(data_dir=tmp_path / "data", out=tmp_path / "run")
     assert config.data_dir == str(tmp_path / "data") and config.out == str(tmp_path / "run")
     assert json.loads(json.dumps(config.to_dict()))["out"] == str(tmp_path / "run")
+
+
+# --- misnamed files: the CLI's messages --------------------------------------------------
+
+def test_a_data_dir_that_is_a_file_says_so(tmp_path, capsys):
+    path = tmp_path / "digits.csv"
+    path.write_text("0,1,2\n")
+    for dataset, message in (("mnist", f"no train data in {path} (it is a file, not a folder)"),
+                             ("folder", f"{path} is a file, not a folder")):
+        error = cli_error(["train", "--dataset", dataset, "--data-dir", str(path),
+                           "--out", str(tmp_path / "run"), "--no-progress"], capsys)
+        assert message in error and "does not exist" not in error, error
+        assert not (tmp_path / "run").exists()
+
+
+def test_a_directory_given_as_a_checkpoint_says_so(tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    expected = f"checkpoint {folder}: is a directory, expected a checkpoint file (.npz)\n"
+    for argv in (["eval", str(folder)], ["eval", str(folder), str(folder), "--ensemble"],
+                 ["predict", str(folder), str(tmp_path / "x.png")],
+                 ["train", "--resume", str(folder), "--no-progress"]):
+        assert cli_error(argv, capsys) == f"tinyvgg {argv[0]}: {expected}"
+
+
+def test_predict_names_an_image_it_cannot_read_once(finished, tmp_path, capsys):
+    missing, folder = tmp_path / "missing.png", tmp_path / "images"
+    folder.mkdir()
+    assert cli_error(["predict", str(finished), str(missing)], capsys) == \
+        f"tinyvgg predict: cannot read image {missing}: no such file\n"
+    assert cli_error(["predict", str(finished), str(folder)], capsys) == \
+        f"tinyvgg predict: cannot read image {folder}: is a directory, expected an image file\n"
+
+
+def test_predict_refuses_an_image_that_claims_too_many_pixels(finished, tmp_path, capsys):
+    pytest.importorskip("PIL.Image")
+
+    def chunk(kind, data):
+        checksum = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + checksum
+    # a PNG of 30000 x 30000 grey pixels, as far as its header goes
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    path = tmp_path / "huge.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    error = cli_error(["predict", str(finished), str(path)], capsys)
+    assert error.startswith(f"tinyvgg predict: cannot read image {path}: Image size "
+                            f"(900000000 pixels) exceeds limit"), error
+
+
+def test_eval_of_a_pattern_that_matched_nothing_says_so(finished, tmp_path, capsys):
+    pattern = tmp_path / "snapshot-epoch*.npz"
+    assert cli_error(["eval", str(pattern), "--ensemble"], capsys) == (
+        f"tinyvgg eval: no file matches {pattern} (a shell passes on a pattern that matches "
+        f"nothing as it is)\n")
+    missing = tmp_path / "snapshot-epoch001.npz"
+    assert cli_error(["eval", str(missing), "--ensemble"], capsys) == \
+        f"tinyvgg eval: checkpoint {missing}: no such file\n"
+    assert cli_error(["predict", str(finished), str(tmp_path / "digit?.png")], capsys) == (
+        f"tinyvgg predict: no file matches {tmp_path / 'digit?.png'} (a shell passes on a "
+        f"pattern that matches nothing as it is)\n")
+    assert "give at least two" in cli_error(["eval", str(finished), "--ensemble"], capsys)

@@ -43,7 +43,7 @@ from .checkpoint import (RESUME_META, CheckpointError, load_checkpoint,
 from .data import transforms as T
 from .data.datasets import load_dataset
 from .data.loader import DataLoader
-from .fileio import atomic_write
+from .fileio import atomic_write, require_file
 from .models import vgg
 from .plotting import pyplot, save_png
 from .models.imagenet import softmax
@@ -690,11 +690,12 @@ def read_image_file(path, in_channels: int) -> np.ndarray:
     except ImportError:
         raise ImportError('predict: reading image files needs Pillow; '
                           'install it with: pip install -e ".[data]"') from None
+    require_file(path, "predict: cannot read image", "an image file")
     try:
         with Image.open(path) as image:
             image = image.convert("L" if in_channels == 1 else "RGB")
             array = np.asarray(image, dtype=np.uint8)
-    except OSError as error:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"predict: cannot read image {path}: {error}") from None
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
