@@ -68,6 +68,13 @@ def test_conv_rejects_a_weight_without_channels(conv, k, c_out, c_in):
         conv(t(2, c_in, 5, 5), t(c_out, c_in, k, k))
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 0, 4), (2, 3, 4, 0)])
+def test_adaptive_pool_rejects_an_image_without_pixels(shape):
+    """Its bins would average no pixels: no answer, where zeros came out."""
+    with raises(ValueError, "adaptive_avg_pool2d", "expected H, W >= 1", f"got shape {shape}"):
+        F.adaptive_avg_pool2d(t(*shape), 2)
+
+
 def test_an_empty_batch_gives_empty_results_and_zero_gradients():
     """N = 0 is the one zero-size axis the image ops take, as in PyTorch."""
     x = leaf(randn(0, (0, 3, 6, 6)))

@@ -262,6 +262,7 @@ class AdaptiveAvgPool2d(Function):
     @staticmethod
     def forward(ctx, x, output_size):
         _check_pool_input("adaptive_avg_pool2d", x)
+        checks.image_size("adaptive_avg_pool2d", x, 1)  # a bin of no pixels has no mean
         Ho, Wo = normalize_output_size("adaptive_avg_pool2d", output_size)
         if (Ho, Wo) == x.shape[2:]:
             # Every bin is one pixel (VGG's 7x7 pool at 224x224): nothing to compute or store.
