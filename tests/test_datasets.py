@@ -237,6 +237,18 @@ def test_load_idx_dir_names_the_files_it_looked_for(tmp_path):
         load_idx_dir(tmp_path, "val")
 
 
+def test_a_data_folder_that_is_a_file_is_called_one(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 64, np.uint8).tobytes())
+    with pytest.raises(DatasetNotFoundError, match=r"load_idx_dir: no train data in "
+                                                   r".*train-images-idx3-ubyte \(it is a "
+                                                   r"file, not a folder\)"):
+        load_idx_dir(path, "train")
+    with pytest.raises(DatasetNotFoundError, match=r"load_image_folder: .*train-images-idx3-"
+                                                   r"ubyte is a file, not a folder$"):
+        load_image_folder(path, "train")
+
+
 def test_load_idx_dir_refuses_files_that_do_not_belong_together(tmp_path):
     write_mnist_dir(tmp_path)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(3, np.uint8))

@@ -1,5 +1,6 @@
 """Bad input is rejected with the right exception type and a message that names the op
 (or layer) and the expected and actual values."""
+import math
 import re
 
 import numpy as np
@@ -9,6 +10,7 @@ import tinyvgg as tv
 from helpers import leaf, randn
 from tinyvgg import functional as F
 from tinyvgg import nn
+from tinyvgg.ops.conv_ladder import CONV3X3_CPU, conv3x3_backward, conv3x3_forward
 
 
 def t(*shape, dtype=np.float32):
@@ -37,6 +39,69 @@ def test_conv_rejects_channel_mismatch():
 def test_conv_rejects_weight_of_the_wrong_kernel_size(conv, weight_shape, expected):
     with raises(ValueError, conv.__name__, expected, f"got {weight_shape}"):
         conv(t(1, 3, 5, 5), t(*weight_shape))
+
+
+@pytest.mark.parametrize("conv, weight_shape", [(F.conv3x3, (4, 3, 3, 3)),
+                                                 (F.conv1x1, (4, 3, 1, 1))],
+                         ids=["conv3x3", "conv1x1"])
+@pytest.mark.parametrize("shape", [(1, 3, 0, 5), (2, 3, 5, 0), (1, 3, 0, 0)])
+def test_conv_rejects_an_image_without_pixels(conv, weight_shape, shape):
+    """As PyTorch does: an empty image has no 3x3 neighbourhoods to convolve."""
+    with raises(ValueError, conv.__name__, "expected H, W >= 1", f"got shape {shape}"):
+        conv(t(*shape), t(*weight_shape))
+
+
+@pytest.mark.parametrize("name", list(CONV3X3_CPU) + ["auto"])
+def test_every_conv3x3_rung_shares_the_check_for_an_image_without_pixels(name):
+    x, w = randn(0, (2, 3, 0, 6)), randn(1, (4, 3, 3, 3))
+    with raises(ValueError, "conv3x3_forward", "expected H, W >= 1", "got shape (2, 3, 0, 6)"):
+        conv3x3_forward(x, w, implementation=name)
+    with raises(ValueError, "conv3x3_backward", "expected H, W >= 1"):
+        conv3x3_backward(x, w, randn(2, (2, 4, 0, 6)), implementation=name)
+
+
+@pytest.mark.parametrize("conv, k", [(F.conv3x3, 3), (F.conv1x1, 1)], ids=["conv3x3", "conv1x1"])
+@pytest.mark.parametrize("c_out, c_in", [(0, 3), (4, 0)])
+def test_conv_rejects_a_weight_without_channels(conv, k, c_out, c_in):
+    with raises(ValueError, conv.__name__, "at least one output and one input channel",
+                f"got shape ({c_out}, {c_in}, {k}, {k})"):
+        conv(t(2, c_in, 5, 5), t(c_out, c_in, k, k))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 0, 4), (2, 3, 4, 0)])
+def test_adaptive_pool_rejects_an_image_without_pixels(shape):
+    """Its bins would average no pixels: no answer, where zeros came out."""
+    with raises(ValueError, "adaptive_avg_pool2d", "expected H, W >= 1", f"got shape {shape}"):
+        F.adaptive_avg_pool2d(t(*shape), 2)
+
+
+def test_an_empty_batch_gives_empty_results_and_zero_gradients():
+    """N = 0 is the one zero-size axis the image ops take, as in PyTorch."""
+    x = leaf(randn(0, (0, 3, 6, 6)))
+    w3, w1 = leaf(randn(1, (4, 3, 3, 3))), leaf(randn(2, (5, 4, 1, 1)))
+    y = F.maxpool2x2(F.conv1x1(F.conv3x3(x, w3), w1))
+    assert y.shape == (0, 5, 3, 3)
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+    np.testing.assert_array_equal(w3.grad, np.zeros_like(w3.data))
+    np.testing.assert_array_equal(w1.grad, np.zeros_like(w1.data))
+
+
+@pytest.mark.parametrize("x_shape, w_shape", [((0, 5), (2, 5)), ((0, 4, 5), (2, 5)),
+                                              ((3, 0), (2, 0)), ((3, 5), (0, 5))],
+                         ids=["no rows", "no rows 3-D", "no in_features", "no out_features"])
+def test_linear_with_a_zero_size_axis_follows_its_definition(x_shape, w_shape):
+    """y = x W^T + b holds for empty sums too: no in_features leaves the bias."""
+    x, w, b = leaf(randn(0, x_shape)), leaf(randn(1, w_shape)), leaf(randn(2, w_shape[:1]))
+    y = F.linear(x, w, b)
+    np.testing.assert_allclose(y.data, x.data @ w.data.T + b.data)
+    g = randn(3, y.shape)
+    y.backward(g)
+    np.testing.assert_allclose(x.grad, g @ w.data)
+    n = math.prod(x_shape[:-1])
+    rows, g_rows = x.data.reshape(n, w_shape[1]), g.reshape(n, w_shape[0])
+    np.testing.assert_allclose(w.grad, g_rows.T @ rows)
+    np.testing.assert_allclose(b.grad, g_rows.sum(axis=0))
 
 
 def test_conv_rejects_bias_of_wrong_shape():

@@ -279,3 +279,33 @@ def test_linear_on_every_gemm_kernel_equals_the_cpu_path(kernel, dtype, select):
         results[device] = [y.numpy()] + [tv.backend.to_numpy(t.grad) for t in tensors]
     for ours, expected in zip(results["cuda"], results["cpu"]):
         assert_close(ours, expected, rtol=RTOL[np.dtype(dtype)])
+
+
+@pytest.mark.parametrize("conv, weight_shape", [(F.conv3x3, (4, 3, 3, 3)),
+                                                 (F.conv1x1, (4, 3, 1, 1))],
+                         ids=["conv3x3", "conv1x1"])
+def test_an_image_without_pixels_is_refused_on_the_gpu_as_on_the_cpu(conv, weight_shape):
+    x, w = randn(0, (2, 3, 0, 5), np.float32), randn(1, weight_shape, np.float32)
+    messages = []
+    for device in ("cpu", "cuda"):
+        with pytest.raises(ValueError, match=r"expected H, W >= 1") as caught:
+            conv(tv.tensor(x, device=device), tv.tensor(w, device=device))
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize("x_shape, w_shape", [((0, 5), (2, 5)), ((3, 0), (2, 0)),
+                                              ((3, 5), (0, 5))],
+                         ids=["no rows", "no in_features", "no out_features"])
+def test_linear_with_a_zero_size_axis_equals_the_cpu_path(x_shape, w_shape):
+    arrays = [randn(0, x_shape), randn(1, w_shape), randn(2, w_shape[:1])]
+    g = randn(3, (x_shape[0], w_shape[0]))
+    results = {}
+    for device in ("cpu", "cuda"):
+        tensors = [tv.tensor(a, requires_grad=True, device=device) for a in arrays]
+        y = F.linear(*tensors)
+        y.backward(g)
+        results[device] = [y.numpy()] + [tv.backend.to_numpy(t.grad) for t in tensors]
+    for ours, expected in zip(results["cuda"], results["cpu"]):
+        assert ours.shape == expected.shape
+        assert_close(ours, expected, rtol=RTOL[np.dtype(np.float64)])

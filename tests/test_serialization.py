@@ -1,5 +1,6 @@
 """Weights in and out: .npz without pickle, atomic writes, and clear errors."""
 import io
+import re
 import zipfile
 
 import numpy as np
@@ -94,3 +95,75 @@ def test_npz_file_is_a_plain_zip_of_npy_arrays(tmp_path):
     assert header.startswith(b"\x93NUMPY")
     array = np.load(io.BytesIO(zipfile.ZipFile(path).read(names[0])), allow_pickle=False)
     assert array.shape == (8, 3, 3, 3)
+
+
+def npy_header(shape, dtype="<f4") -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False,
+                                                  "shape": shape})
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("shape, data, fragments", [
+    ((10**12,), 64, ("declares shape (1000000000000,) of float32 (4.0 TB)", "holds 64 bytes")),
+    ((10,), 20, ("declares shape (10,) of float32 (40 bytes)", "holds 20 bytes")),
+    ((10,), 44, ("declares shape (10,) of float32 (40 bytes)", "holds 44 bytes"))],
+    ids=["terabytes", "cut short", "trailing bytes"])
+def test_load_checks_each_array_header_against_its_member_before_allocating(tmp_path, shape,
+                                                                           data, fragments):
+    path = tmp_path / "w.npz"
+    payload = np.random.default_rng(0).standard_normal(data // 4 + 1).astype("<f4")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("features.0.weight.npy", npy_header(shape) + payload.tobytes()[:data])
+    with pytest.raises(ValueError, match="(?s)load .*w.npz: features.0.weight.npy: its header "
+                       + ".*".join(map(re.escape, fragments))):
+        tv.load(path)
+
+
+def test_load_refuses_a_zip_bomb_before_inflating_it(tmp_path, monkeypatch):
+    """32 MB of zeros deflate to 32 KB: a small file whose member claims a thousand times
+    its size."""
+    path = tmp_path / "bomb.npz"
+    info = zipfile.ZipInfo("features.0.weight.npy")
+    info.compress_type = zipfile.ZIP_DEFLATED
+    with zipfile.ZipFile(path, "w") as archive, archive.open(info, "w") as member:
+        member.write(npy_header((8 * 2**20,)))
+        for _ in range(32):
+            member.write(bytes(2**20))
+    assert path.stat().st_size < 100_000
+
+    def read_array(*args, **kwargs):
+        raise AssertionError("an array was read")
+    monkeypatch.setattr(np.lib.format, "read_array", read_array)
+    with pytest.raises(ValueError, match=r"bomb.npz: its members would inflate to 33.6 MB, "
+                                         r"\d+ times the file's .* \(a zip bomb\?\)"):
+        tv.load(path)
+
+
+def test_load_refuses_a_member_that_is_not_an_array(tmp_path):
+    path = tmp_path / "w.npz"
+    np.savez(path, w=np.random.default_rng(0).standard_normal(3))
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("notes.txt", "not an array")
+    with pytest.raises(ValueError, match="w.npz: member 'notes.txt' is not a .npy array"):
+        tv.load(path)
+
+
+def test_load_of_a_directory_says_it_is_one(tmp_path):
+    (tmp_path / "w.npz").mkdir()
+    with pytest.raises(ValueError, match=r"load .*w.npz: is a directory, expected a weights "
+                                         r"file \(.npz\)"):
+        tv.load(tmp_path / "w.npz")
+
+
+def test_load_reads_what_savez_compressed_writes(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {"fortran": np.asfortranarray(rng.standard_normal((3, 4)).astype(np.float32)),
+              "scalar": np.array(rng.standard_normal()), "mask": rng.random(5) > 0.5,
+              "empty": np.zeros((0, 3), np.int64), "steps": rng.integers(0, 9, 4, np.uint8)}
+    np.savez_compressed(tmp_path / "w.npz", **arrays)
+    loaded = tv.load(tmp_path / "w.npz")
+    assert list(loaded) == list(arrays)
+    for key, array in arrays.items():
+        assert loaded[key].dtype == array.dtype and loaded[key].shape == array.shape
+        np.testing.assert_array_equal(loaded[key], array)

@@ -96,12 +96,12 @@ RESUMABLE_OVERRIDES = ("epochs", "device", "prefetch")
 
 
 def _train(args, parser) -> int:
-    from .checkpoint import load_checkpoint
-    from .train import OutputWriteError, TrainConfig, TrainingDiverged, train
+    from .train import (OutputWriteError, TrainConfig, TrainingDiverged, load_run_checkpoint,
+                        train)
     given = {k: v for k, v in vars(args).items()
              if k in TrainConfig.__dataclass_fields__ and v is not None}
     if args.resume:
-        saved = load_checkpoint(args.resume).meta["config"]
+        saved = load_run_checkpoint(args.resume).meta["config"]
         fixed = {k: v for k, v in given.items()
                  if k not in RESUMABLE_OVERRIDES and k != "out" and v != saved.get(k)}
         if fixed:
@@ -125,8 +125,21 @@ def _train(args, parser) -> int:
     return 130 if result.status == "interrupted" else 0
 
 
+def _require_matches(paths) -> None:
+    """A path that does not exist but holds * ? or [ is a pattern the shell matched to
+    no file; saying so beats "no such file"."""
+    for path in paths:
+        if any(c in path for c in "*?[") and not Path(path).exists():
+            raise FileNotFoundError(f"no file matches {path} (a shell passes on a pattern "
+                                    f"that matches nothing as it is)")
+
+
 def _evaluate(args) -> int:
+    from .checkpoint import require_checkpoint_file
     from .train import evaluate_checkpoints
+    _require_matches(args.checkpoints)
+    for path in args.checkpoints:
+        require_checkpoint_file(path)
     if args.ensemble and len(args.checkpoints) < 2:
         raise ValueError("--ensemble averages several checkpoints; give at least two")
     result = evaluate_checkpoints(args.checkpoints, dataset=args.dataset,
@@ -153,6 +166,7 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     from .train import predict_files
     checkpoints = [args.checkpoint] + list(args.ensemble or [])
+    _require_matches(checkpoints + args.images)
     results = predict_files(checkpoints, args.images, device=args.device, invert=args.invert,
                             top=args.top)
     for row in results:
@@ -310,7 +324,9 @@ def main(argv=None) -> int:
                              f"before stay as they were\n")
         except (ValueError, FileNotFoundError, ImportError, CheckpointError,
                 DeviceUnavailableError) as error:
-            parser.exit(2, f"tinyvgg {args.command}: {error}\n")
+            # the library's messages often start with the command's name too: say it once
+            message = str(error).removeprefix(f"{args.command}: ")
+            parser.exit(2, f"tinyvgg {args.command}: {message}\n")
     if args.command == "check":
         from .backend import DeviceUnavailableError
         from .selfcheck import run

@@ -14,14 +14,13 @@ torchvision VGG ``.pth`` loads into the matching ``tinyvgg.models`` VGG::
 """
 from __future__ import annotations
 
-import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from . import backend
-from .fileio import atomic_writer
+from .fileio import atomic_writer, read_npz, require_file
 
 NUMPY_SUFFIXES = (".npz",)
 TORCH_SUFFIXES = (".pth", ".pt")
@@ -85,27 +84,10 @@ def load(path) -> "OrderedDict[str, np.ndarray]":
     """Read a state_dict (name -> NumPy array) from ``.npz`` or ``.pth`` without running code."""
     path = Path(path)
     fmt = _format_of(path, "load")
-    if not path.is_file():
-        raise FileNotFoundError(f"load {path}: no such file")
+    require_file(path, "load", f"a weights file ({path.suffix})")
     if fmt == "npz":
-        return _load_npz(path)
+        return read_npz(path, "load")
     return _load_torch(path)
-
-
-def _load_npz(path: Path):
-    if not zipfile.is_zipfile(path):
-        # np.load would take a non-zip file for a pickle, and refuse it as one.
-        raise ValueError(f"load {path}: not a readable .npz file (not a zip archive)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return OrderedDict((key, archive[key]) for key in archive.files)
-    except ValueError as error:
-        if "allow_pickle" in str(error):
-            raise ValueError(f"load {path}: the file holds Python objects, not plain arrays; "
-                             "refusing to unpickle them (it could run code)") from None
-        raise ValueError(f"load {path}: not a readable .npz file ({error})") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise ValueError(f"load {path}: not a readable .npz file ({error})") from None
 
 
 def _load_torch(path: Path):

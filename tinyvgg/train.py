@@ -33,6 +33,7 @@ import csv
 import io
 import json
 import math
+import os
 import shlex
 import signal
 import threading
@@ -45,11 +46,13 @@ import numpy as np
 from . import backend
 from . import functional as F
 from . import optim, random
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import (RESUME_META, CheckpointError, load_checkpoint,
+                         read_checkpoint_meta, save_checkpoint)
 from .data import transforms as T
 from .data.datasets import load_dataset
 from .data.loader import DataLoader
-from .fileio import atomic_write, writable_folder, remove_stale_temporaries
+from .fileio import (atomic_write, remove_stale_temporaries, require_file,
+                     writable_folder)
 from .models import vgg
 from .plotting import pyplot, save_png
 from .models.imagenet import softmax
@@ -94,6 +97,12 @@ def require_finite(path, checkpoint) -> None:
                               f"run that wrote it had diverged); it cannot be used")
 
 
+#: the types TrainConfig's annotations name, and how messages name them
+_CONFIG_TYPES = {"str": (str, "a string"), "int": (int, "an integer"),
+                 "float": ((int, float), "a number"), "bool": (bool, "True or False"),
+                 "None": (type(None), "None")}
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a run; stored in every checkpoint and in metrics.json."""
@@ -128,11 +137,15 @@ class TrainConfig:
     out: str | None = None
 
     def __post_init__(self):
+        for name in ("data_dir", "out"):  # a Path works, and is stored as JSON's string
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
         self.validate()
 
     def validate(self):
         def fail(message):
             raise ValueError(f"train: {message}")
+        self._check_types()
         if self.epochs < 1:
             fail(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -163,6 +176,16 @@ class TrainConfig:
             fail("Nesterov momentum needs --momentum > 0")
         parse_augment(self.augment, self.dataset)
         backend.check_device(self.device)
+
+    def _check_types(self):
+        """Each field holds the type its annotation names (an int does for a float; a bool
+        is no number): a run's settings may come from a JSON file."""
+        for f in fields(self):
+            value, allowed = getattr(self, f.name), f.type.split(" | ")
+            kinds = tuple(_CONFIG_TYPES[name][0] for name in allowed)
+            if not isinstance(value, kinds) or (isinstance(value, bool) and "bool" not in allowed):
+                expected = " or ".join(_CONFIG_TYPES[name][1] for name in allowed)
+                raise TypeError(f"train: {f.name} must be {expected}, got {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -433,16 +456,15 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
     meta = None
     out = config.output_dir
     if resume is not None:
-        checkpoint = load_checkpoint(resume)
-        require_finite(resume, checkpoint)
+        checkpoint = load_run_checkpoint(resume)
         meta = checkpoint.meta
         if _check_resume(config, meta, resume):
             message = _complete_message(resume, meta)
             log(message)
             return RunResult("complete", meta["epoch"], meta["history"], meta["test"], out,
                              Path(resume), message)
+    data = prepare_data(config)  # a wrong --data-dir leaves no empty run folder behind
     _prepare_output_folder(config, out, log)
-    data = prepare_data(config)
     random.manual_seed(config.seed)
     model = build_model(config, len(data.classes), data.in_channels).to(config.device)
     optimizer = optim.SGD(model.named_parameters(), lr=config.lr, momentum=config.momentum,
@@ -666,7 +688,7 @@ def _fresh_folder(out: Path, suffix: str) -> Path:
 
 
 def _prepare_output_folder(config: TrainConfig, out: Path, log) -> None:
-    """Make sure the run can write into ``out`` before any data is read or batch trained,
+    """Make sure the run can write into ``out`` before the first batch is trained,
     and remove the temporary files an earlier killed write left there."""
     try:
         writable_folder(out)
@@ -767,14 +789,40 @@ class TrainedModel:
     path: Path
 
 
-def load_trained(path, device: str = "cpu") -> TrainedModel:
-    """A model from a training checkpoint (``checkpoint.npz`` or a snapshot)."""
-    checkpoint = load_checkpoint(path)
+def saved_config(meta: dict, path, **changes) -> TrainConfig:
+    """The TrainConfig stored in checkpoint ``path``'s ``meta`` (with ``changes``); a
+    setting of the wrong type or value is a CheckpointError naming the file."""
+    try:
+        return TrainConfig.from_dict({**meta["config"], **changes})
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path}: its run's settings are invalid: "
+                              f"{str(error).removeprefix('train: ')}") from None
+
+
+def load_run_checkpoint(path):
+    """The checkpoint to continue a run from, checked before any training: it holds what
+    resuming reads back, its settings are valid and its weights finite. (Whether the
+    continued run's --epochs leave anything to do is the resume policy's question.)"""
+    checkpoint = load_checkpoint(path, require=RESUME_META)
+    saved_config(checkpoint.meta, path, device="cpu")  # the run's GPU may be elsewhere
     require_finite(path, checkpoint)
-    config = TrainConfig.from_dict({**checkpoint.meta["config"], "device": device})
-    info = checkpoint.meta["data"]
+    return checkpoint
+
+
+def load_trained(path, device: str = "cpu") -> TrainedModel:
+    """A model from a training checkpoint (``checkpoint.npz`` or a snapshot); the stored
+    weights' shapes are checked against the model before they are read."""
+    meta = read_checkpoint_meta(path, require=("config", "data"))
+    config = saved_config(meta, path, device=device)
+    info = meta["data"]
     model = build_model(config, len(info["classes"]), info["in_channels"])
-    model.load_state_dict(checkpoint.model)
+    shapes = {name: array.shape for name, array in model.state_dict().items()}
+    checkpoint = load_checkpoint(path, require=("config", "data"), model_shapes=shapes)
+    require_finite(path, checkpoint)
+    try:
+        model.load_state_dict(checkpoint.model)
+    except ValueError as error:
+        raise CheckpointError(f"checkpoint {path}: {error}") from None
     return TrainedModel(model.to(device).eval(), config, info, Path(path))
 
 
@@ -830,11 +878,12 @@ def read_image_file(path, in_channels: int) -> np.ndarray:
     except ImportError:
         raise ImportError('predict: reading image files needs Pillow; '
                           'install it with: pip install -e ".[data]"') from None
+    require_file(path, "predict: cannot read image", "an image file")
     try:
         with Image.open(path) as image:
             image = image.convert("L" if in_channels == 1 else "RGB")
             array = np.asarray(image, dtype=np.uint8)
-    except OSError as error:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"predict: cannot read image {path}: {error}") from None
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 

@@ -223,7 +223,12 @@ def _idx_file(owner: str, data_dir: Path, stem: str, split: str, hint: str) -> P
     for name in names:
         if (data_dir / name).is_file():
             return data_dir / name
-    missing = "" if data_dir.is_dir() else " (the folder does not exist)"
+    if data_dir.is_dir():
+        missing = ""
+    elif data_dir.exists():
+        missing = " (it is a file, not a folder)"
+    else:
+        missing = " (the folder does not exist)"
     raise DatasetNotFoundError(f"{owner}: no {split} data in {data_dir}{missing}: looked for "
                                f"{names[0]} and {names[1]}" + (f"; {hint}" if hint else ""))
 
@@ -363,6 +368,8 @@ def load_image_folder(root, split: str | None = None, size: int | None = None) -
         size = check_integer("load_image_folder", "size", size, 1)
     root = Path(root)
     folder = _split_folder(root, split)
+    if root.exists() and not root.is_dir():
+        raise DatasetNotFoundError(f"load_image_folder: {root} is a file, not a folder")
     if not folder.is_dir():
         raise DatasetNotFoundError(f"load_image_folder: no folder {folder}")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -31,6 +31,14 @@ def rank(op: str, name: str, array, ndim: int, layout: str) -> None:
                          f"got {array.ndim}-D shape {tuple(array.shape)}")
 
 
+def image_size(op: str, x, minimum: int) -> None:
+    """H and W of an (N, C, H, W) input are at least ``minimum``; N may be 0 (an empty
+    batch gives an empty result)."""
+    if x.shape[2] < minimum or x.shape[3] < minimum:
+        raise ValueError(f"{op}: input must be at least {minimum}x{minimum} in H and W "
+                         f"(expected H, W >= {minimum}), got shape {tuple(x.shape)}")
+
+
 def shape(op: str, name: str, array, expected: tuple) -> None:
     if tuple(array.shape) != tuple(expected):
         raise ValueError(f"{op}: {name} must have shape {tuple(expected)}, "

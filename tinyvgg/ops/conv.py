@@ -516,10 +516,14 @@ def _check_conv(op, x, weight, bias, k):
     if weight.shape[2:] != (k, k):
         raise ValueError(f"{op}: weight must have shape (C_out, C_in, {k}, {k}), "
                          f"got {tuple(weight.shape)}")
+    if 0 in weight.shape[:2]:
+        raise ValueError(f"{op}: weight must have at least one output and one input channel, "
+                         f"got shape {tuple(weight.shape)}")
     if x.shape[1] != weight.shape[1]:
         raise ValueError(f"{op}: input has {x.shape[1]} channels but the weight expects "
                          f"{weight.shape[1]} (weight shape {tuple(weight.shape)}, "
                          f"input shape {tuple(x.shape)})")
+    checks.image_size(op, x, 1)
     checks.bias(op, bias, weight.shape[0])
 
 

@@ -20,6 +20,7 @@ chosen with :func:`use_gemm_kernel` or the environment variable
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -218,7 +219,8 @@ class Linear(Function):
                              f"(weight shape {tuple(weight.shape)}), got input shape "
                              f"{tuple(x.shape)}")
         checks.bias("linear", bias, weight.shape[0])
-        x2d = x.reshape(-1, weight.shape[1])
+        # sizes spelled out, not -1: NumPy cannot infer -1 when another axis is 0
+        x2d = x.reshape(math.prod(x.shape[:-1]), weight.shape[1])
         if ctx.device == "cuda":
             x2d, weight = cuda.contiguous(x2d), cuda.contiguous(weight)
             ctx.save(weight=weight, x2d=x2d)
@@ -230,6 +232,6 @@ class Linear(Function):
     def backward(ctx, g):
         need_x, need_w, need_b = ctx.needs(3)
         backward_rows = affine_rows_backward_gpu if ctx.device == "cuda" else affine_rows_backward
-        dx, dw, db = backward_rows(g.reshape(-1, g.shape[-1]), ctx.x2d, ctx.weight,
-                                   need_x, need_w, need_b)
-        return (None if dx is None else dx.reshape(*g.shape[:-1], -1)), dw, db
+        dx, dw, db = backward_rows(g.reshape(ctx.x2d.shape[0], g.shape[-1]), ctx.x2d,
+                                   ctx.weight, need_x, need_w, need_b)
+        return (None if dx is None else dx.reshape(*g.shape[:-1], ctx.x2d.shape[1])), dw, db

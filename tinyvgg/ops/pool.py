@@ -199,9 +199,7 @@ class MaxPool2x2(Function):
     @staticmethod
     def forward(ctx, x):
         _check_pool_input("maxpool2x2", x)
-        if x.shape[2] < 2 or x.shape[3] < 2:
-            raise ValueError(f"maxpool2x2: input must be at least 2x2 in H and W, "
-                             f"got shape {tuple(x.shape)}")
+        checks.image_size("maxpool2x2", x, 2)
         if ctx.device == "cuda":
             y, argmax = maxpool2x2_cuda(x)
             if ctx.needs_input_grad[0]:
@@ -264,6 +262,7 @@ class AdaptiveAvgPool2d(Function):
     @staticmethod
     def forward(ctx, x, output_size):
         _check_pool_input("adaptive_avg_pool2d", x)
+        checks.image_size("adaptive_avg_pool2d", x, 1)  # a bin of no pixels has no mean
         Ho, Wo = normalize_output_size("adaptive_avg_pool2d", output_size)
         if (Ho, Wo) == x.shape[2:]:
             # Every bin is one pixel (VGG's 7x7 pool at 224x224): nothing to compute or store.
