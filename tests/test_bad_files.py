@@ -91,8 +91,11 @@ def setting(path, value):
     (setting(("data", "in_channels"), "1"), (evaluate,), "meta entry 'data' must be an object"),
     (setting(("data", "std"), [0.0]), (evaluate,), "std > 0"),
     (lambda meta: [meta], (resume, evaluate), "its metadata must be a JSON object, got list"),
+    (setting(("test",), {"accuracy": "high"}), (resume, evaluate),
+     "meta entry 'test' must be null or an object with the test accuracy and loss"),
 ], ids=["no config", "no scheduler", "no data", "width abc", "lr -1", "epoch text",
-        "epoch 99", "sums list", "history row", "in_channels text", "std 0", "meta list"])
+        "epoch 99", "sums list", "history row", "in_channels text", "std 0", "meta list",
+        "test text"])
 def test_malformed_metadata_is_refused_naming_the_file(finished, tmp_path, capsys, change,
                                                        commands, message):
     arrays, meta = stored(finished)

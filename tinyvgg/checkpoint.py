@@ -107,6 +107,10 @@ META_CHECKS = {
                         "stored_size (positive), and mean and std (one number per channel, "
                         "std > 0)"),
     "wall_seconds": (lambda v: _real(v) and v >= 0, "a number of seconds >= 0"),
+    # written into the last checkpoint of a finished run, which it marks as complete
+    "test": (lambda v: v is None or (isinstance(v, dict) and _real(v.get("accuracy"))
+                                     and _real(v.get("loss"))),
+             "null or an object with the test accuracy and loss"),
 }
 
 
