@@ -3,10 +3,13 @@ and weights move both ways through .pth files.
 
 torchvision is not needed: ``torch_vgg`` builds the network exactly as torchvision's
 ``models/vgg.py`` does (features / avgpool / classifier, the same Sequential indices)."""
+import copy
+
 import numpy as np
 import pytest
 
 import tinyvgg as tv
+from tinyvgg import nn
 from tinyvgg.models import cfgs, preprocess, top_k, vgg
 
 torch = pytest.importorskip("torch")
@@ -74,6 +77,69 @@ def assert_gradients_match(ours, theirs, tolerance, dtype):
             assert error < tolerance, f"{np.dtype(dtype)} {key}: relative error {error:.2e}"
 
 
+def kink_sides(kind, x):
+    """Which side of each kink an input is on: for a ReLU, input > 0; for a 2x2 max pool,
+    the index of each window's winner (the first maximum in row-major order)."""
+    if kind == "relu":
+        return x > 0
+    N, C, H, W = x.shape
+    windows = x[:, :, :H // 2 * 2, :W // 2 * 2].reshape(N, C, H // 2, 2, W // 2, 2)
+    return windows.transpose(0, 1, 2, 4, 3, 5).reshape(N, C, H // 2, W // 2, 4).argmax(-1)
+
+
+def our_kink_sides(model, x):
+    """kink_sides at every ReLU and max pool of our VGG's forward (``VGG.forward``, layer by
+    layer); batch norm's running statistics are left as they were."""
+    buffers = {key: b.copy() for key, b in model.named_buffers()}
+    sides, h = [], tv.tensor(x)
+    with tv.no_grad():
+        for layer in [*model.features, model.avgpool, "flatten", *model.classifier]:
+            if isinstance(layer, (nn.ReLU, nn.MaxPool2x2)):
+                sides.append(kink_sides("relu" if isinstance(layer, nn.ReLU) else "pool",
+                                        h.numpy()))
+            h = tv.functional.flatten(h, 1) if layer == "flatten" else layer(h)
+    model.load_state_dict(buffers, strict=False)
+    return sides
+
+
+def torch_kink_sides(model, x):
+    """kink_sides at every ReLU and max pool of a torch VGG's forward, read by pre-hooks
+    (before the in-place ReLUs overwrite their input); running statistics are restored."""
+    buffers = {key: b.clone() for key, b in model.named_buffers()}
+    sides = []
+
+    def record(module, inputs):
+        kind = "relu" if isinstance(module, tnn.ReLU) else "pool"
+        sides.append(kink_sides(kind, inputs[0].numpy()))
+
+    hooks = [m.register_forward_pre_hook(record) for m in model.modules()
+             if isinstance(m, (tnn.ReLU, tnn.MaxPool2d))]
+    with torch.no_grad():
+        model(torch.from_numpy(x))
+    for hook in hooks:
+        hook.remove()
+    model.load_state_dict(buffers, strict=False)
+    return sides
+
+
+def kink_free_input(ours, theirs, shape, dtype, seeds=range(1, 21)):
+    """(seed, x): the first seed whose standard normal input puts our forward, torch's forward
+    (both in ``dtype``) and torch's float64 forward on the same side of every kink."""
+    exact = copy.deepcopy(theirs).double()
+
+    def same(a, b):
+        return len(a) == len(b) and all(map(np.array_equal, a, b))
+
+    for seed in seeds:
+        x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+        sides = our_kink_sides(ours, x)
+        if (same(sides, torch_kink_sides(theirs, x))
+                and same(sides, torch_kink_sides(exact, x.astype(np.float64)))):
+            return seed, x
+    pytest.fail(f"no input among seeds {seeds} is on the same side of every kink in "
+                "our forward, torch's and float64's")
+
+
 def torch_state(model):
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.state_dict().items()}
 
@@ -83,14 +149,22 @@ def torch_state(model):
                                          ("vgg11_bn", np.float32)])
 def test_full_size_vgg_matches_torch_logits_and_parameter_gradients(name, dtype):
     """torchvision's exact architecture (138M parameters for VGG-16) on a small batch of
-    32x32 images in training mode; dropout off so both frameworks compute the same function."""
+    32x32 images in training mode; dropout off so both frameworks compute the same function.
+
+    The function is piecewise smooth: each ReLU and max pool decides a side of a kink, and
+    with random data some of these decisions are near-ties closer than float32 rounding,
+    which each machine's BLAS kernels decide their own way. A gradient across a kink is not
+    a question of float32 accuracy, so in float32 both frameworks are compared at the first
+    input that is on the same side of every kink in their forwards and in float64's."""
     tv.manual_seed(0)
     ours = vgg(name, dropout=0.0, dtype=dtype)
     theirs = torch_vgg(ours.config, ours.batch_norm, dropout=0.0,
                        dtype=torch.float64 if dtype == np.float64 else torch.float32)
     theirs.load_state_dict(torch_state(ours), strict=True)
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((2, 3, 32, 32)).astype(dtype)
+    if dtype == np.float64:
+        x = np.random.default_rng(1).standard_normal((2, 3, 32, 32))
+    else:
+        _, x = kink_free_input(ours, theirs, (2, 3, 32, 32), dtype)
     labels = np.array([3, 998])
 
     logits = ours(tv.tensor(x))
