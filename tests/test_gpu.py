@@ -264,6 +264,17 @@ def test_gemm_ladder_equals_numpy_for_every_transpose(kernel, dtype, select):
         assert_close(cupy.asnumpy(shifted), expected, rtol=rtol)
 
 
+def linear_on_both_devices(arrays, g):
+    """{device: [y, dx, dw, db]} of F.linear on (x, weight, bias) = ``arrays``, backward of g."""
+    results = {}
+    for device in ("cpu", "cuda"):
+        tensors = [tv.tensor(a, requires_grad=True, device=device) for a in arrays]
+        y = F.linear(*tensors)
+        y.backward(g)
+        results[device] = [y.numpy()] + [tv.backend.to_numpy(t.grad) for t in tensors]
+    return results
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kernel", linear.GEMM_KERNELS)
 def test_linear_on_every_gemm_kernel_equals_the_cpu_path(kernel, dtype, select):
@@ -271,12 +282,7 @@ def test_linear_on_every_gemm_kernel_equals_the_cpu_path(kernel, dtype, select):
     rng = np.random.default_rng(9)
     arrays = [rng.standard_normal(shape).astype(dtype) for shape in ((6, 37), (19, 37), (19,))]
     g = rng.standard_normal((6, 19)).astype(dtype)
-    results = {}
-    for device in ("cpu", "cuda"):
-        tensors = [tv.tensor(a, requires_grad=True, device=device) for a in arrays]
-        y = F.linear(*tensors)
-        y.backward(g)
-        results[device] = [y.numpy()] + [tv.backend.to_numpy(t.grad) for t in tensors]
+    results = linear_on_both_devices(arrays, g)
     for ours, expected in zip(results["cuda"], results["cpu"]):
         assert_close(ours, expected, rtol=RTOL[np.dtype(dtype)])
 
@@ -300,12 +306,7 @@ def test_an_image_without_pixels_is_refused_on_the_gpu_as_on_the_cpu(conv, weigh
 def test_linear_with_a_zero_size_axis_equals_the_cpu_path(x_shape, w_shape):
     arrays = [randn(0, x_shape), randn(1, w_shape), randn(2, w_shape[:1])]
     g = randn(3, (x_shape[0], w_shape[0]))
-    results = {}
-    for device in ("cpu", "cuda"):
-        tensors = [tv.tensor(a, requires_grad=True, device=device) for a in arrays]
-        y = F.linear(*tensors)
-        y.backward(g)
-        results[device] = [y.numpy()] + [tv.backend.to_numpy(t.grad) for t in tensors]
+    results = linear_on_both_devices(arrays, g)
     for ours, expected in zip(results["cuda"], results["cpu"]):
         assert ours.shape == expected.shape
         assert_close(ours, expected, rtol=RTOL[np.dtype(np.float64)])
