@@ -23,7 +23,10 @@ setup(
     extras_require={
         # the tests cover everything the data extra enables (figures, image files, the
         # full MNIST), so they install it too rather than skip those parts
-        "test": ["pytest>=7", "hypothesis>=6.50", *DATA_EXTRA],
+        # NVRTC, CuPy's runtime compiler, so that every kernel is compiled as a GPU would
+        # (tests/test_kernels_compile.py); its wheels are for Linux only
+        "test": ["pytest>=7", "hypothesis>=6.50", *DATA_EXTRA,
+                 'nvidia-cuda-nvrtc-cu12; platform_system == "Linux"'],
         "gpu": ["cupy-cuda12x>=13"],
         "data": DATA_EXTRA,
     },

@@ -42,7 +42,7 @@ def test_a_wheel_holds_every_subpackage():
 #: third-party modules that are optional by design: the tests compare with PyTorch when it
 #: is installed and skip otherwise; CuPy comes with the GPU extra on GPU machines only
 OPTIONAL_MODULES = {"torch": "PyTorch cross-checks", "cupy": 'the GPU extra (".[gpu]")',
-                    "nvidia": "CUDA's own wheels, where NVRTC is looked for when present"}
+                    "nvidia": "CUDA's NVRTC wheel, which the test extra installs on Linux only"}
 
 
 def _imported_modules(folder):
