@@ -80,8 +80,16 @@ def test_the_run_actually_learns(digits_dir, tmp_path):
     assert result.test["accuracy"] > 0.4  # chance is 0.1; this run reaches 0.65
 
 
+@pytest.fixture
+def sigint_handler():
+    """SIGINT's handler before the test, which a run must restore: Python's
+    default_int_handler, or SIG_IGN in a process started in the background."""
+    return signal.getsignal(signal.SIGINT)
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "warm-restarts"])
-def test_ctrl_c_mid_epoch_saves_and_resume_continues_exactly(digits_dir, tmp_path, schedule):
+def test_ctrl_c_mid_epoch_saves_and_resume_continues_exactly(digits_dir, tmp_path, schedule,
+                                                          sigint_handler):
     whole = train(small_config(digits_dir, tmp_path / "whole", schedule=schedule,
                                restart_period=1), progress=False, log=lambda m: 0)
 
@@ -97,7 +105,7 @@ def test_ctrl_c_mid_epoch_saves_and_resume_continues_exactly(digits_dir, tmp_pat
     assert "tinyvgg train --resume" in messages[-1]
     meta = load_checkpoint(stopped.checkpoint).meta
     assert (meta["epoch"], meta["batch"]) == (1, 3)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is sigint_handler  # handler restored
     resumed = train(small_config(digits_dir, tmp_path / "cut", schedule=schedule,
                                  restart_period=1), resume=stopped.checkpoint,
                     progress=False, log=lambda m: 0)
@@ -188,7 +196,8 @@ def restart_command(message):
 
 @pytest.mark.parametrize("ctrl_c", [False, True], ids=["end-of-epoch", "ctrl-c"])
 def test_non_finite_batch_norm_statistics_are_never_checkpointed(digits_dir, tmp_path,
-                                                                 built_models, ctrl_c):
+                                                                 built_models, ctrl_c,
+                                                                 sigint_handler):
     """An infinite running variance leaves the training loss finite (training normalises
     by the batch's statistics), so only the check of the state before each write stops
     the run; the epoch-1 checkpoint stays, and the advice is a fresh run at lr / 10."""
@@ -208,7 +217,7 @@ def test_non_finite_batch_norm_statistics_are_never_checkpointed(digits_dir, tmp
     kept = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
     assert (kept.meta["epoch"], kept.meta["batch"]) == (1, 0)
     assert all(np.isfinite(v).all() for v in kept.model.values())
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is sigint_handler
 
 
 def test_a_nan_validation_loss_stops_the_run_and_says_there_is_no_good_checkpoint(
