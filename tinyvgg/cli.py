@@ -96,12 +96,11 @@ RESUMABLE_OVERRIDES = ("epochs", "device", "prefetch")
 
 
 def _train(args, parser) -> int:
-    from .train import (OutputWriteError, TrainConfig, TrainingDiverged, load_run_checkpoint,
-                        train)
+    from .train import OutputWriteError, TrainConfig, TrainingDiverged, read_run_meta, train
     given = {k: v for k, v in vars(args).items()
              if k in TrainConfig.__dataclass_fields__ and v is not None}
     if args.resume:
-        saved = load_run_checkpoint(args.resume).meta["config"]
+        saved = read_run_meta(args.resume)["config"]  # train() reads the arrays
         fixed = {k: v for k, v in given.items()
                  if k not in RESUMABLE_OVERRIDES and k != "out" and v != saved.get(k)}
         if fixed:

@@ -261,8 +261,8 @@ class Tensor:
             if tensor.creator is None:
                 # Always a fresh array: an op may return a view, or hand the
                 # same array to two inputs, and .grad must be the leaf's own.
-                g = g.copy(order="K") if tensor.grad is None else tensor.grad + g
-                tensor.grad = backend.as_array(g)
+                tensor.grad = (g.copy(order="K") if tensor.grad is None
+                               else backend.as_array(tensor.grad + g))
                 continue
             node = tensor.creator
             with workers.op_scope(node.ctx.device):

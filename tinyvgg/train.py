@@ -799,6 +799,15 @@ def saved_config(meta: dict, path, **changes) -> TrainConfig:
                               f"{str(error).removeprefix('train: ')}") from None
 
 
+def read_run_meta(path) -> dict:
+    """The metadata of the checkpoint a run continues from, without reading its arrays
+    (what the command line needs to rebuild the run's settings): it holds what resuming
+    reads back, and its settings are valid."""
+    meta = read_checkpoint_meta(path, require=RESUME_META)
+    saved_config(meta, path, device="cpu")  # the run's GPU may be elsewhere
+    return meta
+
+
 def load_run_checkpoint(path):
     """The checkpoint to continue a run from, checked before any training: it holds what
     resuming reads back, its settings are valid and its weights finite. (Whether the
