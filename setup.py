@@ -14,8 +14,10 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=["tinyvgg", "tinyvgg.ops", "tinyvgg.nn", "tinyvgg.models", "tinyvgg.data",
+              "tinyvgg.tools", "tinyvgg.io", "tinyvgg.train", "tinyvgg.bench",
               "tinyvgg.experiments", "tinyvgg.kernels"],
-    # The CUDA sources live at the top level but install as tinyvgg/kernels/.
+    # The CUDA sources live at the top level (a clone finds them there, beside the package)
+    # and install as tinyvgg/kernels/ (tinyvgg.cuda.source_dir looks in both places).
     package_dir={"tinyvgg.kernels": "kernels"},
     package_data={"tinyvgg.kernels": ["*.cu", "*.cuh", "README.md"]},
     # threadpoolctl: the CPU ops hold BLAS to one thread and split the work themselves

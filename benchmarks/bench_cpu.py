@@ -29,7 +29,7 @@ from tinyvgg.bench import (DEFAULT_OUT, VGG16_CIFAR_CONVS, bench_training_step, 
                            time_forward_backward, torch_vgg16)
 from tinyvgg.bench import fmt as _fmt
 from tinyvgg.bench import ratio as _ratio
-from tinyvgg.fileio import FolderNotWritableError, atomic_write, writable_folder
+from tinyvgg.io.fileio import FolderNotWritableError, atomic_write, writable_folder
 
 try:
     import torch

@@ -43,8 +43,8 @@ import tinyvgg as tv
 from tinyvgg import backend
 from tinyvgg import functional as F
 from tinyvgg.bench import DEFAULT_OUT
-from tinyvgg.fileio import FolderNotWritableError, atomic_write, writable_folder
-from tinyvgg.plotting import pyplot, save_png
+from tinyvgg.io.fileio import FolderNotWritableError, atomic_write, writable_folder
+from tinyvgg.io.plotting import pyplot, save_png
 from tinyvgg.ops import conv, linear
 from tinyvgg.ops.sgd import sgd_step_
 

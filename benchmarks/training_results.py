@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cpu import RESULTS, machine_info  # noqa: E402
 
-from tinyvgg.fileio import atomic_write  # noqa: E402
+from tinyvgg.io.fileio import atomic_write  # noqa: E402
 from tinyvgg.train import TrainConfig, command_line, evaluate_checkpoints  # noqa: E402
 
 

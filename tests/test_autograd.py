@@ -5,7 +5,7 @@ import pytest
 import tinyvgg as tv
 from helpers import leaf, randn
 from tinyvgg import functional as F
-from tinyvgg.gradcheck import kink_free
+from tinyvgg.tools.gradcheck import kink_free
 from tinyvgg.ops.conv import Conv1x1, Conv3x3
 from tinyvgg.ops.linear import Linear
 

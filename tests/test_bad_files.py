@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from test_train import digits_dir, small_config  # noqa: F401 (digits_dir is a fixture)
-from tinyvgg.checkpoint import CheckpointError
+from tinyvgg.io.checkpoint import CheckpointError
 from tinyvgg.cli import main
 from tinyvgg.train import TrainConfig, load_trained, train
 

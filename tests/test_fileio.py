@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from tinyvgg.fileio import atomic_write
+from tinyvgg.io.fileio import atomic_write
 
 
 def test_atomic_write_creates_and_replaces(tmp_path):
@@ -31,7 +31,7 @@ def test_atomic_files_get_the_mode_a_plain_open_gives(tmp_path):
     import os
     import stat
 
-    from tinyvgg.fileio import atomic_write
+    from tinyvgg.io.fileio import atomic_write
     atomic_write(tmp_path / "atomic.txt", "x")
     (tmp_path / "plain.txt").write_text("x")
     mode = stat.S_IMODE(os.stat(tmp_path / "atomic.txt").st_mode)
@@ -41,7 +41,7 @@ def test_atomic_files_get_the_mode_a_plain_open_gives(tmp_path):
 def test_stale_temporaries_of_ours_are_removed_and_nothing_else(tmp_path):
     import tempfile
 
-    from tinyvgg.fileio import remove_stale_temporaries
+    from tinyvgg.io.fileio import remove_stale_temporaries
     # what a write killed between mkstemp and the rename leaves: the names atomic_writer makes
     _, killed = tempfile.mkstemp(prefix=".checkpoint.npz.", suffix=".tmp", dir=tmp_path)
     ours = {os.path.basename(killed), ".metrics.json.a_9zq0xx.tmp",
@@ -61,7 +61,7 @@ def test_stale_temporaries_of_ours_are_removed_and_nothing_else(tmp_path):
 
 
 def test_writable_folder_creates_the_folder_and_leaves_no_probe(tmp_path):
-    from tinyvgg.fileio import writable_folder
+    from tinyvgg.io.fileio import writable_folder
     folder = tmp_path / "runs" / "bench"
     assert writable_folder(folder) == folder
     assert folder.is_dir() and list(folder.iterdir()) == []
@@ -73,7 +73,7 @@ def test_writable_folder_creates_the_folder_and_leaves_no_probe(tmp_path):
 def test_writable_folder_names_what_is_in_the_way(tmp_path, monkeypatch):
     import errno
 
-    from tinyvgg.fileio import FolderNotWritableError, writable_folder
+    from tinyvgg.io.fileio import FolderNotWritableError, writable_folder
     a_file = tmp_path / "notes.txt"
     a_file.write_text("x")
     with pytest.raises(FolderNotWritableError) as error:

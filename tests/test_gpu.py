@@ -19,7 +19,7 @@ from helpers import (LADDER_SHAPES, RTOL, SPLIT_PIXELS_SHAPE, TF32_RTOL, assert_
 from tinyvgg import functional as F
 from tinyvgg.models import vgg
 from tinyvgg.ops import conv, linear
-from tinyvgg.selfcheck import op_cases
+from tinyvgg.tools.selfcheck import op_cases
 
 pytestmark = pytest.mark.gpu
 

@@ -9,9 +9,9 @@ import pytest
 
 import tinyvgg as tv
 from tinyvgg import functional as F
-from tinyvgg import graph as graph_module
+from tinyvgg.tools import graph as graph_module
 from tinyvgg import nn
-from tinyvgg.graph import GraphvizNotFoundError, autograd_graph, draw, render, to_dot
+from tinyvgg.tools.graph import GraphvizNotFoundError, autograd_graph, draw, render, to_dot
 from tinyvgg.models import vgg
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -15,8 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from tinyvgg.cuda import CTYPES, _located, instantiations, kernel_names
-from tinyvgg.kernels import source_dir
+from tinyvgg.cuda import CTYPES, _located, instantiations, kernel_names, source_dir
 from tinyvgg.ops import conv, linear
 
 NVCC = shutil.which("nvcc")

@@ -11,7 +11,7 @@ import tinyvgg as tv
 from helpers import (in_layout, layouts, layouts_4d, leaf, nchw_shapes, randn, rng, seeds,
                      small_nchw_shapes)
 from tinyvgg import functional as F
-from tinyvgg.gradcheck import kink_free, tie_free
+from tinyvgg.tools.gradcheck import kink_free, tie_free
 from tinyvgg.ops.activation import ReLU
 from tinyvgg.ops.conv import Conv3x3
 from tinyvgg.ops.linear import Linear

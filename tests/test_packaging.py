@@ -2,12 +2,12 @@
 from importlib import metadata
 
 import tinyvgg
-import tinyvgg.kernels
+from tinyvgg.cuda import source_dir
 from tinyvgg.cli import main
 
 
 def test_kernels_source_dir_exists_and_holds_the_readme():
-    folder = tinyvgg.kernels.source_dir()
+    folder = source_dir()
     assert folder.is_dir()
     assert (folder / "README.md").is_file()
 

@@ -6,9 +6,10 @@ import pytest
 
 import tinyvgg as tv
 from tinyvgg import functional as F
-from tinyvgg import nn, profiler
+from tinyvgg import nn
+from tinyvgg.tools import profiler
 from tinyvgg.models import vgg
-from tinyvgg.profiler import MODEL, NO_LAYER, NOT_PROFILED, profile
+from tinyvgg.tools.profiler import MODEL, NO_LAYER, NOT_PROFILED, profile
 from tinyvgg.tensor import Context, active_profiler
 
 #: op calls of one VGG-11-BN training step: forward, and (all of them) backward

@@ -25,7 +25,7 @@ import tinyvgg as tv
 from helpers import FLOAT_DTYPES, RTOL, assert_close, dtypes, leaf, randn, seeds
 from tinyvgg import backend
 from tinyvgg import functional as F
-from tinyvgg.gradcheck import kink_free
+from tinyvgg.tools.gradcheck import kink_free
 from tinyvgg.ops.dropout import dropout_mask_naive
 from tinyvgg.ops.loss import cross_entropy_naive
 

@@ -150,7 +150,7 @@ def test_cli_reports_bad_input_without_a_traceback():
     ("vgg19", dict(width=0.25, head="compact", dropout=0.2), (2, 3, 32, 32)),
 ])
 def test_the_table_from_shapes_is_the_forward_pass_s(config, options, input_shape):
-    from tinyvgg.summary import summary_from_shapes, vgg_summary
+    from tinyvgg.tools.summary import summary_from_shapes, vgg_summary
     options = dict(options)
     dtype = options.pop("dtype", np.float32)
     tv.manual_seed(7)
@@ -163,7 +163,7 @@ def test_the_table_from_shapes_is_the_forward_pass_s(config, options, input_shap
 
 
 def test_vgg16_s_table_from_shapes_is_the_forward_pass_s(vgg16_summary):
-    from tinyvgg.summary import vgg_summary
+    from tinyvgg.tools.summary import vgg_summary
     from_shapes = vgg_summary("vgg16", (3, 224, 224))
     assert from_shapes.to_dict() == vgg16_summary.to_dict()
     assert str(from_shapes) == str(vgg16_summary)
@@ -201,7 +201,7 @@ def test_each_layer_s_output_shape_is_the_one_forward_gives(layer, input_shape):
 
 
 def test_shape_errors_name_the_layer_and_the_table_from_shapes_needs_a_vgg():
-    from tinyvgg.summary import summary_from_shapes, vgg_summary
+    from tinyvgg.tools.summary import summary_from_shapes, vgg_summary
     model = vgg("vgg11", width=0.125, head="compact")
     with pytest.raises(ValueError, match=r"Conv3x3\(3, 8\): input has 1 channels but the "
                                          r"layer expects 3"):

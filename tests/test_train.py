@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from tinyvgg.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tinyvgg.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tinyvgg.cli import main
 from tinyvgg.data.datasets import write_idx
 from tinyvgg.train import TrainConfig, TrainingDiverged, command_line, parse_augment, train

@@ -1,9 +1,9 @@
 """tinyvgg: a from-scratch deep learning engine for studying backprop on VGG networks."""
 from . import functional, models, nn, optim
-from .gradcheck import GradcheckError, gradcheck
+from .tools.gradcheck import GradcheckError, gradcheck
 from .random import manual_seed
-from .serialization import load, save
-from .summary import summary
+from .io.serialization import load, save
+from .tools.summary import summary
 from .tensor import Function, Tensor, is_grad_enabled, no_grad, tensor
 
 __version__ = "0.1.0"

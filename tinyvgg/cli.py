@@ -35,7 +35,7 @@ def _add_model_options(parser):
 def _summary(args) -> int:
     import numpy as np
 
-    from .summary import vgg_summary
+    from .tools.summary import vgg_summary
     table = vgg_summary(args.model, (args.batch, args.in_channels, args.input_size,
                                      args.input_size), dtype=np.dtype(args.dtype),
                         num_classes=args.num_classes, batch_norm=args.batch_norm,
@@ -134,7 +134,7 @@ def _require_matches(paths) -> None:
 
 
 def _evaluate(args) -> int:
-    from .checkpoint import require_checkpoint_file
+    from .io.checkpoint import require_checkpoint_file
     from .train import evaluate_checkpoints
     _require_matches(args.checkpoints)
     for path in args.checkpoints:
@@ -203,7 +203,7 @@ def _writing_to(command, out, parser, run):
     the work or by a disk that fills up during it, ends the command with one line."""
     import errno
 
-    from .fileio import FolderNotWritableError
+    from .io.fileio import FolderNotWritableError
     try:
         return run()
     except FolderNotWritableError as error:
@@ -313,7 +313,7 @@ def main(argv=None) -> int:
         return _experiment(args, parser)
     if args.command in ("train", "eval", "predict"):
         from .backend import DeviceUnavailableError
-        from .checkpoint import CheckpointError
+        from .io.checkpoint import CheckpointError
         run = {"train": lambda: _train(args, parser), "eval": lambda: _evaluate(args),
                "predict": lambda: _predict(args)}[args.command]
         try:
@@ -328,7 +328,7 @@ def main(argv=None) -> int:
             parser.exit(2, f"tinyvgg {args.command}: {message}\n")
     if args.command == "check":
         from .backend import DeviceUnavailableError
-        from .selfcheck import run
+        from .tools.selfcheck import run
         try:
             return 0 if run(device=args.device) else 1
         except DeviceUnavailableError as error:

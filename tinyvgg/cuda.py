@@ -21,11 +21,24 @@ from __future__ import annotations
 
 import functools
 import re
+from pathlib import Path
 
 import numpy as np
 
 from . import backend
-from .kernels import source_dir
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def source_dir() -> Path:
+    """The folder of the ``.cu`` files: ``tinyvgg/kernels/`` when the package is installed
+    (setup.py ships them there), the top-level ``kernels/`` beside the package in a clone."""
+    for folder in (PACKAGE_DIR / "kernels", PACKAGE_DIR.parent / "kernels"):
+        if (folder / "conv3x3.cu").is_file():
+            return folder
+    raise FileNotFoundError(f"CUDA kernel sources not found: neither {PACKAGE_DIR / 'kernels'} "
+                            f"(an installed package) nor {PACKAGE_DIR.parent / 'kernels'} "
+                            "(a clone) holds them")
 
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 THREADS = 256  # threads per block for one-thread-per-element kernels

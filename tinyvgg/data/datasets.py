@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_writer
+from ..io.fileio import atomic_writer
 from .transforms import center_crop, check_integer, resize_shorter_side
 
 DATA_EXTRA_HINT = 'pip install -e ".[data]"'

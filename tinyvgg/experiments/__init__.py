@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ..fileio import writable_folder
+from ..io.fileio import writable_folder
 
 #: name -> (module in this package, function, what the experiment teaches)
 EXPERIMENTS = {

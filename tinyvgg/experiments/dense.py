@@ -38,10 +38,10 @@ from ..models.dense import DenseVGG, multi_scale_scores, resize_images
 from ..models.imagenet import softmax
 from ..models.vgg import vgg11
 from ..nn import init
-from ..plotting import pyplot, save_png
-from ..summary import summary
+from ..io.plotting import pyplot, save_png
+from ..tools.summary import summary
 from ..tensor import no_grad, tensor
-from ..texttable import format_table
+from ..io.texttable import format_table
 
 NAME = "dense-eval"
 WIDTH = 1 / 8

@@ -18,10 +18,10 @@ from collections import Counter
 from pathlib import Path
 
 from .. import functional as F
-from ..fileio import atomic_write
-from ..graph import GraphvizNotFoundError, autograd_graph, draw, render
+from ..io.fileio import atomic_write
+from ..tools.graph import GraphvizNotFoundError, autograd_graph, draw, render
 from ..ops.conv_ladder import using_conv3x3_cpu
-from ..texttable import format_table
+from ..io.texttable import format_table
 from . import seeded_vgg_batch
 
 CONFIG, WIDTH, CLASSES, BATCH, SIZE = "vgg11_bn", 1 / 16, 10, 2, 32

@@ -79,7 +79,7 @@ import numpy as np
 from .. import backend, nn
 from .. import functional as F
 from ..models.vgg import vgg
-from ..plotting import pyplot, save_png
+from ..io.plotting import pyplot, save_png
 from ..random import check_seed
 from ..tensor import tensor
 

@@ -30,13 +30,13 @@ import numpy as np
 
 from .. import backend
 from .. import functional as F
-from ..graph import autograd_graph
+from ..tools.graph import autograd_graph
 from ..ops import conv, conv_ladder
-from ..plotting import pyplot, save_png
-from ..profiler import profile
-from ..summary import summary
+from ..io.plotting import pyplot, save_png
+from ..tools.profiler import profile
+from ..tools.summary import summary
 from ..tensor import Tensor, _topological_order
-from ..texttable import format_table
+from ..io.texttable import format_table
 from . import seeded_vgg_batch
 
 CONFIG, WIDTH, CLASSES, BATCH, SIZE = "vgg11_bn", 0.5, 10, 64, 32

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import functional as F
-from ..plotting import pyplot, save_png
-from ..profiler import profile
+from ..io.plotting import pyplot, save_png
+from ..tools.profiler import profile
 from . import seeded_vgg_batch
 
 CONFIG, WIDTH, CLASSES, BATCH, SIZE = "vgg11_bn", 0.25, 10, 32, 32

@@ -43,9 +43,9 @@ from .. import backend, nn
 from .. import functional as F
 from ..models.vgg import cfgs, make_layers, vgg16
 from ..ops.conv_ladder import using_conv3x3_cpu
-from ..plotting import pyplot, save_png
+from ..io.plotting import pyplot, save_png
 from ..tensor import tensor
-from ..texttable import format_table
+from ..io.texttable import format_table
 
 NAME = "receptive-field"
 STACK_DEPTHS = (1, 2, 3)

@@ -24,7 +24,7 @@ import numpy as np
 from .. import functional as F
 from .. import nn
 from ..nn import init
-from ..serialization import load
+from ..io.serialization import load
 
 
 def conv1(width: int) -> tuple:

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import backend, nn
-from .models import vgg
-from .nn.layers import shapes_only
-from .tensor import Tensor, no_grad
-from .texttable import format_table
+from .. import backend, nn
+from ..models import vgg
+from ..nn.layers import shapes_only
+from ..tensor import Tensor, no_grad
+from ..io.texttable import format_table
 
 #: layers the slide's accounting folds into the one before (in place, or a view)
 FOLDED = (nn.ReLU, nn.Tanh, nn.Dropout, nn.Flatten)

@@ -24,9 +24,9 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-from .fileio import atomic_write
-from .nn import Module, Parameter
-from .tensor import Tensor, _topological_order
+from ..io.fileio import atomic_write
+from ..nn import Module, Parameter
+from ..tensor import Tensor, _topological_order
 
 FORMATS = ("png", "svg")
 GRAPHVIZ_INSTALL_HINT = ("install Graphviz (Debian/Ubuntu: apt install graphviz; macOS: "
@@ -178,7 +178,7 @@ def render(dot_text: str, path, format: str = "png"):
 def draw(graph: Graph, path, title: str | None = None):
     """A plain matplotlib picture of ``graph`` for when Graphviz is missing: nodes in
     rows by :meth:`Graph.depths`, top to bottom, edges as arrows."""
-    from .plotting import pyplot, save_png
+    from ..io.plotting import pyplot, save_png
     plt = pyplot("graph drawing")
     depth = graph.depths()
     rows: dict[int, list] = {}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend
+from .. import backend
 from .fileio import atomic_writer, read_npz, require_file
 
 NUMPY_SUFFIXES = (".npz",)

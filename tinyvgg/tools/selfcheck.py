@@ -10,13 +10,13 @@ import time
 
 import numpy as np
 
-from . import backend
-from . import functional as F
-from . import nn
+from .. import backend
+from .. import functional as F
+from .. import nn
 from .gradcheck import GradcheckError, gradcheck, kink_free, tie_free
-from .ops.activation import ReLU
-from .random import manual_seed
-from .tensor import tensor
+from ..ops.activation import ReLU
+from ..random import manual_seed
+from ..tensor import tensor
 
 
 def op_cases(seed: int = 0, device: str = "cpu"):

@@ -43,20 +43,20 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend
-from . import functional as F
-from . import optim, random
-from .checkpoint import (RESUME_META, CheckpointError, load_checkpoint,
+from .. import backend
+from .. import functional as F
+from .. import optim, random
+from ..io.checkpoint import (RESUME_META, CheckpointError, load_checkpoint,
                          read_checkpoint_meta, save_checkpoint)
-from .data import transforms as T
-from .data.datasets import load_dataset
-from .data.loader import DataLoader
-from .fileio import (atomic_write, remove_stale_temporaries, require_file,
+from ..data import transforms as T
+from ..data.datasets import load_dataset
+from ..data.loader import DataLoader
+from ..io.fileio import (atomic_write, remove_stale_temporaries, require_file,
                      writable_folder)
-from .models import vgg
-from .plotting import pyplot, save_png
-from .models.imagenet import softmax
-from .tensor import no_grad, tensor
+from ..models import vgg
+from ..io.plotting import pyplot, save_png
+from ..models.imagenet import softmax
+from ..tensor import no_grad, tensor
 
 DIGIT_DATASETS = ("mnist", "fashion-mnist")
 AUGMENTATIONS = ("crop", "flip", "jitter", "rgb", "scale")
@@ -659,7 +659,7 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
         out, config, history, test, {"data": info, "wall_seconds": wall_seconds(),
                                      "command": command_line(config)}))
     write(out / "curves.png", lambda: plot_curves(out, history, _title(config)))
-    from .serialization import save as save_weights
+    from ..io.serialization import save as save_weights
     write(out / "model.npz", lambda: save_weights(model, out / "model.npz"))
     # written last: a checkpoint holding the test result marks the run as complete
     save(latest, epoch, 0, "by the end of the run", test=test)
