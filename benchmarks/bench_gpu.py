@@ -1,7 +1,7 @@
 """GPU benchmark: every step of our kernel ladders against PyTorch + cuDNN, in the same run.
 
 For each distinct conv layer of VGG-16 at 224x224 (batch 64 by default), every
-conv3x3 forward kernel (``tinyvgg.ops.conv.CONV3X3_KERNELS``: naive, tiled,
+conv3x3 forward kernel (``tinyvgg.ops.conv_cuda.CONV3X3_KERNELS``: naive, tiled,
 register, implicit-gemm, tf32-mma, winograd4x4) is timed on the forward pass and on the
 input gradient (the same kernel on the turned weights; not for the first
 layer, whose input needs no gradient), and every weight-gradient kernel
@@ -45,7 +45,7 @@ from tinyvgg import functional as F
 from tinyvgg.bench import DEFAULT_OUT
 from tinyvgg.io.fileio import FolderNotWritableError, atomic_write, writable_folder
 from tinyvgg.io.plotting import pyplot, save_png
-from tinyvgg.ops import conv, linear
+from tinyvgg.ops import conv_cuda as conv, linear
 from tinyvgg.ops.sgd import sgd_step_
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -201,11 +201,11 @@ def bench_conv(torch, batch, c_in, c_out, size, warmup, repeats):
         def fn():
             return conv.conv3x3_weight_grad_cuda(x, g)
         row["ms"].setdefault("dw", {})[kernel] = _selected(
-            conv.use_conv3x3_weight_grad_kernel, conv.conv3x3_weight_grad_kernel, kernel,
+            conv.use_conv3x3_wgrad_kernel, conv.conv3x3_wgrad_kernel, kernel,
             lambda: cuda_median_ms(fn, warmup, repeats))
         if "dw" in reference:
-            result = _selected(conv.use_conv3x3_weight_grad_kernel,
-                               conv.conv3x3_weight_grad_kernel, kernel, fn)
+            result = _selected(conv.use_conv3x3_wgrad_kernel,
+                               conv.conv3x3_wgrad_kernel, kernel, fn)
             row["error"].setdefault("dw", {})[kernel] = relative_error(result, reference["dw"])
     return row
 
@@ -275,7 +275,7 @@ def bench_training_step(torch, batch, warmup, repeats, lr=0.01, momentum=0.9):
     flops = 2 * (3 * convs - summary.rows[1].macs + 3 * (summary.macs - convs))
     row = dict(model="VGG-16 (torchvision)", batch=batch, input="3x224x224", flops=flops,
                kernels=dict(conv3x3=conv.conv3x3_kernel(),
-                            conv3x3_weight_grad=conv.conv3x3_weight_grad_kernel(),
+                            conv3x3_weight_grad=conv.conv3x3_wgrad_kernel(),
                             gemm=linear.gemm_kernel()),
                tinyvgg_ms=cuda_median_ms(ours, warmup, repeats),
                tinyvgg_pool_bytes=cupy.get_default_memory_pool().total_bytes())

@@ -14,7 +14,7 @@ import argparse
 import statistics
 
 from tinyvgg.bench import bench_training_step, machine_info
-from tinyvgg.ops.conv_ladder import CONV3X3_CPU_DEFAULT
+from tinyvgg.ops.conv_cpu import CONV3X3_CPU_DEFAULT
 
 
 def main(argv=None):

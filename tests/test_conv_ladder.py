@@ -1,4 +1,4 @@
-"""The CPU ladder of conv3x3 (tinyvgg.ops.conv_ladder): every rung against the naive float64
+"""The CPU ladder of conv3x3 (tinyvgg.ops.conv_cpu): every rung against the naive float64
 loops over odd sizes, thin and odd channel counts and memory layouts; gradient checks of
 Conv3x3 with each rung selected; the selection, its environment variable and "auto";
 PyTorch's conv2d; and a small VGG, forward and backward, with every rung."""
@@ -16,16 +16,17 @@ import tinyvgg as tv
 from helpers import assert_close, in_layout, leaf, randn, seeds
 from tinyvgg import functional as F
 from tinyvgg.models import vgg
-from tinyvgg.ops import conv as conv_module
-from tinyvgg.ops.conv import (Conv3x3, conv_backward_naive, conv_naive, from_pixel_rows,
-                              im2col3x3, kernel_matrix, pixel_rows, turned_kernel_rows)
-from tinyvgg.ops.conv_ladder import (CONV3X3_CPU, CONV3X3_CPU_CHOICES, CONV3X3_CPU_ENV,
+from tinyvgg.ops import rows as rows_module
+from tinyvgg.ops.conv import Conv3x3
+from tinyvgg.ops.conv_cpu import conv_backward_naive, conv_naive
+from tinyvgg.ops.rows import (affine_rows, column_sums, from_pixel_rows, im2col3x3, kernel_matrix,
+                              pixel_rows, turned_kernel_rows)
+from tinyvgg.ops.conv_cpu import (CONV3X3_CPU, CONV3X3_CPU_CHOICES, CONV3X3_CPU_ENV,
                                      WINOGRAD4X4_ALL_ONES, WINOGRAD4X4_OUTPUT,
                                      WINOGRAD4X4_POINTS, auto_conv3x3_cpu, conv3x3_backward,
                                      conv3x3_cpu, conv3x3_forward, implementation_for,
                                      toom_cook_matrices, use_conv3x3_cpu,
                                      using_conv3x3_cpu)
-from tinyvgg.ops.linear import affine_rows, column_sums
 from tinyvgg.workers import using_cpu_threads
 
 #: the fast rungs (naive is the reference they are held to)
@@ -157,7 +158,7 @@ def test_im2col_rung_is_bit_for_bit_the_im2col_formulas():
 def test_im2col_in_blocks_of_images_gives_the_same_rows_and_results(monkeypatch, block_bytes):
     """The im2col rung makes and multiplies its rows per block of images (one image, or
     three of the five here); rows kept for dw, y, dx and dw match the one-block formulas."""
-    monkeypatch.setattr(conv_module, "IM2COL_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(rows_module, "IM2COL_BLOCK_BYTES", block_bytes)
     x, w, b, g = case_arrays((5, 6, 5, 7), 4, "channels_last", 7, np.float64)
     w_matrix, rows = kernel_matrix(w), im2col3x3(x)
     rung = CONV3X3_CPU["im2col"]
@@ -299,7 +300,7 @@ def run_python(code, **env):
 
 
 def test_environment_variable_selects_at_import_and_a_bad_value_names_it():
-    code = "from tinyvgg.ops.conv_ladder import conv3x3_cpu; print(conv3x3_cpu())"
+    code = "from tinyvgg.ops.conv_cpu import conv3x3_cpu; print(conv3x3_cpu())"
     chosen = run_python(code, TINYVGG_CONV3X3_CPU="winograd")
     assert chosen.returncode == 0, chosen.stderr
     assert chosen.stdout.strip() == "winograd"

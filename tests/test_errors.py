@@ -10,7 +10,7 @@ import tinyvgg as tv
 from helpers import leaf, randn
 from tinyvgg import functional as F
 from tinyvgg import nn
-from tinyvgg.ops.conv_ladder import CONV3X3_CPU, conv3x3_backward, conv3x3_forward
+from tinyvgg.ops.conv_cpu import CONV3X3_CPU, conv3x3_backward, conv3x3_forward
 
 
 def t(*shape, dtype=np.float32):

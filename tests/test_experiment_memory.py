@@ -5,7 +5,7 @@ import pytest
 import tinyvgg as tv
 from tinyvgg.experiments import memory
 from tinyvgg.models import vgg
-from tinyvgg.ops import conv_ladder
+from tinyvgg.ops import conv_cpu
 
 FLOAT32 = 4
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -14,15 +14,15 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     # the experiment runs its step with im2col whatever is selected (which comes back)
-    selected = conv_ladder.conv3x3_cpu()
-    conv_ladder.use_conv3x3_cpu("winograd4x4")
+    selected = conv_cpu.conv3x3_cpu()
+    conv_cpu.use_conv3x3_cpu("winograd4x4")
     lines = []
     try:
         out = tmp_path_factory.mktemp("memory")
         numbers = memory.run(out, seed=0, log=lines.append)
-        assert conv_ladder.conv3x3_cpu() == "winograd4x4"
+        assert conv_cpu.conv3x3_cpu() == "winograd4x4"
     finally:
-        conv_ladder.use_conv3x3_cpu(selected)
+        conv_cpu.use_conv3x3_cpu(selected)
     assert numbers["conv3x3_cpu"] == "im2col"
     return numbers, lines
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tinyvgg.experiments import receptive_field as rf
-from tinyvgg.ops.conv_ladder import conv3x3_cpu, using_conv3x3_cpu
+from tinyvgg.ops.conv_cpu import conv3x3_cpu, using_conv3x3_cpu
 
 #: VGG-16 at 224x224: (torchvision name, paper name, output side, receptive field, jump)
 VGG16_FIELDS = [

@@ -18,7 +18,7 @@ from helpers import (LADDER_SHAPES, RTOL, SPLIT_PIXELS_SHAPE, TF32_RTOL, assert_
                      conv_inputs, randn)
 from tinyvgg import functional as F
 from tinyvgg.models import vgg
-from tinyvgg.ops import conv, linear
+from tinyvgg.ops import conv_cuda as conv, linear
 from tinyvgg.tools.selfcheck import op_cases
 
 pytestmark = pytest.mark.gpu
@@ -97,7 +97,7 @@ def test_vgg11_training_step_gives_the_same_loss_and_gradients_on_both_devices(d
 
 
 def test_naive_and_tiled_conv3x3_kernels_agree():
-    from tinyvgg.ops.conv import conv3x3_kernel, use_conv3x3_kernel
+    from tinyvgg.ops.conv_cuda import conv3x3_kernel, use_conv3x3_kernel
     rng = np.random.default_rng(2)
     x = tv.tensor(rng.standard_normal((2, 5, 19, 23)), device="cuda")
     w = tv.tensor(rng.standard_normal((7, 5, 3, 3)), device="cuda")
@@ -188,7 +188,7 @@ def test_conv3x3_forward_ladder_equals_the_cpu_path(kernel, dtype, shape, select
 def test_conv3x3_weight_grad_ladder_equals_the_cpu_path_on_every_run(kernel, dtype, shape,
                                                                      select):
     """The implicit GEMM splits the 6400 pixels of the last shape among 25 blocks."""
-    select(conv.use_conv3x3_weight_grad_kernel, conv.conv3x3_weight_grad_kernel, kernel)
+    select(conv.use_conv3x3_wgrad_kernel, conv.conv3x3_wgrad_kernel, kernel)
     x, w, b, g = conv_inputs(shape, dtype, seed=5)
     _, _, expected, _ = conv3x3_on("cpu", x, w, b, g)
     x_gpu, g_gpu = tv.backend.move(x, "cuda"), tv.backend.move(g, "cuda")
@@ -203,7 +203,7 @@ def test_conv3x3_weight_grad_ladder_equals_the_cpu_path_on_every_run(kernel, dty
 @pytest.mark.parametrize("forward", FP_FORWARD)
 def test_gradcheck_every_fp64_ladder_step(forward, weight_grad, select):
     select(conv.use_conv3x3_kernel, conv.conv3x3_kernel, forward)
-    select(conv.use_conv3x3_weight_grad_kernel, conv.conv3x3_weight_grad_kernel, weight_grad)
+    select(conv.use_conv3x3_wgrad_kernel, conv.conv3x3_wgrad_kernel, weight_grad)
     rng = np.random.default_rng(6)
     inputs = [tv.tensor(rng.standard_normal(shape), requires_grad=True, device="cuda")
               for shape in ((2, 3, 5, 6), (4, 3, 3, 3), (4,))]

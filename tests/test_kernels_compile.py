@@ -5,7 +5,7 @@ same code ahead of time, instantiating every kernel template as the loader
 does, so a syntax or type error is caught in CI on a machine without a GPU.
 Inline PTX is only checked when PTX is assembled, so sources holding some are
 also assembled with ptxas. The host's tables of selectable kernels and launch
-shapes (tinyvgg.ops.conv, tinyvgg.ops.linear) are checked against the sources."""
+shapes (tinyvgg.ops.conv_cuda, tinyvgg.ops.linear) are checked against the sources."""
 import os
 import re
 import shutil
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tinyvgg.cuda import CTYPES, _located, instantiations, kernel_names, source_dir
-from tinyvgg.ops import conv, linear
+from tinyvgg.ops import conv_cuda as conv, linear
 
 NVCC = shutil.which("nvcc")
 PTXAS = shutil.which("ptxas")
@@ -201,7 +201,7 @@ def test_launch_shapes_match_the_constants_of_the_sources():
 
 SELECTORS = [
     (conv.use_conv3x3_kernel, conv.conv3x3_kernel, conv.CONV3X3_KERNELS),
-    (conv.use_conv3x3_weight_grad_kernel, conv.conv3x3_weight_grad_kernel,
+    (conv.use_conv3x3_wgrad_kernel, conv.conv3x3_wgrad_kernel,
      conv.CONV3X3_WGRAD_KERNELS),
     (linear.use_gemm_kernel, linear.gemm_kernel, linear.GEMM_KERNELS),
 ]
@@ -244,8 +244,8 @@ def test_tf32_is_never_the_default_and_refuses_float64(restore_kernels):
 
 
 def test_environment_variables_choose_the_kernels_at_import():
-    code = ("from tinyvgg.ops import conv, linear; print(conv.conv3x3_kernel(), "
-            "conv.conv3x3_weight_grad_kernel(), linear.gemm_kernel())")
+    code = ("from tinyvgg.ops import conv_cuda as conv, linear; print(conv.conv3x3_kernel(), "
+            "conv.conv3x3_wgrad_kernel(), linear.gemm_kernel())")
     env = dict(os.environ, TINYVGG_CONV3X3_KERNEL="implicit-gemm",
                TINYVGG_CONV3X3_WGRAD_KERNEL="implicit-gemm", TINYVGG_GEMM_KERNEL="register")
     chosen = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,

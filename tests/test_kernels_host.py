@@ -19,7 +19,8 @@ import host_cuda
 from helpers import (FLOAT_DTYPES, LADDER_SHAPES, RTOL, SPLIT_PIXELS_SHAPE, TF32_RTOL,
                      assert_close, conv_inputs)
 from tinyvgg import cuda, random
-from tinyvgg.ops import activation, conv, conv_ladder, dropout, linear, pool
+from tinyvgg.ops import activation, conv_cpu, dropout, linear, pool
+from tinyvgg.ops import conv_cuda as conv
 from tinyvgg.backend import DeviceUnavailableError
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
@@ -32,18 +33,18 @@ def host_gpu(monkeypatch):
     """The GPU host code on NumPy arrays; kernel choices are restored afterwards."""
     host_cuda.emulated_gpu(monkeypatch)
     monkeypatch.setattr(host_cuda, "check_races", True)
-    chosen = (conv.conv3x3_kernel(), conv.conv3x3_weight_grad_kernel(), linear.gemm_kernel())
+    chosen = (conv.conv3x3_kernel(), conv.conv3x3_wgrad_kernel(), linear.gemm_kernel())
     yield
     conv.use_conv3x3_kernel(chosen[0])
-    conv.use_conv3x3_weight_grad_kernel(chosen[1])
+    conv.use_conv3x3_wgrad_kernel(chosen[1])
     linear.use_gemm_kernel(chosen[2])
 
 
 def conv_reference(x, w, b, g):
     """y, dx, dw, db in float64 by the CPU ladder's im2col rung, cast to x's dtype."""
     x64, w64, b64, g64 = (a.astype(np.float64) for a in (x, w, b, g))
-    y = conv_ladder.conv3x3_forward(x64, w64, b64, "im2col")
-    dx, dw, db = conv_ladder.conv3x3_backward(x64, w64, g64, "im2col")
+    y = conv_cpu.conv3x3_forward(x64, w64, b64, "im2col")
+    dx, dw, db = conv_cpu.conv3x3_backward(x64, w64, g64, "im2col")
     return [a.astype(x.dtype) for a in (y, dx, dw, db)]
 
 
@@ -75,7 +76,7 @@ WGRAD_CASES = [pytest.param(kernel, shape, id=f"{kernel}-{name}")
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("kernel, shape", WGRAD_CASES)
 def test_conv3x3_weight_gradient_ladder_and_bias_gradient(kernel, shape, dtype, host_gpu):
-    conv.use_conv3x3_weight_grad_kernel(kernel)
+    conv.use_conv3x3_wgrad_kernel(kernel)
     x, w, b, g = conv_inputs(shape, dtype, seed=4)
     _, _, dw_ref, db_ref = conv_reference(x, w, b, g)
     dw = conv.conv3x3_weight_grad_cuda(x, g)

@@ -8,7 +8,7 @@ from helpers import (assert_close, dtypes, in_layout, layouts, layouts_4d, leaf,
                      randn, rng, seeds, small_integers)
 from tinyvgg import functional as F
 from tinyvgg.ops.activation import relu_naive, tanh_naive
-from tinyvgg.ops.conv import conv_backward_naive, conv_naive
+from tinyvgg.ops.conv_cpu import conv_backward_naive, conv_naive
 from tinyvgg.ops.dropout import dropout_mask_naive
 from tinyvgg.ops.linear import linear_naive
 from tinyvgg.ops.loss import cross_entropy_naive

@@ -20,8 +20,8 @@ from threadpoolctl import threadpool_info
 from helpers import assert_close, in_layout, layouts_4d, leaf, randn, seeds, small_integers
 from tinyvgg import functional as F
 from tinyvgg import workers
-from tinyvgg.ops import conv, conv_ladder
-from tinyvgg.ops.conv_ladder import CONV3X3_CPU, using_conv3x3_cpu
+from tinyvgg.ops import conv_cpu, rows
+from tinyvgg.ops.conv_cpu import CONV3X3_CPU, using_conv3x3_cpu
 from tinyvgg.tensor import Function
 
 
@@ -314,9 +314,9 @@ def test_batch_norm_is_the_same_on_any_number_of_threads(training, layout, shape
 def test_conv3x3_rungs_are_the_same_on_any_number_of_threads(monkeypatch, name, shape,
                                                               layout):
     # small blocks, so that the block loops inside each part run more than once
-    monkeypatch.setattr(conv, "IM2COL_BLOCK_BYTES", 1)
-    monkeypatch.setattr(conv_ladder, "CACHE_BLOCK_BYTES", 1)
-    monkeypatch.setattr(conv_ladder, "MIN_BLOCK_ROWS", 8)
+    monkeypatch.setattr(rows, "IM2COL_BLOCK_BYTES", 1)
+    monkeypatch.setattr(conv_cpu, "CACHE_BLOCK_BYTES", 1)
+    monkeypatch.setattr(conv_cpu, "MIN_BLOCK_ROWS", 8)
     N, C, H, W = shape
     x = in_layout(randn(0, shape, np.float32), layout)
     w, b = randn(1, (4, C, 3, 3), np.float32), randn(2, (4,), np.float32)

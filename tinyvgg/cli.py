@@ -185,7 +185,7 @@ def _bench(args, parser) -> int:
         parser.exit(2, "tinyvgg bench: --device cuda runs benchmarks/bench_gpu.py on a GPU "
                        "machine: python3 benchmarks/bench_gpu.py\n")
     from .bench import run
-    from .ops.conv_ladder import CONV3X3_CPU_CHOICES
+    from .ops.conv_cpu import CONV3X3_CPU_CHOICES
     names = None
     if args.implementations:
         names = [n.strip() for n in args.implementations.split(",") if n.strip()]

@@ -9,14 +9,18 @@ The whole of backprop fits in :meth:`Tensor.backward`:
    the op's ``backward``, which returns one gradient per input;
 3. gradients arriving at a tensor from several uses are summed (``+``).
 
-An op is a :class:`Function` subclass with two static methods::
+An op is a :class:`Function` subclass with static methods::
 
     forward(ctx, *arrays, **params) -> array      # saves what backward needs
     backward(ctx, grad_output)      -> tuple of input gradients (or None)
 
-Both work on raw arrays of the tensors' device; ``ctx`` (a :class:`Context`)
-holds exactly what forward chose to keep with ``ctx.save(...)``, and is
-emptied once backward has used it. NumPy's arithmetic on 0-d arrays returns
+They work on raw arrays of the tensors' device. An op whose CPU and GPU code
+differ defines ``forward_cpu`` and ``forward_cuda`` (and ``backward_cpu``,
+``backward_cuda``) side by side instead; :meth:`Function.implementation` picks
+the one for the inputs' device, the only place in the engine that asks which
+device an op runs on. Input checks shared by both paths go in ``check``, run
+before either. ``ctx`` (a :class:`Context`) holds exactly what forward chose
+to keep with ``ctx.save(...)``, and is emptied once backward has used it. NumPy's arithmetic on 0-d arrays returns
 scalars (``np.float64``), which ``Tensor()`` and ``backward`` turn back into
 0-d arrays (``backend.as_array``), so ops need not. On the CPU both run inside
 ``workers.op_scope``: BLAS on one thread, the op splitting its work over the
@@ -33,6 +37,12 @@ from . import backend, workers
 
 _state = threading.local()
 
+#: the ops behind a tensor's ``+``, ``*``, ``.sum()``, ``.reshape()`` and ``.to(dtype)``,
+#: by name ("add", "mul", "sum", "reshape", "cast"). ops/arith.py and ops/shape.py enter
+#: them when they are imported (importing tinyvgg imports them), so arrows point from the
+#: ops to this module and never back.
+OPERATOR_OPS: dict[str, type] = {}
+
 
 def is_grad_enabled() -> bool:
     return getattr(_state, "grad_enabled", True)
@@ -44,6 +54,12 @@ def active_profiler():
     Ops, backward and module calls check this once per call and, when it is
     None, run exactly as if no profiler existed."""
     return getattr(_state, "profiler", None)
+
+
+def set_active_profiler(profiler) -> None:
+    """Make ``profiler`` (or None) the one ops report to on this thread: the hook
+    ``tinyvgg.profiler.profile`` uses to start and stop recording."""
+    _state.profiler = profiler
 
 
 class no_grad(contextlib.ContextDecorator):
@@ -127,18 +143,41 @@ class Node:
 
 
 class Function:
-    """Base class of every op. Subclasses define ``forward`` and ``backward``."""
+    """Base class of every op. Subclasses define ``forward`` and ``backward``, or their
+    per-device versions ``forward_cpu``/``forward_cuda`` and ``backward_cpu``/``backward_cuda``."""
 
     #: the name used in error messages; defaults to the class name
     name: str | None = None
 
     @staticmethod
-    def forward(ctx: Context, *arrays, **params):
-        raise NotImplementedError
+    def check(*arrays, **params) -> None:
+        """Validate the inputs, for both devices; raise with the op's name on bad input."""
 
-    @staticmethod
-    def backward(ctx: Context, grad_output):
-        raise NotImplementedError
+    @classmethod
+    def implementation(cls, step: str, device: str):
+        """The method that runs ``step`` ("forward" or "backward") on ``device``.
+
+        The most derived class that defines ``<step>_<device>`` or ``<step>`` decides, the
+        per-device method first: so a subclass that overrides ``backward`` (to test that a
+        wrong backward is caught) replaces both devices' versions."""
+        for klass in cls.__mro__:
+            if klass is Function:
+                break
+            for name in (f"{step}_{device}", step):
+                if name in klass.__dict__:
+                    return getattr(cls, name)
+        raise NotImplementedError(f"{cls.name or cls.__name__}: no {step} for device "
+                                  f"{device!r}")
+
+    @classmethod
+    def forward(cls, ctx: Context, *arrays, **params):
+        """The forward pass on ``ctx.device`` (the op's ``forward_<device>``)."""
+        return cls.implementation("forward", ctx.device)(ctx, *arrays, **params)
+
+    @classmethod
+    def backward(cls, ctx: Context, grad_output):
+        """The backward pass on ``ctx.device`` (the op's ``backward_<device>``)."""
+        return cls.implementation("backward", ctx.device)(ctx, grad_output)
 
     @classmethod
     def apply(cls, *inputs, **params) -> "Tensor":
@@ -150,12 +189,14 @@ class Function:
         needs_input_grad = tuple(isinstance(t, Tensor) and t.requires_grad for t in inputs)
         record = is_grad_enabled() and any(needs_input_grad)
         ctx = Context(op_name, needs_input_grad if record else (False,) * len(inputs), device)
+        cls.check(*arrays, **params)
+        forward = cls.implementation("forward", device)
         profiler = active_profiler()
         with workers.op_scope(device):  # on the CPU: the op splits its work over the cores
             if profiler is None:
-                data = cls.forward(ctx, *arrays, **params)
+                data = forward(ctx, *arrays, **params)
             else:  # a profiler is recording: it times the call and notes the running layer
-                data = profiler.forward(cls, ctx, arrays, params)
+                data = profiler.forward(forward, ctx, arrays, params)
         out = Tensor(data, requires_grad=record)
         if record:
             out.creator = Node(cls, ctx, inputs)
@@ -215,8 +256,7 @@ class Tensor:
         dtype = np.dtype(device_or_dtype)
         if dtype == self.dtype:
             return self
-        from .ops.arith import Cast
-        return Cast.apply(self, dtype=dtype)
+        return OPERATOR_OPS["cast"].apply(self, dtype=dtype)
 
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
@@ -253,7 +293,7 @@ class Tensor:
 
         grads = {id(self): grad}
         profiler = active_profiler()
-        for tensor in reversed(_topological_order(self)):
+        for tensor in reversed(topological_order(self)):
             g = grads.pop(id(tensor), None)
             if g is None:
                 continue
@@ -265,11 +305,12 @@ class Tensor:
                                else backend.as_array(tensor.grad + g))
                 continue
             node = tensor.creator
+            backward = node.function.implementation("backward", node.ctx.device)
             with workers.op_scope(node.ctx.device):
                 if profiler is None:
-                    input_grads = node.function.backward(node.ctx, g)
+                    input_grads = backward(node.ctx, g)
                 else:  # a profiler is recording: it times this node's backward
-                    input_grads = profiler.backward(node, g)
+                    input_grads = profiler.backward(backward, node, g)
             if not retain_graph:
                 node.ctx.free()
             for inp, ig in zip(node.inputs, input_grads):
@@ -279,8 +320,7 @@ class Tensor:
 
     # --- a little arithmetic, so losses and penalties can be written naturally
     def __add__(self, other):
-        from .ops.arith import Add
-        return Add.apply(self, _as_tensor(other, self))
+        return OPERATOR_OPS["add"].apply(self, _as_tensor(other, self))
 
     def __radd__(self, other):
         return self.__add__(other)
@@ -295,24 +335,21 @@ class Tensor:
         return (-1.0) * self
 
     def __mul__(self, other):
-        from .ops.arith import Mul
-        return Mul.apply(self, _as_tensor(other, self))
+        return OPERATOR_OPS["mul"].apply(self, _as_tensor(other, self))
 
     def __rmul__(self, other):
         return self.__mul__(other)
 
     def sum(self):
-        from .ops.arith import Sum
-        return Sum.apply(self)
+        return OPERATOR_OPS["sum"].apply(self)
 
     def mean(self):
         return self.sum() * (1.0 / self.size)
 
     def reshape(self, *shape):
-        from .ops.shape import Reshape
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        return Reshape.apply(self, shape=shape)
+        return OPERATOR_OPS["reshape"].apply(self, shape=shape)
 
 
 def _as_tensor(value, like: Tensor) -> Tensor:
@@ -322,7 +359,7 @@ def _as_tensor(value, like: Tensor) -> Tensor:
     return Tensor(xp.asarray(value, dtype=like.dtype))
 
 
-def _topological_order(root: Tensor) -> list:
+def topological_order(root: Tensor) -> list:
     """Every tensor ``root`` depends on, each listed after all of its inputs.
 
     Depth-first search with an explicit stack: a tensor is emitted once all

@@ -1,6 +1,6 @@
 """``tinyvgg bench``: the conv3x3 ladder and the VGG-16 training step, against PyTorch, in one run.
 
-Speed is shown as a ladder: each conv3x3 implementation (``tinyvgg.ops.conv_ladder``) is
+Speed is shown as a ladder: each conv3x3 implementation (``tinyvgg.ops.conv_cpu``) is
 timed on every convolution of VGG-16 at 32x32 (batch 64, float32), forward and backward,
 beside PyTorch's ``conv2d`` (oneDNN) on the same arrays in the same process. For each step
 the report gives the median time, GFLOP/s, the fraction of the machine's peak, the
@@ -34,7 +34,7 @@ from .. import functional as F
 from .. import workers
 from ..io.fileio import atomic_write, writable_folder
 from ..models import cfgs, vgg16
-from ..ops.conv_ladder import CONV3X3_CPU_DEFAULT
+from ..ops.conv_cpu import CONV3X3_CPU_DEFAULT
 from ..io.plotting import pyplot, save_png
 from ..tensor import tensor
 
@@ -215,7 +215,7 @@ def _layer_arrays(batch, c_in, c_out, size, seed=0):
 
 
 def _time_ours(name, arrays, warmup, repeats):
-    from ..ops.conv_ladder import using_conv3x3_cpu
+    from ..ops.conv_cpu import using_conv3x3_cpu
     with using_conv3x3_cpu(name):
         x, w, b = arrays
         grad_rng = np.random.default_rng(1)
@@ -343,7 +343,7 @@ def _training_step(framework, implementation=CONV3X3_CPU_DEFAULT, head="compact"
                     for p in reference.parameters():
                         p -= lr * p.grad
         return theirs
-    from ..ops.conv_ladder import use_conv3x3_cpu
+    from ..ops.conv_cpu import use_conv3x3_cpu
     model = vgg16(head=head, num_classes=num_classes)
     if torch is not None:
         model.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
@@ -374,7 +374,7 @@ def bench_training_step(warmup, repeats, head="compact", batch=BATCH, size=32, n
                         lr=0.01, implementations=(CONV3X3_CPU_DEFAULT,), memory=False) -> dict:
     """The step's median time with each conv3x3 implementation, and PyTorch's, on the same
     weights and images; with ``memory``, each one's peak memory from a fresh process."""
-    from ..ops.conv_ladder import using_conv3x3_cpu
+    from ..ops.conv_cpu import using_conv3x3_cpu
     head_name = "torchvision head 25088-4096-4096" if head == "imagenet" else "head 512-512"
     result = dict(model=f"VGG-16 ({head_name}-{num_classes})", batch=batch,
                   input=f"3x{size}x{size}", dtype="float32", sgd_update=lr is not None,
@@ -522,7 +522,7 @@ def run(out_dir=DEFAULT_OUT, implementations=None, warmup=2, repeats=5,
     """Everything ``tinyvgg bench`` measures on the CPU; writes JSON, Markdown and PNGs into
     ``out_dir``, which is checked first (:class:`tinyvgg.fileio.FolderNotWritableError`)
     so that minutes of measurements never end with nowhere to go."""
-    from ..ops.conv_ladder import CONV3X3_CPU_CHOICES
+    from ..ops.conv_cpu import CONV3X3_CPU_CHOICES
     out_dir = writable_folder(out_dir)
     names = list(implementations or [n for n in CONV3X3_CPU_CHOICES if n != "naive"])
     if quick:

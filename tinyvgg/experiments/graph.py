@@ -20,7 +20,7 @@ from pathlib import Path
 from .. import functional as F
 from ..io.fileio import atomic_write
 from ..tools.graph import GraphvizNotFoundError, autograd_graph, draw, render
-from ..ops.conv_ladder import using_conv3x3_cpu
+from ..ops.conv_cpu import using_conv3x3_cpu
 from ..io.texttable import format_table
 from . import seeded_vgg_batch
 

@@ -31,11 +31,11 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from ..tools.graph import autograd_graph
-from ..ops import conv, conv_ladder
+from ..ops import conv_cpu, conv_cuda
 from ..io.plotting import pyplot, save_png
 from ..tools.profiler import profile
 from ..tools.summary import summary
-from ..tensor import Tensor, _topological_order
+from ..tensor import Tensor, topological_order
 from ..io.texttable import format_table
 from . import seeded_vgg_batch
 
@@ -102,7 +102,7 @@ def graph_memory(loss: Tensor, owned_before) -> dict:
     every tensor in the graph, each buffer once, ``owned_before`` excluded."""
     before = {id(_memory_root(a)) for a in owned_before}
     roots, saved, weight_views = {}, 0, 0
-    for t in _topological_order(loss):
+    for t in topological_order(loss):
         arrays = [t.data]
         if t.creator is not None:
             for value in t.creator.ctx.saved_arrays:
@@ -191,7 +191,7 @@ def run(out: Path, seed: int = 0, device: str = "cpu", log=print) -> dict:
     probe = TracemallocProbe() if device == "cpu" else CupyPoolProbe()
     # on the CPU the rung decides what a convolution keeps: im2col's rows are what
     # this experiment explains
-    with conv_ladder.using_conv3x3_cpu(CONV3X3_CPU), probe, profile(model) as prof:
+    with conv_cpu.using_conv3x3_cpu(CONV3X3_CPU), probe, profile(model) as prof:
         loss = F.cross_entropy(model(x), labels)
         held_forward, peak_forward = probe.sample()
         graph = graph_memory(loss, owned_before)
@@ -204,7 +204,7 @@ def run(out: Path, seed: int = 0, device: str = "cpu", log=print) -> dict:
     saved = sum(r["saved_bytes"] for r in rows)
     outputs = sum(r["output_bytes"] for r in rows)
     params = sum(int(p.data.nbytes) for p in model.parameters())
-    rung = CONV3X3_CPU if device == "cpu" else f"{conv.conv3x3_kernel()} kernel"
+    rung = CONV3X3_CPU if device == "cpu" else f"{conv_cuda.conv3x3_kernel()} kernel"
     measured_by = "tracemalloc" if device == "cpu" else "CuPy's memory pool"
 
     title = (f"{model.name} width {WIDTH}, {SIZE}x{SIZE}, batch {BATCH}, {device} "

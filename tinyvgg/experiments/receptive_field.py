@@ -42,7 +42,7 @@ import numpy as np
 from .. import backend, nn
 from .. import functional as F
 from ..models.vgg import cfgs, make_layers, vgg16
-from ..ops.conv_ladder import using_conv3x3_cpu
+from ..ops.conv_cpu import using_conv3x3_cpu
 from ..io.plotting import pyplot, save_png
 from ..tensor import tensor
 from ..io.texttable import format_table

@@ -15,7 +15,7 @@ CuPy's elementwise arithmetic, as the ops' kernels are not needed for them.
 from __future__ import annotations
 
 from .. import backend
-from ..tensor import Function
+from ..tensor import OPERATOR_OPS, Function
 from . import checks
 
 
@@ -93,3 +93,6 @@ class Cast(Function):
     @staticmethod
     def backward(ctx, g):
         return (g.astype(ctx.input_dtype),)
+
+
+OPERATOR_OPS.update(add=Add, mul=Mul, sum=Sum, cast=Cast)  # a tensor's +, *, .sum(), .to(dtype)

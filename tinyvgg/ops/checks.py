@@ -48,3 +48,23 @@ def shape(op: str, name: str, array, expected: tuple) -> None:
 def bias(op: str, b, out_features: int) -> None:
     if b is not None:
         shape(op, "bias", b, (out_features,))
+
+
+def conv_inputs(op: str, x, weight, b, k: int) -> None:
+    """The inputs of a k x k same-size convolution: x (N, C, H, W), weight (C_out, C, k, k),
+    bias (C_out,) or None, all of one float dtype, with at least one pixel and channel."""
+    floating(op, input=x, weight=weight, bias=b)
+    rank(op, "input", x, 4, "(N, C, H, W)")
+    rank(op, "weight", weight, 4, f"(C_out, C_in, {k}, {k})")
+    if weight.shape[2:] != (k, k):
+        raise ValueError(f"{op}: weight must have shape (C_out, C_in, {k}, {k}), "
+                         f"got {tuple(weight.shape)}")
+    if 0 in weight.shape[:2]:
+        raise ValueError(f"{op}: weight must have at least one output and one input channel, "
+                         f"got shape {tuple(weight.shape)}")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"{op}: input has {x.shape[1]} channels but the weight expects "
+                         f"{weight.shape[1]} (weight shape {tuple(weight.shape)}, "
+                         f"input shape {tuple(x.shape)})")
+    image_size(op, x, 1)
+    bias(op, b, weight.shape[0])

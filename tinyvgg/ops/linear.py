@@ -21,13 +21,13 @@ chosen with :func:`use_gemm_kernel` or the environment variable
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
-from .. import cuda, workers
+from .. import choices, cuda
 from ..tensor import Function
 from . import checks
+from .rows import affine_rows, affine_rows_backward
 
 #: the matrix-product kernels of kernels/gemm.cu, a ladder (its opening comment gives each
 #: step's idea and cost): name -> kernel
@@ -38,7 +38,6 @@ GEMM_KERNEL_FUNCTIONS = {
 }
 GEMM_KERNELS = tuple(GEMM_KERNEL_FUNCTIONS)
 GEMM_DEFAULT_KERNEL = "tiled"
-GEMM_KERNEL_ENV = "TINYVGG_GEMM_KERNEL"
 
 # Launch shapes; they must match the constants at the top of kernels/gemm.cu
 # (tests/test_kernels_compile.py compares them).
@@ -63,61 +62,13 @@ def linear_naive(x, weight, bias=None):
     return out
 
 
-def affine_rows(rows, weight, bias=None, out=None):
-    """rows @ weight.T + bias for rows (M, in) and weight (out, in): the product every
-    linear and convolution layer comes down to. Written into ``out`` when given."""
-    y = workers.matmul(rows, weight.T, out=out)
-    if bias is not None:
-        y += bias
-    return y
-
-
-def column_sums(rows):
-    """Sums of the columns of rows (M, C) -> (C,), as one matrix-vector product.
-
-    Per channel, per feature or per bias: every bias gradient is such a sum. NumPy
-    reduces down axis 0 one row at a time, C values per step, so with VGG-11's 16
-    channels (the MNIST model at width 0.25) a sum over 131072 rows took 2.3 ms
-    against 0.3 ms for ``ones @ rows`` on the development machine, and 1.2 against
-    0.6 ms for VGG-16's first 64-channel layer at batch 64. Both add the rows in
-    order (no pairwise summation down axis 0)."""
-    return np.ones(rows.shape[0], dtype=rows.dtype) @ rows
-
-
-def affine_rows_backward(g_rows, rows, weight, need_rows, need_weight, need_bias):
-    """(dL/drows, dL/dweight, dL/dbias) of ``affine_rows``, each None unless asked for."""
-    d_rows = workers.matmul(g_rows, weight) if need_rows else None
-    d_weight = workers.matmul(g_rows.T, rows) if need_weight else None
-    d_bias = column_sums(g_rows) if need_bias else None
-    return d_rows, d_weight, d_bias
-
-
 # --- GPU: kernels/gemm.cu ------------------------------------------------------
 
-def _checked_gemm_kernel(name, where: str) -> str:
-    if name not in GEMM_KERNELS:
-        raise ValueError(f"{where}: unknown gemm kernel {name!r}; "
-                         f"choose one of {', '.join(repr(k) for k in GEMM_KERNELS)}")
-    return name
-
-
-_gemm_kernel = _checked_gemm_kernel(os.environ.get(GEMM_KERNEL_ENV) or GEMM_DEFAULT_KERNEL,
-                                    f"environment variable {GEMM_KERNEL_ENV}")
-
-
-def use_gemm_kernel(name: str) -> None:
-    """Select the GPU kernel behind every matrix product of ``linear`` (forward, input and
-    weight gradients): ``"naive"`` (one thread per element, every load from global memory),
-    ``"tiled"`` (64 x 64 shared-memory tiles, 4 x 4 values per thread, the default) or
-    ``"register"`` (64 x 128 tiles, 8 x 8 values per thread, vector loads). The environment
-    variable TINYVGG_GEMM_KERNEL sets the choice at import. The CPU path is unaffected."""
-    global _gemm_kernel
-    _gemm_kernel = _checked_gemm_kernel(name, "use_gemm_kernel")
-
-
-def gemm_kernel() -> str:
-    """The GPU kernel ``linear``'s matrix products use now (see :func:`use_gemm_kernel`)."""
-    return _gemm_kernel
+#: the rung, selected like every kernel choice (tinyvgg.choices): use_gemm_kernel(name),
+#: ``with using_gemm_kernel(name):`` or TINYVGG_GEMM_KERNEL at import; the CPU is unaffected
+GEMM_KERNEL = choices.Choice("gemm_kernel", "gemm kernel", GEMM_KERNELS, GEMM_DEFAULT_KERNEL)
+GEMM_KERNEL_ENV = GEMM_KERNEL.env
+use_gemm_kernel, using_gemm_kernel, gemm_kernel = GEMM_KERNEL.functions()
 
 
 def gemm_gpu(a, b, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0,
@@ -141,17 +92,18 @@ def gemm_gpu(a, b, trans_a: bool = False, trans_b: bool = False, alpha: float = 
                          f"got shape {tuple(out.shape)}, dtype {out.dtype}")
     if M == 0 or N == 0:
         return out
-    function = GEMM_KERNEL_FUNCTIONS[_gemm_kernel]
+    kernel = gemm_kernel()
+    function = GEMM_KERNEL_FUNCTIONS[kernel]
     args = (a, b, out, M, N, K, int(trans_a), int(trans_b), float(alpha), float(beta))
-    if _gemm_kernel == "naive":
+    if kernel == "naive":
         cuda.launch("gemm", function, a.dtype, cuda.blocks_for(M * N), cuda.THREADS, args)
         return out
-    tile_rows, tile_cols = (GEMM_TILE, GEMM_TILE) if _gemm_kernel == "tiled" else (REG_BM, REG_BN)
+    tile_rows, tile_cols = (GEMM_TILE, GEMM_TILE) if kernel == "tiled" else (REG_BM, REG_BN)
     grid = (cuda.blocks_for(M, tile_rows), cuda.blocks_for(N, tile_cols))
     if grid[1] > MAX_GRID_Y:
         raise ValueError(f"gemm: {N} columns need {grid[1]} column tiles, more than the "
                          f"{MAX_GRID_Y} a grid allows")
-    block = GEMM_BLOCK if _gemm_kernel == "tiled" else REG_THREADS
+    block = GEMM_BLOCK if kernel == "tiled" else REG_THREADS
     cuda.launch("gemm", function, a.dtype, grid, block, args)
     return out
 
@@ -207,11 +159,11 @@ def affine_rows_backward_gpu(g_rows, rows, weight, need_rows, need_weight, need_
 
 class Linear(Function):
     """y = x W^T + b.  Backward: dL/dx = g W, dL/dW = g^T x, dL/db = sum_n g.
-    GPU: kernels/gemm.cu."""
+    CPU: one matrix product (rows.affine_rows). GPU: kernels/gemm.cu."""
     name = "linear"
 
     @staticmethod
-    def forward(ctx, x, weight, bias=None):
+    def check(x, weight, bias=None):
         checks.floating("linear", input=x, weight=weight, bias=bias)
         checks.rank("linear", "weight", weight, 2, "(out_features, in_features)")
         if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
@@ -219,19 +171,36 @@ class Linear(Function):
                              f"(weight shape {tuple(weight.shape)}), got input shape "
                              f"{tuple(x.shape)}")
         checks.bias("linear", bias, weight.shape[0])
-        # sizes spelled out, not -1: NumPy cannot infer -1 when another axis is 0
-        x2d = x.reshape(math.prod(x.shape[:-1]), weight.shape[1])
-        if ctx.device == "cuda":
-            x2d, weight = cuda.contiguous(x2d), cuda.contiguous(weight)
-            ctx.save(weight=weight, x2d=x2d)
-            return affine_rows_gpu(x2d, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def forward_cpu(ctx, x, weight, bias=None):
+        x2d = _rows_of(x, weight)
         ctx.save(weight=weight, x2d=x2d)
         return affine_rows(x2d, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
-    def backward(ctx, g):
-        need_x, need_w, need_b = ctx.needs(3)
-        backward_rows = affine_rows_backward_gpu if ctx.device == "cuda" else affine_rows_backward
-        dx, dw, db = backward_rows(g.reshape(ctx.x2d.shape[0], g.shape[-1]), ctx.x2d,
-                                   ctx.weight, need_x, need_w, need_b)
-        return (None if dx is None else dx.reshape(*g.shape[:-1], ctx.x2d.shape[1])), dw, db
+    def backward_cpu(ctx, g):
+        return _input_shaped(ctx, g, affine_rows_backward)
+
+    @staticmethod
+    def forward_cuda(ctx, x, weight, bias=None):
+        x2d, weight = cuda.contiguous(_rows_of(x, weight)), cuda.contiguous(weight)
+        ctx.save(weight=weight, x2d=x2d)
+        return affine_rows_gpu(x2d, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward_cuda(ctx, g):
+        return _input_shaped(ctx, g, affine_rows_backward_gpu)
+
+
+def _rows_of(x, weight):
+    """x (..., in) as a matrix (rows, in); sizes spelled out, not -1: NumPy cannot infer
+    -1 when another axis is 0."""
+    return x.reshape(math.prod(x.shape[:-1]), weight.shape[1])
+
+
+def _input_shaped(ctx, g, backward_rows):
+    """(dx, dW, db) by ``backward_rows`` on g's rows, dx in the input's shape."""
+    dx, dw, db = backward_rows(g.reshape(ctx.x2d.shape[0], g.shape[-1]), ctx.x2d, ctx.weight,
+                               *ctx.needs(3))
+    return (None if dx is None else dx.reshape(*g.shape[:-1], ctx.x2d.shape[1])), dw, db

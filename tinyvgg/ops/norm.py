@@ -28,8 +28,7 @@ import numpy as np
 from .. import backend, cuda, workers
 from ..tensor import Function
 from . import checks
-from .conv import from_pixel_rows, pixel_rows
-from .linear import column_sums
+from .rows import column_sums, from_pixel_rows, pixel_rows
 
 
 def batch_norm2d_naive(x, gamma, beta, eps):

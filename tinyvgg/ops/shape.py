@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tensor import Function
+from ..tensor import OPERATOR_OPS, Function
 
 
 def flatten_naive(x):
@@ -40,3 +40,6 @@ class Reshape(Function):
     @staticmethod
     def backward(ctx, g):
         return (g.reshape(ctx.input_shape),)
+
+
+OPERATOR_OPS.update(reshape=Reshape)  # a tensor's .reshape()

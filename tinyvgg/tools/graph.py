@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from ..io.fileio import atomic_write
 from ..nn import Module, Parameter
-from ..tensor import Tensor, _topological_order
+from ..tensor import Tensor, topological_order
 
 FORMATS = ("png", "svg")
 GRAPHVIZ_INSTALL_HINT = ("install Graphviz (Debian/Ubuntu: apt install graphviz; macOS: "
@@ -140,7 +140,7 @@ def autograd_graph(tensor: Tensor, model=None) -> Graph:
     # The order backward reverses, ops only: each op's inputs are added as they are
     # met, in argument order, which also takes in the inputs that need no gradient
     # (the images), since the walk does not list those.
-    for t in _topological_order(tensor):
+    for t in topological_order(tensor):
         if t.creator is None:
             continue
         sources = [add(i) for i in t.creator.inputs if isinstance(i, Tensor)]

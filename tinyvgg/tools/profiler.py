@@ -52,7 +52,7 @@ from dataclasses import dataclass
 
 from .. import backend
 from ..nn import Module
-from ..tensor import _state, active_profiler
+from ..tensor import active_profiler, set_active_profiler
 from ..io.texttable import format_table
 
 __all__ = ['MODEL', 'NO_LAYER', 'NOT_PROFILED', 'GROUPINGS', 'OpCall', 'profile']
@@ -110,13 +110,13 @@ class profile:
             raise RuntimeError("profile: another profile is already recording on this thread; "
                                "profiles do not nest (end the outer one first, or read the "
                                "records of the outer one)")
-        _state.profiler = self
+        set_active_profiler(self)
         self._layers = []
         self._recording = True
         return self
 
     def __exit__(self, *exc) -> bool:
-        _state.profiler = None
+        set_active_profiler(None)
         self._layers = []
         self._recording = False
         return False
@@ -129,11 +129,11 @@ class profile:
         if self._layers:
             self._layers.pop()
 
-    def forward(self, function, ctx, arrays, params):
-        """Run ``function.forward`` timed, and keep its record."""
+    def forward(self, forward, ctx, arrays, params):
+        """Run an op's ``forward`` (the one for its device) timed, and keep its record."""
         _synchronize(ctx.device)
         start = time.perf_counter()
-        data = function.forward(ctx, *arrays, **params)
+        data = forward(ctx, *arrays, **params)
         _synchronize(ctx.device)
         elapsed_ms = (time.perf_counter() - start) * 1e3
         row = OpCall(op=ctx.op_name, layer=self._layers[-1] if self._layers else NO_LAYER,
@@ -144,7 +144,7 @@ class profile:
         self._row_of_ctx[ctx] = row
         return data
 
-    def backward(self, node, grad_output):
+    def backward(self, backward, node, grad_output):
         """Run ``node``'s backward timed, and add the time to its op call's record."""
         ctx = node.ctx
         row = self._row_of_ctx.get(ctx)
@@ -155,7 +155,7 @@ class profile:
             self._row_of_ctx[ctx] = row
         _synchronize(ctx.device)
         start = time.perf_counter()
-        input_grads = node.function.backward(ctx, grad_output)
+        input_grads = backward(ctx, grad_output)
         _synchronize(ctx.device)
         row.backward_ms += (time.perf_counter() - start) * 1e3
         row.backward_calls += 1

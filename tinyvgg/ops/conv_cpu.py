@@ -24,7 +24,7 @@ Pp = N*(H+2)*(W+2) positions of the padded input. A direct convolution does
     rows kept from forward, so a layer keeps 9x its input until backward.
     The copy is what this rung pays: 9*P*C values written and read again.
     The rows are made and multiplied per block of images of about 8 MiB
-    (``conv.im2col_product``), so the product reads each block from the
+    (``im2col_product``), so the product reads each block from the
     cache; the input gradient never holds all of g's rows at once.
 
 ``shifted``
@@ -136,16 +136,15 @@ the receptive-field experiment, selects im2col.
 """
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .. import workers
-from . import checks, conv
-from .linear import affine_rows, column_sums
+from .. import choices, workers
+from . import checks
+from .rows import (affine_rows, column_sums, from_pixel_rows, im2col3x3, im2col_product,
+                   kernel_matrix, pixel_rows, turned_kernel_rows)
 
 # The adds of the shifted GEMMs and Winograd's transforms run on blocks of about
 # this many bytes, so a block is still in the core's cache (2 MiB of L2 on the
@@ -176,15 +175,53 @@ class Conv3x3Implementation(NamedTuple):
 
 # --- naive: loops --------------------------------------------------------------------
 
+def conv_naive(x, weight, bias=None):
+    """Same-size convolution with plain loops over every output value."""
+    N, C, H, W = x.shape
+    C_out, _, k, _ = weight.shape
+    pad = k // 2
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    y = np.zeros((N, C_out, H, W), dtype=x.dtype)
+    for n in range(N):
+        for o in range(C_out):
+            for i in range(H):
+                for j in range(W):
+                    window = xp[n, :, i:i + k, j:j + k]
+                    y[n, o, i, j] = np.sum(window * weight[o])
+                    if bias is not None:
+                        y[n, o, i, j] += bias[o]
+    return y
+
+
+def conv_backward_naive(x, weight, grad_out):
+    """(dx, dw, db) by sending each output's gradient back through its window."""
+    N, C, H, W = x.shape
+    C_out, _, k, _ = weight.shape
+    pad = k // 2
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    dxp = np.zeros_like(xp)
+    dw = np.zeros_like(weight)
+    db = np.zeros(C_out, dtype=x.dtype)
+    for n in range(N):
+        for o in range(C_out):
+            for i in range(H):
+                for j in range(W):
+                    g = grad_out[n, o, i, j]
+                    dw[o] += g * xp[n, :, i:i + k, j:j + k]
+                    dxp[n, :, i:i + k, j:j + k] += g * weight[o]
+                    db[o] += g
+    return dxp[:, :, pad:pad + H, pad:pad + W], dw, db
+
+
 def naive_forward(x, weight, bias, keep_for_dx, keep_for_dw):
     """``conv_naive``; keeps x and the weight (both gradients need both)."""
     saved = dict(x=x, weight=weight) if keep_for_dx or keep_for_dw else {}
-    return conv.conv_naive(x, weight, bias), saved
+    return conv_naive(x, weight, bias), saved
 
 
 def naive_backward(saved, g, need_dx, need_dw, need_db):
     """``conv_backward_naive``, which computes all three gradients at once."""
-    dx, dw, db = conv.conv_backward_naive(saved.x, saved.weight, g)
+    dx, dw, db = conv_backward_naive(saved.x, saved.weight, g)
     return (dx if need_dx else None), (dw if need_dw else None), (db if need_db else None)
 
 
@@ -193,8 +230,8 @@ def naive_backward(saved, g, need_dx, need_dw, need_db):
 def im2col_forward(x, weight, bias, keep_for_dx, keep_for_dw):
     """im2col rows times the kernel matrix; keeps the kernel matrix for dx, the rows for dw."""
     N, _, H, W = x.shape
-    w_matrix = conv.kernel_matrix(weight)
-    y_rows, rows = conv.im2col_product(
+    w_matrix = kernel_matrix(weight)
+    y_rows, rows = im2col_product(
         x, lambda block, out: affine_rows(block, w_matrix, bias, out=out), w_matrix.shape[0],
         keep_rows=keep_for_dw)
     saved = {}
@@ -202,18 +239,18 @@ def im2col_forward(x, weight, bias, keep_for_dx, keep_for_dw):
         saved["w_matrix"] = w_matrix
     if keep_for_dw:
         saved["rows"] = rows
-    return conv.from_pixel_rows(y_rows, N, H, W), saved
+    return from_pixel_rows(y_rows, N, H, W), saved
 
 
 def im2col_backward(saved, g, need_dx, need_dw, need_db):
     """dx = im2col(g) @ turned kernel; dw = g_rows^T @ rows; db = sum of g."""
     N, K, H, W = g.shape
-    g_rows = conv.pixel_rows(g)
+    g_rows = pixel_rows(g)
     dx = dw = db = None
     if need_dx:  # a 3x3 convolution of g with the turned kernel
-        turned = conv.turned_kernel_rows(saved.w_matrix)
-        dx = conv.from_pixel_rows(
-            conv.im2col_product(g, lambda block, out: np.matmul(block, turned, out=out),
+        turned = turned_kernel_rows(saved.w_matrix)
+        dx = from_pixel_rows(
+            im2col_product(g, lambda block, out: np.matmul(block, turned, out=out),
                                 turned.shape[1])[0], N, H, W)
     if need_dw:
         dw = rows_weight_grad(g_rows, saved.rows)
@@ -336,7 +373,7 @@ def valid_outputs(out_rows, N, height, width, H, W):
 def shifted_forward(x, weight, bias, keep_for_dx, keep_for_dw):
     """Shifted GEMMs over the padded input; keeps the kernel matrix and the padded input."""
     N, _, H, W = x.shape
-    w_matrix = conv.kernel_matrix(weight)
+    w_matrix = kernel_matrix(weight)
     padded = padded_channels_last(x, H + 2, W + 2)
     saved = {}
     if keep_for_dx:
@@ -478,7 +515,7 @@ def winograd_forward(x, weight, bias, keep_for_dx, keep_for_dw):
     """F(2x2, 3x3); keeps the transformed weight for dx, and for dw the padded input
     (shifted GEMMs) or the input itself (im2col GEMM, nothing extra to keep)."""
     N, _, H, W = x.shape
-    U = winograd_weight(conv.kernel_matrix(weight))  # (4, 4, K, C)
+    U = winograd_weight(kernel_matrix(weight))  # (4, 4, K, C)
     padded = even_padded(x)
     saved = {}
     if keep_for_dx:
@@ -505,7 +542,7 @@ def winograd_backward(saved, g, need_dx, need_dw, need_db):
     if shifted_dw:
         dw = shifted_weight_grad(saved.padded, g_padded).reshape(K, 3, 3, -1).transpose(0, 3, 1, 2)
     elif need_dw:
-        dw = rows_weight_grad(conv.pixel_rows(g), conv.im2col3x3(saved.x))
+        dw = rows_weight_grad(pixel_rows(g), im2col3x3(saved.x))
     if need_db:
         db = g.sum(axis=(0, 2, 3))
     return dx, dw, db
@@ -593,7 +630,7 @@ def winograd4x4_forward(x, weight, bias, keep_for_dx, keep_for_dw):
     output_transform = WINOGRAD4X4_OUTPUT.astype(dtype)
     x_last = x.transpose(0, 2, 3, 1)
     V = np.empty((36, N * per_image, C), dtype=dtype)
-    U = winograd4x4_kernel(conv.kernel_matrix(weight))              # (36, K, C)
+    U = winograd4x4_kernel(kernel_matrix(weight))              # (36, K, C)
     products = np.empty((36, N * per_image, K), dtype=dtype)
     y = np.empty((N, 4 * th, 4 * tw, K), dtype=dtype)
 
@@ -725,57 +762,22 @@ CONV3X3_CPU = {
     "winograd": Conv3x3Implementation(winograd_forward, winograd_backward),
     "winograd4x4": Conv3x3Implementation(winograd4x4_forward, winograd4x4_backward),
 }
-#: the names :func:`use_conv3x3_cpu` accepts: the rungs, and "auto" (a rung per layer shape)
+#: the names ``use_conv3x3_cpu`` accepts: the rungs, and "auto" (a rung per layer shape)
 CONV3X3_CPU_CHOICES = (*CONV3X3_CPU, "auto")
-CONV3X3_CPU_ENV = "TINYVGG_CONV3X3_CPU"
+#: the rung conv3x3 runs on the CPU unless another is selected
+CONV3X3_CPU_DEFAULT = "auto"
 
 # "auto"'s thresholds (see auto_conv3x3_cpu)
 AUTO_MIN_CHANNELS = 8           # fewer input channels (an image): im2col
 AUTO_MIN_SIZE = 4               # height or width below this: im2col
 
-
-def _checked_choice(name, where: str) -> str:
-    choices = ", ".join(repr(c) for c in CONV3X3_CPU_CHOICES)
-    if not isinstance(name, str):
-        raise TypeError(f"{where}: the conv3x3 CPU implementation must be a name, one of "
-                        f"{choices}; got {type(name).__name__}")
-    if name not in CONV3X3_CPU_CHOICES:
-        raise ValueError(f"{where}: unknown conv3x3 CPU implementation {name!r}; "
-                         f"choose one of {choices}")
-    return name
-
-
-#: the rung conv3x3 runs on the CPU unless another is selected
-CONV3X3_CPU_DEFAULT = "auto"
-_selected = _checked_choice(os.environ.get(CONV3X3_CPU_ENV) or CONV3X3_CPU_DEFAULT,
-                            f"environment variable {CONV3X3_CPU_ENV}")
-
-
-def use_conv3x3_cpu(name: str) -> None:
-    """Select the implementation conv3x3 runs on the CPU, forward and backward:
-    ``"naive"``, ``"im2col"``, ``"shifted"``, ``"winograd"``, ``"winograd4x4"`` or
-    ``"auto"`` (the default: one per layer shape, :func:`auto_conv3x3_cpu`).
-    The environment variable TINYVGG_CONV3X3_CPU sets the choice at import. A graph recorded
-    before the change runs its backward with the implementation of its forward."""
-    global _selected
-    _selected = _checked_choice(name, "use_conv3x3_cpu")
-
-
-@contextmanager
-def using_conv3x3_cpu(name: str):
-    """``with using_conv3x3_cpu("im2col"):`` selects a rung for the block only; the
-    selection before it comes back afterwards, even on an exception."""
-    before = _selected
-    use_conv3x3_cpu(name)
-    try:
-        yield
-    finally:
-        use_conv3x3_cpu(before)
-
-
-def conv3x3_cpu() -> str:
-    """The name selected with :func:`use_conv3x3_cpu` (``"auto"`` included)."""
-    return _selected
+#: the CPU rung, selected like every kernel choice (tinyvgg.choices): use_conv3x3_cpu(name),
+#: ``with using_conv3x3_cpu(name):``, or TINYVGG_CONV3X3_CPU at import. A graph recorded
+#: before a change runs its backward with the rung of its forward.
+CONV3X3_CPU_CHOICE = choices.Choice("conv3x3_cpu", "conv3x3 CPU implementation",
+                                    CONV3X3_CPU_CHOICES, CONV3X3_CPU_DEFAULT)
+CONV3X3_CPU_ENV = CONV3X3_CPU_CHOICE.env
+use_conv3x3_cpu, using_conv3x3_cpu, conv3x3_cpu = CONV3X3_CPU_CHOICE.functions()
 
 
 def auto_conv3x3_cpu(in_channels: int, height: int, width: int) -> str:
@@ -812,7 +814,7 @@ def auto_conv3x3_cpu(in_channels: int, height: int, width: int) -> str:
 def implementation_for(x_shape, name: str | None = None) -> Conv3x3Implementation:
     """The rung that runs for an input of shape (N, C, H, W): ``name`` (default: the
     selected one), with ``"auto"`` resolved by :func:`auto_conv3x3_cpu`."""
-    name = _selected if name is None else _checked_choice(name, "implementation_for")
+    name = conv3x3_cpu() if name is None else CONV3X3_CPU_CHOICE.checked(name, "implementation_for")
     if name == "auto":
         name = auto_conv3x3_cpu(x_shape[1], x_shape[2], x_shape[3])
     return CONV3X3_CPU[name]
@@ -822,11 +824,11 @@ def implementation_for(x_shape, name: str | None = None) -> Conv3x3Implementatio
 
 def _check_arrays(op: str, implementation, x, weight, bias=None, g=None):
     if implementation is not None:
-        _checked_choice(implementation, op)
+        CONV3X3_CPU_CHOICE.checked(implementation, op)
     for what, array in (("input", x), ("weight", weight), ("bias", bias), ("grad_out", g)):
         if array is not None and not isinstance(array, np.ndarray):
             raise TypeError(f"{op}: {what} must be a NumPy array, got {type(array).__name__}")
-    conv._check_conv(op, x, weight, bias, 3)
+    checks.conv_inputs(op, x, weight, bias, 3)
     if g is not None:
         checks.floating(op, input=x, grad_out=g)
         checks.shape(op, "grad_out", g, (x.shape[0], weight.shape[0]) + tuple(x.shape[2:]))

@@ -1,0 +1,311 @@
+"""conv3x3 and conv1x1 on the GPU: the kernel ladders of ``kernels/conv3x3.cu`` and
+``kernels/conv1x1.cu``, their selection and their launches, on C-contiguous NCHW CuPy arrays.
+
+conv3x3's forward has six rungs, from one thread per output with every load from global
+memory to TF32 tensor cores and Winograd F(4x4, 3x3) (the opening comment of
+``kernels/conv3x3.cu`` gives each step's idea and cost), chosen with
+``use_conv3x3_kernel`` or the environment variable ``TINYVGG_CONV3X3_KERNEL``
+(``tinyvgg.choices``); its weight gradient has three, chosen with
+``use_conv3x3_wgrad_kernel`` or ``TINYVGG_CONV3X3_WGRAD_KERNEL``. The input gradient is
+the forward kernel run on ``g`` with the turned kernel; the weight and bias gradients
+are deterministic (no atomics). conv1x1 is a tiled matrix product over the batch's pixels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend, choices, cuda
+from .conv_cpu import WINOGRAD4X4_MATRICES, winograd4x4_tiles
+from .linear import gemm_gpu
+
+
+#: conv3x3's forward kernels, a ladder from the simplest to the fastest (the opening
+#: comment of kernels/conv3x3.cu gives each step's idea and cost): name -> kernel.
+CONV3X3_KERNEL_FUNCTIONS = {
+    "naive": "conv3x3_forward_naive",                  # one thread per output, global loads
+    "tiled": "conv3x3_forward_tiled",                  # input and weights staged in shared memory
+    "register": "conv3x3_forward_register",            # 4 pixels x 8 channels per thread
+    "implicit-gemm": "conv3x3_forward_implicit_gemm",  # a tiled matrix product, im2col gathered
+    "tf32-mma": "conv3x3_forward_tf32",                # the same on TF32 tensor cores
+    "winograd4x4": "winograd4x4_input_transform",      # F(4x4, 3x3): transforms + 36 gemms
+}
+CONV3X3_KERNELS = tuple(CONV3X3_KERNEL_FUNCTIONS)
+#: kernels that round their inputs to TF32: float32 only, never the default
+CONV3X3_TF32_KERNELS = ("tf32-mma",)
+CONV3X3_DEFAULT_KERNEL = "implicit-gemm"  # the fastest float32/float64 rung (benchmarks/results)
+
+#: conv3x3's weight-gradient kernels: name -> kernel in kernels/conv3x3.cu
+CONV3X3_WGRAD_KERNEL_FUNCTIONS = {
+    "reduce": "conv3x3_weight_grad",                       # one block per (out, in) channel pair
+    "implicit-gemm": "conv3x3_weight_grad_implicit_gemm",  # g @ im2col(x)^T, pixels split
+    "winograd4x4": "winograd4x4_output_adjoint",           # F(4x4, 3x3)'s stages transposed
+}
+CONV3X3_WGRAD_KERNELS = tuple(CONV3X3_WGRAD_KERNEL_FUNCTIONS)
+CONV3X3_DEFAULT_WGRAD_KERNEL = "implicit-gemm"
+
+# Launch shapes; they must match the constants at the top of the .cu files
+# (tests/test_kernels_compile.py compares them).
+CONV_TILE = 16          # conv3x3_forward_tiled: 16 x 16 output pixels per block
+CONV_OUT_GROUP = 16     # conv3x3_forward_tiled: output channels per block
+REG_ROWS = 16           # conv3x3_forward_register: output rows per block (block y)
+REG_COLS = 32           # conv3x3_forward_register: output columns per block
+REG_THREADS_X = 8       # conv3x3_forward_register: block x, 4 pixels per thread
+REG_LAYERS = 2          # conv3x3_forward_register: block z, 8 output channels per layer
+REG_OUT_GROUP = 16      # conv3x3_forward_register: output channels per block
+IG_BM = 64              # implicit-GEMM kernels: output channels per block (product rows)
+IG_BN = 128             # implicit-GEMM kernels: product columns per block
+IG_THREADS = 128        # implicit-GEMM kernels: threads per (1-D) block
+REDUCE_THREADS = 256    # conv3x3_weight_grad, conv3x3_bias_grad: threads per block
+GEMM_TILE = 64          # conv1x1 kernels: 64 x 64 result tile per block
+GEMM_SIDE = 16          # conv1x1 kernels: 16 x 16 threads per block
+MAX_GRID_X = 2**31 - 1  # CUDA's limit on gridDim.x
+MAX_GRID_Z = 65535      # CUDA's limit on gridDim.z
+TF32_MIN_CAPABILITY = 80  # TF32 tensor cores: compute capability 8.0 (Ampere) and newer
+# The weight gradients of conv1x1 and of conv3x3's implicit GEMM split the batch's pixels
+# so that about this many blocks run, but give each split at least WGRAD_MIN_COLUMNS pixels.
+WGRAD_TARGET_BLOCKS = 512
+WGRAD_MIN_COLUMNS = 256
+
+
+#: the rungs, selected like every kernel choice (tinyvgg.choices): use_conv3x3_kernel(name),
+#: ``with using_conv3x3_kernel(name):`` or TINYVGG_CONV3X3_KERNEL at import (forward and
+#: input gradient); use_conv3x3_wgrad_kernel(name) and so on for the weight gradient.
+#: "tf32-mma" rounds to TF32 (float32 only, results within about 1e-3 of their scale,
+#: compute capability 8.0 or newer); "winograd4x4" does a quarter of the multiplies and
+#: keeps V and M, 2.25x the input and output. Every rung gives the same result on every run.
+CONV3X3_KERNEL = choices.Choice("conv3x3_kernel", "conv3x3 kernel", CONV3X3_KERNELS,
+                                CONV3X3_DEFAULT_KERNEL)
+CONV3X3_WGRAD_KERNEL = choices.Choice("conv3x3_wgrad_kernel", "conv3x3 weight-gradient kernel",
+                                      CONV3X3_WGRAD_KERNELS, CONV3X3_DEFAULT_WGRAD_KERNEL)
+CONV3X3_KERNEL_ENV, CONV3X3_WGRAD_KERNEL_ENV = CONV3X3_KERNEL.env, CONV3X3_WGRAD_KERNEL.env
+use_conv3x3_kernel, using_conv3x3_kernel, conv3x3_kernel = CONV3X3_KERNEL.functions()
+use_conv3x3_wgrad_kernel, using_conv3x3_wgrad_kernel, conv3x3_wgrad_kernel = \
+    CONV3X3_WGRAD_KERNEL.functions()
+
+
+def conv3x3_kernel_for(dtype) -> str:
+    """The kernel conv3x3 runs for arrays of ``dtype``: the selected one, refused with a
+    TypeError when it computes in TF32 and ``dtype`` is not float32."""
+    kernel = conv3x3_kernel()
+    dtype = np.dtype(dtype)
+    if kernel in CONV3X3_TF32_KERNELS and dtype != np.float32:
+        fp_kernels = ", ".join(repr(k) for k in CONV3X3_KERNELS if k not in CONV3X3_TF32_KERNELS)
+        raise TypeError(f"conv3x3: the {kernel!r} kernel computes in TF32 and takes "
+                        f"float32 only, got {dtype}; for {dtype} select one of {fp_kernels} "
+                        f"with use_conv3x3_kernel")
+    return kernel
+
+
+def _blocks(n: int, per_block: int) -> int:
+    return (int(n) + per_block - 1) // per_block
+
+
+def _pixel_splits(tiles: int, pixels: int) -> int:
+    """How many blocks share the sum over the batch's pixels of each result tile."""
+    return max(1, min(_blocks(WGRAD_TARGET_BLOCKS, tiles), pixels // WGRAD_MIN_COLUMNS,
+                      MAX_GRID_Z))
+
+
+def _bias_flag(bias):
+    """(bias as a contiguous GPU array or None, has_bias as the kernels' long long flag)."""
+    return (None, 0) if bias is None else (cuda.contiguous(bias), 1)
+
+
+def _require_tf32_tensor_cores(kernel: str) -> None:
+    capability = int(backend.cupy_module().cuda.Device().compute_capability)
+    if capability < TF32_MIN_CAPABILITY:
+        raise backend.DeviceUnavailableError(
+            f"conv3x3: the {kernel!r} kernel needs TF32 tensor cores (compute capability "
+            f"8.0 or newer); this GPU has {capability // 10}.{capability % 10}")
+
+
+def conv3x3_cuda(x, weight, bias=None):
+    """conv3x3 of CuPy arrays with the kernel chosen by ``use_conv3x3_kernel``."""
+    kernel = conv3x3_kernel_for(x.dtype)
+    x, weight = cuda.contiguous(x), cuda.contiguous(weight)
+    bias, has_bias = _bias_flag(bias)
+    N, C_in, H, W = x.shape
+    C_out = weight.shape[0]
+    y = cuda.empty((N, C_out, H, W), x.dtype)
+    if y.size == 0:
+        return y
+    if kernel == "winograd4x4":
+        return _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y)
+    function = CONV3X3_KERNEL_FUNCTIONS[kernel]
+    args = (x, weight, bias, y, N, C_in, C_out, H, W, has_bias)
+    if kernel == "naive":
+        cuda.launch_elementwise("conv3x3", function, x.dtype, y.size,
+                                x, weight, bias, y, C_in, C_out, H, W, has_bias)
+    elif kernel == "tiled":
+        grid = (_blocks(H, CONV_TILE) * _blocks(W, CONV_TILE), _blocks(C_out, CONV_OUT_GROUP),
+                min(N, MAX_GRID_Z))
+        cuda.launch("conv3x3", function, x.dtype, grid, (CONV_TILE, CONV_TILE), args)
+    elif kernel == "register":
+        grid = (_blocks(H, REG_ROWS) * _blocks(W, REG_COLS), _blocks(C_out, REG_OUT_GROUP),
+                min(N, MAX_GRID_Z))
+        cuda.launch("conv3x3", function, x.dtype, grid, (REG_THREADS_X, REG_ROWS, REG_LAYERS),
+                    args)
+    else:  # one block per 64 x 128 tile of the (C_out, N*H*W) product
+        blocks = _blocks(C_out, IG_BM) * _blocks(N * H * W, IG_BN)
+        if blocks > MAX_GRID_X:
+            raise ValueError(f"conv3x3: {N}x{C_out}x{H}x{W} outputs need {blocks} blocks, more "
+                             f"than the {MAX_GRID_X} a grid allows; use a smaller batch")
+        if kernel in CONV3X3_TF32_KERNELS:
+            _require_tf32_tensor_cores(kernel)
+            cuda.launch("conv3x3", function, None, blocks, IG_THREADS, args)  # float only
+        else:
+            cuda.launch("conv3x3", function, x.dtype, blocks, IG_THREADS, args)
+    return y
+
+
+_winograd4x4_matrices = {}
+
+
+def winograd4x4_matrices_cuda(dtype):
+    """(BT, G, AT) of the CPU ladder's F(4x4, 3x3) as flat row-major CuPy arrays of
+    ``dtype`` on the current device, made once per device and dtype."""
+    cupy = backend.cupy_module()
+    key = (int(cupy.cuda.Device().id), np.dtype(dtype))
+    if key not in _winograd4x4_matrices:
+        AT, G, BT = WINOGRAD4X4_MATRICES
+        _winograd4x4_matrices[key] = tuple(cupy.asarray(m.ravel(), dtype=key[1])
+                                           for m in (BT, G, AT))
+    return _winograd4x4_matrices[key]
+
+
+def _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y):
+    """conv3x3 by Winograd F(4x4, 3x3) into y (ladder step 6 of kernels/conv3x3.cu): V,
+    the transformed 6x6 input tiles (36, T, Cin), and U, the transformed kernels (36,
+    Cin, Cout), meet in 36 products M[xi] = V[xi] @ U[xi] by the gemm kernel; the output
+    transform turns M into y and adds the bias."""
+    N, C_in, H, W = x.shape
+    C_out = weight.shape[0]
+    BT, G, AT = winograd4x4_matrices_cuda(x.dtype)
+    th, tw = winograd4x4_tiles((H, W))
+    T = N * th * tw
+    V = cuda.empty((36, T, C_in), x.dtype)
+    U = cuda.empty((36, C_in, C_out), x.dtype)
+    M = cuda.empty((36, T, C_out), x.dtype)
+    if C_in:
+        cuda.launch_elementwise("conv3x3", "winograd4x4_input_transform", x.dtype, T * C_in,
+                                x, BT, V, C_in, H, W, th, tw, C_in, 1)
+        cuda.launch_elementwise("conv3x3", "winograd4x4_kernel_transform", x.dtype,
+                                C_in * C_out, weight, G, U, C_in, C_out)
+        for xi in range(36):
+            gemm_gpu(V[xi], U[xi], out=M[xi])
+    else:  # no input channels: every product is zero and y is the bias
+        M.fill(0)
+    cuda.launch_elementwise("conv3x3", "winograd4x4_output_transform", x.dtype, T * C_out,
+                            M, AT, bias, y, C_out, H, W, th, tw, has_bias)
+    return y
+
+
+def conv3x3_input_grad_cuda(g, weight):
+    """dL/dx: g convolved with the kernel turned 180 degrees, in/out channels swapped."""
+    turned = cuda.contiguous(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    return conv3x3_cuda(g, turned)
+
+
+def conv3x3_weight_grad_cuda(x, g):
+    """dL/dw (Cout, Cin, 3, 3) with the kernel chosen by ``use_conv3x3_wgrad_kernel``; the
+    same on every run (no atomics)."""
+    kernel = conv3x3_wgrad_kernel()
+    x, g = cuda.contiguous(x), cuda.contiguous(g)
+    N, C_in, H, W = x.shape
+    C_out = g.shape[1]
+    dw = cuda.empty((C_out, C_in, 3, 3), x.dtype)
+    if dw.size == 0:
+        return dw
+    if kernel == "winograd4x4":
+        return _conv3x3_weight_grad_winograd4x4_cuda(x, g, dw)
+    function = CONV3X3_WGRAD_KERNEL_FUNCTIONS[kernel]
+    if kernel == "reduce":
+        cuda.launch("conv3x3", function, x.dtype, C_out * C_in, REDUCE_THREADS,
+                    (x, g, dw, N, C_in, C_out, H, W))
+        return dw
+    if C_in * H * W >= 2**31:  # the kernel keeps each column's channel offset in an int
+        raise ValueError(f"conv3x3 weight gradient: one image of {C_in}x{H}x{W} values is "
+                         f"more than the implicit-gemm kernel indexes (under 2^31); select "
+                         f"use_conv3x3_wgrad_kernel('reduce')")
+    # dw as a (C_out, 9 C_in) matrix, in 64 x 128 tiles, each summed over split pixel ranges
+    tiles_x, tiles_y = _blocks(9 * C_in, IG_BN), _blocks(C_out, IG_BM)
+    splits = _pixel_splits(tiles_x * tiles_y, N * H * W)
+    partial = dw if splits == 1 else cuda.empty((splits,) + dw.shape, x.dtype)
+    cuda.launch("conv3x3", function, x.dtype, (tiles_x, tiles_y, splits), IG_THREADS,
+                (x, g, partial, N, C_in, C_out, H, W))
+    if splits > 1:
+        cuda.launch_elementwise("conv1x1", "conv1x1_sum_splits", x.dtype, dw.size,
+                                partial, dw, splits)
+    return dw
+
+
+def _conv3x3_weight_grad_winograd4x4_cuda(x, g, dw):
+    """dL/dw into dw by F(4x4, 3x3)'s stages transposed (weight-gradient step 3 of
+    kernels/conv3x3.cu): V[xi, ci, tile] from x, dM[xi, co, tile] from g, their
+    products summed over the tiles by conv1x1's weight-gradient kernel (36 of them, the
+    tiles as the pixels of one image), then dw = G^T dU G."""
+    N, C_in, H, W = x.shape
+    C_out = g.shape[1]
+    BT, G, AT = winograd4x4_matrices_cuda(x.dtype)
+    th, tw = winograd4x4_tiles((H, W))
+    T = N * th * tw
+    V = cuda.empty((36, C_in, T), x.dtype)
+    dM = cuda.empty((36, C_out, T), x.dtype)
+    cuda.launch_elementwise("conv3x3", "winograd4x4_input_transform", x.dtype, T * C_in,
+                            x, BT, V, C_in, H, W, th, tw, 1, T)
+    cuda.launch_elementwise("conv3x3", "winograd4x4_output_adjoint", x.dtype, T * C_out,
+                            g, AT, dM, C_out, H, W, th, tw)
+    dU_t = cuda.empty((36, C_out, C_in), x.dtype)   # dU[xi] transposed, as conv1x1 gives it
+    for xi in range(36):
+        dU_t[xi] = conv1x1_weight_grad_cuda(V[xi].reshape(1, C_in, T, 1),
+                                            dM[xi].reshape(1, C_out, T, 1))
+    cuda.launch_elementwise("conv3x3", "winograd4x4_kernel_adjoint", x.dtype, C_out * C_in,
+                            dU_t, G, dw)
+    return dw
+
+
+def conv_bias_grad_cuda(g):
+    """dL/db (Cout,): the sum of g over images and pixels, one block per channel."""
+    g = cuda.contiguous(g)
+    N, C = g.shape[:2]
+    db = cuda.empty((C,), g.dtype)
+    if C:
+        cuda.launch("conv3x3", "conv3x3_bias_grad", g.dtype, C, REDUCE_THREADS,
+                    (g, db, N, C, g.shape[2] * g.shape[3]))
+    return db
+
+
+def conv1x1_cuda(x, w_matrix, bias=None):
+    """y[n, o, p] = b[o] + sum_c w_matrix[o, c] x[n, c, p] for CuPy arrays; w_matrix (Cout, Cin)."""
+    x, w_matrix = cuda.contiguous(x), cuda.contiguous(w_matrix)
+    bias, has_bias = _bias_flag(bias)
+    N, C_in, H, W = x.shape
+    C_out = w_matrix.shape[0]
+    y = cuda.empty((N, C_out, H, W), x.dtype)
+    if y.size:
+        grid = (_blocks(N * H * W, GEMM_TILE), _blocks(C_out, GEMM_TILE))
+        cuda.launch("conv1x1", "conv1x1_forward_tiled", x.dtype, grid, (GEMM_SIDE, GEMM_SIDE),
+                    (x, w_matrix, bias, y, N, C_in, C_out, H * W, has_bias))
+    return y
+
+
+def conv1x1_weight_grad_cuda(x, g):
+    """dL/dw as a (Cout, Cin) matrix: g @ x^T over every pixel of the batch.
+
+    When the result has few tiles, the pixels are split among more blocks and their
+    partial sums are added in a fixed order, so the result is the same on every run."""
+    x, g = cuda.contiguous(x), cuda.contiguous(g)
+    N, C_in, H, W = x.shape
+    C_out = g.shape[1]
+    dw = cuda.empty((C_out, C_in), x.dtype)
+    if dw.size == 0:
+        return dw
+    splits = _pixel_splits(_blocks(C_out, GEMM_TILE) * _blocks(C_in, GEMM_TILE), N * H * W)
+    partial = dw if splits == 1 else cuda.empty((splits, C_out, C_in), x.dtype)
+    grid = (_blocks(C_in, GEMM_TILE), _blocks(C_out, GEMM_TILE), splits)
+    cuda.launch("conv1x1", "conv1x1_weight_grad", x.dtype, grid, (GEMM_SIDE, GEMM_SIDE),
+                (x, g, partial, N, C_in, C_out, H * W))
+    if splits > 1:
+        cuda.launch_elementwise("conv1x1", "conv1x1_sum_splits", x.dtype, dw.size,
+                                partial, dw, splits)
+    return dw
