@@ -14,10 +14,9 @@ each part's products run on the part's own thread. Two reasons:
   the other parts are using;
 * OpenBLAS's threads keep spinning on their cores for a while after each
   product, waiting for the next one, so even a product in a *previous* op
-  takes the core a part was to run on. On the 2-core development machine,
-  splitting Winograd's stages over image halves made the VGG-16 step slower
-  (527 and 534 ms against 461 and 472 unsplit) until BLAS was held to one
-  thread in every op.
+  takes the core a part was to run on: splitting Winograd's stages over image
+  halves made the VGG-16 step slower until BLAS was held to one thread in every
+  op (benchmarks/results/design-measurements-cpu.md).
 
 Parts are cut along axes whose items are computed independently (images, rows
 or columns of a product, Winograd's transformed positions, the shifted GEMMs'
@@ -44,11 +43,10 @@ from threadpoolctl import ThreadpoolController
 
 CPU_THREADS_ENV = "TINYVGG_CPU_THREADS"
 
-# Handing a part to a thread and waiting for it costs 0.1 to 0.2 ms on the 2-core
-# development machine (waking a thread on an idle virtual core): split in two, ReLU's
-# forward on a million values took 0.36 ms against 0.34 whole, a (64, 1024) @ (1024, 512)
-# product 0.54 against 0.54, and (128, 1024) @ (1024, 512) 0.75 against 1.0. So a part is
-# worth a thread only with at least this many values to move, or flops to do:
+# Handing a part to a thread and waiting for it costs about a tenth of a millisecond
+# (waking a thread on an idle core), as long as moving half a million values or doing
+# tens of millions of flops (benchmarks/results/design-measurements-cpu.md). So a part
+# is worth a thread only with at least this many values to move, or flops to do:
 MIN_PART_VALUES = 1 << 19
 MIN_PART_FLOPS = 1 << 25
 

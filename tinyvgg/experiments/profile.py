@@ -7,9 +7,8 @@ batch_norm2d, ...) and per layer (features.0, features.1, ...), forward and
 backward, and draws one stacked bar per layer.
 
 What it teaches: the convolutions take most of the time, and their backward
-more than their forward (two products, dx and dw, against one): about 90% of
-the step and twice the forward on the two-core development machine with one
-BLAS thread. Batch norm, ReLU and pooling touch each value a few times, a
+more than their forward (two products, dx and dw, against one): on a few CPU
+cores, most of the step and about twice the forward. Batch norm, ReLU and pooling touch each value a few times, a
 convolution multiplies each value 9 x C_out times; yet where the products
 run fast (sixteen cores, or a GPU, where these small layers take a few
 microseconds each) the cheap ops' fixed costs show, and the convolutions'

@@ -111,15 +111,11 @@ blocks and Winograd's transforms by images, Winograd's products by transformed
 position, the shifted GEMMs by rows of positions (their weight gradient by
 taps), each part's matrix products on its own thread.
 
-Measured with ``python3 -m tinyvgg bench --repeats 7 --warmup 2`` at c0c9b17
-(the quiet 2-core development machine, two threads; every layer, the command
-and the commit are in ``benchmarks/results/bench-cpu-*.md``): forward +
-backward of VGG-16's 13 convolutions at 32x32, batch 64, float32, im2col
-582 ms, shifted 962 ms, winograd 663 ms, winograd4x4 366 ms, auto 313 ms,
-PyTorch's conv2d (oneDNN) 386 ms in the same run. Each rung's products are
-most of its time at the wide layers; at 64 channels and 32x32, the copies and
-transforms (passes over memory in NumPy) take longer than the products. Per
-layer, see :func:`auto_conv3x3_cpu`.
+``tinyvgg bench`` measures every rung per layer against PyTorch's conv2d
+(results with their commit and machine in ``benchmarks/results/bench-cpu-*.md``
+and ``benchmarks/results/design-measurements-cpu.md``). Each rung's products
+are most of its time at the wide layers; at 64 channels and 32x32, the copies
+and transforms (passes over memory in NumPy) can take longer than the products.
 
 Selection: :func:`use_conv3x3_cpu` (or the environment variable
 ``TINYVGG_CONV3X3_CPU`` at import) picks the rung ``tinyvgg.ops.conv.Conv3x3``
@@ -147,8 +143,8 @@ from .rows import (affine_rows, column_sums, from_pixel_rows, im2col3x3, im2col_
                    kernel_matrix, pixel_rows, turned_kernel_rows)
 
 # The adds of the shifted GEMMs and Winograd's transforms run on blocks of about
-# this many bytes, so a block is still in the core's cache (2 MiB of L2 on the
-# development machine) when the next step reads it.
+# this many bytes, so a block is still in the core's own cache (L2 is 1 to 2 MiB on
+# current x86 cores) when the next step reads it.
 CACHE_BLOCK_BYTES = 1 << 20
 # A shifted-GEMM block is at least this many rows: fewer make the products too
 # thin for the matrix-multiply routine to run at full speed.
@@ -504,10 +500,9 @@ def shifted_weight_grad_pays(H, W):
 
     The shifted GEMMs do junk work at the padding, (H+2)(W+2)/(HW) times the
     flops (with Winograd's even padding); the im2col GEMM does none but copies
-    9x the input. Measured at VGG-16's shapes (batch 64, float32, one thread,
-    a busy machine): 50 vs 68 ms at 64 channels 32x32, 46 vs 49 ms at 128
-    channels 16x16, 55 vs 41 ms at 256 channels 8x8 and 89 vs 34 ms at 512
-    channels 4x4, so the shifted GEMMs are used up to SHIFTED_DW_MAX_JUNK."""
+    9x the input. The junk work costs more than the copy once the padding is a large
+    share of the map, so the shifted GEMMs are used up to SHIFTED_DW_MAX_JUNK (16x16
+    maps and up; the measurements are in benchmarks/results/design-measurements-cpu.md)."""
     return (H + H % 2 + 2) * (W + W % 2 + 2) <= SHIFTED_DW_MAX_JUNK * H * W
 
 
@@ -789,22 +784,10 @@ def auto_conv3x3_cpu(in_channels: int, height: int, width: int) -> str:
       4x the work);
     * F(4x4, 3x3) Winograd everywhere else.
 
-    Measured on the quiet 2-core development machine at commit 803ee48 (two BLAS
-    threads; forward + backward, float32, median of 5; winograd4x4 has become
-    faster since, at 512 channels most), in ms, im2col / shifted / winograd /
-    winograd4x4. VGG-16 at 32x32, batch 64: 3->64 @32x32 12 / 23 / 29 / 26;
-    64->64 @32x32 124 / 139 / 154 / 91; 64->128 @16x16 48 / 58 / 54 / 32;
-    128->128 @16x16 85 / 108 / 98 / 50; 128->256 @8x8 34 / 54 / 36 / 19;
-    256->256 @8x8 67 / 108 / 68 / 34; 256->512 @4x4 31 / 76 / 30 / 18;
-    512->512 @4x4 58 / 160 / 55 / 46; 512->512 @2x2 16 / 66 / 22 / 44.
-    VGG-11 at width 0.25 (the MNIST model), batch 128: 1->16 @32x32
-    9 / 30 / 20 / 16; 16->16 @32x32 48 / 36 / 55 / 34; 16->32 @16x16
-    16 / 16 / 21 / 10; 32->32 @16x16 22 / 31 / 36 / 16; 32->64 @8x8
-    8 / 12 / 11 / 5; 64->64 @8x8 12 / 23 / 17 / 8; 128->128 @4x4 9 / 22 / 11 / 7;
-    128->128 @2x2 3 / 10 / 4 / 6. The shifted GEMMs and F(2x2, 3x3) no longer
-    win anywhere; they stay on the ladder as the steps between. With every rung
-    split over both cores (c0c9b17, ``tinyvgg bench``), the rule still holds at
-    its edges: 3->64 @32x32 7 / 20 / 31 / 12 and 512->512 @2x2 19 / 60 / 29 / 35.
+    The shifted GEMMs and F(2x2, 3x3) win at no VGG layer; they stay on the ladder
+    as the steps between. The per-layer measurements behind the rule are in
+    benchmarks/results/design-measurements-cpu.md; ``tinyvgg bench`` measures it
+    again on any machine.
     """
     if in_channels < AUTO_MIN_CHANNELS or min(height, width) < AUTO_MIN_SIZE:
         return "im2col"
