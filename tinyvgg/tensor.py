@@ -20,9 +20,10 @@ differ defines ``forward_cpu`` and ``forward_cuda`` (and ``backward_cpu``,
 the one for the inputs' device, the only place in the engine that asks which
 device an op runs on. Input checks shared by both paths go in ``check``, run
 before either. ``ctx`` (a :class:`Context`) holds exactly what forward chose
-to keep with ``ctx.save(...)``, and is emptied once backward has used it. NumPy's arithmetic on 0-d arrays returns
-scalars (``np.float64``), which ``Tensor()`` and ``backward`` turn back into
-0-d arrays (``backend.as_array``), so ops need not. On the CPU both run inside
+to keep with ``ctx.save(...)``, and is emptied once backward has used it.
+NumPy's arithmetic on 0-d arrays returns scalars (``np.float64``), which
+``Tensor()`` and ``backward`` turn back into 0-d arrays
+(``backend.as_array``), so ops need not. On the CPU both run inside
 ``workers.op_scope``: BLAS on one thread, the op splitting its work over the
 cores itself (``tinyvgg.workers``).
 """

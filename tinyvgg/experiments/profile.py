@@ -8,14 +8,14 @@ backward, and draws one stacked bar per layer.
 
 What it teaches: the convolutions take most of the time, and their backward
 more than their forward (two products, dx and dw, against one): on a few CPU
-cores, most of the step and about twice the forward. Batch norm, ReLU and pooling touch each value a few times, a
-convolution multiplies each value 9 x C_out times; yet where the products
-run fast (sixteen cores, or a GPU, where these small layers take a few
-microseconds each) the cheap ops' fixed costs show, and the convolutions'
-share falls to about half. A step is timed after one warm-up step, since the
-first call of each shape pays for allocating its buffers. On a GPU the
-profiler waits for the device around every op, so the total is slower than
-an unprofiled step.
+cores, most of the step and about twice the forward. Batch norm, ReLU and
+pooling touch each value a few times, a convolution multiplies each value 9 x
+C_out times; yet where the products run fast (sixteen cores, or a GPU, where
+these small layers take a few microseconds each) the cheap ops' fixed costs
+show, and the convolutions' share falls to about half. A step is timed after
+one warm-up step, since the first call of each shape pays for allocating its
+buffers. On a GPU the profiler waits for the device around every op, so the
+total is slower than an unprofiled step.
 """
 from __future__ import annotations
 

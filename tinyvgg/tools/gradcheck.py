@@ -30,7 +30,8 @@ import numpy as np
 from .. import backend
 from ..tensor import Tensor, no_grad
 
-__all__ = ['TOLERANCES', 'FULL_JACOBIAN_LIMIT', 'GradcheckError', 'gradcheck', 'kink_free', 'tie_free']
+__all__ = ["TOLERANCES", "FULL_JACOBIAN_LIMIT", "GradcheckError", "gradcheck", "kink_free",
+           "tie_free"]
 
 #: defaults by the dtype the function computes in: step, absolute and relative tolerance
 TOLERANCES = {

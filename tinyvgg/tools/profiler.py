@@ -55,7 +55,7 @@ from ..nn import Module
 from ..tensor import active_profiler, set_active_profiler
 from ..io.texttable import format_table
 
-__all__ = ['MODEL', 'NO_LAYER', 'NOT_PROFILED', 'GROUPINGS', 'OpCall', 'profile']
+__all__ = ["MODEL", "NO_LAYER", "NOT_PROFILED", "GROUPINGS", "OpCall", "profile"]
 
 MODEL = "(model)"                    # ops of the top model's own forward
 NO_LAYER = "(no layer)"              # ops outside any module, e.g. the loss
