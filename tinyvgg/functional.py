@@ -18,7 +18,7 @@ from .ops.lrn import LocalResponseNorm
 from .ops.norm import BatchNorm2d
 from .ops.pool import AdaptiveAvgPool2d, MaxPool2x2
 from .ops.shape import Reshape
-from .tensor import Tensor, _as_tensor
+from .tensor import Tensor, as_tensor
 
 __all__ = ["conv3x3", "conv1x1", "maxpool2x2", "relu", "tanh", "linear", "flatten",
            "adaptive_avg_pool2d", "batch_norm2d", "local_response_norm", "dropout",
@@ -152,8 +152,8 @@ def _as_labels(labels):
 
 
 def add(a: Tensor, b) -> Tensor:
-    return Add.apply(a, _as_tensor(b, a))
+    return Add.apply(a, as_tensor(b, a))
 
 
 def mul(a: Tensor, b) -> Tensor:
-    return Mul.apply(a, _as_tensor(b, a))
+    return Mul.apply(a, as_tensor(b, a))

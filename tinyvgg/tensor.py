@@ -321,22 +321,22 @@ class Tensor:
 
     # --- a little arithmetic, so losses and penalties can be written naturally
     def __add__(self, other):
-        return OPERATOR_OPS["add"].apply(self, _as_tensor(other, self))
+        return OPERATOR_OPS["add"].apply(self, as_tensor(other, self))
 
     def __radd__(self, other):
         return self.__add__(other)
 
     def __sub__(self, other):
-        return self + (-1.0) * _as_tensor(other, self)
+        return self + (-1.0) * as_tensor(other, self)
 
     def __rsub__(self, other):
-        return _as_tensor(other, self) + (-1.0) * self
+        return as_tensor(other, self) + (-1.0) * self
 
     def __neg__(self):
         return (-1.0) * self
 
     def __mul__(self, other):
-        return OPERATOR_OPS["mul"].apply(self, _as_tensor(other, self))
+        return OPERATOR_OPS["mul"].apply(self, as_tensor(other, self))
 
     def __rmul__(self, other):
         return self.__mul__(other)
@@ -353,7 +353,9 @@ class Tensor:
         return OPERATOR_OPS["reshape"].apply(self, shape=shape)
 
 
-def _as_tensor(value, like: Tensor) -> Tensor:
+def as_tensor(value, like: Tensor) -> Tensor:
+    """``value`` itself when it is a tensor, else a constant tensor of ``like``'s dtype and
+    device (how ``x * 2.0`` and ``F.add(x, 1)`` take plain numbers)."""
     if isinstance(value, Tensor):
         return value
     xp = backend.array_module(like.data)

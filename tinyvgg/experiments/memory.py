@@ -133,9 +133,9 @@ def _layer_rows(prof, model, table) -> list[dict]:
     for group in prof.grouped("layer"):
         name = group["name"]
         module = modules.get(name)
-        own = module is not None and not module._modules
-        params = sum(int(p.data.nbytes) for p in module._parameters.values()
-                     if p is not None) if own else 0
+        own = module is not None and module.is_leaf_module()
+        params = sum(int(p.data.nbytes) for _, p in module.named_parameters(recurse=False)
+                     ) if own else 0
         row = summary_rows.get(name)
         ops = "+".join(group["ops"])
         rows.append(dict(layer=name, kind=_kind(module if own else None, summary_rows, name, ops),

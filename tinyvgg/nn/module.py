@@ -77,10 +77,15 @@ class Module:
     def children(self):
         return iter(m for m in self._modules.values() if m is not None)
 
-    def named_parameters(self):
-        """Each parameter once, under its first name, even if a layer is used twice."""
+    def is_leaf_module(self) -> bool:
+        """Whether this module holds no other modules (a layer, not a container)."""
+        return next(self.children(), None) is None
+
+    def named_parameters(self, recurse: bool = True):
+        """Each parameter once, under its first name, even if a layer is used twice;
+        with ``recurse=False``, only this module's own parameters."""
         seen = set()
-        for name, module in self.named_modules():
+        for name, module in (self.named_modules() if recurse else [("", self)]):
             for pname, p in module._parameters.items():
                 if p is not None and id(p) not in seen:
                     seen.add(id(p))

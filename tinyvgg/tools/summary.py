@@ -74,14 +74,14 @@ def _macs(module, output_shape) -> int:
 
 
 def _param_counts(module) -> tuple[int, int]:
-    params = [(name, p) for name, p in module._parameters.items() if p is not None]
+    params = list(module.named_parameters(recurse=False))
     total = sum(p.data.size for _, p in params)
     biases = sum(p.data.size for name, p in params if name == "bias")
     return total - biases, total
 
 
 def _leaf_names(model):
-    return {id(m): name for name, m in model.named_modules() if not m._modules}
+    return {id(m): name for name, m in model.named_modules() if m.is_leaf_module()}
 
 
 class Summary:
@@ -249,7 +249,7 @@ def summary(model, input_shape, dtype=None) -> Summary:
             record(module, output.shape, output.data is getattr(inputs[0], "data", None))
 
     handles = [m.register_forward_hook(hook) for name, m in model.named_modules()
-               if not m._modules]
+               if m.is_leaf_module()]
     was_training = model.training
     model.eval()
     try:
