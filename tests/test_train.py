@@ -144,21 +144,21 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(digits_dir,
             first_weight.data[...] = np.inf
 
     model_parameters = []
-    import tinyvgg.train as train_module
-    build = train_module.build_model
+    import tinyvgg.train.loop as loop_module
+    build = loop_module.build_model
 
     def build_and_remember(*args, **kwargs):
         model = build(*args, **kwargs)
         model_parameters.extend(model.parameters())
         return model
 
-    train_module.build_model = build_and_remember
+    loop_module.build_model = build_and_remember
     try:
         with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf) at epoch 2, batch 2"
                                                    r".*last good checkpoint.*--lr"):
             train(config, progress=False, log=lambda m: 0, on_batch=poison)
     finally:
-        train_module.build_model = build
+        loop_module.build_model = build
     kept = load_checkpoint(tmp_path / "checkpoint.npz")
     assert (kept.meta["epoch"], kept.meta["batch"]) == (1, 0)
     assert all(np.isfinite(v).all() for v in kept.model.values())
@@ -169,15 +169,15 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(digits_dir,
 @pytest.fixture
 def built_models(monkeypatch):
     """The models train() builds, so that a test can reach into the one being trained."""
-    import tinyvgg.train as train_module
+    import tinyvgg.train.loop as loop_module
     models = []
-    build = train_module.build_model
+    build = loop_module.build_model
 
     def build_and_remember(*args, **kwargs):
         models.append(build(*args, **kwargs))
         return models[-1]
 
-    monkeypatch.setattr(train_module, "build_model", build_and_remember)
+    monkeypatch.setattr(loop_module, "build_model", build_and_remember)
     return models
 
 
@@ -366,8 +366,8 @@ def two_epochs(digits_dir, tmp_path_factory):
 ])
 def test_ctrl_c_in_the_last_validation_or_the_test_stops_and_resumes_exactly(
         digits_dir, tmp_path, monkeypatch, two_epochs, pass_number, said):
-    import tinyvgg.train as train_module
-    evaluate = train_module.predict_probabilities
+    import tinyvgg.train.loop as loop_module
+    evaluate = loop_module.predict_probabilities
     passes = []
 
     def press_ctrl_c_during(*args, **kwargs):
@@ -376,7 +376,7 @@ def test_ctrl_c_in_the_last_validation_or_the_test_stops_and_resumes_exactly(
             signal.raise_signal(signal.SIGINT)
         return evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "predict_probabilities", press_ctrl_c_during)
+    monkeypatch.setattr(loop_module, "predict_probabilities", press_ctrl_c_during)
     out = tmp_path / "cut"
     messages = []
     stopped = train(small_config(digits_dir, out), progress=False, log=messages.append)
@@ -435,8 +435,8 @@ def test_a_full_disk_is_found_before_training(digits_dir, tmp_path, capsys, monk
 
 def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_last_one(
         digits_dir, tmp_path, capsys, monkeypatch):
-    import tinyvgg.train as train_module
-    write_checkpoint = train_module.save_checkpoint
+    import tinyvgg.train.loop as loop_module
+    write_checkpoint = loop_module.save_checkpoint
     out = tmp_path / "run"
     written = []
 
@@ -451,7 +451,7 @@ def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_last_one(
             written.append(None)
         return write_checkpoint(path, *args)
 
-    monkeypatch.setattr(train_module, "save_checkpoint", fill_the_disk_at_the_second)
+    monkeypatch.setattr(loop_module, "save_checkpoint", fill_the_disk_at_the_second)
     assert main([*quick_run_flags(digits_dir), "--epochs", "2", "--out", str(out)]) == 1
     checkpoint = out / "checkpoint.npz"
     assert capsys.readouterr().err == (

@@ -91,29 +91,12 @@ def _add_train_options(parser):
     add("--out", help="output directory (default runs/<dataset>-<model>-w<width>-s<seed>)")
 
 
-#: what a resumed run may change: how long it runs, where, and how it shows progress
-RESUMABLE_OVERRIDES = ("epochs", "device", "prefetch")
-
-
 def _train(args, parser) -> int:
-    from .train import OutputWriteError, TrainConfig, TrainingDiverged, read_run_meta, train
+    from .train import OutputWriteError, TrainConfig, TrainingDiverged, resumed_config, train
     given = {k: v for k, v in vars(args).items()
              if k in TrainConfig.__dataclass_fields__ and v is not None}
     if args.resume:
-        saved = read_run_meta(args.resume)["config"]  # train() reads the arrays
-        fixed = {k: v for k, v in given.items()
-                 if k not in RESUMABLE_OVERRIDES and k != "out" and v != saved.get(k)}
-        if fixed:
-            wrong = ", ".join(f"--{k.replace('_', '-')} {v} (the run has {saved.get(k)})"
-                              for k, v in fixed.items())
-            raise ValueError(f"--resume continues a run as it was configured; only "
-                             f"--epochs, --device and --prefetch may change, got {wrong}")
-        saved.update({k: v for k, v in given.items() if k in RESUMABLE_OVERRIDES})
-        if args.out is None:
-            saved["out"] = str(Path(args.resume).parent)
-        else:
-            saved["out"] = args.out
-        config = TrainConfig.from_dict(saved)
+        config = resumed_config(args.resume, given)
     else:
         config = TrainConfig(**given)
     try:
