@@ -107,7 +107,7 @@
 // checks, and older GPUs compile a stub that traps.
 //
 // 6. winograd4x4 (host-side name; three kernels and the gemm kernel of
-// kernels/gemm.cu): Winograd F(4x4, 3x3), the CPU ladder's winograd4x4 rung on
+// kernels/linear.cu): Winograd F(4x4, 3x3), the CPU ladder's winograd4x4 rung on
 // the GPU. Every 4 x 4 block of outputs (a "tile"; T = N * ceil(H/4) *
 // ceil(W/4) tiles, numbered (n, tile row, tile column) row-major) comes from
 // the 6 x 6 input patch at rows 4 i - 1 .. 4 i + 4 and columns 4 j - 1 ..
@@ -888,7 +888,7 @@ __global__ void conv3x3_bias_grad(const T* g, T* db, long long N, long long C, l
     if (thread == 0) db[c] = partial[0];
 }
 
-// --- 6. Winograd F(4x4, 3x3): the transforms (the products run in kernels/gemm.cu) ---
+// --- 6. Winograd F(4x4, 3x3): the transforms (the products run in kernels/linear.cu) ---
 
 // Which tile and which of its 6 x 6 input rows and columns: tile = (n * th + i) * tw + j.
 struct Tile {

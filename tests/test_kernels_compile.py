@@ -88,8 +88,8 @@ def test_kernel_source_suits_nvrtc_and_says_what_each_thread_computes(path):
 
 def test_compile_errors_point_at_our_file():
     log = "/tmp/tmpab12/kern.cu(17): error: identifier \"oops\" is undefined"
-    assert _located(log, "/pkg/kernels/relu.cu") == \
-        "/pkg/kernels/relu.cu:17: error: identifier \"oops\" is undefined"
+    assert _located(log, "/pkg/kernels/activation.cu") == \
+        "/pkg/kernels/activation.cu:17: error: identifier \"oops\" is undefined"
 
 
 def _nvrtc_library():
@@ -149,7 +149,7 @@ def test_kernel_source_compiles_with_nvrtc_as_the_loader_asks(path):
 KERNEL_TABLES = {
     "conv3x3 forward": ("conv3x3", conv.CONV3X3_KERNEL_FUNCTIONS, conv.CONV3X3_TF32_KERNELS),
     "conv3x3 weight gradient": ("conv3x3", conv.CONV3X3_WGRAD_KERNEL_FUNCTIONS, ()),
-    "gemm": ("gemm", linear.GEMM_KERNEL_FUNCTIONS, ()),
+    "gemm": ("linear", linear.GEMM_KERNEL_FUNCTIONS, ()),
 }
 
 
@@ -173,7 +173,7 @@ def defines(file: str) -> dict:
 
 
 def test_launch_shapes_match_the_constants_of_the_sources():
-    c3, c1, gm = defines("conv3x3"), defines("conv1x1"), defines("gemm")
+    c3, c1, gm = defines("conv3x3"), defines("conv1x1"), defines("linear")
     host = {
         "conv3x3": {"CONV_TILE": conv.CONV_TILE, "CONV_OUT_GROUP": conv.CONV_OUT_GROUP,
                     "REDUCE_THREADS": conv.REDUCE_THREADS, "REG_ROWS": conv.REG_ROWS,
@@ -181,12 +181,12 @@ def test_launch_shapes_match_the_constants_of_the_sources():
                     "REG_LAYERS": conv.REG_LAYERS, "REG_OUT_GROUP": conv.REG_OUT_GROUP,
                     "IG_BM": conv.IG_BM, "IG_BN": conv.IG_BN, "IG_THREADS": conv.IG_THREADS},
         "conv1x1": {"GEMM_TILE": conv.GEMM_TILE, "GEMM_SIDE": conv.GEMM_SIDE},
-        "gemm": {"GEMM_TILE": linear.GEMM_TILE, "GEMM_THREADS_SIDE": linear.GEMM_BLOCK[0],
-                 "REG_BM": linear.REG_BM, "REG_BN": linear.REG_BN,
-                 "REG_THREADS": linear.REG_THREADS, "SUM_COLUMNS": linear.SUM_COLUMNS,
-                 "SUM_ROW_THREADS": linear.SUM_ROW_THREADS},
+        "linear": {"GEMM_TILE": linear.GEMM_TILE, "GEMM_THREADS_SIDE": linear.GEMM_BLOCK[0],
+                   "REG_BM": linear.REG_BM, "REG_BN": linear.REG_BN,
+                   "REG_THREADS": linear.REG_THREADS, "SUM_COLUMNS": linear.SUM_COLUMNS,
+                   "SUM_ROW_THREADS": linear.SUM_ROW_THREADS},
     }
-    for file, source in (("conv3x3", c3), ("conv1x1", c1), ("gemm", gm)):
+    for file, source in (("conv3x3", c3), ("conv1x1", c1), ("linear", gm)):
         assert {name: source.get(name) for name in host[file]} == host[file], file
     # the sources' literal constants agree with each other
     assert c3["REG_COLS"] == c3["REG_THREADS_X"] * c3["REG_PIXELS"]

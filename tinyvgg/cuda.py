@@ -8,7 +8,7 @@ Each ``.cu`` file is self-contained CUDA C++ (NVRTC compiles it: no
 
 and this module instantiates every one of them for ``float`` and
 ``double`` (found by scanning the source), so an op asks for
-``function("relu", "relu_forward", x.dtype)``. Kernels that do not depend on
+``function("activation", "relu_forward", x.dtype)``. Kernels that do not depend on
 the element type are declared ``extern "C" __global__`` and asked for with
 ``dtype=None``. Compiled modules are cached in memory per process and on
 disk by CuPy (``~/.cupy/kernel_cache``), so a kernel compiles once per
