@@ -15,13 +15,16 @@ import sys
 import numpy as np
 import pytest
 
-from tinyvgg.cuda import CTYPES, _located, instantiations, kernel_names, source_dir
+from tinyvgg.cuda import (CTYPES, _located, compile_options, instantiations, kernel_names,
+                          source_dir)
 from tinyvgg.ops import conv, linear
 
 NVCC = shutil.which("nvcc")
 PTXAS = shutil.which("ptxas")
 SOURCES = sorted(source_dir().glob("*.cu"))
 INLINE_PTX = [p for p in SOURCES if re.search(r"\basm\b", p.read_text())]
+HEADERS = sorted(source_dir().glob("*.cuh"))
+INCLUDE = re.compile(r"^\s*#\s*include\s*(\S+)", re.M)
 
 
 def test_there_are_kernels_to_check():
@@ -39,8 +42,10 @@ def test_kernel_source_compiles_for_float_and_double(path, tmp_path):
     wrapper = tmp_path / f"instantiate_{path.stem}.cu"
     wrapper.write_text(f'#include "{path}"\nvoid instantiate_every_kernel() {{\n'
                        + "\n".join(uses) + "\n}\n")
+    # the wrapper lives in tmp_path: the kernels folder is the include path of common.cuh
     result = subprocess.run([NVCC, "--ptx", "-arch=sm_90", "-std=c++17", "-Werror",
-                             "all-warnings", str(wrapper), "-o", str(tmp_path / "out.ptx")],
+                             "all-warnings", f"-I{path.parent}", str(wrapper),
+                             "-o", str(tmp_path / "out.ptx")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{path.name} does not compile:\n{result.stderr}"
     ptx = (tmp_path / "out.ptx").read_text()
@@ -70,8 +75,8 @@ def test_inline_ptx_is_left_out_below_compute_capability_8(path, tmp_path):
     wrapper = tmp_path / f"instantiate_{path.stem}.cu"
     wrapper.write_text(f'#include "{path}"\nvoid instantiate_every_kernel() {{\n'
                        + "\n".join(uses) + "\n}\n")
-    result = subprocess.run([NVCC, "--ptx", "-arch=sm_75", "-std=c++17", str(wrapper),
-                             "-o", str(tmp_path / "out.ptx")],
+    result = subprocess.run([NVCC, "--ptx", "-arch=sm_75", "-std=c++17", f"-I{path.parent}",
+                             str(wrapper), "-o", str(tmp_path / "out.ptx")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{path.name} does not compile for sm_75:\n{result.stderr}"
     assert_assembles(tmp_path / "out.ptx", "sm_75", path)
@@ -80,10 +85,30 @@ def test_inline_ptx_is_left_out_below_compute_capability_8(path, tmp_path):
 @pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
 def test_kernel_source_suits_nvrtc_and_says_what_each_thread_computes(path):
     code = path.read_text()
-    assert "#include" not in code, f"{path.name}: NVRTC compiles without system headers"
+    for included in INCLUDE.findall(code):
+        # only our own headers beside the source (common.cuh), never a system header
+        assert re.fullmatch(r'"\w+\.cuh"', included) and \
+            (path.parent / included.strip('"')).is_file(), \
+            f"{path.name}: NVRTC compiles without system headers (#include {included})"
     header = code.split("\n\n", 1)[0]
     assert header.startswith("//") and "thread" in header.lower(), \
         f"{path.name} must open with a comment on what each thread computes"
+
+
+@pytest.mark.parametrize("header", HEADERS, ids=[p.name for p in HEADERS])
+def test_shared_headers_include_nothing_and_are_not_copied_into_the_sources(header):
+    """common.cuh holds the device helpers several files share: the sources include it
+    rather than keep their own copies, and it needs no header of its own."""
+    text = header.read_text()
+    assert not INCLUDE.findall(text), f"{header.name}: NVRTC compiles without system headers"
+    helpers = set(re.findall(r"__device__\s+(?:__forceinline__\s+|inline\s+)*[\w:<>]+\s+(\w+)\s*\(",
+                             text))
+    assert helpers, f"{header.name} defines no device functions"
+    users = [p for p in SOURCES if f'"{header.name}"' in INCLUDE.findall(p.read_text())]
+    assert users, f"no source includes {header.name}"
+    for path in SOURCES:
+        copies = helpers & set(re.findall(r"__device__[^;{(]*?\b(\w+)\s*\(", path.read_text()))
+        assert not copies, f"{path.name} defines {sorted(copies)} again: include {header.name}"
 
 
 def test_compile_errors_point_at_our_file():
@@ -119,7 +144,8 @@ NVRTC = _nvrtc_library()
 @pytest.mark.skipif(NVRTC is None, reason="NVRTC (libnvrtc) is not installed")
 @pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
 def test_kernel_source_compiles_with_nvrtc_as_the_loader_asks(path):
-    """What CuPy's RawModule does on a GPU machine: NVRTC, no headers, each template named."""
+    """What CuPy's RawModule does on a GPU machine: NVRTC, no system headers, the loader's
+    options (the kernels folder as include path), each template named."""
     import ctypes
     code = path.read_text()
     program = ctypes.c_void_p()
@@ -128,7 +154,8 @@ def test_kernel_source_compiles_with_nvrtc_as_the_loader_asks(path):
     try:
         for expression in instantiations(code):
             assert NVRTC.nvrtcAddNameExpression(program, expression.encode()) == 0
-        options = [b"-std=c++17", b"--gpu-architecture=compute_90"]
+        options = [o.encode() for o in compile_options(path)] + [
+            b"--gpu-architecture=compute_90"]
         status = NVRTC.nvrtcCompileProgram(program, len(options),
                                            (ctypes.c_char_p * len(options))(*options))
         size = ctypes.c_size_t()
