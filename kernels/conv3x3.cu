@@ -107,7 +107,7 @@
 // checks, and older GPUs compile a stub that traps.
 //
 // 6. winograd4x4 (host-side name; three kernels and the gemm kernel of
-// kernels/gemm.cu): Winograd F(4x4, 3x3), the CPU ladder's winograd4x4 rung on
+// kernels/linear.cu): Winograd F(4x4, 3x3), the CPU ladder's winograd4x4 rung on
 // the GPU. Every 4 x 4 block of outputs (a "tile"; T = N * ceil(H/4) *
 // ceil(W/4) tiles, numbered (n, tile row, tile column) row-major) comes from
 // the 6 x 6 input patch at rows 4 i - 1 .. 4 i + 4 and columns 4 j - 1 ..
@@ -171,6 +171,8 @@
 // conv3x3_bias_grad: one block of 256 threads per channel c of g (N, C, HW):
 // each thread adds every 256th value of g[:, c, :], then a shared-memory tree
 // reduction gives db[c]. conv1x1's backward uses it too.
+
+#include "common.cuh"   // aligned16, load4, store4, load_run4
 
 #define CONV_TILE 16                      // output tile side, and block side
 #define CONV_HALO_TILE (CONV_TILE + 2)    // input tile side with the 1-pixel halo
@@ -412,44 +414,7 @@ __global__ void conv3x3_forward_register(const T* x, const T* w, const T* b, T* 
 
 // --- the implicit-GEMM kernels' parts ---------------------------------------------
 
-__device__ __forceinline__ bool aligned16(const void* p) {
-    return ((unsigned long long)p & 15) == 0;
-}
-
-// Four consecutive values at p (16-byte aligned) with 16-byte accesses:
-// one float4, or two double2.
-__device__ __forceinline__ void load4(const float* p, float* v) {
-    const float4 q = *reinterpret_cast<const float4*>(p);
-    v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
-}
-
-__device__ __forceinline__ void load4(const double* p, double* v) {
-    const double2 lo = *reinterpret_cast<const double2*>(p);
-    const double2 hi = *reinterpret_cast<const double2*>(p + 2);
-    v[0] = lo.x; v[1] = lo.y; v[2] = hi.x; v[3] = hi.y;
-}
-
-__device__ __forceinline__ void store4(float* p, const float* v) {
-    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
-}
-
-__device__ __forceinline__ void store4(double* p, const double* v) {
-    *reinterpret_cast<double2*>(p) = make_double2(v[0], v[1]);
-    *reinterpret_cast<double2*>(p + 2) = make_double2(v[2], v[3]);
-}
-
-// v[j] = row[i + j] for j = 0..3, zero from the row's length n on. One vector load when
-// the caller allows it (row 16-byte aligned, i a multiple of 4) and the run is whole.
-template <typename T>
-__device__ __forceinline__ void load_run4(const T* row, long long i, long long n, bool vector,
-                                          T* v) {
-    if (vector && i + 4 <= n) {
-        load4(row + i, v);
-        return;
-    }
-#pragma unroll
-    for (int j = 0; j < 4; ++j) v[j] = i + j < n ? row[i + j] : T(0);
-}
+// aligned16, load4, store4 and load_run4 (the 16-byte vector accesses) are in common.cuh.
 
 // Pixel p = (image * H + row) * W + col of the batch; valid is false from p = end on.
 struct Pixel {
@@ -888,7 +853,7 @@ __global__ void conv3x3_bias_grad(const T* g, T* db, long long N, long long C, l
     if (thread == 0) db[c] = partial[0];
 }
 
-// --- 6. Winograd F(4x4, 3x3): the transforms (the products run in kernels/gemm.cu) ---
+// --- 6. Winograd F(4x4, 3x3): the transforms (the products run in kernels/linear.cu) ---
 
 // Which tile and which of its 6 x 6 input rows and columns: tile = (n * th + i) * tw + j.
 struct Tile {

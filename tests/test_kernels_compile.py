@@ -15,13 +15,16 @@ import sys
 import numpy as np
 import pytest
 
-from tinyvgg.cuda import CTYPES, _located, instantiations, kernel_names, source_dir
+from tinyvgg.cuda import (CTYPES, _located, compile_options, instantiations, kernel_names,
+                          source_dir)
 from tinyvgg.ops import conv_cuda as conv, linear
 
 NVCC = shutil.which("nvcc")
 PTXAS = shutil.which("ptxas")
 SOURCES = sorted(source_dir().glob("*.cu"))
 INLINE_PTX = [p for p in SOURCES if re.search(r"\basm\b", p.read_text())]
+HEADERS = sorted(source_dir().glob("*.cuh"))
+INCLUDE = re.compile(r"^\s*#\s*include\s*(\S+)", re.M)
 
 
 def test_there_are_kernels_to_check():
@@ -39,8 +42,10 @@ def test_kernel_source_compiles_for_float_and_double(path, tmp_path):
     wrapper = tmp_path / f"instantiate_{path.stem}.cu"
     wrapper.write_text(f'#include "{path}"\nvoid instantiate_every_kernel() {{\n'
                        + "\n".join(uses) + "\n}\n")
+    # the wrapper lives in tmp_path: the kernels folder is the include path of common.cuh
     result = subprocess.run([NVCC, "--ptx", "-arch=sm_90", "-std=c++17", "-Werror",
-                             "all-warnings", str(wrapper), "-o", str(tmp_path / "out.ptx")],
+                             "all-warnings", f"-I{path.parent}", str(wrapper),
+                             "-o", str(tmp_path / "out.ptx")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{path.name} does not compile:\n{result.stderr}"
     ptx = (tmp_path / "out.ptx").read_text()
@@ -70,8 +75,8 @@ def test_inline_ptx_is_left_out_below_compute_capability_8(path, tmp_path):
     wrapper = tmp_path / f"instantiate_{path.stem}.cu"
     wrapper.write_text(f'#include "{path}"\nvoid instantiate_every_kernel() {{\n'
                        + "\n".join(uses) + "\n}\n")
-    result = subprocess.run([NVCC, "--ptx", "-arch=sm_75", "-std=c++17", str(wrapper),
-                             "-o", str(tmp_path / "out.ptx")],
+    result = subprocess.run([NVCC, "--ptx", "-arch=sm_75", "-std=c++17", f"-I{path.parent}",
+                             str(wrapper), "-o", str(tmp_path / "out.ptx")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{path.name} does not compile for sm_75:\n{result.stderr}"
     assert_assembles(tmp_path / "out.ptx", "sm_75", path)
@@ -80,16 +85,36 @@ def test_inline_ptx_is_left_out_below_compute_capability_8(path, tmp_path):
 @pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
 def test_kernel_source_suits_nvrtc_and_says_what_each_thread_computes(path):
     code = path.read_text()
-    assert "#include" not in code, f"{path.name}: NVRTC compiles without system headers"
+    for included in INCLUDE.findall(code):
+        # only our own headers beside the source (common.cuh), never a system header
+        assert re.fullmatch(r'"\w+\.cuh"', included) and \
+            (path.parent / included.strip('"')).is_file(), \
+            f"{path.name}: NVRTC compiles without system headers (#include {included})"
     header = code.split("\n\n", 1)[0]
     assert header.startswith("//") and "thread" in header.lower(), \
         f"{path.name} must open with a comment on what each thread computes"
 
 
+@pytest.mark.parametrize("header", HEADERS, ids=[p.name for p in HEADERS])
+def test_shared_headers_include_nothing_and_are_not_copied_into_the_sources(header):
+    """common.cuh holds the device helpers several files share: the sources include it
+    rather than keep their own copies, and it needs no header of its own."""
+    text = header.read_text()
+    assert not INCLUDE.findall(text), f"{header.name}: NVRTC compiles without system headers"
+    helpers = set(re.findall(r"__device__\s+(?:__forceinline__\s+|inline\s+)*[\w:<>]+\s+(\w+)\s*\(",
+                             text))
+    assert helpers, f"{header.name} defines no device functions"
+    users = [p for p in SOURCES if f'"{header.name}"' in INCLUDE.findall(p.read_text())]
+    assert users, f"no source includes {header.name}"
+    for path in SOURCES:
+        copies = helpers & set(re.findall(r"__device__[^;{(]*?\b(\w+)\s*\(", path.read_text()))
+        assert not copies, f"{path.name} defines {sorted(copies)} again: include {header.name}"
+
+
 def test_compile_errors_point_at_our_file():
     log = "/tmp/tmpab12/kern.cu(17): error: identifier \"oops\" is undefined"
-    assert _located(log, "/pkg/kernels/relu.cu") == \
-        "/pkg/kernels/relu.cu:17: error: identifier \"oops\" is undefined"
+    assert _located(log, "/pkg/kernels/activation.cu") == \
+        "/pkg/kernels/activation.cu:17: error: identifier \"oops\" is undefined"
 
 
 def _nvrtc_library():
@@ -119,7 +144,8 @@ NVRTC = _nvrtc_library()
 @pytest.mark.skipif(NVRTC is None, reason="NVRTC (libnvrtc) is not installed")
 @pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
 def test_kernel_source_compiles_with_nvrtc_as_the_loader_asks(path):
-    """What CuPy's RawModule does on a GPU machine: NVRTC, no headers, each template named."""
+    """What CuPy's RawModule does on a GPU machine: NVRTC, no system headers, the loader's
+    options (the kernels folder as include path), each template named."""
     import ctypes
     code = path.read_text()
     program = ctypes.c_void_p()
@@ -128,7 +154,8 @@ def test_kernel_source_compiles_with_nvrtc_as_the_loader_asks(path):
     try:
         for expression in instantiations(code):
             assert NVRTC.nvrtcAddNameExpression(program, expression.encode()) == 0
-        options = [b"-std=c++17", b"--gpu-architecture=compute_90"]
+        options = [o.encode() for o in compile_options(path)] + [
+            b"--gpu-architecture=compute_90"]
         status = NVRTC.nvrtcCompileProgram(program, len(options),
                                            (ctypes.c_char_p * len(options))(*options))
         size = ctypes.c_size_t()
@@ -149,7 +176,7 @@ def test_kernel_source_compiles_with_nvrtc_as_the_loader_asks(path):
 KERNEL_TABLES = {
     "conv3x3 forward": ("conv3x3", conv.CONV3X3_KERNEL_FUNCTIONS, conv.CONV3X3_TF32_KERNELS),
     "conv3x3 weight gradient": ("conv3x3", conv.CONV3X3_WGRAD_KERNEL_FUNCTIONS, ()),
-    "gemm": ("gemm", linear.GEMM_KERNEL_FUNCTIONS, ()),
+    "gemm": ("linear", linear.GEMM_KERNEL_FUNCTIONS, ()),
 }
 
 
@@ -173,7 +200,7 @@ def defines(file: str) -> dict:
 
 
 def test_launch_shapes_match_the_constants_of_the_sources():
-    c3, c1, gm = defines("conv3x3"), defines("conv1x1"), defines("gemm")
+    c3, c1, gm = defines("conv3x3"), defines("conv1x1"), defines("linear")
     host = {
         "conv3x3": {"CONV_TILE": conv.CONV_TILE, "CONV_OUT_GROUP": conv.CONV_OUT_GROUP,
                     "REDUCE_THREADS": conv.REDUCE_THREADS, "REG_ROWS": conv.REG_ROWS,
@@ -181,12 +208,12 @@ def test_launch_shapes_match_the_constants_of_the_sources():
                     "REG_LAYERS": conv.REG_LAYERS, "REG_OUT_GROUP": conv.REG_OUT_GROUP,
                     "IG_BM": conv.IG_BM, "IG_BN": conv.IG_BN, "IG_THREADS": conv.IG_THREADS},
         "conv1x1": {"GEMM_TILE": conv.GEMM_TILE, "GEMM_SIDE": conv.GEMM_SIDE},
-        "gemm": {"GEMM_TILE": linear.GEMM_TILE, "GEMM_THREADS_SIDE": linear.GEMM_BLOCK[0],
-                 "REG_BM": linear.REG_BM, "REG_BN": linear.REG_BN,
-                 "REG_THREADS": linear.REG_THREADS, "SUM_COLUMNS": linear.SUM_COLUMNS,
-                 "SUM_ROW_THREADS": linear.SUM_ROW_THREADS},
+        "linear": {"GEMM_TILE": linear.GEMM_TILE, "GEMM_THREADS_SIDE": linear.GEMM_BLOCK[0],
+                   "REG_BM": linear.REG_BM, "REG_BN": linear.REG_BN,
+                   "REG_THREADS": linear.REG_THREADS, "SUM_COLUMNS": linear.SUM_COLUMNS,
+                   "SUM_ROW_THREADS": linear.SUM_ROW_THREADS},
     }
-    for file, source in (("conv3x3", c3), ("conv1x1", c1), ("gemm", gm)):
+    for file, source in (("conv3x3", c3), ("conv1x1", c1), ("linear", gm)):
         assert {name: source.get(name) for name in host[file]} == host[file], file
     # the sources' literal constants agree with each other
     assert c3["REG_COLS"] == c3["REG_THREADS_X"] * c3["REG_PIXELS"]

@@ -221,11 +221,11 @@ def test_arguments_that_do_not_fit_the_kernel_are_refused():
     x = np.zeros((4, 4), np.float32)
     y = np.zeros((4, 4), np.float32)
     with pytest.raises(host_cuda.HostLaunchError, match="not C-contiguous"):
-        host_cuda.launch("relu", "relu_forward", np.float32, 1, 16, (x.T, y, 16))
+        host_cuda.launch("activation", "relu_forward", np.float32, 1, 16, (x.T, y, 16))
     with pytest.raises(host_cuda.HostLaunchError, match="dtype float64"):
-        host_cuda.launch("relu", "relu_forward", np.float32, 1, 16, (x.astype(float), y, 16))
+        host_cuda.launch("activation", "relu_forward", np.float32, 1, 16, (x.astype(float), y, 16))
     with pytest.raises(host_cuda.HostLaunchError, match="2 arguments for 3"):
-        host_cuda.launch("relu", "relu_forward", np.float32, 1, 16, (x, y))
+        host_cuda.launch("activation", "relu_forward", np.float32, 1, 16, (x, y))
 
 
 def test_a_missing_barrier_is_found_by_the_reversed_order(tmp_path, monkeypatch):
@@ -253,7 +253,7 @@ def test_the_portable_fiber_switch_gives_the_same_results(monkeypatch):
 
     def product():
         out = np.empty((70, 33))
-        host_cuda.launch("gemm", "gemm_register", np.float64, (2, 1), 128,
+        host_cuda.launch("linear", "gemm_register", np.float64, (2, 1), 128,
                          (a, b, out, 70, 33, 130, 0, 0, 1.0, 0.0))
         return out
     fast = product()

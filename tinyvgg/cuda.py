@@ -1,14 +1,19 @@
 """Our CUDA kernels: ``kernels/<file>.cu`` compiled at first use with CuPy's RawModule.
 
-Each ``.cu`` file is self-contained CUDA C++ (NVRTC compiles it: no
-``#include``). Kernels are templates over the element type::
+Each ``.cu`` file is CUDA C++ that NVRTC compiles without system headers: its
+only ``#include`` is of our own headers beside it (``#include "common.cuh"``, the
+device helpers several files share), found through the include path
+``--include-path=<kernels folder>`` that :func:`compile_options` gives NVRTC.
+CuPy's disk cache is keyed by the source text and the options alone, so the
+options also carry a digest of those headers: a changed header recompiles the
+files that include it. Kernels are templates over the element type::
 
     template <typename T>
     __global__ void relu_forward(const T* x, T* y, long long n) { ... }
 
 and this module instantiates every one of them for ``float`` and
 ``double`` (found by scanning the source), so an op asks for
-``function("relu", "relu_forward", x.dtype)``. Kernels that do not depend on
+``function("activation", "relu_forward", x.dtype)``. Kernels that do not depend on
 the element type are declared ``extern "C" __global__`` and asked for with
 ``dtype=None``. Compiled modules are cached in memory per process and on
 disk by CuPy (``~/.cupy/kernel_cache``), so a kernel compiles once per
@@ -20,6 +25,7 @@ Array arguments must be C-contiguous CuPy arrays: ops make them so
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from pathlib import Path
 
@@ -58,6 +64,24 @@ def source_path(file: str):
     return path
 
 
+def headers_digest(folder) -> str:
+    """A digest of the headers (``*.cuh``) in ``folder``, the kernels' include directory."""
+    digest = hashlib.sha256()
+    for header in sorted(Path(folder).glob("*.cuh")):
+        digest.update(header.name.encode() + b"\0" + header.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def compile_options(path) -> tuple[str, ...]:
+    """NVRTC's options for the source at ``path``: C++17, the source's folder as the include
+    path (where ``common.cuh`` is), and the digest of the headers there, so that CuPy's disk
+    cache, keyed by source and options only, does not reuse a binary built with an older
+    header."""
+    folder = Path(path).resolve().parent
+    return ("-std=c++17", f"--include-path={folder}",
+            f"-DTINYVGG_HEADERS_DIGEST=0x{headers_digest(folder)}")
+
+
 def kernel_names(code: str) -> tuple[list[str], list[str]]:
     """(templated kernels, plain extern "C" kernels) declared in a source."""
     return _TEMPLATED.findall(code), _PLAIN.findall(code)
@@ -70,7 +94,8 @@ def instantiations(code: str) -> list[str]:
 
 
 def _located(log: str, path) -> str:
-    """NVRTC names the source after a temporary file: point at ours instead."""
+    """NVRTC names the source after a temporary file: point at ours instead (an error in
+    an included header already names the header's own path)."""
     return re.sub(r"[^\s:()]*\.cu\((\d+)\)", lambda m: f"{path}:{m.group(1)}", log)
 
 
@@ -79,7 +104,7 @@ def module(file: str):
     cupy = backend.cupy_module()
     path = source_path(file)
     code = path.read_text()
-    raw = cupy.RawModule(code=code, options=("-std=c++17",),
+    raw = cupy.RawModule(code=code, options=compile_options(path),
                          name_expressions=instantiations(code))
     try:
         raw.compile()

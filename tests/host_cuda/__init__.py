@@ -89,12 +89,17 @@ def library(file: str):
 def _library(file: str, portable: bool):
     if CXX is None:
         raise RuntimeError("host_cuda: g++ is not installed")
-    code = cuda.source_path(file).read_text()
+    path = cuda.source_path(file)
+    code = path.read_text()
     kernels = kernel_signatures(code)
     source = ("#define HOST_CUDA_UCONTEXT 1\n" if portable else "") + (
-        f'#include "{PRELUDE}"\n#line 1 "{cuda.source_path(file)}"\n{code}\n'
+        f'#include "{PRELUDE}"\n#line 1 "{path}"\n{code}\n'
         f"#line 1 \"{file}-launchers\"\n{_trampolines(kernels)}\n")
-    digest = hashlib.sha256((PRELUDE.read_text() + source).encode()).hexdigest()[:16]
+    # the .cpp is compiled from a temporary folder: the source's own folder is the include
+    # path of its #include "common.cuh", and the headers there are part of the version
+    include_dir = path.resolve().parent
+    digest = hashlib.sha256((PRELUDE.read_text() + source + cuda.headers_digest(include_dir)
+                             ).encode()).hexdigest()[:16]
     folder = Path(tempfile.gettempdir()) / "tinyvgg-host-cuda"
     folder.mkdir(exist_ok=True)
     shared = folder / f"{file}-{digest}.so"
@@ -104,7 +109,8 @@ def _library(file: str, portable: bool):
         cpp.write_text(source)
         partial = folder / f"{file}-{digest}.{os.getpid()}.partial.so"
         result = subprocess.run([CXX, "-std=c++17", "-O1", "-ffp-contract=off", "-fPIC",
-                                 "-shared", "-w", "-o", str(partial), str(cpp)],
+                                 "-shared", "-w", f"-I{include_dir}", "-o", str(partial),
+                                 str(cpp)],
                                 capture_output=True, text=True)
         if result.returncode:
             raise RuntimeError(f"host_cuda: g++ failed on {file}.cu:\n{result.stderr}")

@@ -31,10 +31,10 @@ from . import checks
 
 def _pointwise_cuda(kernel: str, *arrays):
     """out = kernel(arrays...) element by element, one GPU thread per element
-    (kernels/relu.cu holds the activations' kernels); out is shaped like arrays[0]."""
+    (kernels/activation.cu holds the activations' kernels); out is shaped like arrays[0]."""
     arrays = [cuda.contiguous(a) for a in arrays]
     out = cuda.empty_like(arrays[0])
-    cuda.launch_elementwise("relu", kernel, out.dtype, out.size, *arrays, out)
+    cuda.launch_elementwise("activation", kernel, out.dtype, out.size, *arrays, out)
     return out
 
 
@@ -46,7 +46,7 @@ def relu_naive(x):
 
 
 class ReLU(Function):
-    """y = max(x, 0).  Backward: dL/dx = g * [y > 0].  GPU: kernels/relu.cu."""
+    """y = max(x, 0).  Backward: dL/dx = g * [y > 0].  GPU: kernels/activation.cu."""
     name = "relu"
 
     @staticmethod
@@ -79,7 +79,7 @@ def tanh_naive(x):
 
 
 class Tanh(Function):
-    """y = tanh(x).  Backward: dL/dx = g * (1 - y^2).  GPU: kernels/relu.cu."""
+    """y = tanh(x).  Backward: dL/dx = g * (1 - y^2).  GPU: kernels/activation.cu."""
     name = "tanh"
 
     @staticmethod

@@ -10,7 +10,7 @@ Backward, with g = dL/dy of shape (N, out)::
     dL/dW = g^T x            (out, N) @ (N, in)
     dL/db = sum_n g[n, :]
 
-On the GPU all three products are one kernel of kernels/gemm.cu, told which
+On the GPU all three products are one kernel of kernels/linear.cu, told which
 operand to read transposed: ``gemm`` (shared-memory tiles, the default), or
 the other steps of the ladder there, ``gemm_naive`` and ``gemm_register``,
 chosen with :func:`use_gemm_kernel` or the environment variable
@@ -29,7 +29,7 @@ from ..tensor import Function
 from . import checks
 from .rows import affine_rows, affine_rows_backward
 
-#: the matrix-product kernels of kernels/gemm.cu, a ladder (its opening comment gives each
+#: the matrix-product kernels of kernels/linear.cu, a ladder (its opening comment gives each
 #: step's idea and cost): name -> kernel
 GEMM_KERNEL_FUNCTIONS = {
     "naive": "gemm_naive",        # one thread per element of C, global loads
@@ -39,7 +39,7 @@ GEMM_KERNEL_FUNCTIONS = {
 GEMM_KERNELS = tuple(GEMM_KERNEL_FUNCTIONS)
 GEMM_DEFAULT_KERNEL = "tiled"
 
-# Launch shapes; they must match the constants at the top of kernels/gemm.cu
+# Launch shapes; they must match the constants at the top of kernels/linear.cu
 # (tests/test_kernels_compile.py compares them).
 GEMM_TILE = 64  # gemm: rows and columns of C per block
 GEMM_BLOCK = (16, 16)  # gemm: threads per block, each computing 4 x 4 values of the tile
@@ -62,7 +62,7 @@ def linear_naive(x, weight, bias=None):
     return out
 
 
-# --- GPU: kernels/gemm.cu ------------------------------------------------------
+# --- GPU: kernels/linear.cu ----------------------------------------------------
 
 #: the rung, selected like every kernel choice (tinyvgg.choices): use_gemm_kernel(name),
 #: ``with using_gemm_kernel(name):`` or TINYVGG_GEMM_KERNEL at import; the CPU is unaffected
@@ -96,7 +96,7 @@ def gemm_gpu(a, b, trans_a: bool = False, trans_b: bool = False, alpha: float = 
     function = GEMM_KERNEL_FUNCTIONS[kernel]
     args = (a, b, out, M, N, K, int(trans_a), int(trans_b), float(alpha), float(beta))
     if kernel == "naive":
-        cuda.launch("gemm", function, a.dtype, cuda.blocks_for(M * N), cuda.THREADS, args)
+        cuda.launch("linear", function, a.dtype, cuda.blocks_for(M * N), cuda.THREADS, args)
         return out
     tile_rows, tile_cols = (GEMM_TILE, GEMM_TILE) if kernel == "tiled" else (REG_BM, REG_BN)
     grid = (cuda.blocks_for(M, tile_rows), cuda.blocks_for(N, tile_cols))
@@ -104,13 +104,13 @@ def gemm_gpu(a, b, trans_a: bool = False, trans_b: bool = False, alpha: float = 
         raise ValueError(f"gemm: {N} columns need {grid[1]} column tiles, more than the "
                          f"{MAX_GRID_Y} a grid allows")
     block = GEMM_BLOCK if kernel == "tiled" else REG_THREADS
-    cuda.launch("gemm", function, a.dtype, grid, block, args)
+    cuda.launch("linear", function, a.dtype, grid, block, args)
     return out
 
 
 def add_bias_rows_gpu(y, bias):
     """y[i, j] += bias[j] in place, for a C-contiguous (rows, cols) CuPy array y."""
-    cuda.launch_elementwise("gemm", "add_bias_rows", y.dtype, y.size, y,
+    cuda.launch_elementwise("linear", "add_bias_rows", y.dtype, y.size, y,
                             cuda.contiguous(bias), y.shape[1])
     return y
 
@@ -132,10 +132,10 @@ def sum_rows_gpu(g):
     chunks = max(1, -(-rows // rows_per_chunk))
     partial = out if chunks == 1 else cuda.empty((chunks, cols), g.dtype)
     block = (SUM_COLUMNS, SUM_ROW_THREADS)
-    cuda.launch("gemm", "sum_rows", g.dtype, (column_blocks, chunks), block,
+    cuda.launch("linear", "sum_rows", g.dtype, (column_blocks, chunks), block,
                 (g, partial, rows, cols, rows_per_chunk))
     if chunks > 1:
-        cuda.launch("gemm", "sum_rows", g.dtype, (column_blocks, 1), block,
+        cuda.launch("linear", "sum_rows", g.dtype, (column_blocks, 1), block,
                     (partial, out, chunks, cols, chunks))
     return out
 
@@ -159,7 +159,7 @@ def affine_rows_backward_gpu(g_rows, rows, weight, need_rows, need_weight, need_
 
 class Linear(Function):
     """y = x W^T + b.  Backward: dL/dx = g W, dL/dW = g^T x, dL/db = sum_n g.
-    CPU: one matrix product (rows.affine_rows). GPU: kernels/gemm.cu."""
+    CPU: one matrix product (rows.affine_rows). GPU: kernels/linear.cu."""
     name = "linear"
 
     @staticmethod

@@ -25,7 +25,7 @@ from .. import backend, cuda
 from ..tensor import Function
 from . import checks
 
-XENT_THREADS = 256  # kernels/softmax_xent.cu reduces each row with a block of this size
+XENT_THREADS = 256  # kernels/loss.cu reduces each row with a block of this size
 MAX_ROW_BLOCKS = 65535  # more rows are covered by the kernel's grid-stride loop
 
 
@@ -63,7 +63,7 @@ def cross_entropy_gpu(logits, labels):
     rows, cols = logits.shape
     probs = cuda.empty_like(logits)
     losses = cuda.empty((rows,), logits.dtype)
-    cuda.launch("softmax_xent", "softmax_xent_forward", logits.dtype, min(rows, MAX_ROW_BLOCKS),
+    cuda.launch("loss", "softmax_xent_forward", logits.dtype, min(rows, MAX_ROW_BLOCKS),
                 XENT_THREADS, (logits, labels, probs, losses, rows, cols))
     return losses, probs
 
@@ -72,7 +72,7 @@ def cross_entropy_backward_gpu(probs, labels, g):
     """(softmax - onehot(labels)) * g / N for the scalar upstream gradient g (a CuPy array)."""
     rows, cols = probs.shape
     dz = cuda.empty_like(probs)
-    cuda.launch_elementwise("softmax_xent", "softmax_xent_backward", probs.dtype, probs.size,
+    cuda.launch_elementwise("loss", "softmax_xent_backward", probs.dtype, probs.size,
                             probs, labels, cuda.contiguous(g.astype(probs.dtype, copy=False)),
                             dz, rows, cols)
     return dz
@@ -81,7 +81,7 @@ def cross_entropy_backward_gpu(probs, labels, g):
 class CrossEntropy(Function):
     """L = mean_n (logsumexp(z_n) - z_n[t_n]).
 
-    Backward: dL/dz = (softmax(z) - onehot(t)) / N.  GPU: kernels/softmax_xent.cu."""
+    Backward: dL/dz = (softmax(z) - onehot(t)) / N.  GPU: kernels/loss.cu."""
     name = "cross_entropy"
 
     @staticmethod

@@ -64,7 +64,7 @@ def _check(x, gamma, beta, running_mean, running_var, training):
                          f"compute a variance, got input shape {tuple(x.shape)}")
 
 
-#: the block size kernels/batch_norm.cu's per-channel reductions are written for
+#: the block size kernels/norm.cu's per-channel reductions are written for
 BATCH_NORM_REDUCE_THREADS = 256
 
 
@@ -131,18 +131,18 @@ def _forward_gpu(ctx, x, gamma, beta, running_mean, running_var, training, momen
     if training:
         mu, var, inv_std = (cuda.empty((C,), x.dtype) for _ in range(3))
         if C:
-            cuda.launch("batch_norm", "batch_norm_statistics", x.dtype, C,
+            cuda.launch("norm", "batch_norm_statistics", x.dtype, C,
                         BATCH_NORM_REDUCE_THREADS, (x, mu, var, inv_std, eps, N, C, H * W))
         if running_mean is not None:
             _update_running_statistics(running_mean, running_var, mu, var, N * H * W, momentum)
     else:
         var = _on_gpu(running_var, x.dtype)
         mu, inv_std = _on_gpu(running_mean, x.dtype), cuda.empty((C,), x.dtype)
-        cuda.launch_elementwise("batch_norm", "batch_norm_inverse_std", x.dtype, C,
+        cuda.launch_elementwise("norm", "batch_norm_inverse_std", x.dtype, C,
                                 var, inv_std, eps)
     x_hat = cuda.empty_like(x) if any(ctx.needs_input_grad) else None
     y = cuda.empty_like(x)
-    cuda.launch_elementwise("batch_norm", "batch_norm_forward", x.dtype, x.size,
+    cuda.launch_elementwise("norm", "batch_norm_forward", x.dtype, x.size,
                             x, mu, inv_std, gamma, beta, x_hat, y, C, H * W)
     if x_hat is not None:
         ctx.save(x_hat=x_hat, inv_std=inv_std, gamma=gamma, training=training)
@@ -156,22 +156,22 @@ def _backward_gpu(ctx, g, need_x, need_gamma, need_beta):
     if need_beta or need_gamma or (need_x and ctx.training):
         dbeta, dgamma = cuda.empty((C,), g.dtype), cuda.empty((C,), g.dtype)
         if C:
-            cuda.launch("batch_norm", "batch_norm_backward_sums", g.dtype, C,
+            cuda.launch("norm", "batch_norm_backward_sums", g.dtype, C,
                         BATCH_NORM_REDUCE_THREADS, (g, x_hat, dbeta, dgamma, N, C, H * W))
     if need_x:
         dx = cuda.empty_like(g)
         if ctx.training:
-            cuda.launch_elementwise("batch_norm", "batch_norm_backward_input", g.dtype, g.size,
+            cuda.launch_elementwise("norm", "batch_norm_backward_input", g.dtype, g.size,
                                     g, x_hat, inv_std, gamma, dbeta, dgamma, dx, N * H * W,
                                     C, H * W)
         else:
-            cuda.launch_elementwise("batch_norm", "batch_norm_backward_input_eval", g.dtype,
+            cuda.launch_elementwise("norm", "batch_norm_backward_input_eval", g.dtype,
                                     g.size, g, inv_std, gamma, dx, C, H * W)
     return (dx, dgamma if need_gamma else None, dbeta if need_beta else None, None, None)
 
 
 class BatchNorm2d(Function):
-    """y = gamma * (x - mu) / sqrt(var + eps) + beta, per channel.  GPU: kernels/batch_norm.cu.
+    """y = gamma * (x - mu) / sqrt(var + eps) + beta, per channel.  GPU: kernels/norm.cu.
 
     Backward (training): dL/dx = gamma / sqrt(var + eps) * (g - mean(g) - x_hat * mean(g * x_hat)).
 

@@ -61,6 +61,8 @@
 // that is the answer; with several, the host runs the kernel again on the
 // (chunks x cols) partial sums. No atomics: the result is the same on every run.
 
+#include "common.cuh"   // aligned16, load4, load_run4
+
 #define GEMM_TILE 64
 #define GEMM_CHUNK_K 16
 #define GEMM_THREADS_SIDE 16
@@ -178,34 +180,7 @@ __global__ void gemm(const T* A, const T* B, T* C, long long M, long long N, lon
     }
 }
 
-__device__ __forceinline__ bool aligned16(const void* p) {
-    return ((unsigned long long)p & 15) == 0;
-}
-
-// Four consecutive values at p (16-byte aligned) with 16-byte loads: one float4, or two double2.
-__device__ __forceinline__ void load4(const float* p, float* v) {
-    const float4 q = *reinterpret_cast<const float4*>(p);
-    v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
-}
-
-__device__ __forceinline__ void load4(const double* p, double* v) {
-    const double2 lo = *reinterpret_cast<const double2*>(p);
-    const double2 hi = *reinterpret_cast<const double2*>(p + 2);
-    v[0] = lo.x; v[1] = lo.y; v[2] = hi.x; v[3] = hi.y;
-}
-
-// v[j] = row[i + j] for j = 0..3, zero from the row's length n on. One vector load when
-// the caller allows it (row 16-byte aligned, i a multiple of 4) and the run is whole.
-template <typename T>
-__device__ __forceinline__ void load_run4(const T* row, long long i, long long n, bool vector,
-                                          T* v) {
-    if (vector && i + 4 <= n) {
-        load4(row + i, v);
-        return;
-    }
-#pragma unroll
-    for (int j = 0; j < 4; ++j) v[j] = i + j < n ? row[i + j] : T(0);
-}
+// aligned16, load4 and load_run4 (the 16-byte vector loads) are in common.cuh.
 
 template <typename T>
 __global__ void gemm_register(const T* A, const T* B, T* C, long long M, long long N,

@@ -1,0 +1,61 @@
+// common.cuh: device helpers that several kernel files share, defined once here.
+// A .cu file that uses them has #include "common.cuh"; every compiler of the
+// sources (NVRTC in tinyvgg/cuda.py, nvcc and NVRTC in
+// tests/test_kernels_compile.py, g++ in tests/host_cuda) is given the kernels
+// folder as an include path. Like the .cu files, this header includes nothing
+// (NVRTC compiles without system headers).
+//
+// The 16-byte vector accesses of the implicit-GEMM convolution (conv3x3.cu) and
+// the register-blocked matrix product (linear.cu):
+//   aligned16(p)   whether p may be read or written 16 bytes at a time; a kernel
+//                  tests its array's base once and uses vector accesses only then.
+//   load4(p, v)    v[0..3] = p[0..3], p 16-byte aligned: one float4, or two double2.
+//   store4(p, v)   p[0..3] = v[0..3], p 16-byte aligned: one float4, or two double2.
+//   load_run4(row, i, n, vector, v)
+//                  v[j] = row[i + j] for j = 0..3, zero from the row's length n on
+//                  (the ragged edge of a tile); one load4 when the caller allows
+//                  it (row 16-byte aligned, i a multiple of 4) and the run is whole.
+
+#ifndef TINYVGG_KERNELS_COMMON_CUH
+#define TINYVGG_KERNELS_COMMON_CUH
+
+__device__ __forceinline__ bool aligned16(const void* p) {
+    return ((unsigned long long)p & 15) == 0;
+}
+
+// Four consecutive values at p (16-byte aligned) with 16-byte accesses:
+// one float4, or two double2.
+__device__ __forceinline__ void load4(const float* p, float* v) {
+    const float4 q = *reinterpret_cast<const float4*>(p);
+    v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+}
+
+__device__ __forceinline__ void load4(const double* p, double* v) {
+    const double2 lo = *reinterpret_cast<const double2*>(p);
+    const double2 hi = *reinterpret_cast<const double2*>(p + 2);
+    v[0] = lo.x; v[1] = lo.y; v[2] = hi.x; v[3] = hi.y;
+}
+
+__device__ __forceinline__ void store4(float* p, const float* v) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+
+__device__ __forceinline__ void store4(double* p, const double* v) {
+    *reinterpret_cast<double2*>(p) = make_double2(v[0], v[1]);
+    *reinterpret_cast<double2*>(p + 2) = make_double2(v[2], v[3]);
+}
+
+// v[j] = row[i + j] for j = 0..3, zero from the row's length n on. One vector load when
+// the caller allows it (row 16-byte aligned, i a multiple of 4) and the run is whole.
+template <typename T>
+__device__ __forceinline__ void load_run4(const T* row, long long i, long long n, bool vector,
+                                          T* v) {
+    if (vector && i + 4 <= n) {
+        load4(row + i, v);
+        return;
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = i + j < n ? row[i + j] : T(0);
+}
+
+#endif  // TINYVGG_KERNELS_COMMON_CUH
