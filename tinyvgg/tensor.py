@@ -17,13 +17,13 @@ An op is a :class:`Function` subclass with static methods::
 They work on raw arrays of the tensors' device. An op whose CPU and GPU code
 differ defines ``forward_cpu`` and ``forward_cuda`` (and ``backward_cpu``,
 ``backward_cuda``) side by side instead; :meth:`Function.implementation` picks
-the one for the inputs' device, the only place in the engine that asks which
-device an op runs on. Input checks shared by both paths go in ``check``, run
-before either. ``ctx`` (a :class:`Context`) holds exactly what forward chose
-to keep with ``ctx.save(...)``, and is emptied once backward has used it.
-NumPy's arithmetic on 0-d arrays returns scalars (``np.float64``), which
-``Tensor()`` and ``backward`` turn back into 0-d arrays
-(``backend.as_array``), so ops need not. On the CPU both run inside
+the one for the inputs' device (with :func:`device_method`, the only place in
+the engine that asks which device the work runs on). Input checks shared by
+both paths go in ``check``, run before either. ``ctx`` (a :class:`Context`)
+holds exactly what forward chose to keep with ``ctx.save(...)``, and is
+emptied once backward has used it. NumPy's arithmetic on 0-d arrays returns
+scalars (``np.float64``), which ``Tensor()`` and ``backward`` turn back into
+0-d arrays (``backend.as_array``), so ops need not. On the CPU both run inside
 ``workers.op_scope``: BLAS on one thread, the op splitting its work over the
 cores itself (``tinyvgg.workers``).
 """
@@ -143,6 +143,22 @@ class Node:
         return f"<{self.function.__name__} node>"
 
 
+def device_method(cls: type, step: str, device: str, stop: type = object):
+    """``cls``'s method ``<step>_<device>``, or ``<step>`` when no class up to ``stop``
+    (excluded) defines the per-device one first: the only place that asks which device a
+    piece of work runs on (:meth:`Function.implementation`, ``ops.sgd.sgd_step_``).
+
+    The most derived class that defines either name decides, the per-device name first."""
+    for klass in cls.__mro__:
+        if klass is stop:
+            break
+        for name in (f"{step}_{device}", step):
+            if name in klass.__dict__:
+                return getattr(cls, name)
+    raise NotImplementedError(f"{getattr(cls, 'name', None) or cls.__name__}: no {step} "
+                              f"for device {device!r}")
+
+
 class Function:
     """Base class of every op. Subclasses define ``forward`` and ``backward``, or their
     per-device versions ``forward_cpu``/``forward_cuda`` and ``backward_cpu``/``backward_cuda``."""
@@ -161,14 +177,7 @@ class Function:
         The most derived class that defines ``<step>_<device>`` or ``<step>`` decides, the
         per-device method first: so a subclass that overrides ``backward`` (to test that a
         wrong backward is caught) replaces both devices' versions."""
-        for klass in cls.__mro__:
-            if klass is Function:
-                break
-            for name in (f"{step}_{device}", step):
-                if name in klass.__dict__:
-                    return getattr(cls, name)
-        raise NotImplementedError(f"{cls.name or cls.__name__}: no {step} for device "
-                                  f"{device!r}")
+        return device_method(cls, step, device, stop=Function)
 
     @classmethod
     def forward(cls, ctx: Context, *arrays, **params):

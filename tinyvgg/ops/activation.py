@@ -50,25 +50,34 @@ class ReLU(Function):
     name = "relu"
 
     @staticmethod
-    def forward(ctx, x):
+    def check(x):
         checks.floating("relu", input=x)
-        if ctx.device == "cuda":
-            y = _pointwise_cuda("relu_forward", x)
-        else:
-            y = np.empty_like(x)  # keeps x's memory layout
-            workers.run_over_first_axis(lambda s: np.maximum(x[s], 0, out=y[s]), x)
+
+    @staticmethod
+    def forward_cpu(ctx, x):
+        y = np.empty_like(x)  # keeps x's memory layout
+        workers.run_over_first_axis(lambda s: np.maximum(x[s], 0, out=y[s]), x)
         if ctx.needs_input_grad[0]:
             ctx.save(y=y)
         return y
 
     @staticmethod
-    def backward(ctx, g):
-        if ctx.device == "cuda":
-            return (_pointwise_cuda("relu_backward", g, ctx.y),)
+    def forward_cuda(ctx, x):
+        y = _pointwise_cuda("relu_forward", x)
+        if ctx.needs_input_grad[0]:
+            ctx.save(y=y)
+        return y
+
+    @staticmethod
+    def backward_cpu(ctx, g):
         y = ctx.y
         dx = np.empty_like(g)
         workers.run_over_first_axis(lambda s: np.multiply(g[s], y[s] > 0, out=dx[s]), g)
         return (dx,)
+
+    @staticmethod
+    def backward_cuda(ctx, g):
+        return (_pointwise_cuda("relu_backward", g, ctx.y),)
 
 
 def tanh_naive(x):
@@ -83,18 +92,27 @@ class Tanh(Function):
     name = "tanh"
 
     @staticmethod
-    def forward(ctx, x):
+    def check(x):
         checks.floating("tanh", input=x)
-        if ctx.device == "cuda":
-            y = _pointwise_cuda("tanh_forward", x)
-        else:
-            y = np.tanh(x)  # keeps x's memory layout
+
+    @staticmethod
+    def forward_cpu(ctx, x):
+        y = np.tanh(x)  # keeps x's memory layout
         if ctx.needs_input_grad[0]:
             ctx.save(y=y)
         return y
 
     @staticmethod
-    def backward(ctx, g):
-        if ctx.device == "cuda":
-            return (_pointwise_cuda("tanh_backward", g, ctx.y),)
+    def forward_cuda(ctx, x):
+        y = _pointwise_cuda("tanh_forward", x)
+        if ctx.needs_input_grad[0]:
+            ctx.save(y=y)
+        return y
+
+    @staticmethod
+    def backward_cpu(ctx, g):
         return (g * (1 - ctx.y * ctx.y),)
+
+    @staticmethod
+    def backward_cuda(ctx, g):
+        return (_pointwise_cuda("tanh_backward", g, ctx.y),)

@@ -95,26 +95,39 @@ def dropout_backward_cuda(g, mask, scale):
     return dx
 
 
+def _scale(x, p):
+    """1 / (1 - p) in x's dtype, the kept values' factor (0 when p = 1 keeps nothing)."""
+    return x.dtype.type(0 if p >= 1 else 1 / (1 - p))
+
+
 class Dropout(Function):
     """y = x * m / (1 - p).  Backward: dL/dx = g * m / (1 - p).  GPU: kernels/dropout.cu."""
     name = "dropout"
 
     @staticmethod
-    def forward(ctx, x, p, seed):
+    def check(x, p, seed):
         checks.floating("dropout", input=x)
-        scale = x.dtype.type(0 if p >= 1 else 1 / (1 - p))
-        if ctx.device == "cuda":
-            y, mask = dropout_cuda(x, p, seed, scale)
-            if ctx.needs_input_grad[0]:
-                ctx.save(mask=mask, scale=scale)
-            return y
+
+    @staticmethod
+    def forward_cpu(ctx, x, p, seed):
+        scale = _scale(x, p)
         mask = dropout_mask(x.shape, p, seed)
         if ctx.needs_input_grad[0]:
             ctx.save(mask=mask, scale=scale)
         return x * mask * scale
 
     @staticmethod
-    def backward(ctx, g):
-        if ctx.device == "cuda":
-            return (dropout_backward_cuda(g, ctx.mask, ctx.scale),)
+    def forward_cuda(ctx, x, p, seed):
+        scale = _scale(x, p)
+        y, mask = dropout_cuda(x, p, seed, scale)
+        if ctx.needs_input_grad[0]:
+            ctx.save(mask=mask, scale=scale)
+        return y
+
+    @staticmethod
+    def backward_cpu(ctx, g):
         return (g * ctx.mask * ctx.scale,)
+
+    @staticmethod
+    def backward_cuda(ctx, g):
+        return (dropout_backward_cuda(g, ctx.mask, ctx.scale),)

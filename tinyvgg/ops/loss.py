@@ -85,20 +85,17 @@ class CrossEntropy(Function):
     name = "cross_entropy"
 
     @staticmethod
-    def forward(ctx, logits, labels):
+    def check(logits, labels):
         checks.floating("cross_entropy", logits=logits)
         checks.rank("cross_entropy", "logits", logits, 2, "(N, classes)")
         if logits.shape[0] == 0:
             raise ValueError("cross_entropy: the batch is empty (logits shape "
                              f"{tuple(logits.shape)}); the mean over no samples is undefined")
-        labels = backend.to_numpy(labels)  # checked on the host: N integers
-        check_labels(logits, labels)
-        if ctx.device == "cuda":
-            labels = labels_on_gpu(labels)
-            losses, probs = cross_entropy_gpu(cuda.contiguous(logits), labels)
-            if ctx.needs_input_grad[0]:
-                ctx.save(probs=probs, labels=labels)
-            return losses.mean().astype(logits.dtype, copy=False)
+        check_labels(logits, backend.to_numpy(labels))  # checked on the host: N integers
+
+    @staticmethod
+    def forward_cpu(ctx, logits, labels):
+        labels = backend.to_numpy(labels)
         shifted = logits - logits.max(axis=1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         rows = np.arange(logits.shape[0])
@@ -107,11 +104,21 @@ class CrossEntropy(Function):
         return np.asarray(-log_probs[rows, labels].mean(), dtype=logits.dtype)
 
     @staticmethod
-    def backward(ctx, g):
-        if ctx.device == "cuda":
-            return cross_entropy_backward_gpu(ctx.probs, ctx.labels, g), None
+    def forward_cuda(ctx, logits, labels):
+        labels = labels_on_gpu(backend.to_numpy(labels))
+        losses, probs = cross_entropy_gpu(cuda.contiguous(logits), labels)
+        if ctx.needs_input_grad[0]:
+            ctx.save(probs=probs, labels=labels)
+        return losses.mean().astype(logits.dtype, copy=False)
+
+    @staticmethod
+    def backward_cpu(ctx, g):
         N = ctx.probs.shape[0]
         d = ctx.probs.copy()
         d[np.arange(N), ctx.labels] -= 1
         d *= g / N
         return d, None
+
+    @staticmethod
+    def backward_cuda(ctx, g):
+        return cross_entropy_backward_gpu(ctx.probs, ctx.labels, g), None

@@ -99,6 +99,11 @@ def check_params(op: str, size, alpha, beta, k) -> tuple[int, float, float, floa
     return int(size), alpha, beta, k
 
 
+def _as_params(size, alpha, beta, k) -> tuple[int, float, float, float]:
+    """(size, alpha, beta, k), already accepted by :func:`check_params`, as it returns them."""
+    return int(size), float(alpha), float(beta), float(k)
+
+
 class LocalResponseNorm(Function):
     """y_c = x_c * d_c^(-beta),  d_c = k + alpha/size * (sum of x^2 over the window of c).
     GPU: kernels/lrn.cu.
@@ -108,21 +113,15 @@ class LocalResponseNorm(Function):
     name = "local_response_norm"
 
     @staticmethod
-    def forward(ctx, x, size, alpha, beta, k):
+    def check(x, size, alpha, beta, k):
         op = "local_response_norm"
         checks.floating(op, input=x)
         checks.rank(op, "input", x, 4, "(N, C, H, W)")
-        size, alpha, beta, k = check_params(op, size, alpha, beta, k)
-        if ctx.device == "cuda":
-            _, C, H, W = x.shape
-            x = cuda.contiguous(x)
-            y = cuda.empty_like(x)
-            d = cuda.empty_like(x) if ctx.needs_input_grad[0] else None
-            cuda.launch_elementwise("lrn", "lrn_forward", x.dtype, x.size, x, y, d, size,
-                                    alpha / size, beta, k, C, H * W)
-            if d is not None:
-                ctx.save(x=x, d=d, size=size, alpha=alpha, beta=beta)
-            return y
+        check_params(op, size, alpha, beta, k)
+
+    @staticmethod
+    def forward_cpu(ctx, x, size, alpha, beta, k):
+        size, alpha, beta, k = _as_params(size, alpha, beta, k)
         d = channel_window_sums(np.square(x), size // 2, (size - 1) // 2)
         d *= alpha / size
         d += k
@@ -133,15 +132,21 @@ class LocalResponseNorm(Function):
         return y
 
     @staticmethod
-    def backward(ctx, g):
+    def forward_cuda(ctx, x, size, alpha, beta, k):
+        size, alpha, beta, k = _as_params(size, alpha, beta, k)
+        _, C, H, W = x.shape
+        x = cuda.contiguous(x)
+        y = cuda.empty_like(x)
+        d = cuda.empty_like(x) if ctx.needs_input_grad[0] else None
+        cuda.launch_elementwise("lrn", "lrn_forward", x.dtype, x.size, x, y, d, size,
+                                alpha / size, beta, k, C, H * W)
+        if d is not None:
+            ctx.save(x=x, d=d, size=size, alpha=alpha, beta=beta)
+        return y
+
+    @staticmethod
+    def backward_cpu(ctx, g):
         x, d, size, alpha, beta = ctx.x, ctx.d, ctx.size, ctx.alpha, ctx.beta
-        if ctx.device == "cuda":
-            _, C, H, W = x.shape
-            g = cuda.contiguous(g)
-            dx = cuda.empty_like(g)
-            cuda.launch_elementwise("lrn", "lrn_backward", g.dtype, g.size, g, x, d, dx, size,
-                                    beta, 2 * alpha * beta / size, C, H * W)
-            return (dx,)
         dx = np.power(d, -beta)
         dx *= g
         through_d = dx * x
@@ -150,4 +155,14 @@ class LocalResponseNorm(Function):
         cross *= x
         cross *= 2 * alpha * beta / size
         dx -= cross
+        return (dx,)
+
+    @staticmethod
+    def backward_cuda(ctx, g):
+        x, d, size, alpha, beta = ctx.x, ctx.d, ctx.size, ctx.alpha, ctx.beta
+        _, C, H, W = x.shape
+        g = cuda.contiguous(g)
+        dx = cuda.empty_like(g)
+        cuda.launch_elementwise("lrn", "lrn_backward", g.dtype, g.size, g, x, d, dx, size,
+                                beta, 2 * alpha * beta / size, C, H * W)
         return (dx,)

@@ -197,23 +197,26 @@ class MaxPool2x2(Function):
     name = "maxpool2x2"
 
     @staticmethod
-    def forward(ctx, x):
+    def check(x):
         _check_pool_input("maxpool2x2", x)
         checks.image_size("maxpool2x2", x, 2)
-        if ctx.device == "cuda":
-            y, argmax = maxpool2x2_cuda(x)
-            if ctx.needs_input_grad[0]:
-                ctx.save(argmax=argmax, input_shape=tuple(x.shape))
-            return y
+
+    @staticmethod
+    def forward_cpu(ctx, x):
         y, argmax = maxpool2x2_fast(x)
         if ctx.needs_input_grad[0]:
             ctx.save(argmax=argmax, input_shape=x.shape, input_channels_last=channels_last(x))
         return y
 
     @staticmethod
-    def backward(ctx, g):
-        if ctx.device == "cuda":
-            return (maxpool2x2_backward_cuda(g, ctx.argmax, ctx.input_shape),)
+    def forward_cuda(ctx, x):
+        y, argmax = maxpool2x2_cuda(x)
+        if ctx.needs_input_grad[0]:
+            ctx.save(argmax=argmax, input_shape=tuple(x.shape))
+        return y
+
+    @staticmethod
+    def backward_cpu(ctx, g):
         N, C, H, W = ctx.input_shape
         # the four window views cover every input when H and W are even: no zeroing
         dx = (zeros_in_layout if H % 2 or W % 2 else empty_in_layout)(
@@ -226,6 +229,10 @@ class MaxPool2x2(Function):
 
         workers.run_over_first_axis(route, dx)
         return (dx,)
+
+    @staticmethod
+    def backward_cuda(ctx, g):
+        return (maxpool2x2_backward_cuda(g, ctx.argmax, ctx.input_shape),)
 
 
 def normalize_output_size(op, output_size):
@@ -251,6 +258,16 @@ def bin_matrix(in_size, out_size, dtype):
     return (inside / (end - start)[:, None]).astype(dtype)
 
 
+def _pooled_size(ctx, x, output_size):
+    """(Ho, Wo), or None when it is the input's size: then every bin is one pixel (VGG's
+    7x7 pool at 224x224), the input passes through as it is and nothing is stored."""
+    Ho, Wo = normalize_output_size("adaptive_avg_pool2d", output_size)
+    if (Ho, Wo) == x.shape[2:]:
+        ctx.save(identity=True)
+        return None
+    return Ho, Wo
+
+
 class AdaptiveAvgPool2d(Function):
     """y = P_h @ x @ P_w^T with PyTorch's adaptive bins.
 
@@ -260,18 +277,17 @@ class AdaptiveAvgPool2d(Function):
     name = "adaptive_avg_pool2d"
 
     @staticmethod
-    def forward(ctx, x, output_size):
+    def check(x, output_size):
         _check_pool_input("adaptive_avg_pool2d", x)
         checks.image_size("adaptive_avg_pool2d", x, 1)  # a bin of no pixels has no mean
-        Ho, Wo = normalize_output_size("adaptive_avg_pool2d", output_size)
-        if (Ho, Wo) == x.shape[2:]:
-            # Every bin is one pixel (VGG's 7x7 pool at 224x224): nothing to compute or store.
-            ctx.save(identity=True)
+        normalize_output_size("adaptive_avg_pool2d", output_size)
+
+    @staticmethod
+    def forward_cpu(ctx, x, output_size):
+        size = _pooled_size(ctx, x, output_size)
+        if size is None:
             return x
-        if ctx.device == "cuda":
-            if ctx.needs_input_grad[0]:
-                ctx.save(input_shape=tuple(x.shape))
-            return adaptive_avg_pool2d_cuda(x, (Ho, Wo))
+        Ho, Wo = size
         P_h = bin_matrix(x.shape[2], Ho, x.dtype)
         P_w = bin_matrix(x.shape[3], Wo, x.dtype)
         if ctx.needs_input_grad[0]:
@@ -279,9 +295,22 @@ class AdaptiveAvgPool2d(Function):
         return P_h @ x @ P_w.T
 
     @staticmethod
-    def backward(ctx, g):
+    def forward_cuda(ctx, x, output_size):
+        size = _pooled_size(ctx, x, output_size)
+        if size is None:
+            return x
+        if ctx.needs_input_grad[0]:
+            ctx.save(input_shape=tuple(x.shape))
+        return adaptive_avg_pool2d_cuda(x, size)
+
+    @staticmethod
+    def backward_cpu(ctx, g):
         if getattr(ctx, "identity", False):
             return (g,)
-        if ctx.device == "cuda":
-            return (adaptive_avg_pool2d_backward_cuda(g, ctx.input_shape),)
         return (ctx.P_h.T @ g @ ctx.P_w,)
+
+    @staticmethod
+    def backward_cuda(ctx, g):
+        if getattr(ctx, "identity", False):
+            return (g,)
+        return (adaptive_avg_pool2d_backward_cuda(g, ctx.input_shape),)

@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from .. import backend, cuda
+from ..tensor import device_method
 from . import checks
 
 
@@ -83,34 +84,42 @@ def sgd_step_(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, dampeni
     GPU: kernels/sgd.cu."""
     device, lr, momentum, weight_decay, dampening = check_sgd_step(
         param, grad, velocity, lr, momentum, weight_decay, dampening, nesterov)
-    if device == "cuda":
-        _sgd_step_gpu(param, grad, velocity, lr, momentum, weight_decay, dampening,
-                      bool(nesterov), bool(first_step))
-        return
-    d = grad if weight_decay == 0 else grad + weight_decay * param
-    if momentum != 0:
-        if first_step:
-            velocity[...] = d
-        else:
-            velocity *= momentum
-            velocity += (1 - dampening) * d
-        d = d + momentum * velocity if nesterov else velocity
-    param -= lr * d
+    device_method(SGDStep, "step", device)(param, grad, velocity, lr, momentum, weight_decay,
+                                           dampening, bool(nesterov), bool(first_step))
 
 
-def _sgd_step_gpu(param, grad, velocity, lr, momentum, weight_decay, dampening, nesterov,
+class SGDStep:
+    """The update of :func:`sgd_step_` on each device, picked like an op's forward
+    (``tensor.device_method``), on arrays and hyperparameters already checked."""
+    name = "sgd_step_"
+
+    @staticmethod
+    def step_cpu(param, grad, velocity, lr, momentum, weight_decay, dampening, nesterov,
+                 first_step):
+        d = grad if weight_decay == 0 else grad + weight_decay * param
+        if momentum != 0:
+            if first_step:
+                velocity[...] = d
+            else:
+                velocity *= momentum
+                velocity += (1 - dampening) * d
+            d = d + momentum * velocity if nesterov else velocity
+        param -= lr * d
+
+    @staticmethod
+    def step_cuda(param, grad, velocity, lr, momentum, weight_decay, dampening, nesterov,
                   first_step):
-    # The kernel needs contiguous memory; a strided param or velocity is
-    # updated through a contiguous copy that is written back.
-    param_work = cuda.contiguous(param)
-    use_momentum = momentum != 0
-    velocity_work = cuda.contiguous(velocity) if use_momentum else param_work
-    cuda.launch_elementwise("sgd", "sgd_step", param.dtype, param_work.size,
-                            param_work, cuda.contiguous(grad), velocity_work,
-                            lr, momentum, weight_decay, 1.0 - dampening,
-                            int(weight_decay != 0), int(use_momentum), int(first_step),
-                            int(nesterov))
-    if param_work is not param:
-        param[...] = param_work
-    if use_momentum and velocity_work is not velocity:
-        velocity[...] = velocity_work
+        # The kernel needs contiguous memory; a strided param or velocity is
+        # updated through a contiguous copy that is written back.
+        param_work = cuda.contiguous(param)
+        use_momentum = momentum != 0
+        velocity_work = cuda.contiguous(velocity) if use_momentum else param_work
+        cuda.launch_elementwise("sgd", "sgd_step", param.dtype, param_work.size,
+                                param_work, cuda.contiguous(grad), velocity_work,
+                                lr, momentum, weight_decay, 1.0 - dampening,
+                                int(weight_decay != 0), int(use_momentum), int(first_step),
+                                int(nesterov))
+        if param_work is not param:
+            param[...] = param_work
+        if use_momentum and velocity_work is not velocity:
+            velocity[...] = velocity_work
