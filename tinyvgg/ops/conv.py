@@ -73,10 +73,6 @@ class Conv3x3(Function):
         return y
 
     @staticmethod
-    def backward_cpu(ctx, g):
-        return ctx.cpu_implementation.backward(ctx, g, *ctx.needs(3))
-
-    @staticmethod
     def forward_cuda(ctx, x, weight, bias=None):
         x, weight = cuda.contiguous(x), cuda.contiguous(weight)
         if ctx.needs_input_grad[0]:
@@ -84,6 +80,10 @@ class Conv3x3(Function):
         if ctx.needs_input_grad[1]:
             ctx.save(x=x)
         return conv_cuda.conv3x3_cuda(x, weight, bias)
+
+    @staticmethod
+    def backward_cpu(ctx, g):
+        return ctx.cpu_implementation.backward(ctx, g, *ctx.needs(3))
 
     @staticmethod
     def backward_cuda(ctx, g):
@@ -114,15 +114,6 @@ class Conv1x1(Function):
         return from_pixel_rows(affine_rows(rows, w_matrix, bias), N, H, W)
 
     @staticmethod
-    def backward_cpu(ctx, g):
-        N, C_out, H, W = g.shape
-        dx_rows, dw, db = affine_rows_backward(pixel_rows(g), ctx.rows, ctx.w_matrix,
-                                               *ctx.needs(3))
-        dx = None if dx_rows is None else from_pixel_rows(dx_rows, N, H, W)
-        dw = None if dw is None else dw.reshape(C_out, -1, 1, 1)
-        return dx, dw, db
-
-    @staticmethod
     def forward_cuda(ctx, x, weight, bias=None):
         x, w_matrix = cuda.contiguous(x), cuda.contiguous(weight.reshape(weight.shape[:2]))
         if ctx.needs_input_grad[0]:
@@ -130,6 +121,15 @@ class Conv1x1(Function):
         if ctx.needs_input_grad[1]:
             ctx.save(x=x)
         return conv_cuda.conv1x1_cuda(x, w_matrix, bias)
+
+    @staticmethod
+    def backward_cpu(ctx, g):
+        N, C_out, H, W = g.shape
+        dx_rows, dw, db = affine_rows_backward(pixel_rows(g), ctx.rows, ctx.w_matrix,
+                                               *ctx.needs(3))
+        dx = None if dx_rows is None else from_pixel_rows(dx_rows, N, H, W)
+        dw = None if dw is None else dw.reshape(C_out, -1, 1, 1)
+        return dx, dw, db
 
     @staticmethod
     def backward_cuda(ctx, g):

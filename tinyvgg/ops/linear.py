@@ -179,14 +179,14 @@ class Linear(Function):
         return affine_rows(x2d, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
-    def backward_cpu(ctx, g):
-        return _input_shaped(ctx, g, affine_rows_backward)
-
-    @staticmethod
     def forward_cuda(ctx, x, weight, bias=None):
         x2d, weight = cuda.contiguous(_rows_of(x, weight)), cuda.contiguous(weight)
         ctx.save(weight=weight, x2d=x2d)
         return affine_rows_gpu(x2d, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward_cpu(ctx, g):
+        return _input_shaped(ctx, g, affine_rows_backward)
 
     @staticmethod
     def backward_cuda(ctx, g):
