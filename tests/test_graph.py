@@ -1,4 +1,4 @@
-"""``tinyvgg.graph``: the autograd graph as nodes, edges, dot text and pictures."""
+"""``tinyvgg.tools.graph``: the autograd graph as nodes, edges, dot text and pictures."""
 import os
 import re
 import shutil

@@ -1,4 +1,4 @@
-"""``tinyvgg.summary`` and ``tinyvgg summary``: the lecture's VGG-16 table, figure by figure."""
+"""``tinyvgg.summary`` (tools/summary.py) and ``tinyvgg summary``: the lecture's VGG-16 table, figure by figure."""
 import json
 import subprocess
 import sys

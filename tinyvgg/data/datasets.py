@@ -189,7 +189,7 @@ def read_idx(path) -> np.ndarray:
 def write_idx(path, array) -> Path:
     """Write ``array`` as an idx file, gzip-compressed when ``path`` ends in ``.gz``.
 
-    The file appears whole or not at all (:func:`tinyvgg.fileio.atomic_writer`).
+    The file appears whole or not at all (:func:`tinyvgg.io.fileio.atomic_writer`).
     """
     array = np.asarray(array)
     codes = {dtype.newbyteorder("="): code for code, dtype in IDX_DTYPES.items()}

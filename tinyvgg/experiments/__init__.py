@@ -65,7 +65,7 @@ def default_out(name: str) -> Path:
 def run(name: str, out=None, seed: int = 0, device: str = "cpu", log=print) -> dict:
     """Run the experiment ``name`` (see :data:`EXPERIMENTS`), writing its figures to ``out``
     (default ``runs/experiment-<name>``). A folder that cannot take files is reported
-    (:class:`tinyvgg.fileio.FolderNotWritableError`) before the experiment runs."""
+    (:class:`tinyvgg.io.fileio.FolderNotWritableError`) before the experiment runs."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of "
                          f"{', '.join(EXPERIMENTS)}")

@@ -1,7 +1,7 @@
 """Training checkpoints: everything needed to continue a run exactly, in one ``.npz``.
 
 A checkpoint holds three things, all as plain arrays so that reading it
-never runs code (see :class:`tinyvgg.fileio.NpzReader`):
+never runs code (see :class:`tinyvgg.io.fileio.NpzReader`):
 
 * ``model/<name>``: the model's ``state_dict`` (weights and batch-norm statistics);
 * ``optimizer/<key>``: the optimiser's state (velocities, step counts, hyperparameters);
@@ -184,7 +184,7 @@ def read_checkpoint_meta(path, require=()) -> dict:
 def load_checkpoint(path, require=(), model_shapes=None) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`; never unpickles, and never
     allocates an array before its declared size is checked against the file
-    (:class:`tinyvgg.fileio.NpzReader`).
+    (:class:`tinyvgg.io.fileio.NpzReader`).
 
     ``require`` names the meta entries the caller reads (see :data:`META_CHECKS`);
     ``model_shapes`` (name -> shape), the model's state, is compared with the stored

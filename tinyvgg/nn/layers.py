@@ -22,7 +22,7 @@ def shapes_only():
     """Layers built inside hold weights of the right shapes and dtypes that take no memory:
     one zero seen through every index (a read-only broadcast), left uninitialised. Such a
     model describes a network (its layers, shapes and parameter counts; see
-    ``tinyvgg.summary.vgg_summary``) without the 528 MiB that VGG-16's weights take in
+    ``tinyvgg.tools.summary.vgg_summary``) without the 528 MiB that VGG-16's weights take in
     float32; it is not one to run or train, and any write into its weights fails."""
     token = _SHAPES_ONLY.set(True)
     try:
