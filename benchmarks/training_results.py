@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cpu import RESULTS, machine_info  # noqa: E402
+from tinyvgg.bench import machine_info, slug
+from tinyvgg.io.fileio import atomic_write
+from tinyvgg.train import TrainConfig, command_line, evaluate_checkpoints
 
-from tinyvgg.io.fileio import atomic_write  # noqa: E402
-from tinyvgg.train import TrainConfig, command_line, evaluate_checkpoints  # noqa: E402
+#: the results committed with the code, where this script records runs
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def run_row(run_dir: Path, commit: str | None, wall_seconds: float | None,
@@ -119,8 +119,7 @@ def main(argv=None) -> int:
     if args.gpu:
         machine = {"gpu": args.gpu, "date": machine["date"], "commit": machine["commit"]}
     where = args.gpu or f"{machine['cpu']} {machine['cores']}cores"
-    slug = re.sub(r"[^a-z0-9]+", "-", where.lower())
-    stem = RESULTS / f"training-{slug.strip('-')}"
+    stem = RESULTS / f"training-{slug(where)}"
     report = {"machine": machine, "rows": []}
     if stem.with_suffix(".json").exists():
         report["rows"] = json.loads(stem.with_suffix(".json").read_text())["rows"]
