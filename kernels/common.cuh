@@ -15,6 +15,12 @@
 //                  v[j] = row[i + j] for j = 0..3, zero from the row's length n on
 //                  (the ragged edge of a tile); one load4 when the caller allows
 //                  it (row 16-byte aligned, i a multiple of 4) and the run is whole.
+//
+// The inner loop both register-blocked products share (linear.cu's gemm_register
+// and conv3x3.cu's implicit GEMMs, forward and weight gradient):
+//   multiply_slice<BK, BM, BN, A_STRIDE, B_STRIDE>(a_tile, b_tile, acc, tm, tn)
+//                  one staged K slice of a BM x BN block tile: thread (tm, tn) adds
+//                  a_tile[k][row] * b_tile[k][column] to its 8 x 8 results acc.
 
 #ifndef TINYVGG_KERNELS_COMMON_CUH
 #define TINYVGG_KERNELS_COMMON_CUH
@@ -56,6 +62,31 @@ __device__ __forceinline__ void load_run4(const T* row, long long i, long long n
     }
 #pragma unroll
     for (int j = 0; j < 4; ++j) v[j] = i + j < n ? row[i + j] : T(0);
+}
+
+// acc[i][j] += sum_k a_tile[k][row i] * b_tile[k][column j] over one staged slice of BK,
+// for thread (tm, tn)'s rows 4 tm + i and BM/2 + 4 tm + i and columns 4 tn + j and
+// BN/2 + 4 tn + j (i, j = 0..3; acc rows and columns 4..7 are the second ones). Each
+// k reads 8 + 8 values from shared memory, four runs of 4, for 64 multiply-adds.
+template <int BK, int BM, int BN, int A_STRIDE, int B_STRIDE, typename T>
+__device__ __forceinline__ void multiply_slice(const T (*a_tile)[A_STRIDE],
+                                               const T (*b_tile)[B_STRIDE], T (*acc)[8],
+                                               int tm, int tn) {
+#pragma unroll
+    for (int k = 0; k < BK; ++k) {
+        T a[8], b[8];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            a[i] = a_tile[k][4 * tm + i];
+            a[4 + i] = a_tile[k][BM / 2 + 4 * tm + i];
+            b[i] = b_tile[k][4 * tn + i];
+            b[4 + i] = b_tile[k][BN / 2 + 4 * tn + i];
+        }
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) acc[i][j] += a[i] * b[j];
+    }
 }
 
 #endif  // TINYVGG_KERNELS_COMMON_CUH

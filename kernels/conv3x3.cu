@@ -494,30 +494,6 @@ __device__ __forceinline__ void stage_im2col(T (*b_tile)[IG_B_STRIDE], const T* 
     }
 }
 
-// acc[i][j] += sum_k a_tile[k][row i] * b_tile[k][column j] over one staged slice, for
-// thread (tm, tn)'s rows 4 tm + i and 32 + 4 tm + i and columns 4 tn + j and 64 + 4 tn + j
-// (i, j = 0..3; acc rows and columns 4..7 are the second ones).
-template <typename T>
-__device__ __forceinline__ void multiply_slice(const T (*a_tile)[IG_A_STRIDE],
-                                               const T (*b_tile)[IG_B_STRIDE], T (*acc)[8],
-                                               int tm, int tn) {
-#pragma unroll
-    for (int k = 0; k < IG_BK; ++k) {
-        T a[8], b[8];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            a[i] = a_tile[k][4 * tm + i];
-            a[4 + i] = a_tile[k][IG_BM / 2 + 4 * tm + i];
-            b[i] = b_tile[k][4 * tn + i];
-            b[4 + i] = b_tile[k][IG_BN / 2 + 4 * tn + i];
-        }
-#pragma unroll
-        for (int i = 0; i < 8; ++i)
-#pragma unroll
-            for (int j = 0; j < 8; ++j) acc[i][j] += a[i] * b[j];
-    }
-}
-
 template <typename T>
 __global__ void conv3x3_forward_implicit_gemm(const T* x, const T* w, const T* b, T* y,
                                               long long N, long long Cin, long long Cout,
@@ -551,7 +527,7 @@ __global__ void conv3x3_forward_implicit_gemm(const T* x, const T* w, const T* b
         stage_weights(a_tile, w, co0, Cout, k0, K, w_vector, thread);
         stage_im2col(b_tile, x, at, x_vector, k0, K, Cin, H, W, thread);
         __syncthreads();
-        multiply_slice(a_tile, b_tile, acc, tm, tn);
+        multiply_slice<IG_BK, IG_BM, IG_BN, IG_A_STRIDE, IG_B_STRIDE>(a_tile, b_tile, acc, tm, tn);
         // The next slice overwrites the tiles: wait until every thread is done with them.
         __syncthreads();
     }
@@ -802,7 +778,7 @@ __global__ void conv3x3_weight_grad_implicit_gemm(const T* x, const T* g, T* par
                                                : T(0);
         }
         __syncthreads();
-        multiply_slice(a_tile, b_tile, acc, tm, tn);
+        multiply_slice<IG_BK, IG_BM, IG_BN, IG_A_STRIDE, IG_B_STRIDE>(a_tile, b_tile, acc, tm, tn);
         // The next slice overwrites the tiles: wait until every thread is done with them.
         __syncthreads();
 

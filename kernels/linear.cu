@@ -239,21 +239,8 @@ __global__ void gemm_register(const T* A, const T* B, T* C, long long M, long lo
         }
         __syncthreads();
 
-#pragma unroll
-        for (int k = 0; k < REG_BK; ++k) {
-            T a[8], b[8];
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                a[i] = a_tile[k][4 * tm + i];
-                a[4 + i] = a_tile[k][REG_BM / 2 + 4 * tm + i];
-                b[i] = b_tile[k][4 * tn + i];
-                b[4 + i] = b_tile[k][REG_BN / 2 + 4 * tn + i];
-            }
-#pragma unroll
-            for (int i = 0; i < 8; ++i)
-#pragma unroll
-                for (int j = 0; j < 8; ++j) acc[i][j] += a[i] * b[j];
-        }
+        multiply_slice<REG_BK, REG_BM, REG_BN, REG_A_STRIDE, REG_B_STRIDE>(a_tile, b_tile, acc,
+                                                                           tm, tn);
         // The next slice overwrites the tiles: wait until everyone has read them.
         __syncthreads();
     }
