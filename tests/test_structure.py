@@ -24,7 +24,7 @@ NEVER_IMPORTS = {
     "tinyvgg.ops": ("tinyvgg.functional", "tinyvgg.nn", "tinyvgg.models", "tinyvgg.tools",
                     "tinyvgg.io", "tinyvgg.data", "tinyvgg.optim", *APPLICATIONS),
     "tinyvgg.nn": ("tinyvgg.models", "tinyvgg.tools", *APPLICATIONS),
-    "tinyvgg.models": APPLICATIONS[:2] + APPLICATIONS[3:] + ("tinyvgg.bench",),
+    "tinyvgg.models": APPLICATIONS,
     "tinyvgg.tools": APPLICATIONS,
     "tinyvgg.io": ("tinyvgg.ops", "tinyvgg.nn", "tinyvgg.models", "tinyvgg.tools",
                    *APPLICATIONS),
