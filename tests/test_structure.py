@@ -153,3 +153,21 @@ def test_a_clone_imports_without_being_installed(tmp_path):
     package_file, kernel = done.stdout.split()
     assert Path(package_file).parent == tmp_path / "tinyvgg"
     assert Path(kernel) == tmp_path / "kernels" / "conv3x3.cu"
+
+
+def test_public_modules_and_names_survive_each_other():
+    """``tinyvgg.gradcheck`` is both a function (``tv.gradcheck(f, inputs)``) and a module
+    (``from tinyvgg.gradcheck import kink_free``); importing the module must not replace the
+    function, and what users import from the moved modules keeps working."""
+    code = ("import tinyvgg as tv\n"
+            "from tinyvgg.gradcheck import GradcheckError, gradcheck, kink_free, tie_free\n"
+            "from tinyvgg.profiler import profile\n"
+            "import tinyvgg.gradcheck, tinyvgg.profiler\n"
+            "from tinyvgg import functional, nn, optim, models, data, load, save, summary\n"
+            "from tinyvgg.train import TrainConfig, train\n"
+            "assert tv.gradcheck is gradcheck and callable(tv.gradcheck)\n"
+            "assert tv.profiler.profile is profile\n"
+            "print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.strip() == "ok", done.stderr
