@@ -211,10 +211,6 @@ def step_ms(step):
     return ours, (1e3 * step["torch"]["seconds"] if "torch" in step else None)
 
 
-def _gflops_of_ms(flops, ms):
-    return flops / ms / 1e6 if flops else None
-
-
 def _step_table(s):
     ips = lambda ms: s["batch"] / ms * 1e3  # noqa: E731
     ours, theirs = step_ms(s)
@@ -222,10 +218,10 @@ def _step_table(s):
              "| | ms / step | images / s | GFLOP/s (forward + backward FLOPs) |",
              "|---|---|---|---|",
              f"| tinyvgg | {ours:.1f} | {ips(ours):.1f} | "
-             f"{fmt(_gflops_of_ms(s['approx_flops'], ours), '.1f')} |"]
+             f"{fmt(gflops(s['approx_flops'], ours / 1e3), '.1f')} |"]
     if theirs is not None:
         lines += [f"| PyTorch | {theirs:.1f} | {ips(theirs):.1f} | "
-                  f"{fmt(_gflops_of_ms(s['approx_flops'], theirs), '.1f')} |", "",
+                  f"{fmt(gflops(s['approx_flops'], theirs / 1e3), '.1f')} |", "",
                   f"**Ratio: {ratio(ours, theirs):.2f}x PyTorch's throughput.**"]
     return lines
 
@@ -246,8 +242,8 @@ def _ops_markdown(report: dict) -> str:
               "| op | tinyvgg fwd ms | bwd ms | GFLOP/s fwd / bwd | PyTorch fwd ms | bwd ms "
               "| ratio fwd | ratio bwd |", "|---|---|---|---|---|---|---|---|"]
     for r in report["ops"]:
-        gf = (f"{fmt(_gflops_of_ms(r['fwd_flops'], r['tinyvgg_fwd_ms']), '.0f')} / "
-              f"{fmt(_gflops_of_ms(r['bwd_flops'], r['tinyvgg_bwd_ms']), '.0f')}")
+        gf = (f"{fmt(gflops(r['fwd_flops'], r['tinyvgg_fwd_ms'] / 1e3), '.0f')} / "
+              f"{fmt(gflops(r['bwd_flops'], r['tinyvgg_bwd_ms'] / 1e3), '.0f')}")
         lines.append(
             f"| {r['op']} | {r['tinyvgg_fwd_ms']:.2f} | {r['tinyvgg_bwd_ms']:.2f} | {gf} | "
             f"{fmt(r.get('torch_fwd_ms'), '.2f')} | {fmt(r.get('torch_bwd_ms'), '.2f')} | "

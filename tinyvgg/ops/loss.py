@@ -53,6 +53,14 @@ def check_labels(logits, labels):
                          f"{logits.shape[1]} classes, got {bad[:5].tolist()}")
 
 
+def host_labels(logits, labels) -> np.ndarray:
+    """The labels as a NumPy array, checked against the logits: both devices check them on
+    the host (N integers), where the one copy a forward pass makes of them lands."""
+    labels = backend.to_numpy(labels)
+    check_labels(logits, labels)
+    return labels
+
+
 def labels_on_gpu(labels: np.ndarray):
     """Checked host labels as a contiguous int64 CuPy array (the kernels index with long long)."""
     return backend.cupy_module().asarray(np.ascontiguousarray(labels, dtype=np.int64))
@@ -91,11 +99,10 @@ class CrossEntropy(Function):
         if logits.shape[0] == 0:
             raise ValueError("cross_entropy: the batch is empty (logits shape "
                              f"{tuple(logits.shape)}); the mean over no samples is undefined")
-        check_labels(logits, backend.to_numpy(labels))  # checked on the host: N integers
 
     @staticmethod
     def forward_cpu(ctx, logits, labels):
-        labels = backend.to_numpy(labels)
+        labels = host_labels(logits, labels)
         shifted = logits - logits.max(axis=1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         rows = np.arange(logits.shape[0])
@@ -105,7 +112,7 @@ class CrossEntropy(Function):
 
     @staticmethod
     def forward_cuda(ctx, logits, labels):
-        labels = labels_on_gpu(backend.to_numpy(labels))
+        labels = labels_on_gpu(host_labels(logits, labels))
         losses, probs = cross_entropy_gpu(cuda.contiguous(logits), labels)
         if ctx.needs_input_grad[0]:
             ctx.save(probs=probs, labels=labels)

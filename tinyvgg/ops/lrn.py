@@ -99,11 +99,6 @@ def check_params(op: str, size, alpha, beta, k) -> tuple[int, float, float, floa
     return int(size), alpha, beta, k
 
 
-def _as_params(size, alpha, beta, k) -> tuple[int, float, float, float]:
-    """(size, alpha, beta, k), already accepted by :func:`check_params`, as it returns them."""
-    return int(size), float(alpha), float(beta), float(k)
-
-
 class LocalResponseNorm(Function):
     """y_c = x_c * d_c^(-beta),  d_c = k + alpha/size * (sum of x^2 over the window of c).
     GPU: kernels/lrn.cu.
@@ -117,11 +112,10 @@ class LocalResponseNorm(Function):
         op = "local_response_norm"
         checks.floating(op, input=x)
         checks.rank(op, "input", x, 4, "(N, C, H, W)")
-        check_params(op, size, alpha, beta, k)
 
     @staticmethod
     def forward_cpu(ctx, x, size, alpha, beta, k):
-        size, alpha, beta, k = _as_params(size, alpha, beta, k)
+        size, alpha, beta, k = check_params(LocalResponseNorm.name, size, alpha, beta, k)
         d = channel_window_sums(np.square(x), size // 2, (size - 1) // 2)
         d *= alpha / size
         d += k
@@ -133,7 +127,7 @@ class LocalResponseNorm(Function):
 
     @staticmethod
     def forward_cuda(ctx, x, size, alpha, beta, k):
-        size, alpha, beta, k = _as_params(size, alpha, beta, k)
+        size, alpha, beta, k = check_params(LocalResponseNorm.name, size, alpha, beta, k)
         _, C, H, W = x.shape
         x = cuda.contiguous(x)
         y = cuda.empty_like(x)
