@@ -125,7 +125,7 @@ def use(**selections: str) -> None:
     any selection changes."""
     checked = {key: choice(key).checked(name, "use") for key, name in selections.items()}
     for key, name in checked.items():
-        choice(key).use(name, "use")
+        choice(key)._selected = name
 
 
 @contextmanager
@@ -137,5 +137,5 @@ def using(**selections: str):
     try:
         yield
     finally:
-        for key, name in before.items():
-            choice(key).use(name, "using")
+        for key, name in before.items():  # names that were selected: no second check
+            choice(key)._selected = name
