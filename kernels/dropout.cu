@@ -14,8 +14,10 @@
 // keeps the word of its element; the four threads of a block recompute the same 10
 // rounds, which costs less than sharing them and keeps every thread independent.
 //   dropout_bits:     bits[t] = the 32 bits of element first + t (for tests and study).
-//   dropout_mask:     mask[t] = bits of element t >= threshold.
+//   dropout_mask:     mask[t] = bits of element first + t >= threshold.
 //   dropout_forward:  mask[t] as above, y[t] = x[t] * mask[t] * scale.
+// first is 0 for a batch run whole, and the index of the part's first element in the
+// whole batch for a part of a batch split over processes (tinyvgg.random.set_first_sample).
 //   dropout_backward: dx[t] = g[t] * mask[t] * scale.
 // The products keep the CPU path's order, (x * m) * scale with m = 1 or 0, so results
 // match it exactly, an infinite or NaN input dropped to NaN included.
@@ -56,20 +58,21 @@ extern "C" __global__ void dropout_bits(unsigned long long seed, unsigned long l
     }
 }
 
-extern "C" __global__ void dropout_mask(unsigned long long seed, unsigned long long threshold,
-                                        bool* mask, long long n) {
+extern "C" __global__ void dropout_mask(unsigned long long seed, unsigned long long first,
+                                        unsigned long long threshold, bool* mask, long long n) {
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < n;
          t += (long long)gridDim.x * blockDim.x) {
-        mask[t] = philox_element_bits(seed, (unsigned long long)t) >= threshold;
+        mask[t] = philox_element_bits(seed, first + (unsigned long long)t) >= threshold;
     }
 }
 
 template <typename T>
 __global__ void dropout_forward(const T* x, T* y, bool* mask, unsigned long long seed,
-                                unsigned long long threshold, T scale, long long n) {
+                                unsigned long long first, unsigned long long threshold,
+                                T scale, long long n) {
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < n;
          t += (long long)gridDim.x * blockDim.x) {
-        const bool keep = philox_element_bits(seed, (unsigned long long)t) >= threshold;
+        const bool keep = philox_element_bits(seed, first + (unsigned long long)t) >= threshold;
         mask[t] = keep;
         y[t] = (x[t] * (keep ? T(1) : T(0))) * scale;
     }

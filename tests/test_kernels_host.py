@@ -197,6 +197,8 @@ def test_dropout_bits_and_masks_are_the_cpu_ones(host_gpu):
                           random.element_bits(11, 1003)[3:])
     assert np.array_equal(dropout.dropout_mask_cuda((7, 33), 0.3, 12),
                           dropout.dropout_mask((7, 33), 0.3, 12))
+    assert np.array_equal(dropout.dropout_mask_cuda((7, 33), 0.3, 12, first=66),
+                          dropout.dropout_mask((7, 33), 0.3, 12, first=66))
 
 
 # --- what the host launcher itself refuses -------------------------------------------

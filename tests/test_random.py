@@ -97,6 +97,39 @@ def test_mask_depends_on_logical_index_not_memory_layout(shape, layout, seed):
     np.testing.assert_array_equal(y_layout, y_contiguous)
 
 
+@given(first=st.integers(0, 40), n=st.integers(0, 30), seed=st.integers(0, 2**64 - 1))
+def test_element_bits_from_an_offset_are_the_whole_run_s(first, n, seed):
+    np.testing.assert_array_equal(element_bits(seed, n, first),
+                                  element_bits(seed, first + n)[first:])
+
+
+@pytest.mark.parametrize("cuts", [(0, 3, 8), (0, 1, 5, 8), (0, 8)])
+def test_a_batch_split_over_processes_gets_the_whole_batch_s_masks(cuts):
+    """Each part, told where it starts, draws exactly its rows of the whole batch's mask,
+    and its gradient is the matching rows of the whole batch's."""
+    x = randn(2, (8, 5, 3))
+    whole = leaf(x)
+    y_whole = F.dropout(whole, 0.5, seed=9)
+    y_whole.sum().backward()
+    try:
+        for start, stop in zip(cuts, cuts[1:]):
+            tv.random.set_first_sample(start)
+            part = leaf(x[start:stop])
+            y = F.dropout(part, 0.5, seed=9)
+            y.sum().backward()
+            np.testing.assert_array_equal(y.numpy(), y_whole.numpy()[start:stop])
+            np.testing.assert_array_equal(part.grad, whole.grad[start:stop])
+    finally:
+        tv.random.set_first_sample(0)
+
+
+def test_first_sample_must_be_a_non_negative_integer():
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=r"set_first_sample: first must be a "
+                                             r"non-negative integer, got"):
+            tv.random.set_first_sample(bad)
+
+
 def test_p_zero_is_the_identity_and_p_one_gives_zeros():
     x = leaf(randn(0, (3, 4)))
     np.testing.assert_array_equal(F.dropout(x, 0.0, seed=1).numpy(), x.numpy())

@@ -124,13 +124,17 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, seed: int | None =
     the identity. The mask is a pure function of ``seed`` and the element
     index (Philox-4x32-10), so a seed gives the same mask on every device;
     without a seed one is drawn from ``tinyvgg.manual_seed``'s generator.
+    When the batch is one part of a larger batch split over processes
+    (``tinyvgg.random.set_first_sample``), each element is numbered by its place in
+    the whole batch, so its mask does not depend on how the batch is split.
     """
     x = _check_tensor("dropout", "input", x)
     p = check_p(p)
     if not training or p == 0.0:
         return x
     seed = random.next_seed() if seed is None else random.check_seed("dropout", seed)
-    return Dropout.apply(x, p=p, seed=seed)
+    first = random.first_sample() * (x.size // x.shape[0]) if x.ndim and x.shape[0] else 0
+    return Dropout.apply(x, p=p, seed=seed, first=first)
 
 
 def cross_entropy(logits: Tensor, labels) -> Tensor:

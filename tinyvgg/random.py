@@ -63,18 +63,19 @@ def check_seed(op: str, seed) -> int:
     return int(seed)
 
 
-def element_bits(seed: int, n: int) -> np.ndarray:
-    """32 random bits for each of the elements 0..n-1 under ``seed``.
+def element_bits(seed: int, n: int, first: int = 0) -> np.ndarray:
+    """32 random bits for each of the elements first..first+n-1 under ``seed``.
 
     Element ``i`` takes word ``i % 4`` of ``philox(counter=(i // 4, 0, 0, 0)
     split into two 32-bit words, key=seed split likewise)``.
     """
-    blocks = np.arange((n + 3) // 4, dtype=np.uint64)
+    lead = first % 4  # the blocks start at a multiple of 4
+    blocks = np.arange(first // 4, (first + n + 3) // 4, dtype=np.uint64)
     counters = np.zeros((blocks.size, 4), dtype=np.uint64)
     counters[:, 0] = blocks & np.uint64(MASK32)
     counters[:, 1] = blocks >> np.uint64(32)
     key = (seed & MASK32, seed >> 32)
-    return philox4x32_10(counters, key).reshape(-1)[:n]
+    return philox4x32_10(counters, key).reshape(-1)[lead:lead + n]
 
 
 def element_bits_scalar(seed: int, i: int) -> int:
@@ -87,12 +88,34 @@ def element_bits_scalar(seed: int, i: int) -> int:
 # --- the seed source for everything that draws random numbers without a seed --------
 
 _generator = np.random.default_rng(0)
+#: where the batch a process works on starts in a larger batch split over processes
+_first_sample = 0
 
 
 def manual_seed(seed: int) -> None:
     """Make weight initialisation and unseeded dropout reproducible."""
     global _generator
     _generator = np.random.default_rng(check_seed("manual_seed", seed))
+
+
+def set_first_sample(first: int) -> None:
+    """Say that the batch this process is about to run is part of a larger batch, split
+    over several processes, and that its sample 0 is sample ``first`` of that batch.
+
+    Dropout then numbers each element by its place in the whole batch, so sample k of the
+    whole batch gets the same mask wherever it runs and however the batch is split.
+    0 (the default) is a batch run whole."""
+    global _first_sample
+    if isinstance(first, bool) or not isinstance(first, (int, np.integer)) or first < 0:
+        raise ValueError(f"set_first_sample: first must be a non-negative integer, "
+                         f"got {first!r}")
+    _first_sample = int(first)
+
+
+def first_sample() -> int:
+    """The place of this process's sample 0 in the batch split over processes
+    (:func:`set_first_sample`)."""
+    return _first_sample
 
 
 def default_generator() -> np.random.Generator:

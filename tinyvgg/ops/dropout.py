@@ -13,9 +13,12 @@ so nothing needs rescaling at test time, where dropout is the identity.
 Backward is the same masked scaling: ``dL/dx = g * m / (1 - p)``.
 
 The mask is a pure function of ``(seed, i)`` with ``i`` the element's index
-in C order: ``m[i] = bits(seed, i) >= floor(p * 2**32)``, where ``bits`` is
-Philox-4x32-10 (``tinyvgg.random.element_bits``). An integer comparison
+in C order: ``m[i] = bits(seed, first + i) >= floor(p * 2**32)``, where ``bits``
+is Philox-4x32-10 (``tinyvgg.random.element_bits``). An integer comparison
 leaves no room for rounding, so every device draws the identical mask.
+``first`` is 0 for a batch run whole; for one part of a batch split over
+processes it is the index of the part's first element in the whole batch, so
+every element's mask is the one it has in the whole batch, however it is split.
 
 On the GPU (``kernels/dropout.cu``) each thread computes the Philox block
 ``i // 4`` of its own element ``i`` and keeps word ``i % 4``, exactly the
@@ -43,19 +46,19 @@ def keep_threshold(p: float) -> int:
     return int(p * 2**32)
 
 
-def dropout_mask_naive(shape, p, seed):
+def dropout_mask_naive(shape, p, seed, first=0):
     """The keep-mask, element by element, from the scalar Philox reference."""
     mask = np.empty(int(np.prod(shape, dtype=np.int64)), dtype=bool)
     for i in range(mask.size):
-        mask[i] = p < 1 and random.element_bits_scalar(seed, i) >= keep_threshold(p)
+        mask[i] = p < 1 and random.element_bits_scalar(seed, first + i) >= keep_threshold(p)
     return mask.reshape(shape)
 
 
-def dropout_mask(shape, p, seed):
+def dropout_mask(shape, p, seed, first=0):
     n = int(np.prod(shape, dtype=np.int64))
     if p >= 1:
         return np.zeros(shape, dtype=bool)
-    return (random.element_bits(seed, n) >= np.uint32(keep_threshold(p))).reshape(shape)
+    return (random.element_bits(seed, n, first) >= np.uint32(keep_threshold(p))).reshape(shape)
 
 
 # --- GPU paths (kernels/dropout.cu) ---------------------------------------------
@@ -68,21 +71,25 @@ def element_bits_cuda(seed: int, n: int, first: int = 0):
     return bits
 
 
-def dropout_mask_cuda(shape, p, seed):
-    """``dropout_mask(shape, p, seed)`` drawn on the GPU: the identical mask, as CuPy bools."""
+def dropout_mask_cuda(shape, p, seed, first=0):
+    """``dropout_mask(shape, p, seed, first)`` drawn on the GPU: the identical mask, as
+    CuPy bools."""
     mask = cuda.empty(tuple(shape), np.bool_)
     cuda.launch_elementwise("dropout", "dropout_mask", None, mask.size,
-                            np.uint64(seed), np.uint64(keep_threshold(p)), mask)
+                            np.uint64(seed), np.uint64(first), np.uint64(keep_threshold(p)),
+                            mask)
     return mask
 
 
-def dropout_cuda(x, p, seed, scale):
-    """(x * m * scale, m) for a CuPy array, with m = ``dropout_mask_cuda(x.shape, p, seed)``."""
+def dropout_cuda(x, p, seed, scale, first=0):
+    """(x * m * scale, m) for a CuPy array, with m = ``dropout_mask_cuda(x.shape, p, seed,
+    first)``."""
     x = cuda.contiguous(x)
     y = cuda.empty_like(x)
     mask = cuda.empty(x.shape, np.bool_)
     cuda.launch_elementwise("dropout", "dropout_forward", x.dtype, x.size, x, y, mask,
-                            np.uint64(seed), np.uint64(keep_threshold(p)), scale)
+                            np.uint64(seed), np.uint64(first), np.uint64(keep_threshold(p)),
+                            scale)
     return y, mask
 
 
@@ -105,21 +112,23 @@ class Dropout(Function):
     name = "dropout"
 
     @staticmethod
-    def check(x, p, seed):
+    def check(x, p, seed, first=0):
         checks.floating("dropout", input=x)
+        if isinstance(first, bool) or not isinstance(first, (int, np.integer)) or first < 0:
+            raise ValueError(f"dropout: first must be a non-negative integer, got {first!r}")
 
     @staticmethod
-    def forward_cpu(ctx, x, p, seed):
+    def forward_cpu(ctx, x, p, seed, first=0):
         scale = _scale(x, p)
-        mask = dropout_mask(x.shape, p, seed)
+        mask = dropout_mask(x.shape, p, seed, first)
         if ctx.needs_input_grad[0]:
             ctx.save(mask=mask, scale=scale)
         return x * mask * scale
 
     @staticmethod
-    def forward_cuda(ctx, x, p, seed):
+    def forward_cuda(ctx, x, p, seed, first=0):
         scale = _scale(x, p)
-        y, mask = dropout_cuda(x, p, seed, scale)
+        y, mask = dropout_cuda(x, p, seed, scale, first)
         if ctx.needs_input_grad[0]:
             ctx.save(mask=mask, scale=scale)
         return y
