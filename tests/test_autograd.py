@@ -57,6 +57,33 @@ def test_leaf_grad_accumulates_across_backward_calls():
     np.testing.assert_array_equal(x.grad, 2 * first)
 
 
+def test_grad_hook_sees_each_leaf_s_whole_gradient_while_backward_runs():
+    """w is used by two ops; its hook runs once, after both have added to it; x's runs
+    once too, each during the same backward."""
+    x = leaf(randn(0, (2, 3)))
+    w = leaf(randn(1, (3, 3)))
+    seen = []
+
+    def record(t):
+        seen.append(("w" if t is w else "x", t.grad.copy()))
+    handles = [w.register_grad_hook(record), x.register_grad_hook(record)]
+    h = F.linear(x, w)
+    F.linear(F.relu(h), w).sum().backward()
+    assert sorted(name for name, _ in seen) == ["w", "x"]
+    for name, grad in seen:
+        np.testing.assert_array_equal(grad, w.grad if name == "w" else x.grad)
+    handles[0].remove()
+    seen.clear()
+    F.linear(x, w).sum().backward()
+    assert [name for name, _ in seen] == ["x"]
+
+
+def test_grad_hooks_go_on_leaves_only():
+    y = leaf(randn(0, (2,))) * 2.0
+    with pytest.raises(ValueError, match="register_grad_hook: only a leaf tensor"):
+        y.register_grad_hook(print)
+
+
 def test_leaf_grad_is_its_own_array():
     x = leaf(np.array([1.0, 2.0]))
     y = x + 0.0

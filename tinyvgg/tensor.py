@@ -221,6 +221,7 @@ class Tensor:
     """
 
     __array_ufunc__ = None  # so ``ndarray * Tensor`` defers to Tensor.__rmul__
+    _grad_hooks: tuple = ()  # register_grad_hook's functions (few tensors have any)
 
     def __init__(self, data, requires_grad: bool = False):
         self.data = backend.as_array(data)  # an op's 0-d result may be a NumPy scalar
@@ -274,6 +275,17 @@ class Tensor:
         return f"tensor({body}, dtype={self.dtype}{grad})"
 
     # --- backprop ------------------------------------------------------------
+    def register_grad_hook(self, hook) -> "GradHookHandle":
+        """Call ``hook(self)`` during each :meth:`backward` as soon as this leaf's ``.grad``
+        holds everything that backward adds to it, before backward goes on with the
+        tensors left: what lets gradients be sent elsewhere while backward still runs
+        (``tinyvgg.train.distributed``). ``handle.remove()`` takes the hook off."""
+        if not self.is_leaf:
+            raise ValueError("register_grad_hook: only a leaf tensor (one made by the user, "
+                             "such as a parameter) keeps a .grad")
+        self._grad_hooks = self._grad_hooks + (hook,)
+        return GradHookHandle(self, hook)
+
     def backward(self, grad=None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) * grad into ``leaf.grad`` for every leaf.
 
@@ -313,6 +325,8 @@ class Tensor:
                 # same array to two inputs, and .grad must be the leaf's own.
                 tensor.grad = (g.copy(order="K") if tensor.grad is None
                                else backend.as_array(tensor.grad + g))
+                for hook in tensor._grad_hooks:  # a leaf's gradient is whole once reached
+                    hook(tensor)
                 continue
             node = tensor.creator
             backward = node.function.implementation("backward", node.ctx.device)
@@ -360,6 +374,17 @@ class Tensor:
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         return OPERATOR_OPS["reshape"].apply(self, shape=shape)
+
+
+class GradHookHandle:
+    """What :meth:`Tensor.register_grad_hook` returns: ``remove()`` takes the hook off."""
+
+    def __init__(self, tensor: Tensor, hook):
+        self.tensor, self.hook = tensor, hook
+
+    def remove(self) -> None:
+        self.tensor._grad_hooks = tuple(h for h in self.tensor._grad_hooks
+                                        if h is not self.hook)
 
 
 def as_tensor(value, like: Tensor) -> Tensor:
