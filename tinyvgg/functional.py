@@ -86,12 +86,14 @@ def adaptive_avg_pool2d(x: Tensor, output_size) -> Tensor:
 
 def batch_norm2d(x: Tensor, running_mean=None, running_var=None, weight: Tensor | None = None,
                  bias: Tensor | None = None, training: bool = True, momentum: float = 0.1,
-                 eps: float = 1e-5) -> Tensor:
+                 eps: float = 1e-5, reduce=None) -> Tensor:
     """Batch normalisation over (N, H, W) for each channel.
 
     In training mode the batch statistics are used and ``running_mean`` /
     ``running_var`` (arrays or tensors of shape (C,), optional) are updated in
-    place; in evaluation mode the running statistics are used.
+    place; in evaluation mode the running statistics are used. ``reduce``, for a
+    batch split over processes, sums an array over them and returns the sum: the
+    statistics are then the whole batch's (synchronised batch norm).
     """
     def raw(v):
         return v.data if isinstance(v, Tensor) else v
@@ -101,7 +103,7 @@ def batch_norm2d(x: Tensor, running_mean=None, running_var=None, weight: Tensor 
         raise ValueError(f"batch_norm2d: eps must be positive, got {eps}")
     return BatchNorm2d.apply(_check_tensor("batch_norm2d", "input", x), weight, bias,
                              raw(running_mean), raw(running_var), training=bool(training),
-                             momentum=float(momentum), eps=float(eps))
+                             momentum=float(momentum), eps=float(eps), reduce=reduce)
 
 
 def local_response_norm(x: Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,

@@ -225,7 +225,13 @@ class Dropout(_SameShape, Module):
 
 
 class BatchNorm2d(Module):
-    """Batch norm over (N, H, W) per channel, with running statistics for eval mode."""
+    """Batch norm over (N, H, W) per channel, with running statistics for eval mode.
+
+    ``reduce`` (None, or a function that sums an array over processes) makes a batch
+    split over processes normalise with the whole batch's statistics (synchronised batch
+    norm; ``tinyvgg.train.distributed`` sets it)."""
+
+    reduce = None
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = True, dtype=np.float32):
@@ -242,7 +248,8 @@ class BatchNorm2d(Module):
 
     def forward(self, x):
         y = F.batch_norm2d(x, self.running_mean, self.running_var, self.weight, self.bias,
-                           training=self.training, momentum=self.momentum, eps=self.eps)
+                           training=self.training, momentum=self.momentum, eps=self.eps,
+                           reduce=self.reduce)
         if self.training:
             self.num_batches_tracked += 1
         return y

@@ -18,6 +18,15 @@ Backward in training mode (mu and var depend on x, which adds two terms)::
     dL/dx     = (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)) / sqrt(var + eps)
 
 In evaluation mode mu and var are constants: ``dL/dx = g * gamma / sqrt(var + eps)``.
+
+Synchronised batch norm: when the batch is split over several processes, each
+holding some of its images, ``reduce`` (a function that sums an array over the
+processes and returns the sum) makes the statistics those of the whole batch.
+Forward sums each channel's values and count, then its squared deviations from
+the whole batch's mean (two passes, as above); backward sums ``dbeta`` and
+``dgamma``, which ``dL/dx`` needs for the whole batch, and returns each process's
+own part of them as the parameters' gradients (the gradients of the parts are
+summed afterwards like every other parameter's). The sums travel in float64.
 """
 from __future__ import annotations
 
@@ -102,6 +111,35 @@ def _input_grad(g, x_hat, dgamma_mean, dbeta_mean, scale, out):
     out *= scale
 
 
+def _whole_batch_mean(reduce, local_sums, m, dtype):
+    """(values per channel, mean per channel) of the whole batch split over processes,
+    from this process's per-channel sums and ``m`` values per channel."""
+    xp = backend.array_module(local_sums)
+    message = xp.concatenate([local_sums.astype(np.float64), xp.full(1, m, np.float64)])
+    whole = reduce(message)
+    count = int(round(float(whole[-1])))
+    if count <= 1:
+        raise ValueError(f"batch_norm2d: training mode needs more than one value per channel "
+                         f"to compute a variance, got {count} in the whole batch")
+    return count, (whole[:-1] / count).astype(dtype)
+
+
+def _whole_batch_sum(reduce, local, dtype):
+    """The sum over the processes of a per-channel vector, in ``dtype``."""
+    return reduce(local.astype(np.float64)).astype(dtype)
+
+
+def _whole_batch_sums(ctx, dbeta, dgamma):
+    """(dbeta, dgamma) summed over the whole batch: this process's own without a
+    ``reduce``, else the sums over the processes (in one message)."""
+    if ctx.reduce is None:
+        return dbeta, dgamma
+    xp = backend.array_module(dbeta)
+    both = _whole_batch_sum(ctx.reduce, xp.concatenate([dbeta, dgamma]), dbeta.dtype)
+    C = dbeta.shape[0]
+    return both[:C], both[C:]
+
+
 def _on_gpu(array, dtype=None):
     """A C-contiguous CuPy copy or view of a per-channel vector given as NumPy or CuPy."""
     if array is None:
@@ -124,7 +162,8 @@ class BatchNorm2d(Function):
     name = "batch_norm2d"
 
     @staticmethod
-    def check(x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    def check(x, gamma, beta, running_mean, running_var, training, momentum, eps,
+              reduce=None):
         op = "batch_norm2d"
         checks.floating(op, input=x, weight=gamma, bias=beta)
         checks.rank(op, "input", x, 4, "(N, C, H, W)")
@@ -135,17 +174,30 @@ class BatchNorm2d(Function):
                 checks.shape(op, name, v, (C,))
         if not training and (running_mean is None or running_var is None):
             raise ValueError(f"{op}: evaluation mode needs running_mean and running_var")
-        if training and x.size // C <= 1:
+        if reduce is not None and not callable(reduce):
+            raise TypeError(f"{op}: reduce must be a function that sums an array over the "
+                            f"processes, got {type(reduce).__name__}")
+        if training and reduce is None and x.size // C <= 1:
             raise ValueError(f"{op}: training mode needs more than one value per channel to "
                              f"compute a variance, got input shape {tuple(x.shape)}")
 
     @staticmethod
-    def forward_cpu(ctx, x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    def forward_cpu(ctx, x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                    reduce=None):
         N, _, H, W = x.shape
         rows = pixel_rows(x)
         m, C = rows.shape
         centered = np.empty((m, C), dtype=x.dtype)
-        if training:
+        count = m  # values per channel in the whole batch
+        if training and reduce is not None:  # the statistics of the whole, split batch
+            count, mu = _whole_batch_mean(reduce, column_sums(rows), m, x.dtype)
+            per_channel(np.subtract, centered, rows, mu)
+            var = _whole_batch_sum(reduce, np.einsum("mc,mc->c", centered, centered),
+                                   x.dtype) / x.dtype.type(count)
+            if running_mean is not None:
+                _update_running_statistics(running_mean, running_var, mu, var, count,
+                                           momentum)
+        elif training:
             mu = column_sums(rows) / m
             per_channel(np.subtract, centered, rows, mu)
             var = np.einsum("mc,mc->c", centered, centered) / m  # two passes: no cancellation
@@ -164,14 +216,27 @@ class BatchNorm2d(Function):
         else:
             per_channel(_scale_shift, y, x_hat, gamma, beta)
         if any(ctx.needs_input_grad):
-            ctx.save(x_hat=x_hat, inv_std=inv_std, gamma=gamma, training=training)
+            ctx.save(x_hat=x_hat, inv_std=inv_std, gamma=gamma, training=training,
+                     reduce=reduce, m=count)
         return from_pixel_rows(y, N, H, W)
 
     @staticmethod
-    def forward_cuda(ctx, x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    def forward_cuda(ctx, x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                     reduce=None):
         N, C, H, W = x.shape
         x, gamma, beta = cuda.contiguous(x), _on_gpu(gamma), _on_gpu(beta)
-        if training:
+        m = N * H * W
+        if training and reduce is not None:  # the statistics of the whole, split batch
+            channels = (0, 2, 3)
+            m, mu = _whole_batch_mean(reduce, x.sum(axis=channels, dtype=np.float64), m,
+                                      x.dtype)
+            deviations = x - mu.reshape(1, C, 1, 1)
+            var = _whole_batch_sum(reduce, (deviations * deviations).sum(
+                axis=channels, dtype=np.float64), x.dtype) / x.dtype.type(m)
+            inv_std = (1 / backend.cupy_module().sqrt(var + x.dtype.type(eps))).astype(x.dtype)
+            if running_mean is not None:
+                _update_running_statistics(running_mean, running_var, mu, var, m, momentum)
+        elif training:
             mu, var, inv_std = (cuda.empty((C,), x.dtype) for _ in range(3))
             if C:
                 cuda.launch("norm", "batch_norm_statistics", x.dtype, C,
@@ -189,7 +254,8 @@ class BatchNorm2d(Function):
         cuda.launch_elementwise("norm", "batch_norm_forward", x.dtype, x.size,
                                 x, mu, inv_std, gamma, beta, x_hat, y, C, H * W)
         if x_hat is not None:
-            ctx.save(x_hat=x_hat, inv_std=inv_std, gamma=gamma, training=training)
+            ctx.save(x_hat=x_hat, inv_std=inv_std, gamma=gamma, training=training,
+                     reduce=reduce, m=m)
         return y
 
     @staticmethod
@@ -207,8 +273,9 @@ class BatchNorm2d(Function):
             dx = np.empty(g_rows.shape, dtype=g.dtype)
             if ctx.training:
                 # mean(dx_hat) = gamma * dbeta / m and mean(dx_hat * x_hat) = gamma * dgamma / m
-                m = g_rows.shape[0]
-                per_channel(_input_grad, dx, g_rows, x_hat, dgamma / m, dbeta / m, scale)
+                whole_dbeta, whole_dgamma = _whole_batch_sums(ctx, dbeta, dgamma)
+                per_channel(_input_grad, dx, g_rows, x_hat, whole_dgamma / ctx.m,
+                            whole_dbeta / ctx.m, scale)
             else:
                 per_channel(np.multiply, dx, g_rows, scale)
             dx = from_pixel_rows(dx, N, H, W)
@@ -228,9 +295,10 @@ class BatchNorm2d(Function):
         if need_x:
             dx = cuda.empty_like(g)
             if ctx.training:
+                whole_dbeta, whole_dgamma = _whole_batch_sums(ctx, dbeta, dgamma)
                 cuda.launch_elementwise("norm", "batch_norm_backward_input", g.dtype,
-                                        g.size, g, x_hat, inv_std, gamma, dbeta, dgamma, dx,
-                                        N * H * W, C, H * W)
+                                        g.size, g, x_hat, inv_std, gamma, whole_dbeta,
+                                        whole_dgamma, dx, ctx.m, C, H * W)
             else:
                 cuda.launch_elementwise("norm", "batch_norm_backward_input_eval", g.dtype,
                                         g.size, g, inv_std, gamma, dx, C, H * W)
