@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tinyvgg.data import DataLoader, Dataset
+from tinyvgg.data.loader import part_bounds
 from tinyvgg.data.transforms import Compose, RandomCrop, RandomHorizontalFlip
 
 
@@ -120,6 +121,43 @@ def test_drop_last_and_len(n, batch_size, drop_last, sizes):
     loader = DataLoader(numbered(n), batch_size=batch_size, drop_last=drop_last)
     assert len(loader) == len(sizes)
     assert [len(ids) for ids in epoch_ids(loader, 0)] == sizes
+
+
+@pytest.mark.parametrize("transform", [None, AUGMENT], ids=["plain", "augmented"])
+@pytest.mark.parametrize("parts", [2, 3])
+def test_the_parts_of_each_batch_are_the_whole_batch_cut_in_order(transform, parts):
+    """Parts k = 0..parts-1 of every batch, joined in order, are the batch one loader
+    makes whole, augmentation draws included; the last batch (2 samples) leaves a
+    part empty when there are 3."""
+    data = numbered(22, (1, 4, 4))
+    whole = collect(DataLoader(data, batch_size=5, seed=3, transform=transform), 1)
+    cut = [collect(DataLoader(data, batch_size=5, seed=3, transform=transform,
+                              part=(k, parts), prefetch=k % 2), 1) for k in range(parts)]
+    for index, (images, labels) in enumerate(whole):
+        sizes = [len(c[index][1]) for c in cut]
+        assert sizes == [b - a for a, b in (part_bounds(len(labels), k, parts)
+                                            for k in range(parts))]
+        np.testing.assert_array_equal(np.concatenate([c[index][0] for c in cut]), images)
+        np.testing.assert_array_equal(np.concatenate([c[index][1] for c in cut]), labels)
+    assert [len(labels) for _, labels in whole][-1] == 2
+
+
+def test_stop_ends_an_epoch_early_and_batch_size_of_counts_the_whole_batch():
+    loader = DataLoader(numbered(10), batch_size=4, part=(1, 2))
+    assert [loader.batch_size_of(i) for i in range(4)] == [4, 4, 2, 0]
+    assert [len(labels) for _, labels in loader.batches(0, stop=2)] == [2, 2]
+    with pytest.raises(ValueError, match="DataLoader: stop must be at most the 3 batches"):
+        loader.batches(0, stop=4)
+
+
+@pytest.mark.parametrize("part, error, fragment", [
+    ((2, 2), ValueError, "part 2 does not exist among 2 parts"),
+    ((0, 0), ValueError, "part's number of parts must be >= 1, got 0"),
+    ([0, 2], TypeError, r"part must be a pair \(k, parts\), got \[0, 2\]"),
+])
+def test_a_part_must_exist(part, error, fragment):
+    with pytest.raises(error, match=f"DataLoader: {fragment}"):
+        DataLoader(numbered(10), batch_size=2, part=part)
 
 
 # --- what a batch is ------------------------------------------------------------------
