@@ -69,7 +69,9 @@ def _add_train_options(parser):
     add("--val-size", type=int, help="training images held out for validation (default 5000)")
     add("--limit", type=_positive_int, help="train on only the first N images")
     add("--epochs", type=_positive_int, help=f"default {d['epochs'].default}")
-    add("--batch-size", type=_positive_int, help=f"default {d['batch_size'].default}")
+    add("--batch-size", type=_positive_int,
+        help=f"images per step, all ranks together: the global batch, split over the ranks "
+             f"of mpiexec -n N (default {d['batch_size'].default})")
     add("--lr", type=float, help=f"learning rate (default {d['lr'].default})")
     add("--momentum", type=float, help="default 0.9")
     add("--weight-decay", type=float, help="L2 weight decay (default 5e-4)")
@@ -89,21 +91,42 @@ def _add_train_options(parser):
     add("--prefetch", type=int, help="batches prepared ahead in a background thread "
                                      "(default 2; 0 turns it off)")
     add("--out", help="output directory (default runs/<dataset>-<model>-w<width>-s<seed>)")
+    add("--sync-bn", dest="sync_bn", action="store_const", const=True,
+        help="several ranks: batch norm with the statistics of the global batch, so the "
+             "run matches one process (default: each rank's own part, as DDP)")
+    add("--bucket-mb", type=float, help="several ranks: size of the gradient buckets summed "
+                                        f"at once (default {d['bucket_mb'].default:g})")
+    add("--no-overlap", dest="overlap", action="store_const", const=False,
+        help="several ranks: sum the gradients after backward instead of during it")
 
 
 def _train(args, parser) -> int:
     from .train import OutputWriteError, TrainConfig, TrainingDiverged, resumed_config, train
+    from .train import distributed
     given = {k: v for k, v in vars(args).items()
              if k in TrainConfig.__dataclass_fields__ and v is not None}
-    if args.resume:
-        config = resumed_config(args.resume, given)
-    else:
-        config = TrainConfig(**given)
-    try:
-        result = train(config, resume=args.resume, progress=not args.no_progress)
-    except (TrainingDiverged, OutputWriteError) as error:
-        print(f"tinyvgg train: {error}", file=sys.stderr)
-        return 1
+    # under mpiexec -n N: the ranks (or a clear error when mpi4py is missing), joined
+    # before anything can fail, so that an error on one rank ends them all (as
+    # "tinyvgg train: rank r of N: ...") instead of leaving the others waiting
+    group = distributed.world()
+    with distributed.ending_every_rank_on_error(
+            group, "tinyvgg train", codes=((TrainingDiverged, 1), (OutputWriteError, 1),
+                                           (ValueError, 2), (ImportError, 2),
+                                           (FileNotFoundError, 2))):
+        if args.resume:
+            config = resumed_config(args.resume, given)
+        else:
+            config = TrainConfig(**given)
+        if group is not None:
+            group.use_device(config.device)
+        try:
+            result = train(config, resume=args.resume, progress=not args.no_progress,
+                           group=group)
+        except (TrainingDiverged, OutputWriteError) as error:
+            if group is not None:
+                raise
+            print(f"tinyvgg train: {error}", file=sys.stderr)
+            return 1
     return 130 if result.status == "interrupted" else 0
 
 
@@ -289,7 +312,12 @@ def _experiment(args, parser) -> int:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # one of several ranks must not leave the others waiting
+        from .train.distributed import abort_if_launched
+        abort_if_launched(stop.code)
+        raise
     if args.command == "bench":
         return _bench(args, parser)
     if args.command == "experiment":

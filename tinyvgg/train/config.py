@@ -55,6 +55,11 @@ class TrainConfig:
     dtype: str = "float32"
     seed: int = 0
     prefetch: int = 2
+    # several ranks (mpiexec -n N): batch norm over the global batch, the size of the
+    # gradient buckets, and whether their sums start during backward
+    sync_bn: bool = False
+    bucket_mb: float = 25.0
+    overlap: bool = True
     out: str | None = None
 
     def __post_init__(self):
@@ -95,6 +100,10 @@ class TrainConfig:
             fail(f"image size must be at least 32 (five 2x2 max-pools), got {self.image_size}")
         if self.nesterov and self.momentum == 0:
             fail("Nesterov momentum needs --momentum > 0")
+        if self.sync_bn and not self.batch_norm:
+            fail("--sync-bn synchronises batch norm, which --no-batch-norm leaves out")
+        if not (math.isfinite(self.bucket_mb) and self.bucket_mb > 0):
+            fail(f"--bucket-mb must be a positive number, got {self.bucket_mb}")
         parse_augment(self.augment, self.dataset)
         backend.check_device(self.device)
 

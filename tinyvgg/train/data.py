@@ -72,7 +72,9 @@ class RunData:
     std: list
 
 
-def prepare_data(config: TrainConfig) -> RunData:
+def prepare_data(config: TrainConfig, part: tuple[int, int] = (0, 1)) -> RunData:
+    """The run's loaders; with ``part`` = (k, ranks), each serves part k of every batch
+    (``DataLoader``'s part), for rank k of a run on several ranks."""
     stored = config.scale_max or config.image_size
     full = load_dataset(config.dataset, "train", config.data_dir, size=stored)
     test = load_dataset(config.dataset, "test", config.data_dir, size=stored)
@@ -94,11 +96,11 @@ def prepare_data(config: TrainConfig) -> RunData:
 
     def evaluation_loader(dataset):
         return DataLoader(dataset, eval_batch, shuffle=False, seed=config.seed,
-                          transform=eval_tf, prefetch=config.prefetch, dtype=dtype)
+                          transform=eval_tf, prefetch=config.prefetch, dtype=dtype, part=part)
     return RunData(
         train=DataLoader(train_set, config.batch_size, shuffle=True, seed=config.seed,
                          drop_last=False, transform=train_tf, prefetch=config.prefetch,
-                         dtype=dtype),
+                         dtype=dtype, part=part),
         val=evaluation_loader(val_set) if val_set is not None else None,
         test=evaluation_loader(test),
         classes=list(full.classes), in_channels=full.images.shape[1],

@@ -16,6 +16,11 @@ batch's augmentation, each batch's dropout masks) is a pure function of
 the optimiser and scheduler state and the position ``(epoch, batch)``;
 ``--resume`` skips to that position and continues bit for bit.
 
+On several ranks (``mpiexec -n N``, ``group`` from
+:func:`tinyvgg.train.distributed.connect`) every global batch is split over the
+ranks, their gradients are summed before each step, and only rank 0 prints and
+writes (:mod:`.distributed`); the run is the one a single process would make.
+
 Ctrl-C is caught between batches: the run saves a checkpoint at the current
 batch and stops (a second Ctrl-C stops at once); during validation or the
 final test it stops when that pass ends. A training or validation loss that
@@ -38,6 +43,7 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from .. import optim, random
+from . import distributed
 from ..io.checkpoint import save_checkpoint
 from ..tensor import tensor
 from .config import TrainConfig, command_line
@@ -104,11 +110,24 @@ def _progress_bar(total: int, description: str, enabled: bool):
 
 
 def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
-          on_batch=None) -> RunResult:
+          on_batch=None, group=None) -> RunResult:
     """Run (or continue, from the checkpoint file ``resume``) one training run.
 
-    ``on_batch(epoch, index, loss)`` is called after every optimiser step.
+    ``on_batch(epoch, index, loss)`` is called after every optimiser step (on every
+    rank, with the global batch's loss). ``group`` (``distributed.connect()``) is the
+    ranks that train this model together, or None for a process on its own.
     """
+    try:
+        return _train(config, resume, progress, log, on_batch, group)
+    finally:
+        random.set_first_sample(0)
+
+
+def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
+           group) -> RunResult:
+    lead = group is None or group.rank == 0  # the rank that prints and writes
+    if not lead:
+        log, progress = (lambda *args, **kwargs: None), False
     began = time.perf_counter()
     meta = None
     out = config.output_dir
@@ -120,8 +139,13 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
             log(message)
             return RunResult("complete", meta["epoch"], meta["history"], meta["test"], out,
                              Path(resume), message)
-    data = prepare_data(config)  # a wrong --data-dir leaves no empty run folder behind
-    prepare_output_folder(config, out, log)
+    # a wrong --data-dir leaves no empty run folder behind
+    data = prepare_data(config, (0, 1) if group is None else (group.rank, group.size))
+    if group is not None:
+        distributed.check_same_run(group, _run_settings(config, data, resume))
+        devices = group.allgather(group.describe())
+    if lead:
+        prepare_output_folder(config, out, log)
     random.manual_seed(config.seed)
     model = build_model(config, len(data.classes), data.in_channels).to(config.device)
     optimizer = optim.SGD(model.named_parameters(), lr=config.lr, momentum=config.momentum,
@@ -141,6 +165,14 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
         history, sums = meta["history"], meta["sums"]
         last_good = (Path(resume), epoch, start_batch)
         log(resume_line(resume, config, meta, optimizer.lr))
+    ranks = 1 if group is None else group.size
+    buckets = None
+    if group is not None:
+        distributed.broadcast_state(group, model)  # rank 0's initial (or resumed) weights
+        if config.sync_bn:
+            distributed.synchronise_batch_norm(group, model)
+        buckets = distributed.GradientBuckets(model.parameters(), group, config.bucket_mb,
+                                              config.overlap)
     restarts = set(scheduler.restart_epochs(config.epochs)) if hasattr(
         scheduler, "restart_epochs") else set()
     info = {"classes": data.classes, "in_channels": data.in_channels,
@@ -149,7 +181,7 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
     def checkpoint_meta(epoch_, batch_):
         return {"config": config.to_dict(), "epoch": epoch_, "batch": batch_,
                 "scheduler": scheduler.state_dict(), "history": history, "sums": sums,
-                "data": info, "wall_seconds": wall_seconds()}
+                "data": info, "wall_seconds": wall_seconds(), "ranks": ranks}
 
     def wall_seconds():
         return earlier_seconds + time.perf_counter() - began
@@ -180,7 +212,10 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
             f"--out {shlex.quote(str(fresh))}")
 
     def write(what, writer):
-        """Run ``writer()``, which writes the file(s) ``what``; a failure says which and why."""
+        """Run ``writer()``, which writes the file(s) ``what``; a failure says which and why.
+        Only rank 0 writes."""
+        if not lead:
+            return None
         try:
             return writer()
         except OSError as error:
@@ -188,25 +223,39 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
                                    f"{kept_checkpoint()}") from None
 
     def save(path, epoch_, batch_, when: str, test=None):
-        """Write a checkpoint of the run at (epoch_, batch_), once its state is checked."""
+        """Write a checkpoint of the run at (epoch_, batch_), once its state is checked
+        (on every rank, whose states are rank 0's; rank 0 writes)."""
         model_state, optimizer_state = model.state_dict(), optimizer.state_dict()
         bad = non_finite_state(model_state, optimizer_state)
         if bad:
             raise diverged(f"{bad} became NaN or infinite {when}")
+        if not lead:
+            return path
         meta_ = checkpoint_meta(epoch_, batch_)
         if test is not None:
             meta_["test"] = test
         return write(path, lambda: save_checkpoint(path, model_state, optimizer_state, meta_))
 
+    def agreed(flag) -> bool:
+        """Whether ``flag`` is set here or, on several ranks, on any of them."""
+        return bool(flag) if group is None else group.any(flag)
+
+    def probabilities(loader):
+        found = predict_probabilities(model, loader, config.device)
+        return found if group is None else distributed.gather_parts(group, found, loader)
+
     latest = out / "checkpoint.npz"
     metrics_files = f"{out / 'metrics.csv'} and metrics.json"
-    batches_per_epoch = len(data.train)
+    batches_per_epoch = distributed.whole_batches(group, data.train)
     if meta is None:
         log(f"{command_line(config)}\n  {model.name}: "
             f"{sum(p.data.size for p in model.parameters()):,} parameters; "
             f"{len(data.train.dataset):,} training, "
             f"{0 if data.val is None else len(data.val.dataset):,} validation and "
             f"{len(data.test.dataset):,} test images; output in {out}")
+    if group is not None:
+        log(_ranks_line(config, group, devices, len(buckets.buckets), data.train,
+                        batches_per_epoch, None if meta is None else meta.get("ranks", 1)))
     model.train()
     with _InterruptFlag() as interrupt:
         while epoch < config.epochs:
@@ -216,8 +265,10 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
                 bar.update(start_batch)
             started = time.perf_counter()
             images_seen = 0
-            batches = data.train.batches(epoch, start=start_batch)
+            batches = data.train.batches(epoch, start=start_batch, stop=batches_per_epoch)
             for index, (images, labels) in enumerate(batches, start=start_batch):
+                first, _ = distributed.batch_share(group, data.train, index)
+                random.set_first_sample(first)  # dropout numbers samples in the global batch
                 random.manual_seed(batch_seed(config.seed, epoch, index))
                 if scheduler.per_batch:
                     scheduler.step(epoch + index / batches_per_epoch)
@@ -232,19 +283,30 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
                 logits = model(tensor(images, device=config.device))
                 loss = F.cross_entropy(logits, labels)
                 model.zero_grad()
-                loss.backward()
-                loss_value = float(loss.item())
+                predicted = backend.to_numpy(logits.data).argmax(axis=1)
+                counts = [float(loss.item()) * len(labels), int((predicted == labels).sum()),
+                          len(labels), interrupt.requested]
+                if group is None:
+                    loss.backward()
+                else:
+                    # this rank's share of the global batch's mean loss: the ranks'
+                    # gradients then sum to the gradient of the global batch's
+                    buckets.begin()
+                    loss.backward(np.asarray(len(labels) / data.train.batch_size_of(index),
+                                             dtype=loss.dtype))
+                    buckets.finish()
+                    counts = group.sum_numbers(counts).tolist()
+                loss_value = counts[0] / counts[2]
                 if not math.isfinite(loss_value):
                     if bar is not None:
                         bar.close()
                     raise diverged(f"loss became {loss_value} at epoch {epoch + 1}, "
                                    f"batch {index}")
                 optimizer.step()
-                predicted = backend.to_numpy(logits.data).argmax(axis=1)
-                sums["loss"] += loss_value * len(labels)
-                sums["correct"] += int((predicted == labels).sum())
-                sums["count"] += len(labels)
-                images_seen += len(labels)
+                sums["loss"] += counts[0]
+                sums["correct"] += int(counts[1])
+                sums["count"] += int(counts[2])
+                images_seen += int(counts[2])
                 if bar is not None:
                     rate = images_seen / max(time.perf_counter() - started, 1e-9)
                     bar.set_postfix(loss=f"{sums['loss'] / sums['count']:.4f}",
@@ -253,7 +315,8 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
                     bar.update(1)
                 if on_batch is not None:
                     on_batch(epoch, index, loss_value)
-                if interrupt.requested:
+                # Ctrl-C: on several ranks, on any of them (known once per batch)
+                if interrupt.requested if group is None else counts[3]:
                     if bar is not None:
                         bar.close()
                     path = save(latest, epoch, index + 1,
@@ -272,9 +335,10 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
                    "val_loss": None, "val_accuracy": None,
                    "images_per_second": images_seen / max(seconds, 1e-9),
                    "seconds": seconds}
+            if group is not None:  # rank 0's batch-norm statistics on every rank
+                distributed.broadcast_state(group, model)
             if data.val is not None:
-                val = scores(predict_probabilities(model, data.val, config.device),
-                             loader_labels(data.val))
+                val = scores(probabilities(data.val), loader_labels(data.val))
                 row["val_loss"], row["val_accuracy"] = val["loss"], val["accuracy"]
             log(epoch_line(row))
             if row["val_loss"] is not None and not math.isfinite(row["val_loss"]):
@@ -294,16 +358,17 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
                 save(snapshot, epoch, 0, f"by the end of epoch {epoch}")
                 log(f"end of a warm-restart cycle: snapshot {snapshot}")
             write(metrics_files, lambda: write_metrics(
-                out, config, history, None, {"data": info, "wall_seconds": wall_seconds()}))
+                out, config, history, None, {"data": info, "wall_seconds": wall_seconds(),
+                                             "ranks": ranks}))
             write(out / "curves.png", lambda: plot_curves(out, history, run_title(config)))
-            if interrupt.requested:  # Ctrl-C during the validation or the writes
+            if agreed(interrupt.requested):  # Ctrl-C during the validation or the writes
                 message = (f"interrupted after epoch {epoch}; saved {latest}. Continue "
                            f"with: tinyvgg train --resume {shlex.quote(str(latest))}")
                 log(message)
                 return RunResult("interrupted", epoch, history, None, out, latest, message)
         # the flag is still watched here: a Ctrl-C during the test stops once it ends
-        test_probabilities = predict_probabilities(model, data.test, config.device)
-        if interrupt.requested:
+        test_probabilities = probabilities(data.test)
+        if agreed(interrupt.requested):
             path = last_good[0]
             message = (f"interrupted during the final test; {path} holds all "
                        f"{epochs_text(epoch)}. Run the test with: tinyvgg train --resume "
@@ -314,7 +379,7 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
     test["images"] = int(len(test_probabilities))
     write(metrics_files, lambda: write_metrics(
         out, config, history, test, {"data": info, "wall_seconds": wall_seconds(),
-                                     "command": command_line(config)}))
+                                     "command": command_line(config), "ranks": ranks}))
     write(out / "curves.png", lambda: plot_curves(out, history, run_title(config)))
     from ..io.serialization import save as save_weights
     write(out / "model.npz", lambda: save_weights(model, out / "model.npz"))
@@ -323,6 +388,38 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
     log(f"test accuracy {100 * test['accuracy']:.2f}% ({test['images']} images), "
         f"loss {test['loss']:.4f}; weights in {out / 'model.npz'}")
     return RunResult("finished", epoch, history, test, out, latest)
+
+
+def _run_settings(config: TrainConfig, data, resume) -> dict:
+    """What every rank of a run must agree on, by the flag that sets it: the settings
+    (but those that change no result on one rank, such as --prefetch), the data, the
+    checkpoint resumed."""
+    free = ("prefetch", "out")
+    settings = {"--" + key.replace("_", "-"): value
+                for key, value in config.to_dict().items() if key not in free}
+    settings["the training data (digest)"] = distributed.data_digest(data.train.dataset)
+    settings["--resume"] = None if resume is None else str(resume)
+    return settings
+
+
+def _ranks_line(config: TrainConfig, group, devices, buckets: int, loader, batches: int,
+                earlier_ranks) -> str:
+    size = group.size
+    per_rank = config.batch_size / size
+    share = f"{per_rank:g}" if per_rank == int(per_rank) else f"about {per_rank:.1f}"
+    where = "; ".join(f"rank {rank} on {device}" for rank, device in enumerate(devices))
+    line = (f"  training on {size} ranks ({where}); global batch {config.batch_size}, "
+            f"{share} images per rank; batch norm "
+            f"{'over the global batch (--sync-bn)' if config.sync_bn else 'per rank'}; "
+            f"gradients summed in {buckets} bucket{'' if buckets == 1 else 's'} of up to "
+            f"{config.bucket_mb:g} MB, "
+            f"{'during backward' if config.overlap else 'after backward (--no-overlap)'}")
+    if batches < len(loader):
+        line += (f"; the last batch of each epoch ({loader.batch_size_of(batches)} images, "
+                 f"fewer than the ranks) is left out")
+    if earlier_ranks is not None and earlier_ranks != size:
+        line += f"; the run was trained on {earlier_ranks} rank(s) until now"
+    return line
 
 
 def _fresh_sums() -> dict:

@@ -24,12 +24,15 @@ def predict_probabilities(model, loader: DataLoader, device: str = "cpu",
                           flip: bool = False) -> np.ndarray:
     """Softmax outputs (N, classes) of ``model`` in eval mode over one pass of ``loader``;
     with ``flip``, averaged with those of the mirrored images (the paper's test-time
-    augmentation)."""
+    augmentation). A loader that serves parts of batches may serve empty ones (the
+    outputs then have 0 rows for them)."""
     was_training = model.training
     model.eval()
     outputs = []
     with no_grad():
         for images, _ in loader.batches(0):
+            if not len(images):
+                continue
             probabilities = softmax(backend.to_numpy(model(tensor(images, device=device)).data))
             if flip:
                 mirrored = np.ascontiguousarray(images[..., ::-1])
@@ -37,7 +40,7 @@ def predict_probabilities(model, loader: DataLoader, device: str = "cpu",
                     model(tensor(mirrored, device=device)).data))) / 2
             outputs.append(probabilities)
     model.train(was_training)
-    return np.concatenate(outputs)
+    return np.concatenate(outputs) if outputs else np.zeros((0, 0))
 
 
 def scores(probabilities: np.ndarray, labels: np.ndarray) -> dict:

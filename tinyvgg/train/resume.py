@@ -16,8 +16,9 @@ from .config import EXTENDABLE_SCHEDULES, TrainConfig, command_line, saved_confi
 from .model import require_finite
 from .records import epochs_text
 
-#: what a resumed run may change: how long it runs, where, and how it shows progress
-RESUMABLE_OVERRIDES = ("epochs", "device", "prefetch")
+#: what a resumed run may change: how long it runs, where, how it shows progress, and how
+#: its ranks send gradients (which changes no result)
+RESUMABLE_OVERRIDES = ("epochs", "device", "prefetch", "bucket_mb", "overlap")
 
 
 def read_run_meta(path) -> dict:
@@ -50,8 +51,9 @@ def resumed_config(checkpoint_path, overrides: dict) -> TrainConfig:
     if fixed:
         wrong = ", ".join(f"--{k.replace('_', '-')} {v} (the run has {saved.get(k)})"
                           for k, v in fixed.items())
+        allowed = ", ".join(f"--{k.replace('_', '-')}" for k in RESUMABLE_OVERRIDES)
         raise ValueError(f"--resume continues a run as it was configured; only "
-                         f"--epochs, --device and --prefetch may change, got {wrong}")
+                         f"{allowed} may change, got {wrong}")
     saved.update({k: v for k, v in overrides.items() if k in RESUMABLE_OVERRIDES})
     if overrides.get("out") is None:
         saved["out"] = str(Path(checkpoint_path).parent)
