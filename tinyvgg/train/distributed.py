@@ -285,9 +285,12 @@ def ending_every_rank_on_error(group: Group | None, command: str, codes=()):
             code = 130
         if group.rank == 0 or not isinstance(error, RanksDisagree):
             message = str(error).removeprefix("train: ") or type(error).__name__
+            usage = isinstance(error, (ValueError, OSError, ImportError, KeyboardInterrupt))
+            if not usage:  # a fault, not a wrong setting: its kind and where it arose
+                message = f"{type(error).__name__}: {message}"
             print(f"{command}: rank {group.rank} of {group.size}: {message}",
                   file=sys.stderr, flush=True)
-            if not isinstance(error, (ValueError, OSError, ImportError, KeyboardInterrupt)):
+            if not usage:
                 traceback.print_exception(error, file=sys.stderr)
             sys.stderr.flush()
         group.abort(code)
