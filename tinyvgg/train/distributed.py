@@ -156,8 +156,8 @@ class Group:
         total = xp.ascontiguousarray(array).copy()
         if xp is np:
             self.comm.Allreduce(self._mpi().IN_PLACE, total, op=self._mpi().SUM)
-        else:  # on the compute stream: what follows on it sees the sum
-            self._nccl_sum(total, xp.cuda.get_current_stream())
+        else:  # behind the gradient sums under way: one stream keeps NCCL's calls in order
+            self.start_sum(total).Wait()
         return total
 
     def start_sum(self, buffer):
@@ -170,7 +170,8 @@ class Group:
             return self.comm.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
         # NCCL runs on a side stream, after what the compute stream has queued so far
         # (the gradients the buffer was filled from); the compute stream waits for it
-        # only when the sum is needed
+        # only when the sum is needed. Every NCCL call goes to this one stream, so they
+        # run in the order they were made, the same on every rank, as NCCL requires.
         cuda = xp.cuda
         if self._side_stream is None:
             self._side_stream = cuda.Stream(non_blocking=True)
