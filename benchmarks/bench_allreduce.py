@@ -212,7 +212,7 @@ def project(compute_ms_at: float, measured_batch: int, gradient_bytes: int) -> l
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    lines = [f"# Data-parallel training: allreduce, 1 vs 2 ranks, projected speed-ups",
+    lines = ["# Data-parallel training: allreduce, 1 vs 2 ranks, projected speed-ups",
              "", f"Measured on {m['cpu']} ({m['cores']} cores), commit {m['commit']}, "
              f"{m['date']}; mpi4py {report['mpi4py']}, {report['mpi']}. Load average "
              f"{report['load_average_before']:.1f} before, {report['load_average_after']:.1f} "

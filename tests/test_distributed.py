@@ -183,6 +183,13 @@ def test_ranks_started_differently_are_refused_with_the_difference_named():
         check_same_run(Gathered([same, same, {**same, "--seed": 4}]), same)
 
 
+def test_a_global_batch_smaller_than_the_ranks_is_refused():
+    distributed.check_batch_size(2, 2)
+    with pytest.raises(ValueError, match=r"--batch-size is the global batch, split over the "
+                                         r"ranks: 3 image\(s\) cannot be shared by 4 ranks"):
+        distributed.check_batch_size(3, 4)
+
+
 class ThreadSum:
     """Sums over ``parts`` threads standing for ranks (the ``reduce`` of batch norm)."""
 

@@ -9,6 +9,8 @@ The package's modules, each importing only those above it:
 - :mod:`.records`: what a run writes and prints (output folder, metrics, curves, lines)
 - :mod:`.resume`: the resume policy (which checkpoint, what may change, what is left)
 - :mod:`.predict`: predictions, scores, trained models, ensembles and image files
+- :mod:`.distributed`: training on several ranks (``mpiexec -n N``): MPI and NCCL, the
+  gradient buckets, synchronised batch norm, one rank writing, faults ending every rank
 - :mod:`.loop`: :func:`train`, the epoch loop, Ctrl-C and divergence
 """
 from .config import (AUGMENTATIONS, DIGIT_DATASETS, EXTENDABLE_SCHEDULES, SCHEDULES,

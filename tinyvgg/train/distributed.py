@@ -322,6 +322,14 @@ def check_same_run(group: Group, settings: dict) -> None:
                     f"rank of a run must train the same model on the same data")
 
 
+def check_batch_size(batch_size: int, ranks: int) -> None:
+    """The global batch must give every rank at least one image."""
+    if batch_size < ranks:
+        raise ValueError(f"train: --batch-size is the global batch, split over the ranks: "
+                         f"{batch_size} image(s) cannot be shared by {ranks} ranks; give "
+                         f"--batch-size {ranks} or more")
+
+
 def broadcast_state(group: Group, model) -> None:
     """Give every rank rank 0's weights and buffers."""
     model.load_state_dict(group.broadcast_arrays(model.state_dict()))

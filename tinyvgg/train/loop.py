@@ -139,6 +139,8 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
             log(message)
             return RunResult("complete", meta["epoch"], meta["history"], meta["test"], out,
                              Path(resume), message)
+    if group is not None:
+        distributed.check_batch_size(config.batch_size, group.size)
     # a wrong --data-dir leaves no empty run folder behind
     data = prepare_data(config, (0, 1) if group is None else (group.rank, group.size))
     if group is not None:
