@@ -151,6 +151,42 @@ def test_rank_0_makes_the_nccl_id_and_every_rank_joins_with_it():
     assert made == [(3, ("id", 1), 0), (3, ("id", 1), 1), (3, ("id", 1), 2)]
 
 
+@pytest.mark.gpu
+@pytest.mark.real_gpu
+def test_nccl_on_one_gpu_sums_the_buckets_and_the_batch_norm_statistics():
+    """A single-rank NCCL communicator (valid, and all one GPU allows): the buckets' sums
+    on the side stream and synchronised batch norm's on the same stream leave one rank's
+    values as they are, so the gradients and outputs are those without any sum."""
+    nccl = pytest.importorskip("cupy.cuda.nccl")
+    comm = FakeComm(0, 1)
+    group = distributed.Group(comm)
+    group.device, group.gpu, group.nccl = "cuda", 0, nccl_communicator(comm, nccl)
+    tv.manual_seed(0)
+    model = Sequential(Linear(6, 6), Linear(6, 3)).to("cuda")
+    x = tv.tensor(np.random.default_rng(1).standard_normal((4, 6)).astype(np.float32),
+                  device="cuda")
+    model(x).sum().backward()
+    expected = [p.grad.get() for p in model.parameters()]
+    model.zero_grad()
+    buckets = GradientBuckets(model.parameters(), group, bucket_mb=100 / 2**20)
+    assert len(buckets.buckets) > 1
+    buckets.begin()
+    model(x).sum().backward()
+    buckets.finish()
+    for p, want in zip(model.parameters(), expected):
+        np.testing.assert_allclose(p.grad.get(), want, rtol=1e-6)
+    images = np.random.default_rng(2).standard_normal((4, 3, 5, 5))
+    gamma, beta = (tv.tensor(np.full(3, v), device="cuda") for v in (1.5, 0.5))
+    outputs = []
+    for reduce in (None, group.allreduce_sum):
+        xs = tv.tensor(images, requires_grad=True, device="cuda")
+        y = F.batch_norm2d(xs, weight=gamma, bias=beta, reduce=reduce)
+        (y * y * y).sum().backward()
+        outputs.append((y.numpy(), xs.grad.get()))
+    np.testing.assert_allclose(outputs[1][0], outputs[0][0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(outputs[1][1], outputs[0][1], rtol=1e-10, atol=1e-10)
+
+
 def test_the_launcher_s_rank_count_is_read_without_mpi():
     assert launched_ranks({}) == 1
     assert launched_ranks({"PMI_SIZE": "4"}) == 4
