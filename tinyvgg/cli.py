@@ -102,6 +102,7 @@ def _add_train_options(parser):
 
 def _train(args, parser) -> int:
     from .train import OutputWriteError, TrainConfig, TrainingDiverged, resumed_config, train
+    from .backend import DeviceUnavailableError
     from .train import distributed
     given = {k: v for k, v in vars(args).items()
              if k in TrainConfig.__dataclass_fields__ and v is not None}
@@ -112,7 +113,8 @@ def _train(args, parser) -> int:
     with distributed.ending_every_rank_on_error(
             group, "tinyvgg train", codes=((TrainingDiverged, 1), (OutputWriteError, 1),
                                            (ValueError, 2), (ImportError, 2),
-                                           (FileNotFoundError, 2))):
+                                           (FileNotFoundError, 2),
+                                           (DeviceUnavailableError, 2))):
         if args.resume:
             config = resumed_config(args.resume, given)
         else:

@@ -271,7 +271,8 @@ def _cores() -> int:
 def ending_every_rank_on_error(group: Group | None, command: str, codes=()):
     """Run the block; an exception on one rank prints ``command: rank r of N: error`` and
     aborts the whole job, so that no rank waits for ever in a sum the failed one will
-    never join. ``codes`` maps exception classes to exit codes (default 1).
+    never join. ``codes``, pairs (exception class, exit code), are the errors the command
+    expects (others exit with 1 and print their traceback too).
     :class:`RanksDisagree`, found by every rank at once, is printed by rank 0 alone."""
     if group is None:
         yield
@@ -286,8 +287,9 @@ def ending_every_rank_on_error(group: Group | None, command: str, codes=()):
             code = 130
         if group.rank == 0 or not isinstance(error, RanksDisagree):
             message = str(error).removeprefix("train: ") or type(error).__name__
-            usage = isinstance(error, (ValueError, OSError, ImportError, KeyboardInterrupt))
-            if not usage:  # a fault, not a wrong setting: its kind and where it arose
+            usage = isinstance(error, (KeyboardInterrupt, RanksDisagree,
+                                       *(kind for kind, _ in codes)))
+            if not usage:  # not one the command expects: its kind and where it arose
                 message = f"{type(error).__name__}: {message}"
             print(f"{command}: rank {group.rank} of {group.size}: {message}",
                   file=sys.stderr, flush=True)
