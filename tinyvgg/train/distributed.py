@@ -41,7 +41,7 @@ from ..data.loader import part_bounds
 
 #: the command that installs what several ranks need
 MPI_EXTRA = 'python3 -m pip install -e ".[mpi]"'
-#: the bucket size the anchors use (PyTorch DDP's bucket_cap_mb)
+#: the default bucket size, as PyTorch DDP's bucket_cap_mb
 BUCKET_MB = 25.0
 #: environment variables in which MPI launchers pass the number of ranks
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")

@@ -17,7 +17,7 @@ the optimiser and scheduler state and the position ``(epoch, batch)``;
 ``--resume`` skips to that position and continues bit for bit.
 
 On several ranks (``mpiexec -n N``, ``group`` from
-:func:`tinyvgg.train.distributed.connect`) every global batch is split over the
+:func:`tinyvgg.train.distributed.world`) every global batch is split over the
 ranks, their gradients are summed before each step, and only rank 0 prints and
 writes (:mod:`.distributed`); the run is the one a single process would make.
 
@@ -114,7 +114,7 @@ def train(config: TrainConfig, resume=None, progress: bool = True, log=print,
     """Run (or continue, from the checkpoint file ``resume``) one training run.
 
     ``on_batch(epoch, index, loss)`` is called after every optimiser step (on every
-    rank, with the global batch's loss). ``group`` (``distributed.connect()``) is the
+    rank, with the global batch's loss). ``group`` (``distributed.world()``) is the
     ranks that train this model together, or None for a process on its own.
     """
     try:
@@ -298,7 +298,7 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
                                              dtype=loss.dtype))
                     buckets.finish()
                     counts = group.sum_numbers(counts).tolist()
-                loss_value = counts[0] / counts[2]
+                loss_value = float(loss.item()) if group is None else counts[0] / counts[2]
                 if not math.isfinite(loss_value):
                     if bar is not None:
                         bar.close()
