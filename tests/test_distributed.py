@@ -227,10 +227,11 @@ def test_a_global_batch_smaller_than_the_ranks_is_refused():
 
 
 class ThreadSum:
-    """Sums over ``parts`` threads standing for ranks (the ``reduce`` of batch norm)."""
+    """Sums over ``parts`` threads standing for ranks (the ``reduce`` of batch norm); a
+    thread left waiting more than 60 s breaks the barrier instead of hanging."""
 
     def __init__(self, parts):
-        self.barrier, self.slots = threading.Barrier(parts), [None] * parts
+        self.barrier, self.slots = threading.Barrier(parts, timeout=60), [None] * parts
 
     def of(self, part):
         def reduce(array):
@@ -266,7 +267,8 @@ def test_synchronised_batch_norm_on_parts_is_batch_norm_on_the_whole_batch(cuts)
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(timeout=120)
+    assert sorted(parts) == list(range(len(cuts) - 1))  # every part finished
     close = dict(rtol=1e-12, atol=1e-12)
     for index in (0, 1):  # output and input gradient: rows of the whole batch's
         np.testing.assert_allclose(np.concatenate([parts[k][index] for k in sorted(parts)]),
