@@ -32,6 +32,7 @@ import hashlib
 import os
 import socket
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -43,6 +44,9 @@ from ..data.loader import part_bounds
 MPI_EXTRA = 'python3 -m pip install -e ".[mpi]"'
 #: the default bucket size, as PyTorch DDP's bucket_cap_mb
 BUCKET_MB = 25.0
+#: how long the other ranks leave rank 0 to report ranks started differently and end
+#: the job, before they end it themselves
+ABORT_GRACE_SECONDS = 10
 #: environment variables in which MPI launchers pass the number of ranks
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
 
@@ -296,6 +300,8 @@ def ending_every_rank_on_error(group: Group | None, command: str, codes=()):
             if not usage:
                 traceback.print_exception(error, file=sys.stderr)
             sys.stderr.flush()
+        else:  # rank 0 says what differs and ends the job; an abort here could come first
+            time.sleep(ABORT_GRACE_SECONDS)
         group.abort(code)
 
 
