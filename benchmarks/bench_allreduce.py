@@ -343,8 +343,8 @@ def main(argv=None) -> int:
             print(json.dumps(row))
         return 0
     repeats = 5 if args.quick else 20
-    steps = 4 if args.quick else 10
-    rounds = 1 if args.quick else 3
+    steps = 4 if args.quick else 20
+    rounds = 1 if args.quick else 5
     import mpi4py
     from mpi4py import MPI
     from tinyvgg import workers
