@@ -128,8 +128,9 @@ class Group:
             from cupy.cuda import nccl
         except ImportError as error:
             raise ImportError(f"train: GPU ranks sum their gradients with NCCL through "
-                              f"CuPy, which is missing here ({error}); install NCCL for "
-                              f"CuPy: python3 -m pip install nvidia-nccl-cu12") from None
+                              f"CuPy (cupy.cuda.nccl), which cannot load it here ({error}); "
+                              f"install NCCL where CuPy finds it (CuPy's installation "
+                              f"guide, Additional CUDA Libraries)") from None
         self.device, self.nccl = device, nccl_communicator(self.comm, nccl)
 
     def describe(self) -> str:
