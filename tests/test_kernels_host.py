@@ -155,6 +155,46 @@ def test_gemm_ladder_for_every_transpose(kernel, dtype, host_gpu):
             assert_close(result, expected, rtol=RTOL[np.dtype(dtype)] * 10)
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("kernel", linear.GEMM_KERNELS)
+def test_gemm_bias_and_relu_epilogue(kernel, dtype, host_gpu):
+    """The warptile rung applies them where it stores C (or where it adds the splits); the
+    others in passes of their own: the same values either way."""
+    linear.use_gemm_kernel(kernel)
+    rng = np.random.default_rng(15)
+    for M, K, N in [(67, 130, 70), (9, 1100, 21)]:   # the second is split along K
+        a = rng.standard_normal((M, K)).astype(dtype)
+        w = rng.standard_normal((N, K)).astype(dtype)
+        bias = rng.standard_normal(N).astype(dtype)
+        expected = np.maximum(a @ w.T + bias, 0)
+        result = linear.gemm_gpu(a, w, trans_b=True, bias=bias, relu=True)
+        assert_close(result, expected, rtol=RTOL[np.dtype(dtype)] * 10)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_batched_gemm_for_every_transpose_with_and_without_splits(dtype, host_gpu):
+    rng = np.random.default_rng(16)
+    for batch, M, K, N in [(3, 67, 40, 131), (2, 20, 1030, 12)]:
+        assert (linear.k_splits(1, K)[0] > 1) == (K > 1000)
+        for trans_a in (False, True):
+            for trans_b in (False, True):
+                a = rng.standard_normal((batch,) + ((K, M) if trans_a else (M, K))).astype(dtype)
+                b = rng.standard_normal((batch,) + ((N, K) if trans_b else (K, N))).astype(dtype)
+                expected = (a.transpose(0, 2, 1) if trans_a else a) @ \
+                    (b.transpose(0, 2, 1) if trans_b else b)
+                result = linear.gemm_batched_gpu(a, b, trans_a, trans_b)
+                assert_close(result, expected, rtol=RTOL[np.dtype(dtype)] * 10)
+
+
+def test_k_splits_cover_k_in_whole_slices():
+    for tiles, K in [(1, 0), (1, 7), (1, 25088), (32, 25088), (600, 4096), (2, 200704)]:
+        splits, per_split = linear.k_splits(tiles, K)
+        assert per_split % linear.TILE_BK == 0 and splits >= 1
+        assert (splits - 1) * per_split < max(K, 1) <= splits * per_split
+        assert splits == 1 or per_split >= linear.SPLIT_MIN_K
+        assert tiles * splits <= max(tiles, linear.SPLIT_TARGET_BLOCKS)
+
+
 @pytest.mark.parametrize("rows", [5, 3000])   # one chunk; several chunks and a second pass
 def test_sum_rows_and_bias_rows(rows, host_gpu):
     g = np.random.default_rng(6).standard_normal((rows, 37))
