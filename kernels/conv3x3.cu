@@ -106,7 +106,7 @@
 // slice) sets the speed. Needs compute capability 8.0 or newer: the host
 // checks, and older GPUs compile a stub that traps.
 //
-// 6. winograd4x4 (host-side name; three kernels and the gemm kernel of
+// 6. winograd4x4 (host-side name; three kernels and the warptile gemm of
 // kernels/linear.cu): Winograd F(4x4, 3x3), the CPU ladder's winograd4x4 rung on
 // the GPU. Every 4 x 4 block of outputs (a "tile"; T = N * ceil(H/4) *
 // ceil(W/4) tiles, numbered (n, tile row, tile column) row-major) comes from
@@ -122,8 +122,8 @@
 //   weight gradient (strides 1, T).
 // winograd4x4_kernel_transform: thread t owns (ci, co) = (t / Cout, t % Cout)
 //   and writes U[xi, ci, co] = (G w[co, ci] G^T)[xi].
-// The host then runs 36 products M[xi] (T x Cout) = V[xi] (T x Cin) @ U[xi]
-// (Cin x Cout) with the gemm kernel.
+// The host then runs the 36 products M[xi] (T x Cout) = V[xi] (T x Cin) @ U[xi]
+// (Cin x Cout) as one batched launch of gemm_warptile (128 x 128 tiles).
 // winograd4x4_output_transform: thread t owns (tile, co) = (t / Cout, t % Cout):
 //   it reads M[:, tile, co] and writes y = AT m AT^T + b[co] for the tile's 4 x 4
 //   outputs inside the image.
@@ -159,9 +159,9 @@
 // transforms x into V[xi, ci, tile] (winograd4x4_input_transform, channel-major
 // strides). winograd4x4_output_adjoint: thread t owns (co, tile) = (t / T,
 // t % T) and writes dM[xi, co, tile] = (AT^T g AT)[xi] for the tile's 4 x 4
-// block of g (zero past the image's edge). Then dU[xi]^T (Cout x Cin) =
-// dM[xi] @ V[xi]^T over the tiles is conv1x1's weight gradient (the tiles as
-// the pixels of one image; split among blocks, added in order), and
+// block of g (zero past the image's edge). Then the 36 products dU[xi]^T (Cout x
+// Cin) = dM[xi] @ V[xi]^T over the tiles are one batched launch of gemm_warptile,
+// split along the tiles (K) until the GPU is full, the splits added in order; and
 // winograd4x4_kernel_adjoint: thread t owns (co, ci) = (t / Cin, t % Cin) and
 // writes dw[co, ci] = G^T dU[:, ci, co] G (3 x 3). Cost: a quarter of a direct
 // weight gradient's multiplies; each transform is one pass over its arrays.

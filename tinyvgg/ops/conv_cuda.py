@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import backend, choices, cuda
 from .conv_cpu import WINOGRAD4X4_MATRICES, winograd4x4_tiles
-from .linear import gemm_gpu
+from .linear import gemm_batched_gpu
 
 
 #: conv3x3's forward kernels, a ladder from the simplest to the fastest (the opening
@@ -176,7 +176,7 @@ def winograd4x4_matrices_cuda(dtype):
 def _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y):
     """conv3x3 by Winograd F(4x4, 3x3) into y (ladder step 6 of kernels/conv3x3.cu): V,
     the transformed 6x6 input tiles (36, T, Cin), and U, the transformed kernels (36,
-    Cin, Cout), meet in 36 products M[xi] = V[xi] @ U[xi] by the gemm kernel; the output
+    Cin, Cout), meet in 36 products M[xi] = V[xi] @ U[xi], one batched warptile launch; the output
     transform turns M into y and adds the bias."""
     N, C_in, H, W = x.shape
     C_out = weight.shape[0]
@@ -191,8 +191,7 @@ def _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y):
                                 x, BT, V, C_in, H, W, th, tw, C_in, 1)
         cuda.launch_elementwise("conv3x3", "winograd4x4_kernel_transform", x.dtype,
                                 C_in * C_out, weight, G, U, C_in, C_out)
-        for xi in range(36):
-            gemm_gpu(V[xi], U[xi], out=M[xi])
+        gemm_batched_gpu(V, U, out=M)   # the 36 products in one launch
     else:  # no input channels: every product is zero and y is the bias
         M.fill(0)
     cuda.launch_elementwise("conv3x3", "winograd4x4_output_transform", x.dtype, T * C_out,
@@ -241,9 +240,9 @@ def conv3x3_weight_grad_cuda(x, g):
 
 def _conv3x3_weight_grad_winograd4x4_cuda(x, g, dw):
     """dL/dw into dw by F(4x4, 3x3)'s stages transposed (weight-gradient step 3 of
-    kernels/conv3x3.cu): V[xi, ci, tile] from x, dM[xi, co, tile] from g, their
-    products summed over the tiles by conv1x1's weight-gradient kernel (36 of them, the
-    tiles as the pixels of one image), then dw = G^T dU G."""
+    kernels/conv3x3.cu): V[xi, ci, tile] from x, dM[xi, co, tile] from g, their 36
+    products dM[xi] @ V[xi]^T summed over the tiles by one batched warptile launch (split
+    along the tiles, the splits added in order), then dw = G^T dU G."""
     N, C_in, H, W = x.shape
     C_out = g.shape[1]
     BT, G, AT = winograd4x4_matrices_cuda(x.dtype)
@@ -255,10 +254,8 @@ def _conv3x3_weight_grad_winograd4x4_cuda(x, g, dw):
                             x, BT, V, C_in, H, W, th, tw, 1, T)
     cuda.launch_elementwise("conv3x3", "winograd4x4_output_adjoint", x.dtype, T * C_out,
                             g, AT, dM, C_out, H, W, th, tw)
-    dU_t = cuda.empty((36, C_out, C_in), x.dtype)   # dU[xi] transposed, as conv1x1 gives it
-    for xi in range(36):
-        dU_t[xi] = conv1x1_weight_grad_cuda(V[xi].reshape(1, C_in, T, 1),
-                                            dM[xi].reshape(1, C_out, T, 1))
+    # dU[xi] transposed: the 36 products over the tiles in one launch, split along the tiles
+    dU_t = gemm_batched_gpu(dM, V, trans_b=True)
     cuda.launch_elementwise("conv3x3", "winograd4x4_kernel_adjoint", x.dtype, C_out * C_in,
                             dU_t, G, dw)
     return dw
