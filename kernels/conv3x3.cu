@@ -170,9 +170,17 @@
 //
 // conv3x3_bias_grad: one block of 256 threads per channel c of g (N, C, HW):
 // each thread adds every 256th value of g[:, c, :], then a shared-memory tree
-// reduction gives db[c]. conv1x1's backward uses it too.
+// reduction gives db[c]. conv1x1's backward uses it too. With a mask (the output
+// of a ReLU that followed the convolution, or null), g counts only where mask > 0.
 
-#include "common.cuh"   // aligned16, load4, store4, load_run4
+#include "tiles.cuh"    // aligned16, load4, store4, load_run4, the 128 x 128 tile machinery
+
+// g where the ReLU that followed the convolution passed its input (mask[i] > 0), else 0;
+// g itself when there is no mask. mask is that ReLU's output, of g's shape.
+template <typename T>
+__device__ __forceinline__ T relu_masked(T g, const T* mask, long long i) {
+    return mask && !(mask[i] > T(0)) ? T(0) : g;
+}
 
 #define CONV_TILE 16                      // output tile side, and block side
 #define CONV_HALO_TILE (CONV_TILE + 2)    // input tile side with the 1-pixel halo
@@ -808,16 +816,252 @@ __global__ void conv3x3_weight_grad_implicit_gemm(const T* x, const T* g, T* par
     }
 }
 
+// --- the 128 x 128 tile rungs (forward step 7, weight-gradient step 4) -------------------
+
+// Forward operand B: thread t's run of 4 values of row k0 + t / 32 of im2col(src) at its
+// 4 pixels at[0..3] (columns 4 (t % 32) .. + 3 of the tile), each times the ReLU mask
+// when there is one; zero outside the image, past K and past the batch.
 template <typename T>
-__global__ void conv3x3_bias_grad(const T* g, T* db, long long N, long long C, long long hw) {
+struct Im2colRuns {
+    const T* src;
+    const T* mask;
+    const Pixel* at;
+    long long K, Cin, H, W;
+    bool vector;   // the 4 pixels are one aligned run of an image row: see stage_im2col
+    int thread;
+    __device__ __forceinline__ void operator()(long long k0, T* run) const {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) run[j] = T(0);
+        const long long k = k0 + thread / 32;
+        if (k >= K) return;
+        const long long ci = k / 9;
+        const int tap = (int)(k - ci * 9);
+        const int du = tap / 3 - 1, dv = tap % 3 - 1;
+        if (vector && dv == 0) {
+            const long long r = at[0].row + du;
+            if (r < 0 || r >= H) return;
+            const long long i = ((at[0].image * Cin + ci) * H + r) * W + at[0].col;
+            load4(src + i, run);
+            if (mask) {
+#pragma unroll
+                for (int j = 0; j < 4; ++j) run[j] = relu_masked(run[j], mask, i + j);
+            }
+            return;
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const long long r = at[j].row + du, c = at[j].col + dv;
+            if (at[j].valid && r >= 0 && r < H && c >= 0 && c < W) {
+                const long long i = ((at[j].image * Cin + ci) * H + r) * W + c;
+                run[j] = relu_masked(src[i], mask, i);
+            }
+        }
+    }
+};
+
+// conv3x3_forward_tile128 (forward step 7, "tile128"): y (Cout x N*H*W) = w (Cout x 9 Cin)
+// @ im2col(x), step 4's implicit GEMM on the 128 x 128 tile machinery of tiles.cuh (8
+// warps, 8 x 8 results a thread, double-buffered slices of 8, one barrier a slice).
+// Block b (1-D grid) owns output channels 128 (b % channel_tiles) and pixels 128 (b /
+// channel_tiles). Its epilogue adds the bias and, when relu is 1, applies ReLU where y is
+// stored, so a ReLU that follows the convolution costs no pass of its own. mask (or
+// null): x is read as x * (mask > 0), which is how the input gradient applies the mask
+// of such a fused ReLU where it loads g.
+template <typename T>
+__global__ void __launch_bounds__(TILE_THREADS, TILE_BLOCKS_PER_SM(T))
+conv3x3_forward_tile128(const T* x, const T* w, const T* b, T* y, const T* mask, long long N,
+                        long long Cin, long long Cout, long long H, long long W,
+                        long long has_bias, long long relu) {
+    __shared__ __align__(16) T a_tile[2][TILE_BK][TILE_STRIDE];  // [k][m] = w[co0 + m, k]
+    __shared__ __align__(16) T b_tile[2][TILE_BK][TILE_STRIDE];  // [k][q] = im2col(x)[k, p0 + q]
+
+    const int thread = threadIdx.x;
+    const long long channel_tiles = (Cout + TILE_BM - 1) / TILE_BM;
+    const long long co0 = ((long long)blockIdx.x % channel_tiles) * TILE_BM;
+    const long long p0 = ((long long)blockIdx.x / channel_tiles) * TILE_BN;
+    const long long P = N * H * W;
+    const long long K = 9 * Cin;
+
+    Pixel at[4];   // the 4 pixels this thread gathers, located once
+#pragma unroll
+    for (int j = 0; j < 4; ++j) at[j] = locate(p0 + 4 * (thread % 32) + j, P, H, W);
+    const bool x_vector = W % 4 == 0 && aligned16(x) && (!mask || aligned16(mask)) &&
+                          at[0].valid;
+    const MatrixRuns<T> fetch_w = {w, Cout, K, K, true, K % 4 == 0 && aligned16(w), co0, thread};
+    const Im2colRuns<T> fetch_x = {x, mask, at, K, Cin, H, W, x_vector, thread};
+
+    T acc[8][8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[i][j] = T(0);
+    const TileThread me = tile_thread(thread);
+    multiply_tiles(a_tile, b_tile, fetch_w, true, fetch_x, false, 0, K, acc, me, thread);
+
+    // Columns col0 + j and col0 + 32 + j: two runs of 4 pixels, each one vector store when
+    // it lies in one image row (W a multiple of 4).
+    const Epilogue<T> epi = {T(1), T(0), b, has_bias ? 1 : 0, relu};
+    const bool y_vector = W % 4 == 0 && aligned16(y);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        Pixel out[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) out[j] = locate(p0 + me.col0 + 32 * half + j, P, H, W);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const long long co = co0 + me.row0 + (i / 4) * 16 + i % 4;
+            if (co >= Cout) continue;
+            T v[4];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) v[j] = epi.apply(acc[i][4 * half + j], y, co, 0);
+            if (y_vector && out[0].valid) {
+                store4(y + nchw_index(out[0], co, Cout, H, W), v);
+            } else {
+#pragma unroll
+                for (int j = 0; j < 4; ++j)
+                    if (out[j].valid) y[nchw_index(out[j], co, Cout, H, W)] = v[j];
+            }
+        }
+    }
+}
+
+// The weight gradient's K is the batch's pixels: thread t's runs are pixels k0 + 4 (t % 2)
+// .. + 3 for both operands. PixelRun follows them: multiply_tiles asks for the slices in
+// order, 8 pixels apart, so it steps its pixels along without dividing (a division per
+// pixel and slice would cost a third of the slice's multiply-adds).
+struct PixelRun {
+    Pixel at[4];
+    long long first, end, H, W;   // at[j] is pixel first + j; pixels from end on are invalid
+
+    __device__ __forceinline__ void move_to(long long p) {
+        if (p == first + TILE_BK) {
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                at[j].valid = p + j < end;
+                at[j].col += TILE_BK;
+                while (at[j].valid && at[j].col >= W) {
+                    at[j].col -= (int)W;
+                    if (++at[j].row == H) {
+                        at[j].row = 0;
+                        ++at[j].image;
+                    }
+                }
+            }
+        } else if (p != first) {
+#pragma unroll
+            for (int j = 0; j < 4; ++j) at[j] = locate(p + j, end, H, W);
+        }
+        first = p;
+    }
+};
+
+// Weight-gradient operand A, g' (Cout x pixels): thread t's run is output channel co0 + t / 2
+// at its 4 pixels, times the ReLU mask when there is one. It moves the shared PixelRun, so
+// multiply_tiles must call it before the B operand of the same slice (it does).
+template <typename T>
+struct GradientRuns {
+    const T* g;
+    const T* mask;
+    PixelRun* pixels;
+    long long co0, Cout, H, W;
+    int thread;
+    __device__ __forceinline__ void operator()(long long k0, T* run) const {
+        pixels->move_to(k0 + 4 * (thread % 2));
+        const long long co = co0 + thread / 2;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const Pixel& at = pixels->at[j];
+            run[j] = T(0);
+            if (at.valid && co < Cout) {
+                const long long i = nchw_index(at, co, Cout, H, W);
+                run[j] = relu_masked(g[i], mask, i);
+            }
+        }
+    }
+};
+
+// Weight-gradient operand B, im2col(x)^T (pixels x 9 Cin), stored column by column: thread
+// t's run is column k = (ci, tap) = kc0 + t / 2 at its 4 pixels. Its channel's plane
+// offset and tap are split once (tap -1 past the last column).
+template <typename T>
+struct ColumnRuns {
+    const T* x;
+    const PixelRun* pixels;
+    long long Cin, H, W;
+    long long plane;   // ci * H * W
+    int tap;
+    __device__ __forceinline__ void operator()(long long, T* run) const {
+        const int du = tap / 3 - 1, dv = tap % 3 - 1;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const Pixel& at = pixels->at[j];
+            const long long r = at.row + du, c = at.col + dv;
+            run[j] = at.valid && tap >= 0 && r >= 0 && r < H && c >= 0 && c < W
+                         ? x[at.image * Cin * H * W + plane + r * W + c] : T(0);
+        }
+    }
+};
+
+// conv3x3_weight_grad_tile128 (weight-gradient step 4, "tile128"): dw (Cout x 9 Cin) = g'
+// (Cout x N*H*W) @ im2col(x)^T on the 128 x 128 tile machinery, both operands k-contiguous
+// (stashed transposed). Block (blockIdx.x, blockIdx.y, blockIdx.z) computes columns
+// 128 blockIdx.x of dw, rows (output channels) 128 blockIdx.y, over split blockIdx.z of the
+// pixels (splits a multiple of 8 pixels long, the last one shorter); its raw sums go to
+// partial[split, co, k] and the host adds the splits in order (conv1x1_sum_splits).
+// mask (or null): g is read as g * (mask > 0), the backward of a ReLU fused into the
+// forward pass.
+template <typename T>
+__global__ void __launch_bounds__(TILE_THREADS, TILE_BLOCKS_PER_SM(T))
+conv3x3_weight_grad_tile128(const T* x, const T* g, const T* mask, T* partial, long long N,
+                            long long Cin, long long Cout, long long H, long long W,
+                            long long per_split) {
+    __shared__ __align__(16) T a_tile[2][TILE_BK][TILE_STRIDE];  // [kk][m] = g'[co0 + m, pixel]
+    __shared__ __align__(16) T b_tile[2][TILE_BK][TILE_STRIDE];  // [kk][q] = im2col(x)[kc0 + q, pixel]
+
+    const int thread = threadIdx.x;
+    const long long K = 9 * Cin;
+    const long long kc0 = (long long)blockIdx.x * TILE_BN;
+    const long long co0 = (long long)blockIdx.y * TILE_BM;
+    const long long P = N * H * W;
+    const long long begin = (long long)blockIdx.z * per_split;
+    const long long end = begin + per_split < P ? begin + per_split : P;
+
+    PixelRun pixels;
+    pixels.first = -2 * TILE_BK;   // nothing located yet
+    pixels.end = end;
+    pixels.H = H;
+    pixels.W = W;
+    const long long column = kc0 + thread / 2;
+    const long long ci = column < K ? column / 9 : 0;
+    const GradientRuns<T> fetch_g = {g, mask, &pixels, co0, Cout, H, W, thread};
+    const ColumnRuns<T> fetch_x = {x, &pixels, Cin, H, W, ci * H * W,
+                                   column < K ? (int)(column - 9 * ci) : -1};
+
+    T acc[8][8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[i][j] = T(0);
+    const TileThread me = tile_thread(thread);
+    multiply_tiles(a_tile, b_tile, fetch_g, true, fetch_x, true, begin, end, acc, me, thread);
+
+    const Epilogue<T> raw = {T(1), T(0), nullptr, 0, 0};
+    store_tile_results(partial + (long long)blockIdx.z * Cout * K, Cout, K, co0, kc0, me, acc,
+                       raw, true);
+}
+
+template <typename T>
+__global__ void conv3x3_bias_grad(const T* g, const T* mask, T* db, long long N, long long C,
+                                  long long hw) {
     __shared__ T partial[REDUCE_THREADS];
 
     const int thread = threadIdx.x;
     const long long c = blockIdx.x;
     T acc = T(0);
     for (long long image = 0; image < N; ++image) {
-        const T* g_plane = g + (image * C + c) * hw;
-        for (long long p = thread; p < hw; p += REDUCE_THREADS) acc += g_plane[p];
+        const long long plane = (image * C + c) * hw;
+        for (long long p = thread; p < hw; p += REDUCE_THREADS)
+            acc += relu_masked(g[plane + p], mask, plane + p);
     }
 
     partial[thread] = acc;

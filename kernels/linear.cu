@@ -315,39 +315,6 @@ __global__ void sum_rows(const T* g, T* out, long long rows, long long cols,
 }
 
 
-// The 8 x 8 results of one thread of a 128 x 128 tile at (m0, n0): stored through the
-// epilogue into C (M x N, row-major), or raw into partial when the product is split.
-template <typename T>
-__device__ __forceinline__ void store_tile_results(T* C, long long M, long long N, long long m0,
-                                                   long long n0, TileThread at,
-                                                   const T (*acc)[8], const Epilogue<T>& epi,
-                                                   bool raw) {
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-        const long long m = m0 + at.row0 + (i / 4) * 16 + i % 4;
-        if (m >= M) continue;
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const long long n = n0 + at.col0 + (j / 4) * 32 + j % 4;
-            if (n >= N) continue;
-            T* c = C + m * N + n;
-            *c = raw ? acc[i][j] : epi.apply(acc[i][j], c, m, n);
-        }
-    }
-}
-
-template <typename T>
-struct MatrixRuns {   // fetch_matrix_run for one operand of gemm_warptile
-    const T* P;
-    long long L, K, k_end;
-    bool k_contiguous, vector;
-    long long l0;
-    int thread;
-    __device__ __forceinline__ void operator()(long long k0, T* run) const {
-        fetch_matrix_run(P, L, K, k_end, k_contiguous, vector, l0, k0, thread, run);
-    }
-};
-
 // At most 128 registers a thread for float, so that two blocks share an SM (tiles.cuh).
 template <typename T>
 __global__ void __launch_bounds__(TILE_THREADS, TILE_BLOCKS_PER_SM(T)) gemm_warptile(const T* A, const T* B, T* C, T* partial, long long M, long long N,

@@ -102,6 +102,18 @@ __device__ __forceinline__ void fetch_matrix_run(const T* P, long long L, long l
     }
 }
 
+template <typename T>
+struct MatrixRuns {   // fetch_matrix_run as the fetch functor of multiply_tiles
+    const T* P;
+    long long L, K, k_end;
+    bool k_contiguous, vector;
+    long long l0;
+    int thread;
+    __device__ __forceinline__ void operator()(long long k0, T* run) const {
+        fetch_matrix_run(P, L, K, k_end, k_contiguous, vector, l0, k0, thread, run);
+    }
+};
+
 // The main loop: acc += A[:, k_begin:k_end] @ B[k_begin:k_end, :] over the block's tile,
 // double-buffered as above. fetch_a(k0, run) and fetch_b(k0, run) read thread t's runs of
 // the slice at k0 from global memory (zero outside the operand); a_k_contiguous and
@@ -156,5 +168,26 @@ struct Epilogue {
         return relu && !(v > T(0)) ? T(0) : v;
     }
 };
+
+// The 8 x 8 results of one thread of a 128 x 128 tile at (m0, n0): stored through the
+// epilogue into C (M x N, row-major), or raw into partial when the product is split.
+template <typename T>
+__device__ __forceinline__ void store_tile_results(T* C, long long M, long long N, long long m0,
+                                                   long long n0, TileThread at,
+                                                   const T (*acc)[8], const Epilogue<T>& epi,
+                                                   bool raw) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const long long m = m0 + at.row0 + (i / 4) * 16 + i % 4;
+        if (m >= M) continue;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const long long n = n0 + at.col0 + (j / 4) * 32 + j % 4;
+            if (n >= N) continue;
+            T* c = C + m * N + n;
+            *c = raw ? acc[i][j] : epi.apply(acc[i][j], c, m, n);
+        }
+    }
+}
 
 #endif  // TINYVGG_KERNELS_TILES_CUH

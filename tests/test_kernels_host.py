@@ -85,6 +85,26 @@ def test_conv3x3_weight_gradient_ladder_and_bias_gradient(kernel, shape, dtype, 
     assert_close(conv.conv_bias_grad_cuda(g), db_ref, rtol=RTOL[np.dtype(dtype)])
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("kernel", ["tile128", "implicit-gemm"])   # fused; passes of their own
+def test_conv3x3_with_the_relu_after_it_fused(kernel, dtype, host_gpu):
+    """ReLU where y is stored, and its mask where g is loaded, in all three gradients."""
+    conv.use_conv3x3_kernel(kernel)
+    conv.use_conv3x3_wgrad_kernel(kernel)
+    for shape in (LADDER_SHAPES["3to5-7x9"], SPLIT_PIXELS_SHAPE):
+        x, w, b, g = conv_inputs(shape, dtype, seed=5)
+        y_ref, _, _, _ = conv_reference(x, w, b, g)
+        y = np.maximum(y_ref, 0)
+        assert 0.2 < (y > 0).mean() < 0.8   # the mask has both kinds of value
+        _, dx_ref, dw_ref, db_ref = conv_reference(x, w, b, g * (y > 0))
+        rtol = RTOL[np.dtype(dtype)]
+        fused_y = conv.conv3x3_cuda(x, w, b, relu=True)
+        assert_close(fused_y, y, rtol=rtol)
+        assert_close(conv.conv3x3_input_grad_cuda(g, w, mask=fused_y), dx_ref, rtol=rtol)
+        assert_close(conv.conv3x3_weight_grad_cuda(x, g, mask=fused_y), dw_ref, rtol=rtol)
+        assert_close(conv.conv_bias_grad_cuda(g, mask=fused_y), db_ref, rtol=rtol)
+
+
 def test_the_split_pixel_shape_does_split(host_gpu):
     """The weight gradient's extra shape exercises the partial sums it is there for."""
     N, C_in, C_out, H, W = SPLIT_PIXELS_SHAPE

@@ -38,6 +38,11 @@ def _pointwise_cuda(kernel: str, *arrays):
     return out
 
 
+def relu_backward_cuda(g, y):
+    """g where y > 0, else 0, for CuPy arrays: relu's backward from its output y."""
+    return _pointwise_cuda("relu_backward", g, y)
+
+
 def relu_naive(x):
     y = np.empty(x.shape, dtype=x.dtype)
     for index in np.ndindex(*x.shape):
@@ -77,7 +82,7 @@ class ReLU(Function):
 
     @staticmethod
     def backward_cuda(ctx, g):
-        return (_pointwise_cuda("relu_backward", g, ctx.y),)
+        return (relu_backward_cuda(g, ctx.y),)
 
 
 def tanh_naive(x):

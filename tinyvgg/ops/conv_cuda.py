@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import backend, choices, cuda
 from .conv_cpu import WINOGRAD4X4_MATRICES, winograd4x4_tiles
+from .activation import relu_backward_cuda
 from .linear import gemm_batched_gpu
 
 
@@ -28,6 +29,7 @@ CONV3X3_KERNEL_FUNCTIONS = {
     "implicit-gemm": "conv3x3_forward_implicit_gemm",  # a tiled matrix product, im2col gathered
     "tf32-mma": "conv3x3_forward_tf32",                # the same on TF32 tensor cores
     "winograd4x4": "winograd4x4_input_transform",      # F(4x4, 3x3): transforms + 36 gemms
+    "tile128": "conv3x3_forward_tile128",              # step 4 on 128x128 warp tiles, fused epilogue
 }
 CONV3X3_KERNELS = tuple(CONV3X3_KERNEL_FUNCTIONS)
 #: kernels that round their inputs to TF32: float32 only, never the default
@@ -39,6 +41,7 @@ CONV3X3_WGRAD_KERNEL_FUNCTIONS = {
     "reduce": "conv3x3_weight_grad",                       # one block per (out, in) channel pair
     "implicit-gemm": "conv3x3_weight_grad_implicit_gemm",  # g @ im2col(x)^T, pixels split
     "winograd4x4": "winograd4x4_output_adjoint",           # F(4x4, 3x3)'s stages transposed
+    "tile128": "conv3x3_weight_grad_tile128",              # step 2 on 128x128 warp tiles
 }
 CONV3X3_WGRAD_KERNELS = tuple(CONV3X3_WGRAD_KERNEL_FUNCTIONS)
 CONV3X3_DEFAULT_WGRAD_KERNEL = "implicit-gemm"
@@ -55,6 +58,9 @@ REG_OUT_GROUP = 16      # conv3x3_forward_register: output channels per block
 IG_BM = 64              # implicit-GEMM kernels: output channels per block (product rows)
 IG_BN = 128             # implicit-GEMM kernels: product columns per block
 IG_THREADS = 128        # implicit-GEMM kernels: threads per (1-D) block
+TILE = 128              # tile128 kernels (kernels/tiles.cuh): 128 x 128 product tiles
+TILE_THREADS = 256      # tile128 kernels: threads per (1-D) block, 8 warps
+TILE_BK = 8             # tile128 kernels: reduction slice; pixel splits are whole slices
 REDUCE_THREADS = 256    # conv3x3_weight_grad, conv3x3_bias_grad: threads per block
 GEMM_TILE = 64          # conv1x1 kernels: 64 x 64 result tile per block
 GEMM_SIDE = 16          # conv1x1 kernels: 16 x 16 threads per block
@@ -119,8 +125,17 @@ def _require_tf32_tensor_cores(kernel: str) -> None:
             f"8.0 or newer); this GPU has {capability // 10}.{capability % 10}")
 
 
-def conv3x3_cuda(x, weight, bias=None):
-    """conv3x3 of CuPy arrays with the kernel chosen by ``use_conv3x3_kernel``."""
+def relu_mask_cuda(g, mask):
+    """g where mask > 0, else 0: the backward of a ReLU whose output is ``mask``, as a pass
+    of its own (the tile128 rungs apply it where they load g instead)."""
+    return relu_backward_cuda(g, mask)
+
+
+def conv3x3_cuda(x, weight, bias=None, relu: bool = False, mask=None):
+    """conv3x3 of CuPy arrays with the kernel chosen by ``use_conv3x3_kernel``; then ReLU
+    when ``relu``. ``mask`` (or None): x is read as x * (mask > 0), mask of x's shape (the
+    input gradient of a convolution fused with the ReLU after it). The tile128 rung applies
+    both where it loads and stores; the others in passes of their own."""
     kernel = conv3x3_kernel_for(x.dtype)
     x, weight = cuda.contiguous(x), cuda.contiguous(weight)
     bias, has_bias = _bias_flag(bias)
@@ -129,8 +144,34 @@ def conv3x3_cuda(x, weight, bias=None):
     y = cuda.empty((N, C_out, H, W), x.dtype)
     if y.size == 0:
         return y
+    if kernel == "tile128":
+        blocks = _blocks(C_out, TILE) * _blocks(N * H * W, TILE)
+        _check_grid_x(blocks, (N, C_out, H, W))
+        mask = None if mask is None else cuda.contiguous(mask)
+        cuda.launch("conv3x3", "conv3x3_forward_tile128", x.dtype, blocks, TILE_THREADS,
+                    (x, weight, bias, y, mask, N, C_in, C_out, H, W, has_bias, int(relu)))
+        return y
+    if mask is not None:
+        x = relu_mask_cuda(x, mask)
     if kernel == "winograd4x4":
-        return _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y)
+        _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y)
+    else:
+        _conv3x3_direct_cuda(kernel, x, weight, bias, has_bias, y)
+    if relu:
+        cuda.launch_elementwise("activation", "relu_forward", y.dtype, y.size, y, y)
+    return y
+
+
+def _check_grid_x(blocks: int, shape) -> None:
+    if blocks > MAX_GRID_X:
+        raise ValueError(f"conv3x3: {'x'.join(map(str, shape))} outputs need {blocks} blocks, "
+                         f"more than the {MAX_GRID_X} a grid allows; use a smaller batch")
+
+
+def _conv3x3_direct_cuda(kernel, x, weight, bias, has_bias, y):
+    """Forward steps 1-5 of kernels/conv3x3.cu into y."""
+    N, C_in, H, W = x.shape
+    C_out = weight.shape[0]
     function = CONV3X3_KERNEL_FUNCTIONS[kernel]
     args = (x, weight, bias, y, N, C_in, C_out, H, W, has_bias)
     if kernel == "naive":
@@ -147,15 +188,12 @@ def conv3x3_cuda(x, weight, bias=None):
                     args)
     else:  # one block per 64 x 128 tile of the (C_out, N*H*W) product
         blocks = _blocks(C_out, IG_BM) * _blocks(N * H * W, IG_BN)
-        if blocks > MAX_GRID_X:
-            raise ValueError(f"conv3x3: {N}x{C_out}x{H}x{W} outputs need {blocks} blocks, more "
-                             f"than the {MAX_GRID_X} a grid allows; use a smaller batch")
+        _check_grid_x(blocks, (N, C_out, H, W))
         if kernel in CONV3X3_TF32_KERNELS:
             _require_tf32_tensor_cores(kernel)
             cuda.launch("conv3x3", function, None, blocks, IG_THREADS, args)  # float only
         else:
             cuda.launch("conv3x3", function, x.dtype, blocks, IG_THREADS, args)
-    return y
 
 
 _winograd4x4_matrices = {}
@@ -199,15 +237,17 @@ def _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y):
     return y
 
 
-def conv3x3_input_grad_cuda(g, weight):
-    """dL/dx: g convolved with the kernel turned 180 degrees, in/out channels swapped."""
+def conv3x3_input_grad_cuda(g, weight, mask=None):
+    """dL/dx: g convolved with the kernel turned 180 degrees, in/out channels swapped; g
+    read as g * (mask > 0) when a ReLU with output ``mask`` followed the convolution."""
     turned = cuda.contiguous(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-    return conv3x3_cuda(g, turned)
+    return conv3x3_cuda(g, turned, mask=mask)
 
 
-def conv3x3_weight_grad_cuda(x, g):
+def conv3x3_weight_grad_cuda(x, g, mask=None):
     """dL/dw (Cout, Cin, 3, 3) with the kernel chosen by ``use_conv3x3_wgrad_kernel``; the
-    same on every run (no atomics)."""
+    same on every run (no atomics). g is read as g * (mask > 0) when a ReLU with output
+    ``mask`` followed the convolution (tile128 where it loads g, the others in a pass)."""
     kernel = conv3x3_wgrad_kernel()
     x, g = cuda.contiguous(x), cuda.contiguous(g)
     N, C_in, H, W = x.shape
@@ -215,6 +255,10 @@ def conv3x3_weight_grad_cuda(x, g):
     dw = cuda.empty((C_out, C_in, 3, 3), x.dtype)
     if dw.size == 0:
         return dw
+    if kernel == "tile128":
+        return _conv3x3_weight_grad_tile128_cuda(x, g, mask, dw)
+    if mask is not None:
+        g = relu_mask_cuda(g, mask)
     if kernel == "winograd4x4":
         return _conv3x3_weight_grad_winograd4x4_cuda(x, g, dw)
     function = CONV3X3_WGRAD_KERNEL_FUNCTIONS[kernel]
@@ -232,6 +276,26 @@ def conv3x3_weight_grad_cuda(x, g):
     partial = dw if splits == 1 else cuda.empty((splits,) + dw.shape, x.dtype)
     cuda.launch("conv3x3", function, x.dtype, (tiles_x, tiles_y, splits), IG_THREADS,
                 (x, g, partial, N, C_in, C_out, H, W))
+    if splits > 1:
+        cuda.launch_elementwise("conv1x1", "conv1x1_sum_splits", x.dtype, dw.size,
+                                partial, dw, splits)
+    return dw
+
+
+def _conv3x3_weight_grad_tile128_cuda(x, g, mask, dw):
+    """Weight-gradient step 4 of kernels/conv3x3.cu: 128 x 128 tiles of dw (Cout x 9 Cin),
+    each summed over pixel ranges of whole slices, the ranges added in order."""
+    N, C_in, H, W = x.shape
+    C_out = g.shape[1]
+    tiles_x, tiles_y = _blocks(9 * C_in, TILE), _blocks(C_out, TILE)
+    pixels = N * H * W
+    splits = _pixel_splits(tiles_x * tiles_y, pixels)
+    per_split = -(-_blocks(pixels, splits) // TILE_BK) * TILE_BK
+    splits = _blocks(pixels, per_split)
+    partial = dw if splits == 1 else cuda.empty((splits,) + dw.shape, x.dtype)
+    mask = None if mask is None else cuda.contiguous(mask)
+    cuda.launch("conv3x3", "conv3x3_weight_grad_tile128", x.dtype, (tiles_x, tiles_y, splits),
+                TILE_THREADS, (x, g, mask, partial, N, C_in, C_out, H, W, per_split))
     if splits > 1:
         cuda.launch_elementwise("conv1x1", "conv1x1_sum_splits", x.dtype, dw.size,
                                 partial, dw, splits)
@@ -261,14 +325,16 @@ def _conv3x3_weight_grad_winograd4x4_cuda(x, g, dw):
     return dw
 
 
-def conv_bias_grad_cuda(g):
-    """dL/db (Cout,): the sum of g over images and pixels, one block per channel."""
+def conv_bias_grad_cuda(g, mask=None):
+    """dL/db (Cout,): the sum of g over images and pixels, one block per channel; only
+    where mask > 0 when a ReLU with output ``mask`` followed the convolution."""
     g = cuda.contiguous(g)
+    mask = None if mask is None else cuda.contiguous(mask)
     N, C = g.shape[:2]
     db = cuda.empty((C,), g.dtype)
     if C:
         cuda.launch("conv3x3", "conv3x3_bias_grad", g.dtype, C, REDUCE_THREADS,
-                    (g, db, N, C, g.shape[2] * g.shape[3]))
+                    (g, mask, db, N, C, g.shape[2] * g.shape[3]))
     return db
 
 
