@@ -19,7 +19,7 @@ setup(
     # The CUDA sources live at the top level (a clone finds them there, beside the package)
     # and install as tinyvgg/kernels/ (tinyvgg.cuda.source_dir looks in both places).
     package_dir={"tinyvgg.kernels": "kernels"},
-    package_data={"tinyvgg.kernels": ["*.cu", "*.cuh", "README.md"]},
+    package_data={"tinyvgg.kernels": ["*.cu", "*.cuh", "auto.json", "README.md"]},
     # threadpoolctl: the CPU ops hold BLAS to one thread and split the work themselves
     install_requires=["numpy>=1.24", "threadpoolctl>=3.1"],
     extras_require={

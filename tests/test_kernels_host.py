@@ -10,6 +10,7 @@ of speed, of races that no order of whole barrier phases exposes, or of the GPU'
 rounding (fused multiply-adds), and the TF32 rung's tensor-core instructions cannot run
 here. tests/test_gpu.py, on a GPU, remains the proof for those.
 """
+import json
 import shutil
 
 import numpy as np
@@ -321,3 +322,83 @@ def test_the_portable_fiber_switch_gives_the_same_results(monkeypatch):
     monkeypatch.setattr(host_cuda, "check_races", True)
     np.testing.assert_array_equal(product(), fast)
     assert_close(fast, a @ b)
+
+
+# --- conv3x3's GPU "auto": the benchmark's table, read back --------------------------------
+
+@pytest.fixture
+def auto_table(tmp_path, monkeypatch):
+    """An auto table in tmp_path for a GPU named "Test GPU", which the emulator then is."""
+    from tinyvgg.ops import conv_auto
+    path = tmp_path / "auto.json"
+    monkeypatch.setattr(conv_auto, "table_path", lambda: path)
+    monkeypatch.setattr(conv_auto, "device_name", lambda: "Test GPU")
+    conv_auto.reset()
+    yield path
+    conv_auto.reset()
+
+
+def _ladder_row(c_in, c_out, size, ms, error=None):
+    """A conv row as bench_conv makes it: ms per job and kernel."""
+    return dict(c_in=c_in, c_out=c_out, size=size, batch=2, jobs=list(ms), ms=ms,
+                error=error or {})
+
+
+def test_auto_runs_the_measured_winner_of_the_nearest_layer_and_job(auto_table, host_gpu):
+    from tinyvgg.bench import write_auto_table
+    rows = [_ladder_row(3, 8, 40, {"fwd": {"tile128": 2.0, "implicit-gemm": 3.0},
+                                   "dw": {"reduce": 1.0, "tile128": 2.0}}),
+            _ladder_row(64, 64, 8, {"fwd": {"winograd4x4": 1.0, "tf32-mma": 0.1},
+                                    "dx": {"register": 1.0, "winograd4x4": 2.0,
+                                           "tile128": 0.5},
+                                    "dw": {"winograd4x4": 1.0}},
+                        error={"dx": {"tile128": 1e-2}})]   # too inexact to be picked
+    write_auto_table(rows, "abc1234", auto_table, device="Test GPU")
+    assert json.loads(auto_table.read_text())["devices"]["Test GPU"]["commit"] == "abc1234"
+    pick = conv.auto_kernel
+    assert pick("fwd", np.float32, 3, 5, 7, 9) == "tile128"
+    assert pick("fwd", np.float32, 48, 64, 8, 8) == "winograd4x4"   # TF32 never
+    assert pick("dx", np.float32, 64, 60, 8, 8) == "register"
+    assert pick("dx", np.float32, 3, 8, 40, 40) == "register"       # the only dx entries
+    assert pick("dw", np.float32, 4, 8, 30, 30) == "reduce"
+    assert pick("fwd", np.float64, 3, 8, 40, 40) == conv.CONV3X3_DEFAULT_KERNEL
+    conv.use_conv3x3_kernel("auto")
+    conv.use_conv3x3_wgrad_kernel("auto")
+    x, w, b, g = conv_inputs(SPLIT_PIXELS_SHAPE, np.float32, seed=8)
+    y_ref, dx_ref, dw_ref, _ = conv_reference(x, w, b, g)
+    assert_close(conv.conv3x3_cuda(x, w, b), y_ref, rtol=RTOL[np.dtype(np.float32)])
+    assert_close(conv.conv3x3_input_grad_cuda(g, w), dx_ref, rtol=RTOL[np.dtype(np.float32)])
+    assert_close(conv.conv3x3_weight_grad_cuda(x, g), dw_ref, rtol=RTOL[np.dtype(np.float32)])
+
+
+def test_auto_without_a_table_for_this_gpu_runs_the_defaults(auto_table, host_gpu):
+    from tinyvgg.bench import write_auto_table
+    write_auto_table([_ladder_row(3, 8, 40, {"fwd": {"tile128": 1.0}})], "abc", auto_table,
+                     device="Another GPU")
+    assert conv.auto_kernel("fwd", np.float32, 3, 8, 40, 40) == conv.CONV3X3_DEFAULT_KERNEL
+    assert conv.auto_kernel("dw", np.float32, 3, 8, 40, 40) == conv.CONV3X3_DEFAULT_WGRAD_KERNEL
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "is not JSON"),
+    ('{"format": 2, "devices": {}}', "expected a table of format 1"),
+    ('{"format": 1, "devices": {"G": {"entries": [{"job": "fwd", "c_in": 3, "c_out": 8, '
+     '"size": 40, "kernel": "tf32-mma"}]}}}', "strict kernel"),
+    ('{"format": 1, "devices": {"G": {"entries": [{"job": "up", "c_in": 3, "c_out": 8, '
+     '"size": 40, "kernel": "tiled"}]}}}', "strict kernel"),
+    ('{"format": 1, "devices": {"G": {}}}', "no list of entries"),
+])
+def test_a_bad_auto_table_is_refused_naming_the_file(content, message, auto_table):
+    from tinyvgg.ops import conv_auto
+    auto_table.write_text(content)
+    with pytest.raises(conv_auto.AutoTableError, match=message) as caught:
+        conv_auto.entries_for("G", conv.STRICT_KERNELS_OF_JOB)
+    assert str(auto_table) in str(caught.value)
+
+
+def test_an_oversized_auto_table_is_refused_before_it_is_read(auto_table, monkeypatch):
+    from tinyvgg.ops import conv_auto
+    auto_table.write_text(" " * 100)
+    monkeypatch.setattr(conv_auto, "MAX_TABLE_BYTES", 99)
+    with pytest.raises(conv_auto.AutoTableError, match="100 bytes"):
+        conv_auto.entries_for("G", conv.STRICT_KERNELS_OF_JOB)

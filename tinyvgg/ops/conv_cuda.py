@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend, choices, cuda
+from . import conv_auto
 from .conv_cpu import WINOGRAD4X4_MATRICES, winograd4x4_tiles
 from .activation import relu_backward_cuda
 from .linear import gemm_batched_gpu
@@ -45,6 +46,12 @@ CONV3X3_WGRAD_KERNEL_FUNCTIONS = {
 }
 CONV3X3_WGRAD_KERNELS = tuple(CONV3X3_WGRAD_KERNEL_FUNCTIONS)
 CONV3X3_DEFAULT_WGRAD_KERNEL = "implicit-gemm"
+#: the kernels that compute in strict float32 (or float64), per job: what "auto" picks from
+STRICT_KERNELS_OF_JOB = {
+    "fwd": tuple(k for k in CONV3X3_KERNELS if k not in CONV3X3_TF32_KERNELS),
+    "dx": tuple(k for k in CONV3X3_KERNELS if k not in CONV3X3_TF32_KERNELS),
+    "dw": CONV3X3_WGRAD_KERNELS}
+AUTO = "auto"   # per layer shape and job, the fastest rung measured on this GPU (conv_auto.py)
 
 # Launch shapes; they must match the constants at the top of the .cu files
 # (tests/test_kernels_compile.py compares them).
@@ -79,20 +86,35 @@ WGRAD_MIN_COLUMNS = 256
 #: "tf32-mma" rounds to TF32 (float32 only, results within about 1e-3 of their scale,
 #: compute capability 8.0 or newer); "winograd4x4" does a quarter of the multiplies and
 #: keeps V and M, 2.25x the input and output. Every rung gives the same result on every run.
-CONV3X3_KERNEL = choices.Choice("conv3x3_kernel", "conv3x3 kernel", CONV3X3_KERNELS,
+CONV3X3_KERNEL = choices.Choice("conv3x3_kernel", "conv3x3 kernel", CONV3X3_KERNELS + (AUTO,),
                                 CONV3X3_DEFAULT_KERNEL)
 CONV3X3_WGRAD_KERNEL = choices.Choice("conv3x3_wgrad_kernel", "conv3x3 weight-gradient kernel",
-                                      CONV3X3_WGRAD_KERNELS, CONV3X3_DEFAULT_WGRAD_KERNEL)
+                                      CONV3X3_WGRAD_KERNELS + (AUTO,),
+                                      CONV3X3_DEFAULT_WGRAD_KERNEL)
 CONV3X3_KERNEL_ENV, CONV3X3_WGRAD_KERNEL_ENV = CONV3X3_KERNEL.env, CONV3X3_WGRAD_KERNEL.env
 use_conv3x3_kernel, using_conv3x3_kernel, conv3x3_kernel = CONV3X3_KERNEL.functions()
 use_conv3x3_wgrad_kernel, using_conv3x3_wgrad_kernel, conv3x3_wgrad_kernel = \
     CONV3X3_WGRAD_KERNEL.functions()
 
 
-def conv3x3_kernel_for(dtype) -> str:
-    """The kernel conv3x3 runs for arrays of ``dtype``: the selected one, refused with a
-    TypeError when it computes in TF32 and ``dtype`` is not float32."""
+def auto_kernel(job: str, dtype, c_in: int, c_out: int, H: int, W: int) -> str:
+    """What "auto" runs for ``job`` ("fwd", "dx", "dw") on this layer shape: the table's
+    nearest entry for this GPU (conv_auto.py) in float32; the default rung for float64, on
+    a GPU the table does not name, and when it has no entry for the job."""
+    default = CONV3X3_DEFAULT_WGRAD_KERNEL if job == "dw" else CONV3X3_DEFAULT_KERNEL
+    if np.dtype(dtype) != np.float32:
+        return default
+    entries = conv_auto.entries_for(conv_auto.device_name(), STRICT_KERNELS_OF_JOB)
+    return conv_auto.nearest_kernel(entries, job, c_in, c_out, H, W) or default
+
+
+def conv3x3_kernel_for(dtype, job: str = "fwd", shape=None) -> str:
+    """The kernel conv3x3 runs for arrays of ``dtype``: the selected one ("auto" resolved
+    for ``job`` and ``shape`` = (c_in, c_out, H, W)), refused with a TypeError when it
+    computes in TF32 and ``dtype`` is not float32."""
     kernel = conv3x3_kernel()
+    if kernel == AUTO:
+        return auto_kernel(job, dtype, *shape)
     dtype = np.dtype(dtype)
     if kernel in CONV3X3_TF32_KERNELS and dtype != np.float32:
         fp_kernels = ", ".join(repr(k) for k in CONV3X3_KERNELS if k not in CONV3X3_TF32_KERNELS)
@@ -131,12 +153,13 @@ def relu_mask_cuda(g, mask):
     return relu_backward_cuda(g, mask)
 
 
-def conv3x3_cuda(x, weight, bias=None, relu: bool = False, mask=None):
+def conv3x3_cuda(x, weight, bias=None, relu: bool = False, mask=None, job: str = "fwd"):
     """conv3x3 of CuPy arrays with the kernel chosen by ``use_conv3x3_kernel``; then ReLU
     when ``relu``. ``mask`` (or None): x is read as x * (mask > 0), mask of x's shape (the
     input gradient of a convolution fused with the ReLU after it). The tile128 rung applies
-    both where it loads and stores; the others in passes of their own."""
-    kernel = conv3x3_kernel_for(x.dtype)
+    both where it loads and stores; the others in passes of their own. ``job`` tells
+    "auto" whether this is a forward pass ("fwd") or an input gradient ("dx")."""
+    kernel = conv3x3_kernel_for(x.dtype, job, (x.shape[1], weight.shape[0]) + x.shape[2:])
     x, weight = cuda.contiguous(x), cuda.contiguous(weight)
     bias, has_bias = _bias_flag(bias)
     N, C_in, H, W = x.shape
@@ -241,7 +264,7 @@ def conv3x3_input_grad_cuda(g, weight, mask=None):
     """dL/dx: g convolved with the kernel turned 180 degrees, in/out channels swapped; g
     read as g * (mask > 0) when a ReLU with output ``mask`` followed the convolution."""
     turned = cuda.contiguous(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-    return conv3x3_cuda(g, turned, mask=mask)
+    return conv3x3_cuda(g, turned, mask=mask, job="dx")
 
 
 def conv3x3_weight_grad_cuda(x, g, mask=None):
@@ -252,6 +275,8 @@ def conv3x3_weight_grad_cuda(x, g, mask=None):
     x, g = cuda.contiguous(x), cuda.contiguous(g)
     N, C_in, H, W = x.shape
     C_out = g.shape[1]
+    if kernel == AUTO:
+        kernel = auto_kernel("dw", x.dtype, C_in, C_out, H, W)
     dw = cuda.empty((C_out, C_in, 3, 3), x.dtype)
     if dw.size == 0:
         return dw
