@@ -402,3 +402,21 @@ def test_an_oversized_auto_table_is_refused_before_it_is_read(auto_table, monkey
     monkeypatch.setattr(conv_auto, "MAX_TABLE_BYTES", 99)
     with pytest.raises(conv_auto.AutoTableError, match="100 bytes"):
         conv_auto.entries_for("G", conv.STRICT_KERNELS_OF_JOB)
+
+
+def test_the_benchmark_writes_the_table_that_auto_reads(auto_table, host_gpu, monkeypatch):
+    """bench_gpu.py's path, on the emulator and the wall clock: the conv ladder's rows on a
+    small layer, their winners written, and auto running each job's winner."""
+    from tinyvgg.bench import bench_conv, ladder, write_auto_table
+    from tinyvgg.bench.timing import WALL_CLOCK
+    monkeypatch.setattr(ladder, "clock", lambda *args: WALL_CLOCK)
+    kernels = {"fwd": ("implicit-gemm", "tile128"), "dx": ("register", "tile128"),
+               "dw": ("implicit-gemm", "tile128")}
+    row = bench_conv(None, 2, 4, 8, 6, 0, 1, kernels)
+    write_auto_table([row], "abc1234")   # this GPU's name, the default table
+    entries = json.loads(auto_table.read_text())["devices"]["Test GPU"]["entries"]
+    assert {e["job"] for e in entries} == {"fwd", "dx", "dw"}
+    for entry in entries:
+        fastest = min(row["ms"][entry["job"]], key=row["ms"][entry["job"]].get)
+        assert entry["kernel"] == fastest
+        assert conv.auto_kernel(entry["job"], np.float32, 4, 8, 6, 6) == fastest
