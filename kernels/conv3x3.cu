@@ -916,11 +916,7 @@ conv3x3_forward_tile128(const T* x, const T* w, const T* b, T* y, const T* mask,
     const MatrixRuns<T> fetch_w = {w, Cout, K, K, true, K % 4 == 0 && aligned16(w), co0, thread};
     const Im2colRuns<T> fetch_x = {x, mask, at, K, Cin, H, W, x_vector, thread};
 
-    T acc[8][8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-#pragma unroll
-        for (int j = 0; j < 8; ++j) acc[i][j] = T(0);
+    T acc[8][8];   // multiply_tiles sets it
     const TileThread me = tile_thread(thread);
     multiply_tiles(a_tile, b_tile, fetch_w, true, fetch_x, false, 0, K, acc, me, thread);
 
@@ -1063,11 +1059,7 @@ conv3x3_weight_grad_tile128(const T* x, const T* g, const T* mask, T* partial, l
     const ColumnRuns<T> fetch_x = {x, &pixels, Cin, H, W, ci * H * W,
                                    column < K ? (int)(column - 9 * ci) : -1};
 
-    T acc[8][8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-#pragma unroll
-        for (int j = 0; j < 8; ++j) acc[i][j] = T(0);
+    T acc[8][8];   // multiply_tiles sets it
     const TileThread me = tile_thread(thread);
     multiply_tiles(a_tile, b_tile, fetch_g, true, fetch_x, true, begin, end, acc, me, thread);
 

@@ -340,11 +340,7 @@ __global__ void __launch_bounds__(TILE_THREADS, TILE_BLOCKS_PER_SM(T)) gemm_warp
     const MatrixRuns<T> fetch_b = {B, N, K, k_end, bool(trans_b),
                                    (trans_b ? K : N) % 4 == 0 && aligned16(B), n0, thread};
 
-    T acc[8][8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-#pragma unroll
-        for (int j = 0; j < 8; ++j) acc[i][j] = T(0);
+    T acc[8][8];   // multiply_tiles sets it
     const TileThread at = tile_thread(thread);
     multiply_tiles(a_tile, b_tile, fetch_a, !trans_a, fetch_b, bool(trans_b), k_begin, k_end,
                    acc, at, thread);

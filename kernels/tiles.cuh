@@ -114,7 +114,7 @@ struct MatrixRuns {   // fetch_matrix_run as the fetch functor of multiply_tiles
     }
 };
 
-// The main loop: acc += A[:, k_begin:k_end] @ B[k_begin:k_end, :] over the block's tile,
+// The main loop: acc = A[:, k_begin:k_end] @ B[k_begin:k_end, :] over the block's tile,
 // double-buffered as above. fetch_a(k0, run) and fetch_b(k0, run) read thread t's runs of
 // the slice at k0 from global memory (zero outside the operand); a_k_contiguous and
 // b_k_contiguous say how each is stashed. Every thread of the block must call this.
@@ -124,6 +124,10 @@ __device__ __forceinline__ void multiply_tiles(TileBuffer<T>* a_tile, TileBuffer
                                                FetchB& fetch_b, bool b_k_contiguous,
                                                long long k_begin, long long k_end,
                                                T (*acc)[8], TileThread at, int thread) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[i][j] = T(0);
     if (k_begin >= k_end) return;   // the same for every thread of the block
     T a_run[4], b_run[4];
     fetch_a(k_begin, a_run);

@@ -51,6 +51,17 @@ from .activation import relu_backward_cpu, relu_cpu
 from .rows import affine_rows, affine_rows_backward, from_pixel_rows, kernel_matrix, pixel_rows
 
 
+def _saved_for_gradients(ctx, x, weight):
+    """x and weight as contiguous GPU arrays, each saved when the other's gradient is
+    needed (the input gradient needs the weights, the weight gradient the input)."""
+    x, weight = cuda.contiguous(x), cuda.contiguous(weight)
+    if ctx.needs_input_grad[0]:
+        ctx.save(weight=weight)
+    if ctx.needs_input_grad[1]:
+        ctx.save(x=x)
+    return x, weight
+
+
 class Conv3x3(Function):
     """3x3 convolution, stride 1, zero padding 1.
 
@@ -75,11 +86,7 @@ class Conv3x3(Function):
 
     @staticmethod
     def forward_cuda(ctx, x, weight, bias=None):
-        x, weight = cuda.contiguous(x), cuda.contiguous(weight)
-        if ctx.needs_input_grad[0]:
-            ctx.save(weight=weight)
-        if ctx.needs_input_grad[1]:
-            ctx.save(x=x)
+        x, weight = _saved_for_gradients(ctx, x, weight)
         return conv_cuda.conv3x3_cuda(x, weight, bias)
 
     @staticmethod
@@ -117,11 +124,7 @@ class Conv3x3ReLU(Function):
 
     @staticmethod
     def forward_cuda(ctx, x, weight, bias=None):
-        x, weight = cuda.contiguous(x), cuda.contiguous(weight)
-        if ctx.needs_input_grad[0]:
-            ctx.save(weight=weight)
-        if ctx.needs_input_grad[1]:
-            ctx.save(x=x)
+        x, weight = _saved_for_gradients(ctx, x, weight)
         y = conv_cuda.conv3x3_cuda(x, weight, bias, relu=True)
         if any(ctx.needs(3)):
             ctx.save(y=y)
