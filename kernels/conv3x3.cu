@@ -115,7 +115,8 @@
 // the host (tinyvgg.ops.conv_ladder.toom_cook_matrices), row-major in T, and
 // 36 transformed positions xi = 6 a + b index the transformed arrays.
 // winograd4x4_input_transform: thread t owns (tile, ci) = (t / Cin, t % Cin):
-//   it reads the tile's 6 x 6 patch of x[n, ci] (zero outside the image) and
+//   it reads the tile's 6 x 6 patch of x[n, ci] (zero outside the image; times
+//   mask > 0 when there is a mask, as for step 7) and
 //   writes (BT d BT^T)[xi] to V[xi * T * Cin + tile * tile_stride + ci *
 //   channel_stride]: V[xi, tile, ci] for the forward pass (strides Cin, 1,
 //   consecutive threads writing consecutive values) or V[xi, ci, tile] for the
@@ -126,10 +127,12 @@
 // (Cin x Cout) as one batched launch of gemm_warptile (128 x 128 tiles).
 // winograd4x4_output_transform: thread t owns (tile, co) = (t / Cout, t % Cout):
 //   it reads M[:, tile, co] and writes y = AT m AT^T + b[co] for the tile's 4 x 4
-//   outputs inside the image.
+//   outputs inside the image, through a ReLU when relu is 1.
 // Cost: the products do 36 multiplies per tile, channel pair where a direct
 // convolution does 144; the transforms are one pass each over V (2.25x the
-// input) and M (2.25x the output).
+// input) and M (2.25x the output). A ReLU after the convolution, and its
+// mask in the gradients, are applied inside the transforms (no pass of their
+// own).
 //
 // 7. conv3x3_forward_tile128 ("tile128"): step 4's implicit GEMM on the 128 x 128
 // tile machinery of tiles.cuh, which linear.cu's warptile rung also runs on. 8
@@ -175,7 +178,7 @@
 // transforms x into V[xi, ci, tile] (winograd4x4_input_transform, channel-major
 // strides). winograd4x4_output_adjoint: thread t owns (co, tile) = (t / T,
 // t % T) and writes dM[xi, co, tile] = (AT^T g AT)[xi] for the tile's 4 x 4
-// block of g (zero past the image's edge). Then the 36 products dU[xi]^T (Cout x
+// block of g (zero past the image's edge; g times mask > 0 when there is a mask). Then the 36 products dU[xi]^T (Cout x
 // Cin) = dM[xi] @ V[xi]^T over the tiles are one batched launch of gemm_warptile,
 // split along the tiles (K) until the GPU is full, the splits added in order; and
 // winograd4x4_kernel_adjoint: thread t owns (co, ci) = (t / Cin, t % Cin) and
@@ -1135,23 +1138,23 @@ __device__ __forceinline__ void two_sided(const T* left, int l_row, int l_col,
 }
 
 template <typename T>
-__global__ void winograd4x4_input_transform(const T* x, const T* BT, T* V, long long Cin,
-                                            long long H, long long W, long long th,
-                                            long long tw, long long tile_stride,
+__global__ void winograd4x4_input_transform(const T* x, const T* mask, const T* BT, T* V,
+                                            long long Cin, long long H, long long W,
+                                            long long th, long long tw, long long tile_stride,
                                             long long channel_stride, long long n) {
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < n;
          t += (long long)gridDim.x * blockDim.x) {
         const long long ci = t % Cin, tile = t / Cin;
         const Tile at = locate_tile(tile, th, tw);
-        const T* plane = x + (at.image * Cin + ci) * H * W;
+        const long long plane = (at.image * Cin + ci) * H * W;
         T d[6][6], v[6][6];
 #pragma unroll
         for (int a = 0; a < 6; ++a) {
             const long long r = at.row0 + a - 1;
 #pragma unroll
             for (int b = 0; b < 6; ++b) {
-                const long long c = at.col0 + b - 1;
-                d[a][b] = r >= 0 && r < H && c >= 0 && c < W ? plane[r * W + c] : T(0);
+                const long long c = at.col0 + b - 1, i = plane + r * W + c;
+                d[a][b] = r >= 0 && r < H && c >= 0 && c < W ? relu_masked(x[i], mask, i) : T(0);
             }
         }
         two_sided(BT, 6, 1, d, BT, 6, 1, v);  // BT d BT^T
@@ -1181,7 +1184,7 @@ template <typename T>
 __global__ void winograd4x4_output_transform(const T* M, const T* AT, const T* b, T* y,
                                              long long Cout, long long H, long long W,
                                              long long th, long long tw, long long has_bias,
-                                             long long n) {
+                                             long long relu, long long n) {
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < n;
          t += (long long)gridDim.x * blockDim.x) {
         const long long co = t % Cout, tile = t / Cout;
@@ -1197,28 +1200,29 @@ __global__ void winograd4x4_output_transform(const T* M, const T* AT, const T* b
 #pragma unroll
             for (int q = 0; q < 4; ++q) {
                 const long long r = at.row0 + p, c = at.col0 + q;
-                if (r < H && c < W) plane[r * W + c] = out[p][q] + bias;
+                const T v = out[p][q] + bias;
+                if (r < H && c < W) plane[r * W + c] = relu && !(v > T(0)) ? T(0) : v;
             }
     }
 }
 
 template <typename T>
-__global__ void winograd4x4_output_adjoint(const T* g, const T* AT, T* dM, long long Cout,
-                                           long long H, long long W, long long th,
-                                           long long tw, long long n) {
+__global__ void winograd4x4_output_adjoint(const T* g, const T* mask, const T* AT, T* dM,
+                                           long long Cout, long long H, long long W,
+                                           long long th, long long tw, long long n) {
     const long long tiles = n / Cout;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < n;
          t += (long long)gridDim.x * blockDim.x) {
         const long long tile = t % tiles, co = t / tiles;
         const Tile at = locate_tile(tile, th, tw);
-        const T* plane = g + (at.image * Cout + co) * H * W;
+        const long long plane = (at.image * Cout + co) * H * W;
         T block[4][4], dm[6][6];
 #pragma unroll
         for (int p = 0; p < 4; ++p)
 #pragma unroll
             for (int q = 0; q < 4; ++q) {
-                const long long r = at.row0 + p, c = at.col0 + q;
-                block[p][q] = r < H && c < W ? plane[r * W + c] : T(0);
+                const long long r = at.row0 + p, c = at.col0 + q, i = plane + r * W + c;
+                block[p][q] = r < H && c < W ? relu_masked(g[i], mask, i) : T(0);
             }
         two_sided(AT, 1, 6, block, AT, 1, 6, dm);  // AT^T g AT
 #pragma unroll

@@ -87,7 +87,8 @@ def test_conv3x3_weight_gradient_ladder_and_bias_gradient(kernel, shape, dtype, 
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-@pytest.mark.parametrize("kernel", ["tile128", "implicit-gemm"])   # fused; passes of their own
+@pytest.mark.parametrize("kernel", ["tile128", "winograd4x4", "implicit-gemm"])   # the last
+# in passes of its own
 def test_conv3x3_with_the_relu_after_it_fused(kernel, dtype, host_gpu):
     """ReLU where y is stored, and its mask where g is loaded, in all three gradients."""
     conv.use_conv3x3_kernel(kernel)

@@ -137,10 +137,14 @@ class Conv3x3ReLU(Function):
     @staticmethod
     def backward_cuda(ctx, g):
         need_x, need_w, need_b = ctx.needs(3)
-        g, y = cuda.contiguous(g), ctx.y
-        dx = conv_cuda.conv3x3_input_grad_cuda(g, ctx.weight, mask=y) if need_x else None
-        dw = conv_cuda.conv3x3_weight_grad_cuda(ctx.x, g, mask=y) if need_w else None
-        db = conv_cuda.conv_bias_grad_cuda(g, mask=y) if need_b else None
+        g, mask = cuda.contiguous(g), ctx.y
+        c_in = ctx.weight.shape[1] if need_x else ctx.x.shape[1] if need_w else 0
+        layer = (c_in, g.shape[1]) + g.shape[2:]   # (c_in, c_out, H, W)
+        if not conv_cuda.masks_where_loaded(g.dtype, layer, need_x, need_w):
+            g, mask = conv_cuda.relu_mask_cuda(g, mask), None   # one pass, for all three
+        dx = conv_cuda.conv3x3_input_grad_cuda(g, ctx.weight, mask=mask) if need_x else None
+        dw = conv_cuda.conv3x3_weight_grad_cuda(ctx.x, g, mask=mask) if need_w else None
+        db = conv_cuda.conv_bias_grad_cuda(g, mask=mask) if need_b else None
         return dx, dw, db
 
 

@@ -110,8 +110,8 @@ def auto_kernel(job: str, dtype, c_in: int, c_out: int, H: int, W: int) -> str:
 
 def conv3x3_kernel_for(dtype, job: str = "fwd", shape=None) -> str:
     """The kernel conv3x3 runs for arrays of ``dtype``: the selected one ("auto" resolved
-    for ``job`` and ``shape`` = (c_in, c_out, H, W)), refused with a TypeError when it
-    computes in TF32 and ``dtype`` is not float32."""
+    for ``job`` and the layer's ``shape`` = (c_in, c_out, H, W)), refused with a TypeError
+    when it computes in TF32 and ``dtype`` is not float32."""
     kernel = conv3x3_kernel()
     if kernel == AUTO:
         return auto_kernel(job, dtype, *shape)
@@ -122,6 +122,27 @@ def conv3x3_kernel_for(dtype, job: str = "fwd", shape=None) -> str:
                         f"float32 only, got {dtype}; for {dtype} select one of {fp_kernels} "
                         f"with use_conv3x3_kernel")
     return kernel
+
+
+def conv3x3_wgrad_kernel_for(dtype, shape) -> str:
+    """The weight-gradient kernel for the layer's ``shape`` = (c_in, c_out, H, W): the
+    selected one, "auto" resolved."""
+    kernel = conv3x3_wgrad_kernel()
+    return auto_kernel("dw", dtype, *shape) if kernel == AUTO else kernel
+
+
+#: the rungs that apply a fused ReLU's mask where they load g; the others need g masked
+#: in a pass of its own (relu_mask_cuda)
+MASK_LOADING_KERNELS = ("tile128", "winograd4x4")
+
+
+def masks_where_loaded(dtype, shape, need_x: bool, need_w: bool) -> bool:
+    """Whether every rung that computes the needed gradients of the layer ``shape`` = (c_in,
+    c_out, H, W) applies a fused ReLU's mask where it loads g; when one does not, the
+    backward masks g once, in a pass, and gives every rung the masked g."""
+    kernels = ([conv3x3_kernel_for(dtype, "dx", shape)] if need_x else []) + \
+        ([conv3x3_wgrad_kernel_for(dtype, shape)] if need_w else [])
+    return all(k in MASK_LOADING_KERNELS for k in kernels)
 
 
 def _blocks(n: int, per_block: int) -> int:
@@ -159,7 +180,10 @@ def conv3x3_cuda(x, weight, bias=None, relu: bool = False, mask=None, job: str =
     input gradient of a convolution fused with the ReLU after it). The tile128 rung applies
     both where it loads and stores; the others in passes of their own. ``job`` tells
     "auto" whether this is a forward pass ("fwd") or an input gradient ("dx")."""
-    kernel = conv3x3_kernel_for(x.dtype, job, (x.shape[1], weight.shape[0]) + x.shape[2:])
+    # "auto" looks up the layer: for an input gradient, its input channels are this
+    # convolution's output channels
+    channels = (x.shape[1], weight.shape[0]) if job == "fwd" else (weight.shape[0], x.shape[1])
+    kernel = conv3x3_kernel_for(x.dtype, job, channels + x.shape[2:])
     x, weight = cuda.contiguous(x), cuda.contiguous(weight)
     bias, has_bias = _bias_flag(bias)
     N, C_in, H, W = x.shape
@@ -170,19 +194,21 @@ def conv3x3_cuda(x, weight, bias=None, relu: bool = False, mask=None, job: str =
     if kernel == "tile128":
         blocks = _blocks(C_out, TILE) * _blocks(N * H * W, TILE)
         _check_grid_x(blocks, (N, C_out, H, W))
-        mask = None if mask is None else cuda.contiguous(mask)
         cuda.launch("conv3x3", "conv3x3_forward_tile128", x.dtype, blocks, TILE_THREADS,
-                    (x, weight, bias, y, mask, N, C_in, C_out, H, W, has_bias, int(relu)))
+                    (x, weight, bias, y, _contiguous_or_none(mask), N, C_in, C_out, H, W, has_bias, int(relu)))
         return y
+    if kernel == "winograd4x4":   # the transforms apply the mask and the ReLU
+        return _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y, relu, mask)
     if mask is not None:
         x = relu_mask_cuda(x, mask)
-    if kernel == "winograd4x4":
-        _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y)
-    else:
-        _conv3x3_direct_cuda(kernel, x, weight, bias, has_bias, y)
+    _conv3x3_direct_cuda(kernel, x, weight, bias, has_bias, y)
     if relu:
         cuda.launch_elementwise("activation", "relu_forward", y.dtype, y.size, y, y)
     return y
+
+
+def _contiguous_or_none(array):
+    return None if array is None else cuda.contiguous(array)
 
 
 def _check_grid_x(blocks: int, shape) -> None:
@@ -234,7 +260,7 @@ def winograd4x4_matrices_cuda(dtype):
     return _winograd4x4_matrices[key]
 
 
-def _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y):
+def _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y, relu=False, mask=None):
     """conv3x3 by Winograd F(4x4, 3x3) into y (ladder step 6 of kernels/conv3x3.cu): V,
     the transformed 6x6 input tiles (36, T, Cin), and U, the transformed kernels (36,
     Cin, Cout), meet in 36 products M[xi] = V[xi] @ U[xi], one batched warptile launch; the output
@@ -249,14 +275,15 @@ def _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y):
     M = cuda.empty((36, T, C_out), x.dtype)
     if C_in:
         cuda.launch_elementwise("conv3x3", "winograd4x4_input_transform", x.dtype, T * C_in,
-                                x, BT, V, C_in, H, W, th, tw, C_in, 1)
+                                x, _contiguous_or_none(mask), BT, V, C_in, H, W, th, tw,
+                                C_in, 1)
         cuda.launch_elementwise("conv3x3", "winograd4x4_kernel_transform", x.dtype,
                                 C_in * C_out, weight, G, U, C_in, C_out)
         gemm_batched_gpu(V, U, out=M)   # the 36 products in one launch
     else:  # no input channels: every product is zero and y is the bias
         M.fill(0)
     cuda.launch_elementwise("conv3x3", "winograd4x4_output_transform", x.dtype, T * C_out,
-                            M, AT, bias, y, C_out, H, W, th, tw, has_bias)
+                            M, AT, bias, y, C_out, H, W, th, tw, has_bias, int(relu))
     return y
 
 
@@ -271,21 +298,19 @@ def conv3x3_weight_grad_cuda(x, g, mask=None):
     """dL/dw (Cout, Cin, 3, 3) with the kernel chosen by ``use_conv3x3_wgrad_kernel``; the
     same on every run (no atomics). g is read as g * (mask > 0) when a ReLU with output
     ``mask`` followed the convolution (tile128 where it loads g, the others in a pass)."""
-    kernel = conv3x3_wgrad_kernel()
     x, g = cuda.contiguous(x), cuda.contiguous(g)
     N, C_in, H, W = x.shape
     C_out = g.shape[1]
-    if kernel == AUTO:
-        kernel = auto_kernel("dw", x.dtype, C_in, C_out, H, W)
+    kernel = conv3x3_wgrad_kernel_for(x.dtype, (C_in, C_out, H, W))
     dw = cuda.empty((C_out, C_in, 3, 3), x.dtype)
     if dw.size == 0:
         return dw
     if kernel == "tile128":
         return _conv3x3_weight_grad_tile128_cuda(x, g, mask, dw)
+    if kernel == "winograd4x4":
+        return _conv3x3_weight_grad_winograd4x4_cuda(x, g, mask, dw)
     if mask is not None:
         g = relu_mask_cuda(g, mask)
-    if kernel == "winograd4x4":
-        return _conv3x3_weight_grad_winograd4x4_cuda(x, g, dw)
     function = CONV3X3_WGRAD_KERNEL_FUNCTIONS[kernel]
     if kernel == "reduce":
         cuda.launch("conv3x3", function, x.dtype, C_out * C_in, REDUCE_THREADS,
@@ -318,16 +343,15 @@ def _conv3x3_weight_grad_tile128_cuda(x, g, mask, dw):
     per_split = -(-_blocks(pixels, splits) // TILE_BK) * TILE_BK
     splits = _blocks(pixels, per_split)
     partial = dw if splits == 1 else cuda.empty((splits,) + dw.shape, x.dtype)
-    mask = None if mask is None else cuda.contiguous(mask)
     cuda.launch("conv3x3", "conv3x3_weight_grad_tile128", x.dtype, (tiles_x, tiles_y, splits),
-                TILE_THREADS, (x, g, mask, partial, N, C_in, C_out, H, W, per_split))
+                TILE_THREADS, (x, g, _contiguous_or_none(mask), partial, N, C_in, C_out, H, W, per_split))
     if splits > 1:
         cuda.launch_elementwise("conv1x1", "conv1x1_sum_splits", x.dtype, dw.size,
                                 partial, dw, splits)
     return dw
 
 
-def _conv3x3_weight_grad_winograd4x4_cuda(x, g, dw):
+def _conv3x3_weight_grad_winograd4x4_cuda(x, g, mask, dw):
     """dL/dw into dw by F(4x4, 3x3)'s stages transposed (weight-gradient step 3 of
     kernels/conv3x3.cu): V[xi, ci, tile] from x, dM[xi, co, tile] from g, their 36
     products dM[xi] @ V[xi]^T summed over the tiles by one batched warptile launch (split
@@ -340,9 +364,9 @@ def _conv3x3_weight_grad_winograd4x4_cuda(x, g, dw):
     V = cuda.empty((36, C_in, T), x.dtype)
     dM = cuda.empty((36, C_out, T), x.dtype)
     cuda.launch_elementwise("conv3x3", "winograd4x4_input_transform", x.dtype, T * C_in,
-                            x, BT, V, C_in, H, W, th, tw, 1, T)
+                            x, None, BT, V, C_in, H, W, th, tw, 1, T)
     cuda.launch_elementwise("conv3x3", "winograd4x4_output_adjoint", x.dtype, T * C_out,
-                            g, AT, dM, C_out, H, W, th, tw)
+                            g, _contiguous_or_none(mask), AT, dM, C_out, H, W, th, tw)
     # dU[xi] transposed: the 36 products over the tiles in one launch, split along the tiles
     dU_t = gemm_batched_gpu(dM, V, trans_b=True)
     cuda.launch_elementwise("conv3x3", "winograd4x4_kernel_adjoint", x.dtype, C_out * C_in,
@@ -353,8 +377,7 @@ def _conv3x3_weight_grad_winograd4x4_cuda(x, g, dw):
 def conv_bias_grad_cuda(g, mask=None):
     """dL/db (Cout,): the sum of g over images and pixels, one block per channel; only
     where mask > 0 when a ReLU with output ``mask`` followed the convolution."""
-    g = cuda.contiguous(g)
-    mask = None if mask is None else cuda.contiguous(mask)
+    g, mask = cuda.contiguous(g), _contiguous_or_none(mask)
     N, C = g.shape[:2]
     db = cuda.empty((C,), g.dtype)
     if C:
