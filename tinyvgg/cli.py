@@ -82,7 +82,8 @@ def _add_train_options(parser):
     add("--restart-period", type=_positive_int,
         help="warm restarts: epochs in the first cycle (a snapshot is saved at each cycle's end)")
     add("--restart-mult", type=_positive_int, help="warm restarts: cycle growth factor")
-    add("--augment", help=f"auto, none, or a comma list of {', '.join(AUGMENTATIONS)}")
+    add("--augment", help=f"auto, none, or a comma list of {', '.join(AUGMENTATIONS)} "
+                          f"(rgb and hue-sat for RGB images only; see the README)")
     add("--device", choices=("cpu", "cuda"))
     add("--dtype", choices=("float32", "float64"))
     add("--seed", type=int)

@@ -647,14 +647,15 @@ class HueSaturationJitter:
 
     The saturation factor is drawn from U[max(0, 1 - saturation), 1 + saturation],
     the hue shift from U[-hue, hue] (in turns of the colour wheel: 0.5 is half way
-    round, the most there is). Draws: every factor, then every shift; a zero
+    round, the most there is); the defaults are the training-tricks lecture's
+    ``ColorJitter(hue=.05, saturation=.05)``. Draws: every factor, then every shift; a zero
     strength skips its step and its draw. Grey images have neither hue nor
     saturation: a batch with one channel is refused rather than passed through, so
     that a pipeline that names this transform never silently does nothing.
     See :func:`adjust_hue_saturation` and :func:`hue_saturation_naive`.
     """
 
-    def __init__(self, hue: float = 0.1, saturation: float = 0.3):
+    def __init__(self, hue: float = 0.05, saturation: float = 0.05):
         self.hue = _real("HueSaturationJitter", "hue", hue, 0.0, 0.5)
         self.saturation = _real("HueSaturationJitter", "saturation", saturation, 0.0)
 
