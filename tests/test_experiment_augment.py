@@ -69,3 +69,6 @@ def test_data_options_are_refused_by_experiments_that_read_no_data(tmp_path, cap
     with pytest.raises(SystemExit):
         main(["experiment", "augment", "--dataset", "folder", "--out", str(tmp_path)])
     assert "needs data_dir" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="run: unknown option size; the experiments take "
+                                        "dataset, data_dir"):
+        run("augment", tmp_path, size=3)

@@ -82,8 +82,12 @@ def run(name: str, out=None, seed: int = 0, device: str = "cpu", log=print,
     module_name, function_name, _ = EXPERIMENTS[name]
     module = importlib.import_module(f"{__name__}.{module_name}")
     function = getattr(module, function_name)
+    unknown = [key for key in options if key not in DATA_OPTIONS]
+    if unknown:
+        raise TypeError(f"run: unknown option {', '.join(unknown)}; the experiments take "
+                        f"{', '.join(DATA_OPTIONS)}")
     taken = inspect.signature(function).parameters
-    refused = [key for key in options if key not in DATA_OPTIONS or key not in taken]
+    refused = [key for key in options if key not in taken]
     if refused:
         flags = ", ".join("--" + key.replace("_", "-") for key in refused)
         raise ValueError(f"experiment {name} reads no data set: {flags} is not for it")
