@@ -10,8 +10,8 @@ Below the per-image functions are the batch transforms of the data loader
 ``RandomRotation``, ``HueSaturationJitter``, ...): callables
 ``transform(batch, rng)`` on float (N, C, H, W) batches, random only through
 the generator they are given. Rotation and hue come with a naive loop over
-images and pixels (:func:`rotate_naive`, :func:`hue_saturation_naive`), the
-definition the vectorised batch versions are tested against.
+the pixels of one image (:func:`rotate_naive`, :func:`hue_saturation_naive`),
+the definition the vectorised batch versions are tested against.
 """
 from __future__ import annotations
 
