@@ -27,8 +27,10 @@ setup(
         # full MNIST), so they install it too rather than skip those parts
         # NVRTC, CuPy's runtime compiler, so that every kernel is compiled as a GPU would
         # (tests/test_kernels_compile.py); its wheels are for Linux only
+        # nbclient, nbformat and ipykernel run the tutorial notebooks (tests/test_notebooks.py)
         "test": ["pytest>=7", "hypothesis>=6.50", *DATA_EXTRA,
-                 'nvidia-cuda-nvrtc-cu12; platform_system == "Linux"'],
+                 'nvidia-cuda-nvrtc-cu12; platform_system == "Linux"',
+                 "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6.0"],
         "gpu": ["cupy-cuda12x>=13"],
         "data": DATA_EXTRA,
     },
