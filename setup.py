@@ -22,7 +22,7 @@ setup(
     # The CUDA sources live at the top level (a clone finds them there, beside the package)
     # and install as tinyvgg/kernels/ (tinyvgg.cuda.source_dir looks in both places).
     package_dir={"tinyvgg.kernels": "kernels"},
-    package_data={"tinyvgg.kernels": ["*.cu", "*.cuh", "README.md"]},
+    package_data={"tinyvgg.kernels": ["*.cu", "*.cuh", "auto.json", "README.md"]},
     # threadpoolctl: the CPU ops hold BLAS to one thread and split the work themselves
     install_requires=["numpy>=1.24", "threadpoolctl>=3.1"],
     extras_require={
@@ -31,8 +31,10 @@ setup(
         # NVRTC, CuPy's runtime compiler, so that every kernel is compiled as a GPU would
         # (tests/test_kernels_compile.py); its wheels are for Linux only
         # the MPI extra too: tests/test_distributed.py trains on 2 ranks with mpiexec
+        # nbclient, nbformat and ipykernel run the tutorial notebooks (tests/test_notebooks.py)
         "test": ["pytest>=7", "hypothesis>=6.50", *DATA_EXTRA, *MPI_EXTRA,
-                 'nvidia-cuda-nvrtc-cu12; platform_system == "Linux"'],
+                 'nvidia-cuda-nvrtc-cu12; platform_system == "Linux"',
+                 "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6.0"],
         "gpu": ["cupy-cuda12x>=13"],
         "data": DATA_EXTRA,
         "mpi": MPI_EXTRA,

@@ -38,14 +38,20 @@ import json
 import sys
 from pathlib import Path
 
-from tinyvgg import backend
+from tinyvgg import backend, choices
 from tinyvgg.bench import (DEFAULT_OUT, GPU_CONV_KERNELS, IMAGENET, VGG16_CONV_COUNTS,
                            bench_gemm_ladder, bench_ladder, bench_training_step, fmt, gpu_info,
                            ladder_totals, machine_info, measure_peaks, slug, torch_for,
-                           write_report)
+                           write_auto_table, write_report)
 from tinyvgg.io.fileio import FolderNotWritableError, writable_folder
 
 PARTS = ("conv", "linear", "step")  # the per-layer conv ladder, the gemm ladder, the VGG step
+#: the VGG-16 step with the default kernels, with the 128 x 128 tile rungs (the ReLUs fused
+#: into the convolutions' loads and stores), and with "auto" (the table this run wrote)
+STEP_KERNELS = ({},
+                dict(conv3x3_kernel="tile128", conv3x3_wgrad_kernel="tile128",
+                     gemm_kernel="warptile"),
+                dict(conv3x3_kernel="auto", conv3x3_wgrad_kernel="auto", gemm_kernel="warptile"))
 
 
 def log(message):
@@ -64,6 +70,9 @@ def main(argv=None):
                         help="what to time (default: all)")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"file stem for the results (default {DEFAULT_OUT}/gpu-<device>)")
+    parser.add_argument("--auto-table", type=Path, default=None, metavar="PATH",
+                        help="where the conv ladder's winners per layer and job go, the "
+                             "table the GPU 'auto' rungs read (default: kernels/auto.json)")
     parser.add_argument("--from-json", type=Path, metavar="REPORT",
                         help="rewrite the Markdown and PNGs of a stored report (no GPU needed)")
     args = parser.parse_args(argv)
@@ -97,15 +106,20 @@ def main(argv=None):
         report["convs"] += rows
         report["conv_totals"][str(batch)] = ladder_totals(rows, GPU_CONV_KERNELS,
                                                           VGG16_CONV_COUNTS)
+        if batch == args.batches[0] and not args.quick:
+            path = write_auto_table(rows, report["machine"]["commit"], args.auto_table)
+            log(f"wrote the conv3x3 auto table for this GPU to {path}")
     if "linear" in args.parts:
         report["linears"] += bench_gemm_ladder(args.warmup, args.repeats, args.step_batch,
                                                log=log, torch=torch)
-    if "step" in args.parts and not args.quick:
-        step = bench_training_step(args.warmup, args.repeats, batch=args.step_batch,
-                                   momentum=0.9, device="cuda", torch=torch, **IMAGENET)
+    for kernels in STEP_KERNELS if "step" in args.parts and not args.quick else []:
+        with choices.using(**kernels):
+            step = bench_training_step(args.warmup, args.repeats, batch=args.step_batch,
+                                       momentum=0.9, device="cuda", torch=torch, **IMAGENET)
         report["steps"].append(step)
-        log(f"VGG-16 step, batch {step['batch']}: tinyvgg {step['tinyvgg_ms']:.1f} ms, PyTorch "
-            f"strict {fmt(step.get('torch_strict_ms'), '.1f')} ms, "
+        log(f"VGG-16 step, batch {step['batch']}, {step['kernels']}: tinyvgg "
+            f"{step['tinyvgg_ms']:.1f} ms, PyTorch strict "
+            f"{fmt(step.get('torch_strict_ms'), '.1f')} ms, "
             f"TF32 {fmt(step.get('torch_tf32_ms'), '.1f')} ms")
     stem = args.out or DEFAULT_OUT / f"gpu-{slug(report['device'])}"
     write_report(report, stem)

@@ -3,7 +3,8 @@
 #
 #   OUT=/some/folder bash benchmarks/gpu_session.sh [pytest selection...]
 #
-# Logs and results go to $OUT (gpu-tests.log, junit.xml, bench.log, gpu-bench.{json,md}).
+# Logs and results go to $OUT (gpu-tests.log, junit.xml, bench.log, gpu-bench.{json,md},
+# auto.json: the table of the GPU "auto" rungs, which the benchmark writes).
 # TEST_TIMEOUT / BENCH_TIMEOUT bound each half in seconds; BENCH_ARGS is passed to
 # bench_gpu.py (BENCH_ARGS=skip skips it). Everything runs from the source tree itself
 # (a clone imports without installing), with the machine's NumPy, CuPy and PyTorch.
@@ -23,3 +24,5 @@ grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/gpu-tests.log" | tail -40
 [ "${BENCH_ARGS:-}" = skip ] && exit 0
 cd "$repo" && timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/bench_gpu.py ${BENCH_ARGS:-} \
     --out "$OUT/gpu-bench" 2>&1 | tee "$OUT/bench.log" | tail -25
+# the conv ladder's winners, which "auto" reads: commit it as kernels/auto.json
+[ -f kernels/auto.json ] && cp kernels/auto.json "$OUT/auto.json"

@@ -16,11 +16,13 @@
 //                  (the ragged edge of a tile); one load4 when the caller allows
 //                  it (row 16-byte aligned, i a multiple of 4) and the run is whole.
 //
-// The inner loop both register-blocked products share (linear.cu's gemm_register
-// and conv3x3.cu's implicit GEMMs, forward and weight gradient):
+// The inner loop every register-blocked product shares (linear.cu's gemm_register and
+// gemm_warptile, conv3x3.cu's implicit GEMMs):
+//   multiply_8x8<BK, A_STRIDE, B_STRIDE, ROW_GAP, COL_GAP>(a_tile, b_tile, acc, row0, col0)
+//                  one staged K slice: a thread adds a_tile[k][row] * b_tile[k][column]
+//                  to its 8 x 8 results acc, for two runs of 4 rows and two of 4 columns;
 //   multiply_slice<BK, BM, BN, A_STRIDE, B_STRIDE>(a_tile, b_tile, acc, tm, tn)
-//                  one staged K slice of a BM x BN block tile: thread (tm, tn) adds
-//                  a_tile[k][row] * b_tile[k][column] to its 8 x 8 results acc.
+//                  the same for thread (tm, tn) of a grid over a BM x BN tile.
 
 #ifndef TINYVGG_KERNELS_COMMON_CUH
 #define TINYVGG_KERNELS_COMMON_CUH
@@ -65,28 +67,39 @@ __device__ __forceinline__ void load_run4(const T* row, long long i, long long n
 }
 
 // acc[i][j] += sum_k a_tile[k][row i] * b_tile[k][column j] over one staged slice of BK,
-// for thread (tm, tn)'s rows 4 tm + i and BM/2 + 4 tm + i and columns 4 tn + j and
-// BN/2 + 4 tn + j (i, j = 0..3; acc rows and columns 4..7 are the second ones). Each
-// k reads 8 + 8 values from shared memory, four runs of 4, for 64 multiply-adds.
-template <int BK, int BM, int BN, int A_STRIDE, int B_STRIDE, typename T>
-__device__ __forceinline__ void multiply_slice(const T (*a_tile)[A_STRIDE],
-                                               const T (*b_tile)[B_STRIDE], T (*acc)[8],
-                                               int tm, int tn) {
+// for the thread whose rows are row0 + i and row0 + ROW_GAP + i and whose columns are
+// col0 + j and col0 + COL_GAP + j (i, j = 0..3; acc rows and columns 4..7 are the second
+// ones). Each k reads 8 + 8 values from shared memory, four runs of 4, for 64
+// multiply-adds. The block's thread grid decides row0 and col0: multiply_slice below
+// for the 64 x 128 tiles, tile_thread in tiles.cuh for the warp-tiled 128 x 128 ones.
+template <int BK, int A_STRIDE, int B_STRIDE, int ROW_GAP, int COL_GAP, typename T>
+__device__ __forceinline__ void multiply_8x8(const T (*a_tile)[A_STRIDE],
+                                             const T (*b_tile)[B_STRIDE], T (*acc)[8],
+                                             int row0, int col0) {
 #pragma unroll
     for (int k = 0; k < BK; ++k) {
         T a[8], b[8];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            a[i] = a_tile[k][4 * tm + i];
-            a[4 + i] = a_tile[k][BM / 2 + 4 * tm + i];
-            b[i] = b_tile[k][4 * tn + i];
-            b[4 + i] = b_tile[k][BN / 2 + 4 * tn + i];
+            a[i] = a_tile[k][row0 + i];
+            a[4 + i] = a_tile[k][row0 + ROW_GAP + i];
+            b[i] = b_tile[k][col0 + i];
+            b[4 + i] = b_tile[k][col0 + COL_GAP + i];
         }
 #pragma unroll
         for (int i = 0; i < 8; ++i)
 #pragma unroll
             for (int j = 0; j < 8; ++j) acc[i][j] += a[i] * b[j];
     }
+}
+
+// multiply_8x8 for thread (tm, tn) of a BM x BN block tile whose threads form a grid over
+// the whole tile: rows 4 tm + i and BM/2 + 4 tm + i, columns 4 tn + j and BN/2 + 4 tn + j.
+template <int BK, int BM, int BN, int A_STRIDE, int B_STRIDE, typename T>
+__device__ __forceinline__ void multiply_slice(const T (*a_tile)[A_STRIDE],
+                                               const T (*b_tile)[B_STRIDE], T (*acc)[8],
+                                               int tm, int tn) {
+    multiply_8x8<BK, A_STRIDE, B_STRIDE, BM / 2, BN / 2>(a_tile, b_tile, acc, 4 * tm, 4 * tn);
 }
 
 #endif  // TINYVGG_KERNELS_COMMON_CUH

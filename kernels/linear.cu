@@ -49,6 +49,25 @@
 // big products to fill a GPU: linear's forward at batch 64 (M = 64) has a
 // single row of tiles.
 //
+// gemm_warptile ("warptile"): the cuBLAS-class rung. 128 x 128 tiles of C, 256 threads
+// in 8 warps, each warp a 32 x 64 part, each thread 8 x 8 results, K in slices of 8,
+// double-buffered in shared memory and filled with 16-byte loads; what one thread, warp
+// and block compute and why these sizes is the opening comment of tiles.cuh, whose
+// multiply_tiles is the main loop. Against gemm_register: half the global loads per FMA
+// (0.016), one barrier per slice instead of two, the next slice's loads in flight
+// during the multiply, and twice the threads per block to cover their latency.
+//   Batched: blockIdx.z = b * splits + s covers product b of `batch` products of one
+//   shape, A + b * stride_a, B + b * stride_b, C + b * stride_c (one launch where the
+//   Winograd convolution made 36).
+//   Split-K: split s sums k in [s * k_per_split, (s + 1) * k_per_split) (k_per_split a
+//   multiple of 8) and writes its raw sums to partial[(b * splits + s) * M * N + m * N +
+//   n]; gemm_sum_splits, one thread per element of C, adds the splits in order and
+//   applies the epilogue. A product of few tiles and long K (linear's weight gradient,
+//   the Winograd weight gradient) thus fills the GPU, and the result is the same on every
+//   run (no atomics). With splits == 1 the epilogue is applied where C is stored.
+//   Epilogue (tiles.cuh's Epilogue): alpha * acc + beta * C, plus a bias per row or per
+//   column, then ReLU: linear's bias pass and a following ReLU cost no extra pass.
+//
 // add_bias_rows: one thread per element of the rows x cols matrix y; thread i
 // adds b[i % cols] to y[i].
 //
@@ -61,7 +80,7 @@
 // that is the answer; with several, the host runs the kernel again on the
 // (chunks x cols) partial sums. No atomics: the result is the same on every run.
 
-#include "common.cuh"   // aligned16, load4, load_run4
+#include "tiles.cuh"    // aligned16, load4, load_run4, the 128 x 128 tile machinery
 
 #define GEMM_TILE 64
 #define GEMM_CHUNK_K 16
@@ -292,5 +311,63 @@ __global__ void sum_rows(const T* g, T* out, long long rows, long long cols,
         for (int t = 1; t < SUM_ROW_THREADS; ++t)
             total += partial[t][tx];
         out[(long long)blockIdx.y * cols + col] = total;
+    }
+}
+
+
+// At most 128 registers a thread for float, so that two blocks share an SM (tiles.cuh).
+template <typename T>
+__global__ void __launch_bounds__(TILE_THREADS, TILE_BLOCKS_PER_SM(T)) gemm_warptile(const T* A, const T* B, T* C, T* partial, long long M, long long N,
+                              long long K, long long trans_a, long long trans_b, T alpha,
+                              T beta, const T* bias, long long bias_mode, long long relu,
+                              long long stride_a, long long stride_b, long long stride_c,
+                              long long splits, long long k_per_split) {
+    __shared__ __align__(16) T a_tile[2][TILE_BK][TILE_STRIDE];  // [k][m] = op(A)[m0 + m, k]
+    __shared__ __align__(16) T b_tile[2][TILE_BK][TILE_STRIDE];  // [k][n] = op(B)[k, n0 + n]
+
+    const int thread = threadIdx.x;
+    const long long product = blockIdx.z / splits, split = blockIdx.z % splits;
+    const long long m0 = (long long)blockIdx.x * TILE_BM;
+    const long long n0 = (long long)blockIdx.y * TILE_BN;
+    const long long k_begin = split * k_per_split;
+    const long long k_end = k_begin + k_per_split < K ? k_begin + k_per_split : K;
+    A += product * stride_a;
+    B += product * stride_b;
+    // op(A) is M x K: k-contiguous unless stored transposed; op(B) is K x N, whose columns
+    // are k-contiguous when it is stored transposed (N x K).
+    const MatrixRuns<T> fetch_a = {A, M, K, k_end, !trans_a,
+                                   (trans_a ? M : K) % 4 == 0 && aligned16(A), m0, thread};
+    const MatrixRuns<T> fetch_b = {B, N, K, k_end, bool(trans_b),
+                                   (trans_b ? K : N) % 4 == 0 && aligned16(B), n0, thread};
+
+    T acc[8][8];   // multiply_tiles sets it
+    const TileThread at = tile_thread(thread);
+    multiply_tiles(a_tile, b_tile, fetch_a, !trans_a, fetch_b, bool(trans_b), k_begin, k_end,
+                   acc, at, thread);
+
+    const Epilogue<T> epi = {alpha, beta, bias, bias_mode, relu};
+    if (splits == 1)
+        store_tile_results(C + product * stride_c, M, N, m0, n0, at, acc, epi, false);
+    else
+        store_tile_results(partial + blockIdx.z * M * N, M, N, m0, n0, at, acc, epi, true);
+}
+
+// C[b][i] = epilogue(sum_s partial[b * splits + s][i]), the splits added in order: one
+// thread per element i of the batch's M x N results (grid-stride loop over n = batch * M
+// * N), C's products stride_c apart.
+template <typename T>
+__global__ void gemm_sum_splits(const T* partial, T* C, long long M, long long N, T alpha,
+                                T beta, const T* bias, long long bias_mode, long long relu,
+                                long long stride_c, long long splits, long long n) {
+    const Epilogue<T> epi = {alpha, beta, bias, bias_mode, relu};
+    const long long MN = M * N;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        const long long product = i / MN, e = i % MN;
+        const T* p = partial + product * splits * MN + e;
+        T sum = T(0);
+        for (long long s = 0; s < splits; ++s) sum += p[s * MN];
+        T* c = C + product * stride_c + e;
+        *c = epi.apply(sum, c, e / N, e % N);
     }
 }

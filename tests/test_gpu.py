@@ -310,3 +310,30 @@ def test_linear_with_a_zero_size_axis_equals_the_cpu_path(x_shape, w_shape):
     for ours, expected in zip(results["cuda"], results["cpu"]):
         assert ours.shape == expected.shape
         assert_close(ours, expected, rtol=RTOL[np.dtype(np.float64)])
+
+
+@pytest.mark.parametrize("forward, weight_grad", [("tile128", "tile128"),
+                                                  ("winograd4x4", "winograd4x4"),
+                                                  ("tile128", "implicit-gemm"),
+                                                  ("implicit-gemm", "reduce")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv3x3_relu_equals_the_cpu_path_with_the_mask_where_loaded_or_in_a_pass(
+        forward, weight_grad, dtype, select):
+    """Where both gradient rungs load g through the ReLU's mask, g is not masked in a pass;
+    otherwise it is, once; the results are the CPU's either way."""
+    select(conv.use_conv3x3_kernel, conv.conv3x3_kernel, forward)
+    select(conv.use_conv3x3_wgrad_kernel, conv.conv3x3_wgrad_kernel, weight_grad)
+    x, w, b, g = conv_inputs(LADDER_SHAPES["3to5-7x9"], dtype, seed=9)
+    layer = (x.shape[1], w.shape[0]) + x.shape[2:]
+    assert conv.masks_where_loaded(dtype, layer, True, True) == \
+        (forward in conv.MASK_LOADING_KERNELS and weight_grad in conv.MASK_LOADING_KERNELS)
+
+    def on(device):
+        tensors = [tv.tensor(a, requires_grad=True, device=device) for a in (x, w, b)]
+        y = F.conv3x3_relu(*tensors)
+        y.backward(tv.tensor(g, device=device))
+        return [y.numpy()] + [tv.backend.to_numpy(t.grad) for t in tensors]
+    expected = on("cpu")
+    assert 0.2 < (expected[0] > 0).mean() < 0.8
+    for ours, theirs in zip(on("cuda"), expected):   # y, dx, dw, db
+        assert_close(ours, theirs, rtol=RTOL[np.dtype(dtype)])

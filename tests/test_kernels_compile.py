@@ -95,19 +95,35 @@ def test_kernel_source_suits_nvrtc_and_says_what_each_thread_computes(path):
         f"{path.name} must open with a comment on what each thread computes"
 
 
+def included(path) -> set:
+    """The quoted #include names of a source and, through them, of our headers."""
+    names, todo = set(), [path]
+    while todo:
+        for name in INCLUDE.findall(todo.pop().read_text()):
+            if name not in names:
+                names.add(name)
+                header = source_dir() / name.strip('"')
+                if name.startswith('"') and header.is_file():
+                    todo.append(header)
+    return names
+
+
 @pytest.mark.parametrize("header", HEADERS, ids=[p.name for p in HEADERS])
 def test_shared_headers_include_nothing_and_are_not_copied_into_the_sources(header):
-    """common.cuh holds the device helpers several files share: the sources include it
-    rather than keep their own copies, and it needs no header of its own."""
+    """common.cuh and tiles.cuh hold the device code several files share: the sources
+    include them (directly or through the other header) rather than keep their own copies,
+    and they include no header but ours."""
     text = header.read_text()
-    assert not INCLUDE.findall(text), f"{header.name}: NVRTC compiles without system headers"
+    ours = {f'"{h.name}"' for h in HEADERS}
+    assert set(INCLUDE.findall(text)) <= ours, \
+        f"{header.name}: NVRTC compiles without system headers"
     helpers = set(re.findall(r"__device__\s+(?:__forceinline__\s+|inline\s+)*[\w:<>]+\s+(\w+)\s*\(",
                              text))
     assert helpers, f"{header.name} defines no device functions"
-    users = [p for p in SOURCES if f'"{header.name}"' in INCLUDE.findall(p.read_text())]
+    users = [p for p in SOURCES if f'"{header.name}"' in included(p)]
     assert users, f"no source includes {header.name}"
     for path in SOURCES:
-        copies = helpers & set(re.findall(r"__device__[^;{(]*?\b(\w+)\s*\(", path.read_text()))
+        copies = (helpers - {"operator"}) & set(re.findall(r"__device__[^;{(]*?\b(\w+)\s*\(", path.read_text()))
         assert not copies, f"{path.name} defines {sorted(copies)} again: include {header.name}"
 
 
@@ -193,8 +209,8 @@ def test_every_selectable_kernel_is_a_kernel_of_its_source(table):
 
 
 def defines(file: str) -> dict:
-    """The integer #defines of kernels/<file>.cu."""
-    text = (source_dir() / f"{file}.cu").read_text()
+    """The integer #defines of kernels/<file> (.cu unless the name has a suffix)."""
+    text = (source_dir() / (file if "." in file else f"{file}.cu")).read_text()
     pairs = re.findall(r"^#define\s+(\w+)\s+(\d+)\b", text, re.M)
     return {name: int(value) for name, value in pairs}
 
@@ -215,6 +231,13 @@ def test_launch_shapes_match_the_constants_of_the_sources():
     }
     for file, source in (("conv3x3", c3), ("conv1x1", c1), ("linear", gm)):
         assert {name: source.get(name) for name in host[file]} == host[file], file
+    tiles = defines("tiles.cuh")   # the 128 x 128 tile machinery of linear.cu and conv3x3.cu
+    assert (tiles["TILE_BM"], tiles["TILE_BN"], tiles["TILE_BK"], tiles["TILE_THREADS"]) == \
+        (linear.TILE_BM, linear.TILE_BN, linear.TILE_BK, linear.TILE_THREADS) == \
+        (conv.TILE, conv.TILE, conv.TILE_BK, conv.TILE_THREADS)
+    # 8 warps of 4 x 8 lanes, 8 x 8 results each, cover the tile; one run of 4 per operand
+    assert (tiles["TILE_BM"] // 8) * (tiles["TILE_BN"] // 8) == tiles["TILE_THREADS"]
+    assert tiles["TILE_BM"] * tiles["TILE_BK"] == 4 * tiles["TILE_THREADS"]
     # the sources' literal constants agree with each other
     assert c3["REG_COLS"] == c3["REG_THREADS_X"] * c3["REG_PIXELS"]
     assert c3["REG_OUT_GROUP"] == c3["REG_LAYERS"] * c3["REG_CHANNELS"]

@@ -10,6 +10,7 @@ of speed, of races that no order of whole barrier phases exposes, or of the GPU'
 rounding (fused multiply-adds), and the TF32 rung's tensor-core instructions cannot run
 here. tests/test_gpu.py, on a GPU, remains the proof for those.
 """
+import json
 import shutil
 
 import numpy as np
@@ -85,6 +86,27 @@ def test_conv3x3_weight_gradient_ladder_and_bias_gradient(kernel, shape, dtype, 
     assert_close(conv.conv_bias_grad_cuda(g), db_ref, rtol=RTOL[np.dtype(dtype)])
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("kernel", ["tile128", "winograd4x4", "implicit-gemm"])   # the last
+# in passes of its own
+def test_conv3x3_with_the_relu_after_it_fused(kernel, dtype, host_gpu):
+    """ReLU where y is stored, and its mask where g is loaded, in all three gradients."""
+    conv.use_conv3x3_kernel(kernel)
+    conv.use_conv3x3_wgrad_kernel(kernel)
+    for shape in (LADDER_SHAPES["3to5-7x9"], SPLIT_PIXELS_SHAPE):
+        x, w, b, g = conv_inputs(shape, dtype, seed=5)
+        y_ref, _, _, _ = conv_reference(x, w, b, g)
+        y = np.maximum(y_ref, 0)
+        assert 0.2 < (y > 0).mean() < 0.8   # the mask has both kinds of value
+        _, dx_ref, dw_ref, db_ref = conv_reference(x, w, b, g * (y > 0))
+        rtol = RTOL[np.dtype(dtype)]
+        fused_y = conv.conv3x3_cuda(x, w, b, relu=True)
+        assert_close(fused_y, y, rtol=rtol)
+        assert_close(conv.conv3x3_input_grad_cuda(g, w, mask=fused_y), dx_ref, rtol=rtol)
+        assert_close(conv.conv3x3_weight_grad_cuda(x, g, mask=fused_y), dw_ref, rtol=rtol)
+        assert_close(conv.conv_bias_grad_cuda(g, mask=fused_y), db_ref, rtol=rtol)
+
+
 def test_the_split_pixel_shape_does_split(host_gpu):
     """The weight gradient's extra shape exercises the partial sums it is there for."""
     N, C_in, C_out, H, W = SPLIT_PIXELS_SHAPE
@@ -153,6 +175,46 @@ def test_gemm_ladder_for_every_transpose(kernel, dtype, host_gpu):
             expected = 0.5 * ((a.T if trans_a else a) @ (b.T if trans_b else b)) - 2.0 * out
             result = linear.gemm_gpu(a, b, trans_a, trans_b, alpha=0.5, beta=-2.0, out=out)
             assert_close(result, expected, rtol=RTOL[np.dtype(dtype)] * 10)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("kernel", linear.GEMM_KERNELS)
+def test_gemm_bias_and_relu_epilogue(kernel, dtype, host_gpu):
+    """The warptile rung applies them where it stores C (or where it adds the splits); the
+    others in passes of their own: the same values either way."""
+    linear.use_gemm_kernel(kernel)
+    rng = np.random.default_rng(15)
+    for M, K, N in [(67, 130, 70), (9, 1100, 21)]:   # the second is split along K
+        a = rng.standard_normal((M, K)).astype(dtype)
+        w = rng.standard_normal((N, K)).astype(dtype)
+        bias = rng.standard_normal(N).astype(dtype)
+        expected = np.maximum(a @ w.T + bias, 0)
+        result = linear.gemm_gpu(a, w, trans_b=True, bias=bias, relu=True)
+        assert_close(result, expected, rtol=RTOL[np.dtype(dtype)] * 10)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_batched_gemm_for_every_transpose_with_and_without_splits(dtype, host_gpu):
+    rng = np.random.default_rng(16)
+    for batch, M, K, N in [(3, 67, 40, 131), (2, 20, 1030, 12)]:
+        assert (linear.k_splits(1, K)[0] > 1) == (K > 1000)
+        for trans_a in (False, True):
+            for trans_b in (False, True):
+                a = rng.standard_normal((batch,) + ((K, M) if trans_a else (M, K))).astype(dtype)
+                b = rng.standard_normal((batch,) + ((N, K) if trans_b else (K, N))).astype(dtype)
+                expected = (a.transpose(0, 2, 1) if trans_a else a) @ \
+                    (b.transpose(0, 2, 1) if trans_b else b)
+                result = linear.gemm_batched_gpu(a, b, trans_a, trans_b)
+                assert_close(result, expected, rtol=RTOL[np.dtype(dtype)] * 10)
+
+
+def test_k_splits_cover_k_in_whole_slices():
+    for tiles, K in [(1, 0), (1, 7), (1, 25088), (32, 25088), (600, 4096), (2, 200704)]:
+        splits, per_split = linear.k_splits(tiles, K)
+        assert per_split % linear.TILE_BK == 0 and splits >= 1
+        assert (splits - 1) * per_split < max(K, 1) <= splits * per_split
+        assert splits == 1 or per_split >= linear.SPLIT_MIN_K
+        assert tiles * splits <= max(tiles, linear.SPLIT_TARGET_BLOCKS)
 
 
 @pytest.mark.parametrize("rows", [5, 3000])   # one chunk; several chunks and a second pass
@@ -263,3 +325,101 @@ def test_the_portable_fiber_switch_gives_the_same_results(monkeypatch):
     monkeypatch.setattr(host_cuda, "check_races", True)
     np.testing.assert_array_equal(product(), fast)
     assert_close(fast, a @ b)
+
+
+# --- conv3x3's GPU "auto": the benchmark's table, read back --------------------------------
+
+@pytest.fixture
+def auto_table(tmp_path, monkeypatch):
+    """An auto table in tmp_path for a GPU named "Test GPU", which the emulator then is."""
+    from tinyvgg.ops import conv_auto
+    path = tmp_path / "auto.json"
+    monkeypatch.setattr(conv_auto, "table_path", lambda: path)
+    monkeypatch.setattr(conv_auto, "device_name", lambda: "Test GPU")
+    conv_auto.reset()
+    yield path
+    conv_auto.reset()
+
+
+def _ladder_row(c_in, c_out, size, ms, error=None):
+    """A conv row as bench_conv makes it: ms per job and kernel."""
+    return dict(c_in=c_in, c_out=c_out, size=size, batch=2, jobs=list(ms), ms=ms,
+                error=error or {})
+
+
+def test_auto_runs_the_measured_winner_of_the_nearest_layer_and_job(auto_table, host_gpu):
+    from tinyvgg.bench import write_auto_table
+    rows = [_ladder_row(3, 8, 40, {"fwd": {"tile128": 2.0, "implicit-gemm": 3.0},
+                                   "dw": {"reduce": 1.0, "tile128": 2.0}}),
+            _ladder_row(64, 64, 8, {"fwd": {"winograd4x4": 1.0, "tf32-mma": 0.1},
+                                    "dx": {"register": 1.0, "winograd4x4": 2.0,
+                                           "tile128": 0.5},
+                                    "dw": {"winograd4x4": 1.0}},
+                        error={"dx": {"tile128": 1e-2}})]   # too inexact to be picked
+    write_auto_table(rows, "abc1234", auto_table, device="Test GPU")
+    assert json.loads(auto_table.read_text())["devices"]["Test GPU"]["commit"] == "abc1234"
+    pick = conv.auto_kernel
+    assert pick("fwd", np.float32, 3, 5, 7, 9) == "tile128"
+    assert pick("fwd", np.float32, 48, 64, 8, 8) == "winograd4x4"   # TF32 never
+    assert pick("dx", np.float32, 64, 60, 8, 8) == "register"
+    assert pick("dx", np.float32, 3, 8, 40, 40) == "register"       # the only dx entries
+    assert pick("dw", np.float32, 4, 8, 30, 30) == "reduce"
+    assert pick("fwd", np.float64, 3, 8, 40, 40) == conv.CONV3X3_DEFAULT_KERNEL
+    conv.use_conv3x3_kernel("auto")
+    conv.use_conv3x3_wgrad_kernel("auto")
+    x, w, b, g = conv_inputs(SPLIT_PIXELS_SHAPE, np.float32, seed=8)
+    y_ref, dx_ref, dw_ref, _ = conv_reference(x, w, b, g)
+    assert_close(conv.conv3x3_cuda(x, w, b), y_ref, rtol=RTOL[np.dtype(np.float32)])
+    assert_close(conv.conv3x3_input_grad_cuda(g, w), dx_ref, rtol=RTOL[np.dtype(np.float32)])
+    assert_close(conv.conv3x3_weight_grad_cuda(x, g), dw_ref, rtol=RTOL[np.dtype(np.float32)])
+
+
+def test_auto_without_a_table_for_this_gpu_runs_the_defaults(auto_table, host_gpu):
+    from tinyvgg.bench import write_auto_table
+    write_auto_table([_ladder_row(3, 8, 40, {"fwd": {"tile128": 1.0}})], "abc", auto_table,
+                     device="Another GPU")
+    assert conv.auto_kernel("fwd", np.float32, 3, 8, 40, 40) == conv.CONV3X3_DEFAULT_KERNEL
+    assert conv.auto_kernel("dw", np.float32, 3, 8, 40, 40) == conv.CONV3X3_DEFAULT_WGRAD_KERNEL
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "is not JSON"),
+    ('{"format": 2, "devices": {}}', "expected a table of format 1"),
+    ('{"format": 1, "devices": {"G": {"entries": [{"job": "fwd", "c_in": 3, "c_out": 8, '
+     '"size": 40, "kernel": "tf32-mma"}]}}}', "strict kernel"),
+    ('{"format": 1, "devices": {"G": {"entries": [{"job": "up", "c_in": 3, "c_out": 8, '
+     '"size": 40, "kernel": "tiled"}]}}}', "strict kernel"),
+    ('{"format": 1, "devices": {"G": {}}}', "no list of entries"),
+])
+def test_a_bad_auto_table_is_refused_naming_the_file(content, message, auto_table):
+    from tinyvgg.ops import conv_auto
+    auto_table.write_text(content)
+    with pytest.raises(conv_auto.AutoTableError, match=message) as caught:
+        conv_auto.entries_for("G", conv.STRICT_KERNELS_OF_JOB)
+    assert str(auto_table) in str(caught.value)
+
+
+def test_an_oversized_auto_table_is_refused_before_it_is_read(auto_table, monkeypatch):
+    from tinyvgg.ops import conv_auto
+    auto_table.write_text(" " * 100)
+    monkeypatch.setattr(conv_auto, "MAX_TABLE_BYTES", 99)
+    with pytest.raises(conv_auto.AutoTableError, match="100 bytes"):
+        conv_auto.entries_for("G", conv.STRICT_KERNELS_OF_JOB)
+
+
+def test_the_benchmark_writes_the_table_that_auto_reads(auto_table, host_gpu, monkeypatch):
+    """bench_gpu.py's path, on the emulator and the wall clock: the conv ladder's rows on a
+    small layer, their winners written, and auto running each job's winner."""
+    from tinyvgg.bench import bench_conv, ladder, write_auto_table
+    from tinyvgg.bench.timing import WALL_CLOCK
+    monkeypatch.setattr(ladder, "clock", lambda *args: WALL_CLOCK)
+    kernels = {"fwd": ("implicit-gemm", "tile128"), "dx": ("register", "tile128"),
+               "dw": ("implicit-gemm", "tile128")}
+    row = bench_conv(None, 2, 4, 8, 6, 0, 1, kernels)
+    write_auto_table([row], "abc1234")   # this GPU's name, the default table
+    entries = json.loads(auto_table.read_text())["devices"]["Test GPU"]["entries"]
+    assert {e["job"] for e in entries} == {"fwd", "dx", "dw"}
+    for entry in entries:
+        fastest = min(row["ms"][entry["job"]], key=row["ms"][entry["job"]].get)
+        assert entry["kernel"] == fastest
+        assert conv.auto_kernel(entry["job"], np.float32, 4, 8, 6, 6) == fastest

@@ -8,6 +8,7 @@ import tinyvgg as tv
 from helpers import randn
 from tinyvgg import functional as F
 from tinyvgg import nn
+from tinyvgg.tensor import topological_order
 
 
 def small_model(dtype=np.float32):
@@ -276,3 +277,47 @@ def test_sequential_item_assignment_keeps_the_name():
     assert [k for k, _ in model.named_parameters()] == ["1.weight", "1.bias"]
     with pytest.raises(TypeError, match="Sequential: item 0 must be a Module"):
         model[0] = "relu"
+
+
+# --- a Conv3x3 and the ReLU after it run as one op ---------------------------------------
+
+def _ops_behind(y):
+    return [t.creator.function.name for t in topological_order(y) if t.creator is not None]
+
+
+def _conv_relu_net():
+    tv.manual_seed(3)
+    return nn.Sequential(nn.Conv3x3(3, 4), nn.ReLU(), nn.Conv3x3(4, 2), nn.ReLU(),
+                         nn.MaxPool2x2(), nn.Conv3x3(2, 2))
+
+
+def _values_and_gradients(net, x):
+    for p in net.parameters():
+        p.grad = None
+    y = net(x)
+    y.backward(tv.tensor(np.random.default_rng(4).standard_normal(y.shape).astype(y.dtype)))
+    return [y.numpy()] + [tv.backend.to_numpy(p.grad) for p in net.parameters()]
+
+
+def test_sequential_runs_a_conv3x3_and_its_relu_as_one_op_with_the_same_results():
+    net = _conv_relu_net()
+    x = tv.tensor(np.random.default_rng(5).standard_normal((2, 3, 6, 7)).astype(np.float32))
+    with nn.using_conv_relu("fused"):
+        fused = _values_and_gradients(net, x)
+        assert _ops_behind(net(x)) == ["conv3x3_relu", "conv3x3_relu", "maxpool2x2", "conv3x3"]
+    with nn.using_conv_relu("separate"):
+        separate = _values_and_gradients(net, x)
+        assert _ops_behind(net(x)).count("relu") == 2
+    assert 0 < (fused[0] > 0).mean() < 1
+    for a, b in zip(fused, separate):
+        np.testing.assert_array_equal(a, b)   # the same sums in the same order
+
+
+def test_a_forward_hook_on_either_layer_keeps_them_apart():
+    net = _conv_relu_net()
+    x = tv.tensor(np.random.default_rng(6).standard_normal((1, 3, 4, 4)).astype(np.float32))
+    seen = []
+    handle = net[1].register_forward_hook(lambda module, inputs, output: seen.append(output))
+    ops = _ops_behind(net(x))
+    handle.remove()
+    assert len(seen) == 1 and ops[:2] == ["conv3x3", "relu"] and ops[2] == "conv3x3_relu"

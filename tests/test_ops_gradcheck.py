@@ -36,6 +36,17 @@ def test_conv_gradients(mode, conv, k, shape, c_out, layout, seed):
 
 
 @mode_param
+@given(shape=small_nchw_shapes, c_out=st.integers(1, 3), layout=layouts_4d, seed=seeds)
+def test_conv3x3_relu_gradients(mode, shape, c_out, layout, seed):
+    """The fused op away from its kink: no output of the convolution within 1e-3 of 0."""
+    x = in_layout(randn(seed, shape), layout)
+    w, b = randn(seed + 1, (c_out, shape[1], 3, 3)), randn(seed + 2, (c_out,))
+    before_relu = F.conv3x3(tv.tensor(x), tv.tensor(w), tv.tensor(b)).numpy()
+    assume(before_relu.size == 0 or np.abs(before_relu).min() > 1e-3)
+    check(F.conv3x3_relu, {"x": leaf(x), "weight": leaf(w), "bias": leaf(b)}, mode)
+
+
+@mode_param
 @given(shape=small_nchw_shapes.filter(lambda s: s[2] >= 2 and s[3] >= 2), layout=layouts_4d,
        seed=seeds)
 def test_maxpool2x2_gradients(mode, shape, layout, seed):

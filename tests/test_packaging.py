@@ -46,15 +46,23 @@ OPTIONAL_MODULES = {"torch": "PyTorch cross-checks", "cupy": 'the GPU extra (".[
 
 
 def _imported_modules(folder):
-    """Top-level names of every module imported by the .py files under ``folder``,
-    including lazy imports inside functions, ``pytest.importorskip("name")`` and
-    ``importlib.util.find_spec("name")`` (how the MNIST wheel is found)."""
+    """Top-level names of every module imported by the .py files and the notebooks' code
+    cells under ``folder``, including lazy imports inside functions,
+    ``pytest.importorskip("name")`` and ``importlib.util.find_spec("name")`` (how the
+    MNIST wheel is found)."""
     import ast
     from pathlib import Path
 
+    import json
+
+    sources = [path.read_text(encoding="utf-8") for path in Path(folder).rglob("*.py")]
+    for path in Path(folder).rglob("*.ipynb"):  # the code cells of a notebook, as one file
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        sources.append("\n".join("".join(cell["source"]) for cell in cells
+                                 if cell["cell_type"] == "code"))
     names = set()
-    for path in Path(folder).rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for source in sources:
+        for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.Import):
                 names.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -81,7 +89,8 @@ def _required_distributions(extra=None):
 
 def test_the_test_extra_installs_every_module_the_code_and_the_tests_import():
     """A fresh virtual environment gets only what ``pip install -e ".[test]"`` installs:
-    every third-party module imported by tinyvgg (lazily or not) or by the tests must come
+    every third-party module imported by tinyvgg (lazily or not), by the tests or by the
+    tutorial notebooks must come
     from a requirement of the package or of its test extra, else the README's test command
     fails on a fresh machine while passing on one where the module happens to be."""
     import sys
@@ -90,7 +99,8 @@ def test_the_test_extra_installs_every_module_the_code_and_the_tests_import():
     root = Path(tinyvgg.__file__).parent
     local = {p.stem for p in (root.parent / "tests").glob("*.py")} | {
         "tinyvgg", "host_cuda", "bench_gpu", "bench_cpu", "conftest"}
-    imported = (_imported_modules(root) | _imported_modules(root.parent / "tests")) - local
+    imported = (_imported_modules(root) | _imported_modules(root.parent / "tests")
+                | _imported_modules(root.parent / "notebooks")) - local
     third_party = {m for m in imported if m not in sys.stdlib_module_names} - set(OPTIONAL_MODULES)
     providers = metadata.packages_distributions()
     required = _required_distributions("test")

@@ -54,13 +54,15 @@ def assert_bit_identical(a, b):
         assert np.array_equal(a[key], b[key]), f"{key} differs"
 
 
-def test_two_epochs_equal_one_plus_resume_plus_one_bit_for_bit(digits_dir, tmp_path):
-    whole = train(small_config(digits_dir, tmp_path / "whole"), progress=False, log=lambda m: 0)
-    assert whole.status == "finished" and whole.epoch == 2
-    first = train(small_config(digits_dir, tmp_path / "split", epochs=1), progress=False,
+@pytest.mark.parametrize("augment", ["auto", "crop,rotate"])
+def test_two_epochs_equal_one_plus_resume_plus_one_bit_for_bit(digits_dir, tmp_path, augment):
+    whole = train(small_config(digits_dir, tmp_path / "whole", augment=augment), progress=False,
                   log=lambda m: 0)
+    assert whole.status == "finished" and whole.epoch == 2
+    first = train(small_config(digits_dir, tmp_path / "split", epochs=1, augment=augment),
+                  progress=False, log=lambda m: 0)
     assert first.status == "finished"
-    resumed = train(small_config(digits_dir, tmp_path / "split"),
+    resumed = train(small_config(digits_dir, tmp_path / "split", augment=augment),
                     resume=tmp_path / "split" / "checkpoint.npz", progress=False,
                     log=lambda m: 0)
     assert resumed.epoch == 2
@@ -516,6 +518,8 @@ def test_a_truncated_or_foreign_checkpoint_is_refused_clearly(tmp_path):
     (["--lr", "nan"], "learning rate must be a positive number"),
     (["--momentum", "1.5"], "momentum must be in"),
     (["--augment", "crop,spin"], "unknown augmentation spin"),
+    (["--augment", "rotate,hue-sat"],
+     "--augment hue-sat changes colours and needs RGB images; mnist's images are grey"),
     (["--val-size", "100000"], "leaves no training images"),
     (["--image-size", "16"], "at least 32"),
     (["--schedule", "plateau", "--val-size", "0"], "needs --val-size > 0"),
@@ -669,6 +673,26 @@ def test_automatic_augmentation_never_mirrors_digits():
     assert "flip" in parse_augment("auto", "fashion-mnist")
     assert parse_augment("auto", "folder") == ("scale", "flip", "rgb")
     assert parse_augment("none", "mnist") == ()
+
+
+def test_rotation_and_hue_join_the_pipeline_after_the_other_augmentations():
+    from tinyvgg.data import transforms as T
+    from tinyvgg.train.data import input_pipelines
+    assert parse_augment("crop, rotate", "mnist") == ("crop", "rotate")
+    for dataset in ("mnist", "fashion-mnist"):
+        for colour in ("rgb", "hue-sat"):
+            with pytest.raises(ValueError, match=f"--augment {colour} changes colours"):
+                parse_augment(f"crop,{colour}", dataset)
+    config = TrainConfig(dataset="folder", augment="rotate,hue-sat,jitter,flip,scale,rgb")
+    train_tf, eval_tf = input_pipelines(config, 32, [0.5] * 3, [0.25] * 3)
+    assert [type(t) for t in train_tf.transforms] == [
+        T.RandomScaleCrop, T.RandomHorizontalFlip, T.ColorJitter, T.HueSaturationJitter,
+        T.RGBShift, T.RandomRotation, T.Normalize]
+    assert train_tf.transforms[3].hue == 0.05 and train_tf.transforms[5].degrees == (-20, 20)
+    assert [type(t) for t in eval_tf.transforms] == [T.Normalize]
+    digits, _ = input_pipelines(TrainConfig(augment="crop,rotate"), 28, [0.1], [0.3])
+    assert [type(t) for t in digits.transforms] == [T.Pad, T.RandomCrop, T.RandomRotation,
+                                                    T.Normalize]
 
 
 @pytest.mark.gpu

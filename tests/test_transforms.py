@@ -6,11 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyvgg.data.transforms import (IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, CenterCrop,
-                                     ColorJitter, Compose, Normalize, Pad, RandomCrop,
-                                     RandomHorizontalFlip, RandomScaleCrop, RGBShift, ToFloat,
-                                     bilinear_weights, center_crop, normalize, resize,
-                                     resize_shorter_side)
+from tinyvgg.data.transforms import (GREY_WEIGHTS, IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC,
+                                     CenterCrop, ColorJitter, Compose, HueSaturationJitter,
+                                     Normalize, Pad, RandomCrop, RandomHorizontalFlip,
+                                     RandomRotation, RandomScaleCrop, RGBShift, ToFloat,
+                                     adjust_hue_saturation, bilinear_weights, center_crop,
+                                     hue_saturation_naive, normalize, resize,
+                                     resize_shorter_side, rotate, rotate_naive)
 from tinyvgg.models import IMAGENET_MEAN, IMAGENET_STD, preprocess, top_k
 
 
@@ -82,7 +84,8 @@ def test_top_k_orders_classes_by_probability():
 
 #: one of each random batch transform, for the properties they all share
 RANDOM_TRANSFORMS = [RandomCrop(5, padding=2), RandomHorizontalFlip(), ColorJitter(0.4, 0.4),
-                     RGBShift(std=0.5), RandomScaleCrop(5, 6, 9)]
+                     RGBShift(std=0.5), RandomScaleCrop(5, 6, 9), RandomRotation(30, fill=0.5),
+                     HueSaturationJitter(hue=0.2, saturation=0.5)]
 DETERMINISTIC_TRANSFORMS = [Pad(2, value=0.5), CenterCrop((4, 5)),
                             Normalize((0.1, 0.2, 0.3), (0.5, 1.0, 2.0))]
 
@@ -360,7 +363,128 @@ def test_crops_and_flips_on_any_shape(n, channels, height, width, padding, seed)
      "RandomScaleCrop: scale_max must be >= 256"),
     (lambda: CenterCrop(-3), ValueError, "CenterCrop: size must be >= 1"),
     (lambda: Compose(Pad(1)), TypeError, "Compose: expected a list of transforms, got Pad"),
+    (lambda: RandomRotation(-5), ValueError, r"RandomRotation: degrees must be in \[0, 360\]"),
+    (lambda: RandomRotation((10, -10)), ValueError,
+     r"RandomRotation: degrees \(low, high\) needs low <= high, got \(10, -10\)"),
+    (lambda: RandomRotation((1, 2, 3)), ValueError, r"RandomRotation: degrees must be a number d"),
+    (lambda: RandomRotation(fill=float("inf")), ValueError, "RandomRotation: fill must be finite"),
+    (lambda: HueSaturationJitter(hue=0.6), ValueError,
+     r"HueSaturationJitter: hue must be in \[0, 0.5\], got 0.6"),
+    (lambda: HueSaturationJitter(saturation=-1), ValueError,
+     "HueSaturationJitter: saturation must be finite and >= 0"),
 ])
 def test_transform_arguments_are_checked(make, error, fragment):
     with pytest.raises(error, match=fragment):
         make()
+
+
+# --- rotation and hue: the batch versions against the per-pixel loops -----------------------
+
+@given(n=st.integers(1, 3), channels=st.sampled_from([1, 3]), height=st.integers(1, 9),
+       width=st.integers(1, 9), fill=st.floats(-1, 2), seed=st.integers(0, 2**32 - 1),
+       angle=st.floats(-360, 360, allow_nan=False))
+def test_rotate_is_the_per_pixel_loop_on_any_size_and_angle(n, channels, height, width, fill,
+                                                            seed, angle):
+    batch = images(seed, (n, channels, height, width), np.float64)
+    angles = np.array([angle] + list(np.random.default_rng(seed).uniform(-180, 180, n - 1)))
+    out = rotate(batch, angles, fill)
+    expected = np.stack([rotate_naive(batch[i], angles[i], fill) for i in range(n)])
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(rotate(batch.astype(np.float32), angles, fill), expected,
+                               rtol=0, atol=2e-6)
+    # each output pixel is a weighted average of image pixels and the fill
+    low, high = min(batch.min(), fill), max(batch.max(), fill)
+    assert (out >= low - 1e-12).all() and (out <= high + 1e-12).all()
+    np.testing.assert_array_equal(rotate(batch, np.zeros(n), fill), batch)
+    if height == width == 1:  # the centre of a 1x1 image is its only pixel
+        np.testing.assert_allclose(out, batch, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [(5, 5), (6, 6), (4, 7)])
+def test_rotation_by_quarter_turns_moves_whole_pixels(size):
+    batch = images(30, (2, 3, *size), np.float64)
+    half = rotate(batch, [180, -180], fill=0.7)
+    np.testing.assert_allclose(half, batch[:, :, ::-1, ::-1], rtol=0, atol=1e-12)
+    if size[0] == size[1]:  # counter-clockwise, as np.rot90 turns
+        np.testing.assert_allclose(rotate(batch, [90, 90]), np.rot90(batch, axes=(2, 3)),
+                                   rtol=0, atol=1e-12)
+        np.testing.assert_allclose(rotate(batch, [-90, 270]), np.rot90(batch, -1, axes=(2, 3)),
+                                   rtol=0, atol=1e-12)
+
+
+def test_rotation_blends_into_the_fill_beyond_the_image():
+    batch = 0.25 + 0.5 * images(31, (1, 1, 9, 9), np.float64)  # values in [0.25, 0.75]
+    out = rotate(batch, [45.0], fill=1.0)
+    # the corners come from outside the image: pure fill; the centre stays put
+    assert out[0, 0, 0, 0] == 1.0 and out[0, 0, -1, -1] == 1.0
+    assert out[0, 0, 4, 4] == pytest.approx(batch[0, 0, 4, 4], abs=1e-12)
+    with pytest.raises(ValueError, match=r"rotate: expected 1 finite angles .*got shape \(2,\)"):
+        rotate(batch, [1.0, 2.0])
+
+
+def test_random_rotation_draws_one_angle_per_image_in_range():
+    batch = images(32, (40, 1, 8, 8))
+    out = RandomRotation(15, fill=0.25)(batch, gen(33))
+    angles = gen(33).uniform(-15, 15, 40)
+    np.testing.assert_array_equal(out, rotate(batch, angles, 0.25))
+    assert out.dtype == np.float32 and np.ptp(angles) > 15
+    between = RandomRotation((10, 12))(batch, gen(34))
+    np.testing.assert_array_equal(between, rotate(batch, gen(34).uniform(10, 12, 40)))
+    assert repr(RandomRotation()) == "RandomRotation(degrees=(-20, 20), fill=0)"
+
+
+@given(n=st.integers(1, 3), height=st.integers(1, 7), width=st.integers(1, 7),
+       seed=st.integers(0, 2**32 - 1), saturation=st.floats(0, 3),
+       shift=st.floats(-0.5, 0.5))
+def test_hue_saturation_is_the_per_pixel_colorsys_loop(n, height, width, seed, saturation,
+                                                      shift):
+    batch = images(seed, (n, 3, height, width), np.float64)
+    batch[0, :, 0, 0] = batch[0, 0, 0, 0]  # a grey pixel, which has no hue
+    draws = np.random.default_rng(seed)
+    factors = np.array([saturation] + list(draws.uniform(0, 2, n - 1)))
+    shifts = np.array([shift] + list(draws.uniform(-0.5, 0.5, n - 1)))
+    out = adjust_hue_saturation(batch, factors, shifts)
+    expected = np.stack([hue_saturation_naive(batch[i], factors[i], shifts[i])
+                         for i in range(n)])
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(adjust_hue_saturation(batch.astype(np.float32), factors, shifts),
+                               expected, rtol=0, atol=2e-6)
+
+
+def test_a_hue_shift_turns_the_colour_wheel_and_keeps_each_pixels_extremes():
+    batch = images(35, (4, 3, 5, 6), np.float64)
+    ones = np.ones(4)
+    third = adjust_hue_saturation(batch, ones, ones / 3)
+    np.testing.assert_allclose(third, batch[:, [2, 0, 1]], rtol=0, atol=1e-12)  # red -> green
+    shifted = adjust_hue_saturation(batch, ones, np.array([0.1, -0.2, 0.45, -0.05]))
+    np.testing.assert_allclose(shifted.max(axis=1), batch.max(axis=1), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(shifted.min(axis=1), batch.min(axis=1), rtol=0, atol=1e-12)
+    assert np.abs(shifted - batch).max() > 0.1
+    np.testing.assert_allclose(adjust_hue_saturation(batch, ones, 0 * ones), batch,
+                               rtol=0, atol=1e-12)
+
+
+def test_zero_saturation_is_the_grey_image():
+    batch = images(36, (3, 3, 4, 4), np.float64)
+    out = adjust_hue_saturation(batch, np.zeros(3), np.array([0.0, 0.2, -0.4]))
+    grey = np.einsum("c,nchw->nhw", np.array(GREY_WEIGHTS), batch)
+    for channel in range(3):  # grey has no hue, so the shift leaves it alone
+        np.testing.assert_allclose(out[:, channel], grey, rtol=0, atol=1e-12)
+
+
+def test_hue_saturation_jitter_draws_factors_then_shifts_and_refuses_grey_images():
+    batch = images(37, (30, 3, 4, 5))
+    out = HueSaturationJitter(hue=0.1, saturation=0.4)(batch, gen(38))
+    draws = gen(38)
+    factors, shifts = draws.uniform(0.6, 1.4, 30), draws.uniform(-0.1, 0.1, 30)
+    np.testing.assert_array_equal(out, adjust_hue_saturation(batch, factors, shifts))
+    assert out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1 + 1e-6
+    hue_only = HueSaturationJitter(hue=0.3, saturation=0)(batch, gen(39))  # no saturation draw
+    np.testing.assert_array_equal(
+        hue_only, adjust_hue_saturation(batch, np.ones(30), gen(39).uniform(-0.3, 0.3, 30)))
+    np.testing.assert_array_equal(HueSaturationJitter(0, 0)(batch, gen()), batch)
+    with pytest.raises(ValueError, match=r"HueSaturationJitter: needs RGB images \(C = 3\), "
+                                         r"got C = 1; grey images have no hue"):
+        HueSaturationJitter()(images(0, (2, 1, 4, 4)), gen())
+    with pytest.raises(ValueError, match=r"adjust_hue_saturation: needs RGB images"):
+        adjust_hue_saturation(images(0, (1, 4, 2, 2)), [1.0], [0.0])

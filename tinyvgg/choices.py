@@ -8,6 +8,10 @@ registered here under its key:
     conv3x3_kernel         conv3x3's GPU kernel, forward + input grad  ops/conv_cuda.py
     conv3x3_wgrad_kernel   conv3x3's GPU weight-gradient kernel        ops/conv_cuda.py
     gemm_kernel            the GPU matrix product behind ``linear``    ops/linear.py
+    conv_relu              a Conv3x3 + ReLU as one op or as two        nn/layers.py
+
+conv3x3_kernel and conv3x3_wgrad_kernel also take "auto": per layer and job, the rung
+measured fastest on this GPU (ops/conv_auto.py).
 
 The same three ways select any of them, and every refusal has one shape
 (``<where>: unknown <what> <name>; choose one of <names>``):

@@ -84,7 +84,8 @@ def _add_train_options(parser):
     add("--restart-period", type=_positive_int,
         help="warm restarts: epochs in the first cycle (a snapshot is saved at each cycle's end)")
     add("--restart-mult", type=_positive_int, help="warm restarts: cycle growth factor")
-    add("--augment", help=f"auto, none, or a comma list of {', '.join(AUGMENTATIONS)}")
+    add("--augment", help=f"auto, none, or a comma list of {', '.join(AUGMENTATIONS)} "
+                          f"(rgb and hue-sat for RGB images only; see the README)")
     add("--device", choices=("cpu", "cuda"))
     add("--dtype", choices=("float32", "float64"))
     add("--seed", type=int)
@@ -288,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     experiment.add_argument("--json", action="store_true",
                             help="also print the returned numbers as JSON")
+    experiment.add_argument("--dataset", choices=("mnist", "fashion-mnist", "folder"),
+                            help="augment: the data set whose images it shows (default mnist)")
+    experiment.add_argument("--data-dir", help="augment: as for tinyvgg train")
     return parser
 
 
@@ -300,10 +304,13 @@ def _experiment(args, parser) -> int:
             print(f"{name:<{width}}  {teaches}")
         return 0
     out = default_out(args.name) if args.out is None else args.out
+    options = {key: getattr(args, key) for key in ("dataset", "data_dir")
+               if getattr(args, key) is not None}
     try:
         result = _writing_to("experiment", out, parser,
-                             lambda: run(args.name, out, seed=args.seed, device=args.device))
-    except (ValueError, ImportError, DeviceUnavailableError) as error:
+                             lambda: run(args.name, out, seed=args.seed, device=args.device,
+                                         **options))
+    except (ValueError, ImportError, FileNotFoundError, DeviceUnavailableError) as error:
         parser.exit(2, f"tinyvgg experiment: {error}\n")
     if args.json:
         print(json.dumps(result, indent=1, default=str))

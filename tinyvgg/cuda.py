@@ -49,8 +49,11 @@ def source_dir() -> Path:
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 THREADS = 256  # threads per block for one-thread-per-element kernels
 
-_TEMPLATED = re.compile(r"template\s*<\s*typename\s+T\s*>\s*__global__\s+void\s+(\w+)\s*\(")
-_PLAIN = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
+# a kernel may ask for registers to be shared out with __launch_bounds__(threads, blocks)
+_BOUNDS = r"(?:__launch_bounds__\s*\((?:[^()]|\([^()]*\))*\)\s*)?"   # one level of ( )
+_TEMPLATED = re.compile(r"template\s*<\s*typename\s+T\s*>\s*__global__\s+void\s+" + _BOUNDS
+                        + r"(\w+)\s*\(")
+_PLAIN = re.compile(r'extern\s+"C"\s+__global__\s+void\s+' + _BOUNDS + r"(\w+)\s*\(")
 
 
 class KernelCompileError(RuntimeError):

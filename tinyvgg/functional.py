@@ -10,7 +10,7 @@ import numpy as np
 from . import backend, random
 from .ops.activation import ReLU, Tanh
 from .ops.arith import Add, Mul
-from .ops.conv import Conv1x1, Conv3x3
+from .ops.conv import Conv1x1, Conv3x3, Conv3x3ReLU
 from .ops.dropout import Dropout, check_p
 from .ops.linear import Linear
 from .ops.loss import CrossEntropy
@@ -20,7 +20,7 @@ from .ops.pool import AdaptiveAvgPool2d, MaxPool2x2
 from .ops.shape import Reshape
 from .tensor import Tensor, as_tensor
 
-__all__ = ["conv3x3", "conv1x1", "maxpool2x2", "relu", "tanh", "linear", "flatten",
+__all__ = ["conv3x3", "conv3x3_relu", "conv1x1", "maxpool2x2", "relu", "tanh", "linear", "flatten",
            "adaptive_avg_pool2d", "batch_norm2d", "local_response_norm", "dropout",
            "cross_entropy", "add", "mul"]
 
@@ -38,6 +38,12 @@ def conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     ``weight`` is (Cout, Cin, 3, 3) and ``bias`` (Cout,), as in ``torch.nn.Conv2d``.
     """
     return Conv3x3.apply(_check_tensor("conv3x3", "input", x), weight, bias)
+
+
+def conv3x3_relu(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """relu(conv3x3(x, weight, bias)) as one op: the same values and gradients, without
+    the ReLU's own pass over memory (on the GPU the convolution's kernels apply it)."""
+    return Conv3x3ReLU.apply(_check_tensor("conv3x3_relu", "input", x), weight, bias)
 
 
 def conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

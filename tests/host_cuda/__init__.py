@@ -34,7 +34,8 @@ from tinyvgg import backend, cuda
 PRELUDE = Path(__file__).with_name("prelude.h")
 CXX = shutil.which("g++")
 _KERNEL = re.compile(r'(template\s*<\s*typename\s+T\s*>\s*)?(?:extern\s+"C"\s+)?'
-                     r'__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
+                     r'__global__\s+void\s+(?:__launch_bounds__\s*\((?:[^()]|\([^()]*\))*\)\s*)?'
+                     r'(\w+)\s*\(([^)]*)\)')
 _TYPE_PARAMETER = re.compile(r"\bT\b")
 _SCALARS = {"long long": ctypes.c_longlong, "unsigned long long": ctypes.c_ulonglong,
             "int": ctypes.c_int, "unsigned": ctypes.c_uint, "unsigned int": ctypes.c_uint,

@@ -39,7 +39,7 @@ from pathlib import Path
 from ..io.fileio import writable_folder
 from .ladder import (BATCH, GPU_CONV_KERNELS, GPU_GEMM_KERNELS, JOBS, NAIVE_SHAPE,
                      VGG16_CIFAR_CONVS, VGG16_CONV_COUNTS, VGG16_CONV_SHAPES, VGG16_FC_SHAPES,
-                     bench_conv, bench_gemm_ladder, bench_ladder, bench_linear, bench_naive,
+                     bench_conv, bench_gemm_ladder, write_auto_table, bench_ladder, bench_linear, bench_naive,
                      conv_bytes, conv_cost, ladder_totals, relative_error)
 from .machine import gpu_info, machine_info, slug
 from .ops import bench_ops, op_cases
@@ -60,7 +60,7 @@ __all__ = [
     "gpu_info", "ladder_totals", "machine_info", "markdown", "measure_peaks",
     "measured_kernels", "median_seconds", "op_cases", "plot", "ratio", "relative_error", "run",
     "set_torch_mode", "slug", "step_flops", "step_ms", "step_peak_memory",
-    "time_forward_backward", "torch_for", "torch_vgg16", "write_report"]
+    "time_forward_backward", "torch_for", "torch_vgg16", "write_report", "write_auto_table"]
 
 
 def run(out_dir=DEFAULT_OUT, implementations=None, warmup=2, repeats=5,

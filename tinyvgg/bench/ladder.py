@@ -13,12 +13,16 @@ times the number of times VGG-16 has it.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from .. import backend, choices
 from .. import functional as F
 from ..models import cfgs
-from ..ops import conv_cuda, linear
+from ..io.fileio import atomic_write
+from ..ops import conv_auto, conv_cuda, linear
 from ..tensor import tensor
 from .reference import FIND, TORCH_MODES, set_torch_mode, torch_for
 from .timing import clock, gflops, fmt, median_seconds, ratio, time_forward_backward
@@ -350,3 +354,25 @@ def _gpu_totals(rows, counts, kernels_of_job) -> dict:
                          for mode in dict.fromkeys(m for row in job_rows for m in row["torch_ms"])},
             "flops": _weighted_sum(job_rows, job_counts, lambda r: r["flops"])}
     return totals
+
+
+# --- the GPU auto table: the conv ladder's winners, as data -----------------------------------
+
+#: a rung enters the auto table only with errors at float32 level against cuDNN strict FP32
+AUTO_MAX_ERROR = 1e-4
+
+
+def write_auto_table(rows, commit: str, path=None, device=None) -> Path:
+    """Put this GPU's entries (conv_auto.table_from_rows of the conv ladder's ``rows``) into
+    the auto table at ``path`` (default: kernels/auto.json), under ``device`` (default: the
+    current GPU's name, as "auto" looks it up), keeping the other GPUs'; an atomic write."""
+    path = Path(path) if path is not None else conv_auto.table_path()
+    device = device if device is not None else conv_auto.device_name()
+    table = conv_auto.read_table(conv_cuda.STRICT_KERNELS_OF_JOB, path) or dict(
+        format=conv_auto.TABLE_FORMAT, devices={})
+    entries = conv_auto.table_from_rows(rows, conv_cuda.STRICT_KERNELS_OF_JOB, AUTO_MAX_ERROR)
+    table["devices"][device] = dict(commit=commit, batch=rows[0]["batch"] if rows else None,
+                                    measured_by="benchmarks/bench_gpu.py", entries=entries)
+    atomic_write(path, json.dumps(table, indent=1, sort_keys=True) + "\n")
+    conv_auto.reset()
+    return path

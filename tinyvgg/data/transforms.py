@@ -6,13 +6,18 @@ pixel under the filter, so a photo shrunk 10x does not alias. The filter is
 separable, so a resize is two matrix products: ``rows @ image @ cols^T``.
 
 Below the per-image functions are the batch transforms of the data loader
-(``RandomCrop``, ``RandomScaleCrop``, ``ColorJitter``, ``RGBShift``, ...):
-callables ``transform(batch, rng)`` on float (N, C, H, W) batches, random
-only through the generator they are given.
+(``RandomCrop``, ``RandomScaleCrop``, ``ColorJitter``, ``RGBShift``,
+``RandomRotation``, ``HueSaturationJitter``, ...): callables
+``transform(batch, rng)`` on float (N, C, H, W) batches, random only through
+the generator they are given. Rotation and hue come with a naive loop over
+the pixels of one image (:func:`rotate_naive`, :func:`hue_saturation_naive`),
+the definition the vectorised batch versions are tested against.
 """
 from __future__ import annotations
 
+import colorsys
 import functools
+import math
 
 import numpy as np
 
@@ -446,3 +451,229 @@ class RandomScaleCrop:
     def __repr__(self) -> str:
         return (f"RandomScaleCrop(crop={self.crop}, scale_min={self.scale_min}, "
                 f"scale_max={self.scale_max})")
+
+
+# --- rotation ------------------------------------------------------------------------
+#
+# Output pixel (y, x) of an image rotated by theta (counter-clockwise as seen on the
+# screen, about the centre (cy, cx) = ((H - 1) / 2, (W - 1) / 2)) shows the input at
+#
+#     sx = cx + (x - cx) cos(theta) - (y - cy) sin(theta)
+#     sy = cy + (x - cx) sin(theta) + (y - cy) cos(theta)
+#
+# read bilinearly from its four neighbouring pixels; a neighbour outside the image
+# counts as ``fill`` (as if the image lay on an endless sheet of that value), so the
+# edge of the rotated image blends into the fill instead of jumping to it.
+
+def rotate_naive(image, angle: float, fill: float = 0.0) -> np.ndarray:
+    """One (C, H, W) image rotated by ``angle`` degrees, pixel by pixel: the definition
+    that :func:`rotate` computes for whole batches. Returns float64."""
+    image = np.asarray(image, dtype=np.float64)
+    channels, height, width = image.shape
+    cy, cx = (height - 1) / 2, (width - 1) / 2
+    cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    out = np.empty(image.shape)
+    for y in range(height):
+        for x in range(width):
+            sx = cx + (x - cx) * cos - (y - cy) * sin
+            sy = cy + (x - cx) * sin + (y - cy) * cos
+            x0, y0 = math.floor(sx), math.floor(sy)
+            for c in range(channels):
+                total = 0.0
+                for yy, wy in ((y0, 1 - (sy - y0)), (y0 + 1, sy - y0)):
+                    for xx, wx in ((x0, 1 - (sx - x0)), (x0 + 1, sx - x0)):
+                        inside = 0 <= yy < height and 0 <= xx < width
+                        total += wy * wx * (image[c, yy, xx] if inside else fill)
+                out[c, y, x] = total
+    return out
+
+
+def rotate(batch, angles, fill: float = 0.0) -> np.ndarray:
+    """Rotate image n of a float (N, C, H, W) batch by ``angles[n]`` degrees
+    (counter-clockwise, about its centre, bilinear; pixels from outside the image
+    are ``fill``), all images at once. Returns the batch's dtype."""
+    batch = _batch("rotate", batch)
+    n, channels, height, width = batch.shape
+    angles = np.asarray(angles, dtype=np.float64)
+    if angles.shape != (n,) or not np.isfinite(angles).all():
+        raise ValueError(f"rotate: expected {n} finite angles in degrees, one per image, "
+                         f"got shape {angles.shape}")
+    fill = _real("rotate", "fill", fill)
+    theta = np.deg2rad(angles)[:, None, None]
+    cy, cx = (height - 1) / 2, (width - 1) / 2
+    dy = (np.arange(height) - cy)[None, :, None]
+    dx = (np.arange(width) - cx)[None, None, :]
+    sx = cx + dx * np.cos(theta) - dy * np.sin(theta)  # (N, H, W)
+    sy = cy + dx * np.sin(theta) + dy * np.cos(theta)
+    x0, y0 = np.floor(sx), np.floor(sy)
+    fx, fy = (sx - x0).astype(batch.dtype), (sy - y0).astype(batch.dtype)
+    # a border of fill one pixel wide: every neighbour outside the image is clipped onto it
+    padded = np.pad(batch, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=fill)
+    flat = padded.reshape(n, channels, (height + 2) * (width + 2))
+
+    def neighbour(yy, xx):
+        rows = np.clip(yy, -1, height).astype(np.intp) + 1
+        cols = np.clip(xx, -1, width).astype(np.intp) + 1
+        index = (rows * (width + 2) + cols).reshape(n, 1, height * width)
+        return np.take_along_axis(flat, index, axis=2).reshape(n, channels, height, width)
+
+    fx, fy = fx[:, None], fy[:, None]
+    top = (1 - fx) * neighbour(y0, x0) + fx * neighbour(y0, x0 + 1)
+    bottom = (1 - fx) * neighbour(y0 + 1, x0) + fx * neighbour(y0 + 1, x0 + 1)
+    return (1 - fy) * top + fy * bottom
+
+
+def _angle_range(owner: str, degrees) -> tuple[float, float]:
+    """``degrees`` as (low, high): a number d is (-d, d)."""
+    if isinstance(degrees, (tuple, list)):
+        if len(degrees) != 2:
+            raise ValueError(f"{owner}: degrees must be a number d (angles in [-d, d]) or a "
+                             f"(low, high) pair, got {degrees!r}")
+        low = _real(owner, "degrees", degrees[0], -360.0, 360.0)
+        high = _real(owner, "degrees", degrees[1], -360.0, 360.0)
+        if low > high:
+            raise ValueError(f"{owner}: degrees (low, high) needs low <= high, "
+                             f"got {degrees!r}")
+        return low, high
+    high = _real(owner, "degrees", degrees, 0.0, 360.0)
+    return -high, high
+
+
+class RandomRotation:
+    """Rotate each image by an angle drawn uniformly from [-degrees, degrees] (or from
+    [low, high] for a pair), counter-clockwise about its centre, bilinear, with
+    ``fill`` where the rotated image shows what lay outside the original (0: black,
+    MNIST's background). One draw per image, for every image, even when the range is
+    a single angle. See :func:`rotate` and :func:`rotate_naive`."""
+
+    def __init__(self, degrees=20.0, fill: float = 0.0):
+        self.degrees = _angle_range("RandomRotation", degrees)
+        self.fill = _real("RandomRotation", "fill", fill)
+
+    def __call__(self, batch, rng):
+        batch = _batch("RandomRotation", batch)
+        rng = _generator("RandomRotation", rng)
+        angles = rng.uniform(*self.degrees, size=len(batch))
+        return rotate(batch, angles, self.fill)
+
+    def __repr__(self) -> str:
+        low, high = self.degrees
+        return f"RandomRotation(degrees=({low:g}, {high:g}), fill={self.fill:g})"
+
+
+# --- hue and saturation ------------------------------------------------------------------
+#
+# torchvision's definitions. Saturation blends each pixel with its own grey value
+# (luma weights, as for contrast): s * x + (1 - s) * grey, clipped to [0, 1]; s = 0 is
+# the grey image, s = 1 the image itself. Hue turns every pixel's colour around the
+# colour wheel: to HSV (hue h in [0, 1), saturation, value = the largest channel),
+# h -> (h + shift) mod 1, and back. A shift of 1/3 takes red to green and green to
+# blue: (r, g, b) -> (b, r, g). A hue shift keeps each pixel's largest and smallest
+# channel; grey pixels (all channels equal) have no hue and stay as they are.
+
+def hue_saturation_naive(image, saturation: float, hue_shift: float) -> np.ndarray:
+    """One RGB (3, H, W) image with its saturation scaled by ``saturation``, then its
+    hue turned by ``hue_shift`` (in turns), pixel by pixel through the standard
+    library's colorsys: the definition that :func:`adjust_hue_saturation` computes for
+    whole batches. Returns float64."""
+    image = np.asarray(image, dtype=np.float64)
+    out = np.empty(image.shape)
+    for y in range(image.shape[1]):
+        for x in range(image.shape[2]):
+            r, g, b = image[:, y, x]
+            grey = GREY_WEIGHTS[0] * r + GREY_WEIGHTS[1] * g + GREY_WEIGHTS[2] * b
+            r, g, b = (min(max(saturation * v + (1 - saturation) * grey, 0.0), 1.0)
+                       for v in (r, g, b))
+            h, s, v = colorsys.rgb_to_hsv(r, g, b)
+            out[:, y, x] = colorsys.hsv_to_rgb((h + hue_shift) % 1.0, s, v)
+    return out
+
+
+def _rgb_to_hsv(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hue in [0, 1), saturation and value, each (N, H, W), of an RGB (N, 3, H, W) batch."""
+    r, g, b = batch[:, 0], batch[:, 1], batch[:, 2]
+    value = batch.max(axis=1)
+    chroma = value - batch.min(axis=1)
+    grey = chroma == 0  # no hue: it is 0 by convention, as colorsys has it
+    safe = np.where(grey, 1, chroma)
+    saturation = np.where(value > 0, chroma / np.where(value > 0, value, 1), 0)
+    # the sector of the colour wheel is set by the largest channel (red wins ties, then green)
+    hue = np.where(value == r, (g - b) / safe,
+                   np.where(value == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
+    hue = np.where(grey, 0, (hue / 6) % 1.0)
+    return hue.astype(batch.dtype), saturation.astype(batch.dtype), value
+
+
+def _hsv_to_rgb(hue, saturation, value) -> np.ndarray:
+    """The RGB (N, 3, H, W) batch of (N, H, W) hue, saturation and value.
+
+    Channel c is ``v - v s clip(min(k, 4 - k), 0, 1)`` with ``k = (n_c + 6 h) mod 6``
+    and n = 5, 3, 1 for red, green, blue: each channel's piecewise-linear profile
+    around the wheel, with no branch per sector."""
+    offsets = np.array([5, 3, 1], dtype=hue.dtype)[None, :, None, None]
+    k = (offsets + 6 * hue[:, None]) % 6
+    ramp = np.clip(np.minimum(k, 4 - k), 0, 1)
+    return value[:, None] * (1 - saturation[:, None] * ramp)
+
+
+def adjust_hue_saturation(batch, saturation, hue_shift) -> np.ndarray:
+    """Scale the saturation of image n of an RGB float (N, 3, H, W) batch by
+    ``saturation[n]``, then turn its hue by ``hue_shift[n]`` (in turns), all images at
+    once; see :func:`hue_saturation_naive`. Returns the batch's dtype."""
+    batch = _batch("adjust_hue_saturation", batch)
+    n, channels = batch.shape[:2]
+    if channels != 3:
+        raise ValueError(f"adjust_hue_saturation: needs RGB images (C = 3), got C = {channels}")
+    dtype = batch.dtype
+    factors, shifts = (np.asarray(v, dtype=np.float64) for v in (saturation, hue_shift))
+    if factors.shape != (n,) or shifts.shape != (n,) or not (
+            np.isfinite(factors).all() and np.isfinite(shifts).all()):
+        raise ValueError(f"adjust_hue_saturation: expected {n} finite saturation factors and "
+                         f"hue shifts, one per image, got shapes {factors.shape} and "
+                         f"{shifts.shape}")
+    # written out rather than a tensordot, whose BLAS call may round differently for a
+    # strided view than for a contiguous copy of it
+    w = np.asarray(GREY_WEIGHTS, dtype)
+    grey = (w[0] * batch[:, 0] + w[1] * batch[:, 1] + w[2] * batch[:, 2])[:, None]
+    s = _per_sample(factors.astype(dtype))
+    out = np.clip(s * batch + (1 - s) * grey, 0, 1)
+    hue, sat, value = _rgb_to_hsv(out)
+    hue = (hue + shifts.astype(dtype)[:, None, None]) % 1
+    return _hsv_to_rgb(hue, sat, value)
+
+
+class HueSaturationJitter:
+    """Random saturation, then hue, per image of an RGB batch (torchvision's formulas).
+
+    The saturation factor is drawn from U[max(0, 1 - saturation), 1 + saturation],
+    the hue shift from U[-hue, hue] (in turns of the colour wheel: 0.5 is half way
+    round, the most there is); the defaults are the training-tricks lecture's
+    ``ColorJitter(hue=.05, saturation=.05)``. Draws: every factor, then every shift; a zero
+    strength skips its step and its draw. Grey images have neither hue nor
+    saturation: a batch with one channel is refused rather than passed through, so
+    that a pipeline that names this transform never silently does nothing.
+    See :func:`adjust_hue_saturation` and :func:`hue_saturation_naive`.
+    """
+
+    def __init__(self, hue: float = 0.05, saturation: float = 0.05):
+        self.hue = _real("HueSaturationJitter", "hue", hue, 0.0, 0.5)
+        self.saturation = _real("HueSaturationJitter", "saturation", saturation, 0.0)
+
+    def __call__(self, batch, rng):
+        batch = _batch("HueSaturationJitter", batch)
+        rng = _generator("HueSaturationJitter", rng)
+        n, channels = batch.shape[:2]
+        if channels != 3:
+            raise ValueError(f"HueSaturationJitter: needs RGB images (C = 3), got C = "
+                             f"{channels}; grey images have no hue or saturation to change")
+        factors, shifts = np.ones(n), np.zeros(n)
+        if self.saturation > 0:
+            factors = rng.uniform(max(0.0, 1 - self.saturation), 1 + self.saturation, n)
+        if self.hue > 0:
+            shifts = rng.uniform(-self.hue, self.hue, n)
+        if self.saturation == 0 and self.hue == 0:
+            return batch.copy()
+        return adjust_hue_saturation(batch, factors, shifts)
+
+    def __repr__(self) -> str:
+        return f"HueSaturationJitter(hue={self.hue:g}, saturation={self.saturation:g})"

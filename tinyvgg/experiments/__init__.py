@@ -8,6 +8,7 @@ figure paths under ``"figures"``); the tests assert those numbers.
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 
 from ..io.fileio import writable_folder
@@ -34,7 +35,13 @@ EXPERIMENTS = {
     "dense-eval": ("dense", "run",
                    "the VGG paper's dense evaluation: FC layers as convolutions, a class-score "
                    "map on larger images, and multi-scale testing"),
+    "augment": ("augment", "run",
+                "what the network sees: training images under every --augment and the data "
+                "set's default pipeline (--dataset, --data-dir)"),
 }
+
+#: options of ``tinyvgg experiment`` that only some experiments take
+DATA_OPTIONS = ("dataset", "data_dir")
 
 
 def seeded_vgg_batch(config: str, width: float, classes: int, batch: int, size: int,
@@ -62,14 +69,27 @@ def default_out(name: str) -> Path:
     return Path("runs") / f"experiment-{name}"
 
 
-def run(name: str, out=None, seed: int = 0, device: str = "cpu", log=print) -> dict:
+def run(name: str, out=None, seed: int = 0, device: str = "cpu", log=print,
+        **options) -> dict:
     """Run the experiment ``name`` (see :data:`EXPERIMENTS`), writing its figures to ``out``
     (default ``runs/experiment-<name>``). A folder that cannot take files is reported
-    (:class:`tinyvgg.io.fileio.FolderNotWritableError`) before the experiment runs."""
+    (:class:`tinyvgg.io.fileio.FolderNotWritableError`) before the experiment runs.
+    ``options`` (:data:`DATA_OPTIONS`) go to the experiments that read a data set, and
+    are refused by the others."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of "
                          f"{', '.join(EXPERIMENTS)}")
     module_name, function_name, _ = EXPERIMENTS[name]
     module = importlib.import_module(f"{__name__}.{module_name}")
+    function = getattr(module, function_name)
+    unknown = [key for key in options if key not in DATA_OPTIONS]
+    if unknown:
+        raise TypeError(f"run: unknown option {', '.join(unknown)}; the experiments take "
+                        f"{', '.join(DATA_OPTIONS)}")
+    taken = inspect.signature(function).parameters
+    refused = [key for key in options if key not in taken]
+    if refused:
+        flags = ", ".join("--" + key.replace("_", "-") for key in refused)
+        raise ValueError(f"experiment {name} reads no data set: {flags} is not for it")
     out = writable_folder(default_out(name) if out is None else out)
-    return getattr(module, function_name)(out, seed=seed, device=device, log=log)
+    return function(out, seed=seed, device=device, log=log, **options)

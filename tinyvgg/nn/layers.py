@@ -6,6 +6,7 @@ import contextvars
 
 import numpy as np
 
+from .. import choices
 from .. import functional as F
 from ..ops.dropout import check_p
 from ..ops.lrn import check_params as check_lrn_params
@@ -98,12 +99,32 @@ class _Conv(Module):
                                                              else ", bias=False")
 
 
+#: whether a Sequential runs a Conv3x3 and the ReLU right after it as one op
+#: (F.conv3x3_relu: on the GPU the convolution's kernels apply the ReLU and its mask, so
+#: the ReLU's passes over memory disappear from the step) or as the two layers they are.
+#: The values and gradients are the same; the layers, their names and state_dict too.
+CONV_RELU = choices.Choice("conv_relu", "conv3x3 + ReLU execution", ("fused", "separate"),
+                           "fused")
+use_conv_relu, using_conv_relu, conv_relu = CONV_RELU.functions()
+
+
 class Conv3x3(_Conv):
     """3x3 convolution, stride 1, padding 1 (``torch.nn.Conv2d(cin, cout, 3, padding=1)``)."""
     kernel = 3
 
-    def forward(self, x):
+    def forward(self, x, relu: bool = False):
+        """The convolution; with ``relu``, followed by a ReLU in the same op (Sequential
+        asks for it when a ReLU layer comes next, see fuses_with)."""
+        if relu:
+            return F.conv3x3_relu(x, self.weight, self.bias)
         return F.conv3x3(x, self.weight, self.bias)
+
+    def fuses_with(self, following: Module) -> bool:
+        """Whether ``self(x, relu=True)`` may stand for ``following(self(x))``: the next
+        layer is a plain ReLU, fusion is selected, and neither layer has forward hooks
+        (they would see a different output)."""
+        return (type(following) is ReLU and conv_relu() == "fused"
+                and not self.has_forward_hooks() and not following.has_forward_hooks())
 
 
 class Conv1x1(_Conv):

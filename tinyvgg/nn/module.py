@@ -204,6 +204,14 @@ class Module:
                 output = replaced
         return output
 
+    def fuses_with(self, following: "Module") -> bool:
+        """Whether ``self(x, relu=True)`` may stand for ``following(self(x))`` in a
+        Sequential; only layers that can take a ReLU into their own op say yes."""
+        return False
+
+    def has_forward_hooks(self) -> bool:
+        return bool(self._forward_hooks)
+
     def register_forward_hook(self, hook) -> "HookHandle":
         """Call ``hook(module, inputs, output)`` after every forward of this module.
 
@@ -290,6 +298,14 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def forward(self, x):
-        for module in self._modules.values():
-            x = module(x)
+        modules = list(self._modules.values())
+        i = 0
+        while i < len(modules):
+            module = modules[i]
+            if i + 1 < len(modules) and module.fuses_with(modules[i + 1]):
+                x = module(x, relu=True)   # this layer and the next as one op
+                i += 2
+            else:
+                x = module(x)
+                i += 1
         return x

@@ -5,7 +5,7 @@ docstring), a naive loop reference, and the op class: its input checks
 picks one by the inputs' device). The CUDA paths launch the kernels of the
 ``kernels/*.cu`` file named after the op's file:
 
-    conv.py        conv3x3, conv1x1: the math and the op classes, whose story
+    conv.py        conv3x3, conv3x3_relu, conv1x1: the math and the op classes, whose story
                    continues in three files by role:
       rows.py        pixel rows, im2col, kernel matrices (also used by linear, norm)
       conv_cpu.py    conv3x3's CPU ladder, naive loops to Winograd, and "auto"

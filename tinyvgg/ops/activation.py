@@ -38,6 +38,24 @@ def _pointwise_cuda(kernel: str, *arrays):
     return out
 
 
+def relu_cpu(x, out):
+    """out = max(x, 0) for NumPy arrays (out may be x), the batch split among the workers."""
+    workers.run_over_first_axis(lambda s: np.maximum(x[s], 0, out=out[s]), x)
+    return out
+
+
+def relu_backward_cpu(g, y):
+    """g where y > 0, else 0, for NumPy arrays: relu's backward from its output y."""
+    dx = np.empty_like(g)
+    workers.run_over_first_axis(lambda s: np.multiply(g[s], y[s] > 0, out=dx[s]), g)
+    return dx
+
+
+def relu_backward_cuda(g, y):
+    """g where y > 0, else 0, for CuPy arrays: relu's backward from its output y."""
+    return _pointwise_cuda("relu_backward", g, y)
+
+
 def relu_naive(x):
     y = np.empty(x.shape, dtype=x.dtype)
     for index in np.ndindex(*x.shape):
@@ -55,8 +73,7 @@ class ReLU(Function):
 
     @staticmethod
     def forward_cpu(ctx, x):
-        y = np.empty_like(x)  # keeps x's memory layout
-        workers.run_over_first_axis(lambda s: np.maximum(x[s], 0, out=y[s]), x)
+        y = relu_cpu(x, np.empty_like(x))  # keeps x's memory layout
         if ctx.needs_input_grad[0]:
             ctx.save(y=y)
         return y
@@ -70,14 +87,11 @@ class ReLU(Function):
 
     @staticmethod
     def backward_cpu(ctx, g):
-        y = ctx.y
-        dx = np.empty_like(g)
-        workers.run_over_first_axis(lambda s: np.multiply(g[s], y[s] > 0, out=dx[s]), g)
-        return (dx,)
+        return (relu_backward_cpu(g, ctx.y),)
 
     @staticmethod
     def backward_cuda(ctx, g):
-        return (_pointwise_cuda("relu_backward", g, ctx.y),)
+        return (relu_backward_cuda(g, ctx.y),)
 
 
 def tanh_naive(x):

@@ -47,7 +47,19 @@ from __future__ import annotations
 from .. import cuda
 from ..tensor import Function
 from . import checks, conv_cpu, conv_cuda
+from .activation import relu_backward_cpu, relu_cpu
 from .rows import affine_rows, affine_rows_backward, from_pixel_rows, kernel_matrix, pixel_rows
+
+
+def _saved_for_gradients(ctx, x, weight):
+    """x and weight as contiguous GPU arrays, each saved when the other's gradient is
+    needed (the input gradient needs the weights, the weight gradient the input)."""
+    x, weight = cuda.contiguous(x), cuda.contiguous(weight)
+    if ctx.needs_input_grad[0]:
+        ctx.save(weight=weight)
+    if ctx.needs_input_grad[1]:
+        ctx.save(x=x)
+    return x, weight
 
 
 class Conv3x3(Function):
@@ -74,11 +86,7 @@ class Conv3x3(Function):
 
     @staticmethod
     def forward_cuda(ctx, x, weight, bias=None):
-        x, weight = cuda.contiguous(x), cuda.contiguous(weight)
-        if ctx.needs_input_grad[0]:
-            ctx.save(weight=weight)
-        if ctx.needs_input_grad[1]:
-            ctx.save(x=x)
+        x, weight = _saved_for_gradients(ctx, x, weight)
         return conv_cuda.conv3x3_cuda(x, weight, bias)
 
     @staticmethod
@@ -92,6 +100,51 @@ class Conv3x3(Function):
         dx = conv_cuda.conv3x3_input_grad_cuda(g, ctx.weight) if need_x else None
         dw = conv_cuda.conv3x3_weight_grad_cuda(ctx.x, g) if need_w else None
         db = conv_cuda.conv_bias_grad_cuda(g) if need_b else None
+        return dx, dw, db
+
+
+class Conv3x3ReLU(Function):
+    """relu(conv3x3(x)): a 3x3 convolution and the ReLU after it as one op, so that the
+    ReLU makes no pass over memory of its own.
+
+    Backward: g' = g * [y > 0] (y the op's output), then Conv3x3's three gradients of g'.
+    GPU: the tile128 rung applies the bias and ReLU where it stores y and the mask where
+    the three gradients load g; the other rungs run the same sums with the ReLU and its
+    mask as passes of their own. CPU: Conv3x3's rung, then the ReLU in place."""
+    name = "conv3x3_relu"
+    check = Conv3x3.check
+
+    @staticmethod
+    def forward_cpu(ctx, x, weight, bias=None):
+        y = Conv3x3.forward_cpu(ctx, x, weight, bias)
+        relu_cpu(y, out=y)   # in place: the convolution's output is not kept
+        if any(ctx.needs(3)):
+            ctx.save(y=y)
+        return y
+
+    @staticmethod
+    def forward_cuda(ctx, x, weight, bias=None):
+        x, weight = _saved_for_gradients(ctx, x, weight)
+        y = conv_cuda.conv3x3_cuda(x, weight, bias, relu=True)
+        if any(ctx.needs(3)):
+            ctx.save(y=y)
+        return y
+
+    @staticmethod
+    def backward_cpu(ctx, g):
+        return Conv3x3.backward_cpu(ctx, relu_backward_cpu(g, ctx.y))
+
+    @staticmethod
+    def backward_cuda(ctx, g):
+        need_x, need_w, need_b = ctx.needs(3)
+        g, mask = cuda.contiguous(g), ctx.y
+        c_in = ctx.weight.shape[1] if need_x else ctx.x.shape[1] if need_w else 0
+        layer = (c_in, g.shape[1]) + g.shape[2:]   # (c_in, c_out, H, W)
+        if not conv_cuda.masks_where_loaded(g.dtype, layer, need_x, need_w):
+            g, mask = conv_cuda.relu_mask_cuda(g, mask), None   # one pass, for all three
+        dx = conv_cuda.conv3x3_input_grad_cuda(g, ctx.weight, mask=mask) if need_x else None
+        dw = conv_cuda.conv3x3_weight_grad_cuda(ctx.x, g, mask=mask) if need_w else None
+        db = conv_cuda.conv_bias_grad_cuda(g, mask=mask) if need_b else None
         return dx, dw, db
 
 

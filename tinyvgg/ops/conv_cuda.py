@@ -15,8 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend, choices, cuda
+from . import conv_auto
 from .conv_cpu import WINOGRAD4X4_MATRICES, winograd4x4_tiles
-from .linear import gemm_gpu
+from .activation import relu_backward_cuda
+from .linear import gemm_batched_gpu
 
 
 #: conv3x3's forward kernels, a ladder from the simplest to the fastest (the opening
@@ -28,6 +30,7 @@ CONV3X3_KERNEL_FUNCTIONS = {
     "implicit-gemm": "conv3x3_forward_implicit_gemm",  # a tiled matrix product, im2col gathered
     "tf32-mma": "conv3x3_forward_tf32",                # the same on TF32 tensor cores
     "winograd4x4": "winograd4x4_input_transform",      # F(4x4, 3x3): transforms + 36 gemms
+    "tile128": "conv3x3_forward_tile128",              # step 4 on 128x128 warp tiles, fused epilogue
 }
 CONV3X3_KERNELS = tuple(CONV3X3_KERNEL_FUNCTIONS)
 #: kernels that round their inputs to TF32: float32 only, never the default
@@ -39,9 +42,16 @@ CONV3X3_WGRAD_KERNEL_FUNCTIONS = {
     "reduce": "conv3x3_weight_grad",                       # one block per (out, in) channel pair
     "implicit-gemm": "conv3x3_weight_grad_implicit_gemm",  # g @ im2col(x)^T, pixels split
     "winograd4x4": "winograd4x4_output_adjoint",           # F(4x4, 3x3)'s stages transposed
+    "tile128": "conv3x3_weight_grad_tile128",              # step 2 on 128x128 warp tiles
 }
 CONV3X3_WGRAD_KERNELS = tuple(CONV3X3_WGRAD_KERNEL_FUNCTIONS)
 CONV3X3_DEFAULT_WGRAD_KERNEL = "implicit-gemm"
+#: the kernels that compute in strict float32 (or float64), per job: what "auto" picks from
+STRICT_KERNELS_OF_JOB = {
+    "fwd": tuple(k for k in CONV3X3_KERNELS if k not in CONV3X3_TF32_KERNELS),
+    "dx": tuple(k for k in CONV3X3_KERNELS if k not in CONV3X3_TF32_KERNELS),
+    "dw": CONV3X3_WGRAD_KERNELS}
+AUTO = "auto"   # per layer shape and job, the fastest rung measured on this GPU (conv_auto.py)
 
 # Launch shapes; they must match the constants at the top of the .cu files
 # (tests/test_kernels_compile.py compares them).
@@ -55,6 +65,9 @@ REG_OUT_GROUP = 16      # conv3x3_forward_register: output channels per block
 IG_BM = 64              # implicit-GEMM kernels: output channels per block (product rows)
 IG_BN = 128             # implicit-GEMM kernels: product columns per block
 IG_THREADS = 128        # implicit-GEMM kernels: threads per (1-D) block
+TILE = 128              # tile128 kernels (kernels/tiles.cuh): 128 x 128 product tiles
+TILE_THREADS = 256      # tile128 kernels: threads per (1-D) block, 8 warps
+TILE_BK = 8             # tile128 kernels: reduction slice; pixel splits are whole slices
 REDUCE_THREADS = 256    # conv3x3_weight_grad, conv3x3_bias_grad: threads per block
 GEMM_TILE = 64          # conv1x1 kernels: 64 x 64 result tile per block
 GEMM_SIDE = 16          # conv1x1 kernels: 16 x 16 threads per block
@@ -73,20 +86,35 @@ WGRAD_MIN_COLUMNS = 256
 #: "tf32-mma" rounds to TF32 (float32 only, results within about 1e-3 of their scale,
 #: compute capability 8.0 or newer); "winograd4x4" does a quarter of the multiplies and
 #: keeps V and M, 2.25x the input and output. Every rung gives the same result on every run.
-CONV3X3_KERNEL = choices.Choice("conv3x3_kernel", "conv3x3 kernel", CONV3X3_KERNELS,
+CONV3X3_KERNEL = choices.Choice("conv3x3_kernel", "conv3x3 kernel", CONV3X3_KERNELS + (AUTO,),
                                 CONV3X3_DEFAULT_KERNEL)
 CONV3X3_WGRAD_KERNEL = choices.Choice("conv3x3_wgrad_kernel", "conv3x3 weight-gradient kernel",
-                                      CONV3X3_WGRAD_KERNELS, CONV3X3_DEFAULT_WGRAD_KERNEL)
+                                      CONV3X3_WGRAD_KERNELS + (AUTO,),
+                                      CONV3X3_DEFAULT_WGRAD_KERNEL)
 CONV3X3_KERNEL_ENV, CONV3X3_WGRAD_KERNEL_ENV = CONV3X3_KERNEL.env, CONV3X3_WGRAD_KERNEL.env
 use_conv3x3_kernel, using_conv3x3_kernel, conv3x3_kernel = CONV3X3_KERNEL.functions()
 use_conv3x3_wgrad_kernel, using_conv3x3_wgrad_kernel, conv3x3_wgrad_kernel = \
     CONV3X3_WGRAD_KERNEL.functions()
 
 
-def conv3x3_kernel_for(dtype) -> str:
-    """The kernel conv3x3 runs for arrays of ``dtype``: the selected one, refused with a
-    TypeError when it computes in TF32 and ``dtype`` is not float32."""
+def auto_kernel(job: str, dtype, c_in: int, c_out: int, H: int, W: int) -> str:
+    """What "auto" runs for ``job`` ("fwd", "dx", "dw") on this layer shape: the table's
+    nearest entry for this GPU (conv_auto.py) in float32; the default rung for float64, on
+    a GPU the table does not name, and when it has no entry for the job."""
+    default = CONV3X3_DEFAULT_WGRAD_KERNEL if job == "dw" else CONV3X3_DEFAULT_KERNEL
+    if np.dtype(dtype) != np.float32:
+        return default
+    entries = conv_auto.entries_for(conv_auto.device_name(), STRICT_KERNELS_OF_JOB)
+    return conv_auto.nearest_kernel(entries, job, c_in, c_out, H, W) or default
+
+
+def conv3x3_kernel_for(dtype, job: str = "fwd", shape=None) -> str:
+    """The kernel conv3x3 runs for arrays of ``dtype``: the selected one ("auto" resolved
+    for ``job`` and the layer's ``shape`` = (c_in, c_out, H, W)), refused with a TypeError
+    when it computes in TF32 and ``dtype`` is not float32."""
     kernel = conv3x3_kernel()
+    if kernel == AUTO:
+        return auto_kernel(job, dtype, *shape)
     dtype = np.dtype(dtype)
     if kernel in CONV3X3_TF32_KERNELS and dtype != np.float32:
         fp_kernels = ", ".join(repr(k) for k in CONV3X3_KERNELS if k not in CONV3X3_TF32_KERNELS)
@@ -94,6 +122,27 @@ def conv3x3_kernel_for(dtype) -> str:
                         f"float32 only, got {dtype}; for {dtype} select one of {fp_kernels} "
                         f"with use_conv3x3_kernel")
     return kernel
+
+
+def conv3x3_wgrad_kernel_for(dtype, shape) -> str:
+    """The weight-gradient kernel for the layer's ``shape`` = (c_in, c_out, H, W): the
+    selected one, "auto" resolved."""
+    kernel = conv3x3_wgrad_kernel()
+    return auto_kernel("dw", dtype, *shape) if kernel == AUTO else kernel
+
+
+#: the rungs that apply a fused ReLU's mask where they load g; the others need g masked
+#: in a pass of its own (relu_mask_cuda)
+MASK_LOADING_KERNELS = ("tile128", "winograd4x4")
+
+
+def masks_where_loaded(dtype, shape, need_x: bool, need_w: bool) -> bool:
+    """Whether every rung that computes the needed gradients of the layer ``shape`` = (c_in,
+    c_out, H, W) applies a fused ReLU's mask where it loads g; when one does not, the
+    backward masks g once, in a pass, and gives every rung the masked g."""
+    kernels = ([conv3x3_kernel_for(dtype, "dx", shape)] if need_x else []) + \
+        ([conv3x3_wgrad_kernel_for(dtype, shape)] if need_w else [])
+    return all(k in MASK_LOADING_KERNELS for k in kernels)
 
 
 def _blocks(n: int, per_block: int) -> int:
@@ -119,9 +168,22 @@ def _require_tf32_tensor_cores(kernel: str) -> None:
             f"8.0 or newer); this GPU has {capability // 10}.{capability % 10}")
 
 
-def conv3x3_cuda(x, weight, bias=None):
-    """conv3x3 of CuPy arrays with the kernel chosen by ``use_conv3x3_kernel``."""
-    kernel = conv3x3_kernel_for(x.dtype)
+def relu_mask_cuda(g, mask):
+    """g where mask > 0, else 0: the backward of a ReLU whose output is ``mask``, as a pass
+    of its own (the tile128 rungs apply it where they load g instead)."""
+    return relu_backward_cuda(g, mask)
+
+
+def conv3x3_cuda(x, weight, bias=None, relu: bool = False, mask=None, job: str = "fwd"):
+    """conv3x3 of CuPy arrays with the kernel chosen by ``use_conv3x3_kernel``; then ReLU
+    when ``relu``. ``mask`` (or None): x is read as x * (mask > 0), mask of x's shape (the
+    input gradient of a convolution fused with the ReLU after it). The tile128 rung applies
+    both where it loads and stores; the others in passes of their own. ``job`` tells
+    "auto" whether this is a forward pass ("fwd") or an input gradient ("dx")."""
+    # "auto" looks up the layer: for an input gradient, its input channels are this
+    # convolution's output channels
+    channels = (x.shape[1], weight.shape[0]) if job == "fwd" else (weight.shape[0], x.shape[1])
+    kernel = conv3x3_kernel_for(x.dtype, job, channels + x.shape[2:])
     x, weight = cuda.contiguous(x), cuda.contiguous(weight)
     bias, has_bias = _bias_flag(bias)
     N, C_in, H, W = x.shape
@@ -129,8 +191,36 @@ def conv3x3_cuda(x, weight, bias=None):
     y = cuda.empty((N, C_out, H, W), x.dtype)
     if y.size == 0:
         return y
-    if kernel == "winograd4x4":
-        return _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y)
+    if kernel == "tile128":
+        blocks = _blocks(C_out, TILE) * _blocks(N * H * W, TILE)
+        _check_grid_x(blocks, (N, C_out, H, W))
+        cuda.launch("conv3x3", "conv3x3_forward_tile128", x.dtype, blocks, TILE_THREADS,
+                    (x, weight, bias, y, _contiguous_or_none(mask), N, C_in, C_out, H, W, has_bias, int(relu)))
+        return y
+    if kernel == "winograd4x4":   # the transforms apply the mask and the ReLU
+        return _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y, relu, mask)
+    if mask is not None:
+        x = relu_mask_cuda(x, mask)
+    _conv3x3_direct_cuda(kernel, x, weight, bias, has_bias, y)
+    if relu:
+        cuda.launch_elementwise("activation", "relu_forward", y.dtype, y.size, y, y)
+    return y
+
+
+def _contiguous_or_none(array):
+    return None if array is None else cuda.contiguous(array)
+
+
+def _check_grid_x(blocks: int, shape) -> None:
+    if blocks > MAX_GRID_X:
+        raise ValueError(f"conv3x3: {'x'.join(map(str, shape))} outputs need {blocks} blocks, "
+                         f"more than the {MAX_GRID_X} a grid allows; use a smaller batch")
+
+
+def _conv3x3_direct_cuda(kernel, x, weight, bias, has_bias, y):
+    """Forward steps 1-5 of kernels/conv3x3.cu into y."""
+    N, C_in, H, W = x.shape
+    C_out = weight.shape[0]
     function = CONV3X3_KERNEL_FUNCTIONS[kernel]
     args = (x, weight, bias, y, N, C_in, C_out, H, W, has_bias)
     if kernel == "naive":
@@ -147,15 +237,12 @@ def conv3x3_cuda(x, weight, bias=None):
                     args)
     else:  # one block per 64 x 128 tile of the (C_out, N*H*W) product
         blocks = _blocks(C_out, IG_BM) * _blocks(N * H * W, IG_BN)
-        if blocks > MAX_GRID_X:
-            raise ValueError(f"conv3x3: {N}x{C_out}x{H}x{W} outputs need {blocks} blocks, more "
-                             f"than the {MAX_GRID_X} a grid allows; use a smaller batch")
+        _check_grid_x(blocks, (N, C_out, H, W))
         if kernel in CONV3X3_TF32_KERNELS:
             _require_tf32_tensor_cores(kernel)
             cuda.launch("conv3x3", function, None, blocks, IG_THREADS, args)  # float only
         else:
             cuda.launch("conv3x3", function, x.dtype, blocks, IG_THREADS, args)
-    return y
 
 
 _winograd4x4_matrices = {}
@@ -173,10 +260,10 @@ def winograd4x4_matrices_cuda(dtype):
     return _winograd4x4_matrices[key]
 
 
-def _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y):
+def _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y, relu=False, mask=None):
     """conv3x3 by Winograd F(4x4, 3x3) into y (ladder step 6 of kernels/conv3x3.cu): V,
     the transformed 6x6 input tiles (36, T, Cin), and U, the transformed kernels (36,
-    Cin, Cout), meet in 36 products M[xi] = V[xi] @ U[xi] by the gemm kernel; the output
+    Cin, Cout), meet in 36 products M[xi] = V[xi] @ U[xi], one batched warptile launch; the output
     transform turns M into y and adds the bias."""
     N, C_in, H, W = x.shape
     C_out = weight.shape[0]
@@ -188,36 +275,42 @@ def _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y):
     M = cuda.empty((36, T, C_out), x.dtype)
     if C_in:
         cuda.launch_elementwise("conv3x3", "winograd4x4_input_transform", x.dtype, T * C_in,
-                                x, BT, V, C_in, H, W, th, tw, C_in, 1)
+                                x, _contiguous_or_none(mask), BT, V, C_in, H, W, th, tw,
+                                C_in, 1)
         cuda.launch_elementwise("conv3x3", "winograd4x4_kernel_transform", x.dtype,
                                 C_in * C_out, weight, G, U, C_in, C_out)
-        for xi in range(36):
-            gemm_gpu(V[xi], U[xi], out=M[xi])
+        gemm_batched_gpu(V, U, out=M)   # the 36 products in one launch
     else:  # no input channels: every product is zero and y is the bias
         M.fill(0)
     cuda.launch_elementwise("conv3x3", "winograd4x4_output_transform", x.dtype, T * C_out,
-                            M, AT, bias, y, C_out, H, W, th, tw, has_bias)
+                            M, AT, bias, y, C_out, H, W, th, tw, has_bias, int(relu))
     return y
 
 
-def conv3x3_input_grad_cuda(g, weight):
-    """dL/dx: g convolved with the kernel turned 180 degrees, in/out channels swapped."""
+def conv3x3_input_grad_cuda(g, weight, mask=None):
+    """dL/dx: g convolved with the kernel turned 180 degrees, in/out channels swapped; g
+    read as g * (mask > 0) when a ReLU with output ``mask`` followed the convolution."""
     turned = cuda.contiguous(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-    return conv3x3_cuda(g, turned)
+    return conv3x3_cuda(g, turned, mask=mask, job="dx")
 
 
-def conv3x3_weight_grad_cuda(x, g):
+def conv3x3_weight_grad_cuda(x, g, mask=None):
     """dL/dw (Cout, Cin, 3, 3) with the kernel chosen by ``use_conv3x3_wgrad_kernel``; the
-    same on every run (no atomics)."""
-    kernel = conv3x3_wgrad_kernel()
+    same on every run (no atomics). g is read as g * (mask > 0) when a ReLU with output
+    ``mask`` followed the convolution (tile128 where it loads g, the others in a pass)."""
     x, g = cuda.contiguous(x), cuda.contiguous(g)
     N, C_in, H, W = x.shape
     C_out = g.shape[1]
+    kernel = conv3x3_wgrad_kernel_for(x.dtype, (C_in, C_out, H, W))
     dw = cuda.empty((C_out, C_in, 3, 3), x.dtype)
     if dw.size == 0:
         return dw
+    if kernel == "tile128":
+        return _conv3x3_weight_grad_tile128_cuda(x, g, mask, dw)
     if kernel == "winograd4x4":
-        return _conv3x3_weight_grad_winograd4x4_cuda(x, g, dw)
+        return _conv3x3_weight_grad_winograd4x4_cuda(x, g, mask, dw)
+    if mask is not None:
+        g = relu_mask_cuda(g, mask)
     function = CONV3X3_WGRAD_KERNEL_FUNCTIONS[kernel]
     if kernel == "reduce":
         cuda.launch("conv3x3", function, x.dtype, C_out * C_in, REDUCE_THREADS,
@@ -239,11 +332,30 @@ def conv3x3_weight_grad_cuda(x, g):
     return dw
 
 
-def _conv3x3_weight_grad_winograd4x4_cuda(x, g, dw):
+def _conv3x3_weight_grad_tile128_cuda(x, g, mask, dw):
+    """Weight-gradient step 4 of kernels/conv3x3.cu: 128 x 128 tiles of dw (Cout x 9 Cin),
+    each summed over pixel ranges of whole slices, the ranges added in order."""
+    N, C_in, H, W = x.shape
+    C_out = g.shape[1]
+    tiles_x, tiles_y = _blocks(9 * C_in, TILE), _blocks(C_out, TILE)
+    pixels = N * H * W
+    splits = _pixel_splits(tiles_x * tiles_y, pixels)
+    per_split = -(-_blocks(pixels, splits) // TILE_BK) * TILE_BK
+    splits = _blocks(pixels, per_split)
+    partial = dw if splits == 1 else cuda.empty((splits,) + dw.shape, x.dtype)
+    cuda.launch("conv3x3", "conv3x3_weight_grad_tile128", x.dtype, (tiles_x, tiles_y, splits),
+                TILE_THREADS, (x, g, _contiguous_or_none(mask), partial, N, C_in, C_out, H, W, per_split))
+    if splits > 1:
+        cuda.launch_elementwise("conv1x1", "conv1x1_sum_splits", x.dtype, dw.size,
+                                partial, dw, splits)
+    return dw
+
+
+def _conv3x3_weight_grad_winograd4x4_cuda(x, g, mask, dw):
     """dL/dw into dw by F(4x4, 3x3)'s stages transposed (weight-gradient step 3 of
-    kernels/conv3x3.cu): V[xi, ci, tile] from x, dM[xi, co, tile] from g, their
-    products summed over the tiles by conv1x1's weight-gradient kernel (36 of them, the
-    tiles as the pixels of one image), then dw = G^T dU G."""
+    kernels/conv3x3.cu): V[xi, ci, tile] from x, dM[xi, co, tile] from g, their 36
+    products dM[xi] @ V[xi]^T summed over the tiles by one batched warptile launch (split
+    along the tiles, the splits added in order), then dw = G^T dU G."""
     N, C_in, H, W = x.shape
     C_out = g.shape[1]
     BT, G, AT = winograd4x4_matrices_cuda(x.dtype)
@@ -252,26 +364,25 @@ def _conv3x3_weight_grad_winograd4x4_cuda(x, g, dw):
     V = cuda.empty((36, C_in, T), x.dtype)
     dM = cuda.empty((36, C_out, T), x.dtype)
     cuda.launch_elementwise("conv3x3", "winograd4x4_input_transform", x.dtype, T * C_in,
-                            x, BT, V, C_in, H, W, th, tw, 1, T)
+                            x, None, BT, V, C_in, H, W, th, tw, 1, T)
     cuda.launch_elementwise("conv3x3", "winograd4x4_output_adjoint", x.dtype, T * C_out,
-                            g, AT, dM, C_out, H, W, th, tw)
-    dU_t = cuda.empty((36, C_out, C_in), x.dtype)   # dU[xi] transposed, as conv1x1 gives it
-    for xi in range(36):
-        dU_t[xi] = conv1x1_weight_grad_cuda(V[xi].reshape(1, C_in, T, 1),
-                                            dM[xi].reshape(1, C_out, T, 1))
+                            g, _contiguous_or_none(mask), AT, dM, C_out, H, W, th, tw)
+    # dU[xi] transposed: the 36 products over the tiles in one launch, split along the tiles
+    dU_t = gemm_batched_gpu(dM, V, trans_b=True)
     cuda.launch_elementwise("conv3x3", "winograd4x4_kernel_adjoint", x.dtype, C_out * C_in,
                             dU_t, G, dw)
     return dw
 
 
-def conv_bias_grad_cuda(g):
-    """dL/db (Cout,): the sum of g over images and pixels, one block per channel."""
-    g = cuda.contiguous(g)
+def conv_bias_grad_cuda(g, mask=None):
+    """dL/db (Cout,): the sum of g over images and pixels, one block per channel; only
+    where mask > 0 when a ReLU with output ``mask`` followed the convolution."""
+    g, mask = cuda.contiguous(g), _contiguous_or_none(mask)
     N, C = g.shape[:2]
     db = cuda.empty((C,), g.dtype)
     if C:
         cuda.launch("conv3x3", "conv3x3_bias_grad", g.dtype, C, REDUCE_THREADS,
-                    (g, db, N, C, g.shape[2] * g.shape[3]))
+                    (g, mask, db, N, C, g.shape[2] * g.shape[3]))
     return db
 
 

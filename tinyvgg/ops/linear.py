@@ -35,6 +35,7 @@ GEMM_KERNEL_FUNCTIONS = {
     "naive": "gemm_naive",        # one thread per element of C, global loads
     "tiled": "gemm",              # 64 x 64 shared-memory tiles, 4 x 4 values per thread
     "register": "gemm_register",  # 64 x 128 tiles, 8 x 8 values per thread, vector loads
+    "warptile": "gemm_warptile",  # 128 x 128 warp-tiled, double-buffered, batched, split-K
 }
 GEMM_KERNELS = tuple(GEMM_KERNEL_FUNCTIONS)
 GEMM_DEFAULT_KERNEL = "tiled"
@@ -45,6 +46,14 @@ GEMM_TILE = 64  # gemm: rows and columns of C per block
 GEMM_BLOCK = (16, 16)  # gemm: threads per block, each computing 4 x 4 values of the tile
 REG_BM, REG_BN = 64, 128  # gemm_register: rows and columns of C per block
 REG_THREADS = 128  # gemm_register: threads per (1-D) block, each computing 8 x 8 values
+TILE_BM, TILE_BN, TILE_BK = 128, 128, 8  # gemm_warptile (kernels/tiles.cuh): tile and slice
+TILE_THREADS = 256  # gemm_warptile: threads per (1-D) block, 8 warps
+MAX_GRID_Z = 65535  # CUDA's limit on gridDim.z (gemm_warptile's products x splits)
+# Split-K: a product of few tiles is split along K until about SPLIT_TARGET_BLOCKS blocks
+# run (two per SM on the largest GPUs), each split at least SPLIT_MIN_K deep so that its
+# tile's loads and the extra pass over the partial sums stay small beside its multiplies.
+SPLIT_TARGET_BLOCKS = 264
+SPLIT_MIN_K = 256
 MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y (the tiled kernels put tiles of columns there)
 SUM_COLUMNS, SUM_ROW_THREADS = 32, 8  # sum_rows' block: 32 columns x 8 threads down the rows
 SUM_TARGET_BLOCKS = 1024  # enough blocks to fill a GPU; tall inputs are split into row chunks
@@ -71,40 +80,123 @@ GEMM_KERNEL_ENV = GEMM_KERNEL.env
 use_gemm_kernel, using_gemm_kernel, gemm_kernel = GEMM_KERNEL.functions()
 
 
+def _op_shape(a, trans: bool):
+    """(rows, columns) of op(a) for a matrix or a stack of matrices."""
+    rows, columns = a.shape[-2:]
+    return (columns, rows) if trans else (rows, columns)
+
+
 def gemm_gpu(a, b, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0,
-             beta: float = 0.0, out=None):
-    """alpha * op(a) @ op(b) + beta * out for 2-D CuPy arrays of one dtype, where op
-    transposes its operand when asked, with the kernel chosen by :func:`use_gemm_kernel`.
-    Returns ``out`` (a new array when None, then beta must be 0)."""
+             beta: float = 0.0, out=None, *, bias=None, relu: bool = False):
+    """alpha * op(a) @ op(b) + beta * out (+ bias[column], then ReLU when asked) for 2-D
+    CuPy arrays of one dtype, where op transposes its operand when asked, with the kernel
+    chosen by :func:`use_gemm_kernel`. The warptile rung applies bias and ReLU where it
+    stores the result; the others add them in passes of their own. Returns ``out`` (a new
+    array when None, then beta must be 0)."""
     a, b = cuda.contiguous(a), cuda.contiguous(b)
-    M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    K_b, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
-    if K != K_b:
-        raise ValueError(f"gemm: op(a) is {M} x {K} but op(b) is {K_b} x {N}")
-    if a.dtype != b.dtype:
-        raise TypeError(f"gemm: a and b must share one dtype, got {a.dtype} and {b.dtype}")
-    if out is None:
-        if beta != 0:
-            raise ValueError("gemm: beta != 0 needs an out array to accumulate into")
-        out = cuda.empty((M, N), a.dtype)
-    elif tuple(out.shape) != (M, N) or out.dtype != a.dtype or not out.flags.c_contiguous:
-        raise ValueError(f"gemm: out must be a C-contiguous {M} x {N} {a.dtype} array, "
-                         f"got shape {tuple(out.shape)}, dtype {out.dtype}")
+    M, N, K = _product_shape("gemm", a, b, trans_a, trans_b, 2)
+    out = _product_out("gemm", out, (M, N), a.dtype, beta)
     if M == 0 or N == 0:
         return out
     kernel = gemm_kernel()
+    if kernel == "warptile":
+        return _gemm_warptile(a, b, out, M, N, K, trans_a, trans_b, alpha, beta, 1, bias, relu)
     function = GEMM_KERNEL_FUNCTIONS[kernel]
     args = (a, b, out, M, N, K, int(trans_a), int(trans_b), float(alpha), float(beta))
     if kernel == "naive":
         cuda.launch("linear", function, a.dtype, cuda.blocks_for(M * N), cuda.THREADS, args)
+    else:
+        tile_rows, tile_cols = (GEMM_TILE, GEMM_TILE) if kernel == "tiled" else (REG_BM, REG_BN)
+        grid = (cuda.blocks_for(M, tile_rows), cuda.blocks_for(N, tile_cols))
+        _check_column_tiles(grid[1], N)
+        block = GEMM_BLOCK if kernel == "tiled" else REG_THREADS
+        cuda.launch("linear", function, a.dtype, grid, block, args)
+    if bias is not None:
+        add_bias_rows_gpu(out, bias)
+    if relu:
+        cuda.launch_elementwise("activation", "relu_forward", out.dtype, out.size, out, out)
+    return out
+
+
+def gemm_batched_gpu(a, b, trans_a: bool = False, trans_b: bool = False, out=None):
+    """out[i] = op(a[i]) @ op(b[i]) for stacks of matrices (3-D CuPy arrays of one dtype,
+    one product per leading index), in one launch of the warptile kernel, split along K
+    when the products have few tiles. Returns ``out`` (a new array when None)."""
+    a, b = cuda.contiguous(a), cuda.contiguous(b)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"gemm_batched: a holds {a.shape[0]} matrices but b {b.shape[0]}")
+    M, N, K = _product_shape("gemm_batched", a, b, trans_a, trans_b, 3)
+    batch = a.shape[0]
+    out = _product_out("gemm_batched", out, (batch, M, N), a.dtype, 0.0)
+    if out.size == 0:
         return out
-    tile_rows, tile_cols = (GEMM_TILE, GEMM_TILE) if kernel == "tiled" else (REG_BM, REG_BN)
-    grid = (cuda.blocks_for(M, tile_rows), cuda.blocks_for(N, tile_cols))
-    if grid[1] > MAX_GRID_Y:
-        raise ValueError(f"gemm: {N} columns need {grid[1]} column tiles, more than the "
+    return _gemm_warptile(a, b, out, M, N, K, trans_a, trans_b, 1.0, 0.0, batch, None, False)
+
+
+def _product_shape(op: str, a, b, trans_a, trans_b, ndim: int):
+    if a.ndim != ndim or b.ndim != ndim:
+        raise ValueError(f"{op}: a and b must be {ndim}-D, got shapes {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    if a.dtype != b.dtype:
+        raise TypeError(f"{op}: a and b must share one dtype, got {a.dtype} and {b.dtype}")
+    (M, K), (K_b, N) = _op_shape(a, trans_a), _op_shape(b, trans_b)
+    if K != K_b:
+        raise ValueError(f"{op}: op(a) is {M} x {K} but op(b) is {K_b} x {N}")
+    return M, N, K
+
+
+def _product_out(op: str, out, shape, dtype, beta):
+    if out is None:
+        if beta != 0:
+            raise ValueError(f"{op}: beta != 0 needs an out array to accumulate into")
+        return cuda.empty(shape, dtype)
+    if tuple(out.shape) != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(f"{op}: out must be a C-contiguous {' x '.join(map(str, shape))} "
+                         f"{dtype} array, got shape {tuple(out.shape)}, dtype {out.dtype}")
+    return out
+
+
+def _check_column_tiles(tiles: int, N: int) -> None:
+    if tiles > MAX_GRID_Y:
+        raise ValueError(f"gemm: {N} columns need {tiles} column tiles, more than the "
                          f"{MAX_GRID_Y} a grid allows")
-    block = GEMM_BLOCK if kernel == "tiled" else REG_THREADS
-    cuda.launch("linear", function, a.dtype, grid, block, args)
+
+
+def k_splits(tiles: int, K: int, most: int = MAX_GRID_Z) -> tuple[int, int]:
+    """(splits, k_per_split) for a product of ``tiles`` block tiles (over all its products)
+    and depth K: enough splits that about SPLIT_TARGET_BLOCKS blocks run, none shallower
+    than SPLIT_MIN_K, at most ``most``, each a whole number of slices."""
+    splits = max(1, min(SPLIT_TARGET_BLOCKS // max(tiles, 1), K // SPLIT_MIN_K, most))
+    per_split = -(-K // splits)
+    per_split = max(TILE_BK, -(-per_split // TILE_BK) * TILE_BK)
+    return max(1, -(-K // per_split)), per_split
+
+
+def _gemm_warptile(a, b, out, M, N, K, trans_a, trans_b, alpha, beta, batch, bias, relu):
+    """One launch of gemm_warptile over ``batch`` products of one shape (a, b, out holding
+    them one after another), split along K when that fills the GPU, then the ordered sum
+    of the splits."""
+    grid_x, grid_y = cuda.blocks_for(M, TILE_BM), cuda.blocks_for(N, TILE_BN)
+    _check_column_tiles(grid_y, N)
+    splits, per_split = k_splits(grid_x * grid_y * batch, K)
+    if batch * splits > MAX_GRID_Z and batch <= MAX_GRID_Z:   # many products: fewer splits
+        splits, per_split = k_splits(grid_x * grid_y * batch, K, MAX_GRID_Z // batch)
+    if batch * splits > MAX_GRID_Z:
+        raise ValueError(f"gemm_batched: {batch} products are more than the {MAX_GRID_Z} "
+                         f"a grid allows")
+    if bias is not None:
+        bias = cuda.contiguous(bias)
+    bias_mode = 0 if bias is None else 2   # per column of C
+    partial = cuda.empty((batch * splits, M, N), out.dtype) if splits > 1 else None
+    stride_a, stride_b, stride_c = M * K, K * N, M * N
+    cuda.launch("linear", "gemm_warptile", out.dtype, (grid_x, grid_y, batch * splits),
+                TILE_THREADS, (a, b, out, partial, M, N, K, int(trans_a), int(trans_b),
+                               float(alpha), float(beta), bias, bias_mode, int(relu),
+                               stride_a, stride_b, stride_c, splits, per_split))
+    if splits > 1:
+        cuda.launch_elementwise("linear", "gemm_sum_splits", out.dtype, batch * M * N,
+                                partial, out, M, N, float(alpha), float(beta), bias,
+                                bias_mode, int(relu), stride_c, splits)
     return out
 
 
@@ -142,10 +234,7 @@ def sum_rows_gpu(g):
 
 def affine_rows_gpu(rows, weight, bias=None):
     """``affine_rows`` on the GPU: rows (M, in) @ weight.T + bias, one gemm."""
-    y = gemm_gpu(rows, weight, trans_b=True)
-    if bias is not None:
-        add_bias_rows_gpu(y, bias)
-    return y
+    return gemm_gpu(rows, weight, trans_b=True, bias=bias)
 
 
 def affine_rows_backward_gpu(g_rows, rows, weight, need_rows, need_weight, need_bias):

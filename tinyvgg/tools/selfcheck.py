@@ -39,6 +39,8 @@ def op_cases(seed: int = 0, device: str = "cpu"):
     eval_stats = on_device(randn(3), rng.uniform(0.5, 2.0, 3))
     return [
         ("conv3x3", F.conv3x3, [_t(randn(2, 3, 5, 4)), _t(randn(4, 3, 3, 3)), _t(randn(4))]),
+        ("conv3x3_relu", F.conv3x3_relu,
+         [_t(randn(2, 3, 5, 4)), _t(randn(4, 3, 3, 3)), _t(randn(4))]),
         ("conv1x1", F.conv1x1, [_t(randn(2, 3, 5, 4)), _t(randn(4, 3, 1, 1)), _t(randn(4))]),
         ("maxpool2x2", F.maxpool2x2, [_t(tie_free((2, 3, 5, 6), seed=seed))]),
         ("relu", F.relu, [_t(kink_free((2, 3, 5, 4), seed=seed))]),

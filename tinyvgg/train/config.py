@@ -12,7 +12,9 @@ from .. import backend
 from ..io.checkpoint import CheckpointError
 
 DIGIT_DATASETS = ("mnist", "fashion-mnist")
-AUGMENTATIONS = ("crop", "flip", "jitter", "rgb", "scale")
+AUGMENTATIONS = ("crop", "flip", "jitter", "rgb", "scale", "rotate", "hue-sat")
+#: augmentations that change colours, which grey images do not have
+RGB_AUGMENTATIONS = ("rgb", "hue-sat")
 SCHEDULES = ("constant", "step", "plateau", "cosine", "warm-restarts")
 #: schedules that a resumed run can carry past its planned number of epochs
 EXTENDABLE_SCHEDULES = ("constant", "step", "plateau", "warm-restarts")
@@ -134,7 +136,8 @@ class TrainConfig:
 
 
 def parse_augment(text: str, dataset: str) -> tuple[str, ...]:
-    """``auto``, ``none`` or a comma list of crop, flip, jitter, rgb, scale."""
+    """``auto``, ``none`` or a comma list of crop, flip, jitter, rgb, scale, rotate,
+    hue-sat (the last two and rgb only for RGB images, not for the grey digits)."""
     if text == "auto":
         if dataset == "mnist":
             return ("crop",)  # no flips: a mirrored 2 is not a 2
@@ -148,6 +151,10 @@ def parse_augment(text: str, dataset: str) -> tuple[str, ...]:
     if unknown or not chosen:
         raise ValueError(f"train: unknown augmentation {', '.join(unknown) or repr(text)}; "
                          f"use auto, none, or a comma list of {', '.join(AUGMENTATIONS)}")
+    colour = [part for part in chosen if part in RGB_AUGMENTATIONS]
+    if colour and dataset in DIGIT_DATASETS:
+        raise ValueError(f"train: --augment {', '.join(colour)} changes colours and needs RGB "
+                         f"images; {dataset}'s images are grey")
     return chosen
 
 

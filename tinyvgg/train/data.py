@@ -53,8 +53,13 @@ def input_pipelines(config: TrainConfig, stored_size: int, mean, std):
         train.append(T.RandomHorizontalFlip())
     if "jitter" in augment:
         train.append(T.ColorJitter(brightness=0.2, contrast=0.2))
+    if "hue-sat" in augment:
+        train.append(T.HueSaturationJitter(hue=0.05, saturation=0.05))
     if "rgb" in augment:
         train.append(T.RGBShift(0.1))
+    if "rotate" in augment:
+        # after the colour changes, so the corners it brings in stay exactly black
+        train.append(T.RandomRotation(20, fill=0.0))
     train.append(T.Normalize(mean, std))
     evaluate.append(T.Normalize(mean, std))
     return T.Compose(train), T.Compose(evaluate)
