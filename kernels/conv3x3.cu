@@ -476,6 +476,21 @@ __device__ __forceinline__ long long nchw_index(const Pixel& at, long long c, lo
     return ((at.image * C + c) * H + at.row) * W + at.col;
 }
 
+// y[n, co, pixel] = v[j] for the run of 4 pixels out[0..3] of channel co: one vector store
+// when the run lies in one image row (vector: W a multiple of 4, y 16-byte aligned).
+template <typename T>
+__device__ __forceinline__ void store_pixel_run(T* y, const Pixel* out, long long co,
+                                                long long Cout, long long H, long long W,
+                                                bool vector, const T* v) {
+    if (vector && out[0].valid) {
+        store4(y + nchw_index(out[0], co, Cout, H, W), v);
+        return;
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+        if (out[j].valid) y[nchw_index(out[j], co, Cout, H, W)] = v[j];
+}
+
 // a_tile[k][m] = w[co0 + m, k0 + k] of the (Cout, K) weight matrix, zero outside it.
 // Thread t copies the run of 4 values at row t % 64, columns 4 (t / 64) .. + 3: a warp
 // takes 32 consecutive rows, so its stores down a column of a_tile meet 32 banks.
@@ -584,13 +599,7 @@ __global__ void conv3x3_forward_implicit_gemm(const T* x, const T* w, const T* b
             T v[4];
 #pragma unroll
             for (int j = 0; j < 4; ++j) v[j] = acc[i][4 * half + j] + bias;
-            if (y_vector && out[0].valid) {
-                store4(y + nchw_index(out[0], co, Cout, H, W), v);
-            } else {
-#pragma unroll
-                for (int j = 0; j < 4; ++j)
-                    if (out[j].valid) y[nchw_index(out[j], co, Cout, H, W)] = v[j];
-            }
+            store_pixel_run(y, out, co, Cout, H, W, y_vector, v);
         }
     }
 }
@@ -939,13 +948,7 @@ conv3x3_forward_tile128(const T* x, const T* w, const T* b, T* y, const T* mask,
             T v[4];
 #pragma unroll
             for (int j = 0; j < 4; ++j) v[j] = epi.apply(acc[i][4 * half + j], y, co, 0);
-            if (y_vector && out[0].valid) {
-                store4(y + nchw_index(out[0], co, Cout, H, W), v);
-            } else {
-#pragma unroll
-                for (int j = 0; j < 4; ++j)
-                    if (out[j].valid) y[nchw_index(out[j], co, Cout, H, W)] = v[j];
-            }
+            store_pixel_run(y, out, co, Cout, H, W, y_vector, v);
         }
     }
 }
