@@ -193,6 +193,24 @@ def test_gemm_bias_and_relu_epilogue(kernel, dtype, host_gpu):
         assert_close(result, expected, rtol=RTOL[np.dtype(dtype)] * 10)
 
 
+@pytest.mark.parametrize("kernel", linear.GEMM_KERNELS)
+def test_a_bias_or_a_relu_mask_that_does_not_fit_is_refused(kernel, host_gpu):
+    """Not read out of bounds: the kernels index bias and mask by the result's positions."""
+    linear.use_gemm_kernel(kernel)
+    rng = np.random.default_rng(17)
+    a, w = rng.standard_normal((5, 7)), rng.standard_normal((6, 7))
+    for bias in (rng.standard_normal(5), rng.standard_normal(6).astype(np.float32)):
+        with pytest.raises(ValueError, match="gemm: bias must be 6 values of float64"):
+            linear.gemm_gpu(a, w, trans_b=True, bias=bias)
+    x, w3, b, g = conv_inputs(LADDER_SHAPES["3to5-7x9"], np.float64, seed=3)
+    wrong = g[:, :, :-1]
+    for call in (lambda: conv.conv3x3_input_grad_cuda(g, w3, mask=np.ascontiguousarray(wrong)),
+                 lambda: conv.conv3x3_weight_grad_cuda(x, g, mask=g.astype(np.float32)),
+                 lambda: conv.conv_bias_grad_cuda(g, mask=np.ascontiguousarray(wrong))):
+        with pytest.raises(ValueError, match="conv3x3: the ReLU mask must have the shape"):
+            call()
+
+
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_batched_gemm_for_every_transpose_with_and_without_splits(dtype, host_gpu):
     rng = np.random.default_rng(16)

@@ -184,6 +184,7 @@ def conv3x3_cuda(x, weight, bias=None, relu: bool = False, mask=None, job: str =
     # convolution's output channels
     channels = (x.shape[1], weight.shape[0]) if job == "fwd" else (weight.shape[0], x.shape[1])
     kernel = conv3x3_kernel_for(x.dtype, job, channels + x.shape[2:])
+    _check_mask(mask, x)
     x, weight = cuda.contiguous(x), cuda.contiguous(weight)
     bias, has_bias = _bias_flag(bias)
     N, C_in, H, W = x.shape
@@ -205,6 +206,15 @@ def conv3x3_cuda(x, weight, bias=None, relu: bool = False, mask=None, job: str =
     if relu:
         cuda.launch_elementwise("activation", "relu_forward", y.dtype, y.size, y, y)
     return y
+
+
+def _check_mask(mask, g) -> None:
+    """A ReLU mask is the ReLU's output, of the masked array's shape and dtype: the kernels
+    read mask[i] wherever they read g[i]."""
+    if mask is not None and (tuple(mask.shape) != tuple(g.shape) or mask.dtype != g.dtype):
+        raise ValueError(f"conv3x3: the ReLU mask must have the shape and dtype of the array "
+                         f"it masks, {tuple(g.shape)} {g.dtype}; got {tuple(mask.shape)} "
+                         f"{mask.dtype}")
 
 
 def _contiguous_or_none(array):
@@ -298,6 +308,7 @@ def conv3x3_weight_grad_cuda(x, g, mask=None):
     """dL/dw (Cout, Cin, 3, 3) with the kernel chosen by ``use_conv3x3_wgrad_kernel``; the
     same on every run (no atomics). g is read as g * (mask > 0) when a ReLU with output
     ``mask`` followed the convolution (tile128 where it loads g, the others in a pass)."""
+    _check_mask(mask, g)
     x, g = cuda.contiguous(x), cuda.contiguous(g)
     N, C_in, H, W = x.shape
     C_out = g.shape[1]
@@ -377,6 +388,7 @@ def _conv3x3_weight_grad_winograd4x4_cuda(x, g, mask, dw):
 def conv_bias_grad_cuda(g, mask=None):
     """dL/db (Cout,): the sum of g over images and pixels, one block per channel; only
     where mask > 0 when a ReLU with output ``mask`` followed the convolution."""
+    _check_mask(mask, g)
     g, mask = cuda.contiguous(g), _contiguous_or_none(mask)
     N, C = g.shape[:2]
     db = cuda.empty((C,), g.dtype)

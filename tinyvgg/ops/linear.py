@@ -112,7 +112,7 @@ def gemm_gpu(a, b, trans_a: bool = False, trans_b: bool = False, alpha: float = 
         block = GEMM_BLOCK if kernel == "tiled" else REG_THREADS
         cuda.launch("linear", function, a.dtype, grid, block, args)
     if bias is not None:
-        add_bias_rows_gpu(out, bias)
+        add_bias_rows_gpu(out, _checked_bias(bias, N, out.dtype))
     if relu:
         cuda.launch_elementwise("activation", "relu_forward", out.dtype, out.size, out, out)
     return out
@@ -156,6 +156,17 @@ def _product_out(op: str, out, shape, dtype, beta):
     return out
 
 
+def _checked_bias(bias, N: int, dtype):
+    """bias as a contiguous array of N values of ``dtype`` (None stays None), else an error:
+    the kernels read bias[column] for every column."""
+    if bias is None:
+        return None
+    if tuple(bias.shape) != (N,) or bias.dtype != dtype:
+        raise ValueError(f"gemm: bias must be {N} values of {dtype}, one per column of the "
+                         f"result, got shape {tuple(bias.shape)}, dtype {bias.dtype}")
+    return cuda.contiguous(bias)
+
+
 def _check_column_tiles(tiles: int, N: int) -> None:
     if tiles > MAX_GRID_Y:
         raise ValueError(f"gemm: {N} columns need {tiles} column tiles, more than the "
@@ -184,8 +195,7 @@ def _gemm_warptile(a, b, out, M, N, K, trans_a, trans_b, alpha, beta, batch, bia
     if batch * splits > MAX_GRID_Z:
         raise ValueError(f"gemm_batched: {batch} products are more than the {MAX_GRID_Z} "
                          f"a grid allows")
-    if bias is not None:
-        bias = cuda.contiguous(bias)
+    bias = _checked_bias(bias, N, out.dtype)
     bias_mode = 0 if bias is None else 2   # per column of C
     partial = cuda.empty((batch * splits, M, N), out.dtype) if splits > 1 else None
     stride_a, stride_b, stride_c = M * K, K * N, M * N
