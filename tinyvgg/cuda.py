@@ -1,8 +1,8 @@
 """Our CUDA kernels: ``kernels/<file>.cu`` compiled at first use with CuPy's RawModule.
 
 Each ``.cu`` file is CUDA C++ that NVRTC compiles without system headers: its
-only ``#include`` is of our own headers beside it (``#include "common.cuh"``, the
-device helpers several files share), found through the include path
+only ``#include`` is of our own headers beside it (``common.cuh`` and ``tiles.cuh``, the
+device code several files share), found through the include path
 ``--include-path=<kernels folder>`` that :func:`compile_options` gives NVRTC.
 CuPy's disk cache is keyed by the source text and the options alone, so the
 options also carry a digest of those headers: a changed header recompiles the
