@@ -47,7 +47,7 @@ from __future__ import annotations
 from .. import cuda
 from ..tensor import Function
 from . import checks, conv_cpu, conv_cuda
-from .activation import relu_backward_cpu, relu_cpu
+from .activation import relu_backward_cpu, relu_backward_cuda, relu_cpu
 from .rows import affine_rows, affine_rows_backward, from_pixel_rows, kernel_matrix, pixel_rows
 
 
@@ -141,7 +141,7 @@ class Conv3x3ReLU(Function):
         c_in = ctx.weight.shape[1] if need_x else ctx.x.shape[1] if need_w else 0
         layer = (c_in, g.shape[1]) + g.shape[2:]   # (c_in, c_out, H, W)
         if not conv_cuda.masks_where_loaded(g.dtype, layer, need_x, need_w):
-            g, mask = conv_cuda.relu_mask_cuda(g, mask), None   # one pass, for all three
+            g, mask = relu_backward_cuda(g, mask), None   # one pass, for all three
         dx = conv_cuda.conv3x3_input_grad_cuda(g, ctx.weight, mask=mask) if need_x else None
         dw = conv_cuda.conv3x3_weight_grad_cuda(ctx.x, g, mask=mask) if need_w else None
         db = conv_cuda.conv_bias_grad_cuda(g, mask=mask) if need_b else None

@@ -76,14 +76,18 @@ def check_table(table, where: str, kernels) -> None:
                                      f"{entry!r}")
 
 
-_tables = {}
+_tables = {}   # "table": the table read; (device, job, c_in, c_out, h, w): the kernel picked
+_device_names = {}
 
 
 def device_name() -> str:
-    """The current GPU's name as its driver gives it ("NVIDIA H200")."""
+    """The current GPU's name as its driver gives it ("NVIDIA H200"), asked once per GPU."""
     cupy = backend.cupy_module()
-    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
-    return name.decode() if isinstance(name, bytes) else str(name)
+    device = cupy.cuda.Device().id
+    if device not in _device_names:
+        name = cupy.cuda.runtime.getDeviceProperties(device)["name"]
+        _device_names[device] = name.decode() if isinstance(name, bytes) else str(name)
+    return _device_names[device]
 
 
 def entries_for(device: str, kernels_of_job) -> list:
@@ -105,8 +109,18 @@ def nearest_kernel(entries, job: str, c_in: int, c_out: int, h: int, w: int):
         else None
 
 
+def picked_kernel(job: str, c_in: int, c_out: int, h: int, w: int, kernels_of_job):
+    """:func:`nearest_kernel` of this GPU's entries for the layer, or None: looked up once
+    per GPU, job and layer shape, since every convolution of a step asks."""
+    key = (device_name(), job, c_in, c_out, h, w)
+    if key not in _tables:
+        _tables[key] = nearest_kernel(entries_for(key[0], kernels_of_job), *key[1:])
+    return _tables[key]
+
+
 def reset() -> None:
-    """Forget the table read (after the benchmark rewrote it, or in tests)."""
+    """Forget the table read and the kernels picked from it (after the benchmark rewrote
+    it, or in tests)."""
     _tables.clear()
 
 

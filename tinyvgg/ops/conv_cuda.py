@@ -104,8 +104,7 @@ def auto_kernel(job: str, dtype, c_in: int, c_out: int, H: int, W: int) -> str:
     default = CONV3X3_DEFAULT_WGRAD_KERNEL if job == "dw" else CONV3X3_DEFAULT_KERNEL
     if np.dtype(dtype) != np.float32:
         return default
-    entries = conv_auto.entries_for(conv_auto.device_name(), STRICT_KERNELS_OF_JOB)
-    return conv_auto.nearest_kernel(entries, job, c_in, c_out, H, W) or default
+    return conv_auto.picked_kernel(job, c_in, c_out, H, W, STRICT_KERNELS_OF_JOB) or default
 
 
 def conv3x3_kernel_for(dtype, job: str = "fwd", shape=None) -> str:
@@ -132,7 +131,7 @@ def conv3x3_wgrad_kernel_for(dtype, shape) -> str:
 
 
 #: the rungs that apply a fused ReLU's mask where they load g; the others need g masked
-#: in a pass of its own (relu_mask_cuda)
+#: in a pass of its own (relu's backward, activation.relu_backward_cuda)
 MASK_LOADING_KERNELS = ("tile128", "winograd4x4")
 
 
@@ -168,12 +167,6 @@ def _require_tf32_tensor_cores(kernel: str) -> None:
             f"8.0 or newer); this GPU has {capability // 10}.{capability % 10}")
 
 
-def relu_mask_cuda(g, mask):
-    """g where mask > 0, else 0: the backward of a ReLU whose output is ``mask``, as a pass
-    of its own (the tile128 rungs apply it where they load g instead)."""
-    return relu_backward_cuda(g, mask)
-
-
 def conv3x3_cuda(x, weight, bias=None, relu: bool = False, mask=None, job: str = "fwd"):
     """conv3x3 of CuPy arrays with the kernel chosen by ``use_conv3x3_kernel``; then ReLU
     when ``relu``. ``mask`` (or None): x is read as x * (mask > 0), mask of x's shape (the
@@ -201,7 +194,7 @@ def conv3x3_cuda(x, weight, bias=None, relu: bool = False, mask=None, job: str =
     if kernel == "winograd4x4":   # the transforms apply the mask and the ReLU
         return _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y, relu, mask)
     if mask is not None:
-        x = relu_mask_cuda(x, mask)
+        x = relu_backward_cuda(x, mask)
     _conv3x3_direct_cuda(kernel, x, weight, bias, has_bias, y)
     if relu:
         cuda.launch_elementwise("activation", "relu_forward", y.dtype, y.size, y, y)
@@ -270,6 +263,13 @@ def winograd4x4_matrices_cuda(dtype):
     return _winograd4x4_matrices[key]
 
 
+def _winograd4x4_plan(x):
+    """(BT, G, AT, tile rows, tile columns, tiles T of the batch) of F(4x4, 3x3) for x."""
+    N, _, H, W = x.shape
+    th, tw = winograd4x4_tiles((H, W))
+    return (*winograd4x4_matrices_cuda(x.dtype), th, tw, N * th * tw)
+
+
 def _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y, relu=False, mask=None):
     """conv3x3 by Winograd F(4x4, 3x3) into y (ladder step 6 of kernels/conv3x3.cu): V,
     the transformed 6x6 input tiles (36, T, Cin), and U, the transformed kernels (36,
@@ -277,9 +277,7 @@ def _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y, relu=False, mask=Non
     transform turns M into y and adds the bias."""
     N, C_in, H, W = x.shape
     C_out = weight.shape[0]
-    BT, G, AT = winograd4x4_matrices_cuda(x.dtype)
-    th, tw = winograd4x4_tiles((H, W))
-    T = N * th * tw
+    BT, G, AT, th, tw, T = _winograd4x4_plan(x)
     V = cuda.empty((36, T, C_in), x.dtype)
     U = cuda.empty((36, C_in, C_out), x.dtype)
     M = cuda.empty((36, T, C_out), x.dtype)
@@ -321,7 +319,7 @@ def conv3x3_weight_grad_cuda(x, g, mask=None):
     if kernel == "winograd4x4":
         return _conv3x3_weight_grad_winograd4x4_cuda(x, g, mask, dw)
     if mask is not None:
-        g = relu_mask_cuda(g, mask)
+        g = relu_backward_cuda(g, mask)
     function = CONV3X3_WGRAD_KERNEL_FUNCTIONS[kernel]
     if kernel == "reduce":
         cuda.launch("conv3x3", function, x.dtype, C_out * C_in, REDUCE_THREADS,
@@ -369,9 +367,7 @@ def _conv3x3_weight_grad_winograd4x4_cuda(x, g, mask, dw):
     along the tiles, the splits added in order), then dw = G^T dU G."""
     N, C_in, H, W = x.shape
     C_out = g.shape[1]
-    BT, G, AT = winograd4x4_matrices_cuda(x.dtype)
-    th, tw = winograd4x4_tiles((H, W))
-    T = N * th * tw
+    BT, G, AT, th, tw, T = _winograd4x4_plan(x)
     V = cuda.empty((36, C_in, T), x.dtype)
     dM = cuda.empty((36, C_out, T), x.dtype)
     cuda.launch_elementwise("conv3x3", "winograd4x4_input_transform", x.dtype, T * C_in,

@@ -98,6 +98,7 @@ def gemm_gpu(a, b, trans_a: bool = False, trans_b: bool = False, alpha: float = 
     out = _product_out("gemm", out, (M, N), a.dtype, beta)
     if M == 0 or N == 0:
         return out
+    bias = _checked_bias(bias, N, out.dtype)
     kernel = gemm_kernel()
     if kernel == "warptile":
         return _gemm_warptile(a, b, out, M, N, K, trans_a, trans_b, alpha, beta, 1, bias, relu)
@@ -112,7 +113,7 @@ def gemm_gpu(a, b, trans_a: bool = False, trans_b: bool = False, alpha: float = 
         block = GEMM_BLOCK if kernel == "tiled" else REG_THREADS
         cuda.launch("linear", function, a.dtype, grid, block, args)
     if bias is not None:
-        add_bias_rows_gpu(out, _checked_bias(bias, N, out.dtype))
+        add_bias_rows_gpu(out, bias)
     if relu:
         cuda.launch_elementwise("activation", "relu_forward", out.dtype, out.size, out, out)
     return out
@@ -195,8 +196,7 @@ def _gemm_warptile(a, b, out, M, N, K, trans_a, trans_b, alpha, beta, batch, bia
     if batch * splits > MAX_GRID_Z:
         raise ValueError(f"gemm_batched: {batch} products are more than the {MAX_GRID_Z} "
                          f"a grid allows")
-    bias = _checked_bias(bias, N, out.dtype)
-    bias_mode = 0 if bias is None else 2   # per column of C
+    bias_mode = 0 if bias is None else 2   # per column of C (bias checked by the caller)
     partial = cuda.empty((batch * splits, M, N), out.dtype) if splits > 1 else None
     stride_a, stride_b, stride_c = M * K, K * N, M * N
     cuda.launch("linear", "gemm_warptile", out.dtype, (grid_x, grid_y, batch * splits),
