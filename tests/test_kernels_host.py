@@ -281,6 +281,203 @@ def test_dropout_bits_and_masks_are_the_cpu_ones(host_gpu):
                           dropout.dropout_mask((7, 33), 0.3, 12, first=66))
 
 
+# --- cp.async: asynchronous copies to shared memory, landing at their wait ------------
+
+def _kernel_source(tmp_path, monkeypatch, name: str, code: str) -> None:
+    """kernels/<name>.cu is `code` for the rest of the test (names are cached: one each)."""
+    source = tmp_path / f"{name}.cu"
+    source.write_text(code)
+    monkeypatch.setattr(cuda, "source_path", lambda file: source)
+
+
+def _aligned(values) -> np.ndarray:
+    """A float32 copy of values at a 16-byte aligned address, as cudaMalloc's are."""
+    buffer = np.empty(np.size(values) + 4, np.float32)
+    start = (-buffer.ctypes.data % 16) // 4
+    array = buffer[start:start + np.size(values)]
+    array[...] = np.ravel(values)
+    return array
+
+
+CP_ASYNC_COPY = """
+extern "C" __global__ void copy(const float* x, const float* old, float* seen,
+                                int bytes, int src_bytes) {
+    __shared__ __align__(16) float staged[32];
+    const int t = threadIdx.x;
+    for (int i = 0; i < 4; ++i) staged[4 * t + i] = old[4 * t + i];
+    host_cp_async(&staged[4 * t], x + 4 * t, bytes, src_bytes);
+    host_cp_async_commit();
+    for (int i = 0; i < 4; ++i) seen[4 * t + i] = staged[4 * t + i];
+    host_cp_async_wait(0);
+    for (int i = 0; i < 4; ++i) seen[32 + 4 * t + i] = staged[4 * t + i];
+}
+"""
+
+
+def _copy_seen(bytes_, src_bytes, seed):
+    """What each of 8 threads sees of its 4 shared floats before and after its wait."""
+    rng = np.random.default_rng(seed)
+    x, old = _aligned(rng.standard_normal(32)), rng.standard_normal(32).astype(np.float32)
+    seen = np.zeros(64, np.float32)
+    host_cuda.launch("cp_async_copy", "copy", None, 1, 8, (x, old, seen, bytes_, src_bytes))
+    return x.reshape(8, 4), old.reshape(8, 4), seen[:32].reshape(8, 4), seen[32:].reshape(8, 4)
+
+
+@pytest.mark.parametrize("bytes_", [4, 8, 16])
+def test_a_cp_async_copy_lands_at_its_wait_not_before(bytes_, tmp_path, monkeypatch):
+    _kernel_source(tmp_path, monkeypatch, "cp_async_copy", CP_ASYNC_COPY)
+    monkeypatch.setattr(host_cuda, "check_races", True)
+    x, old, before, after = _copy_seen(bytes_, bytes_, seed=20)
+    copied = bytes_ // 4
+    np.testing.assert_array_equal(before, old)   # issued and committed: not there yet
+    np.testing.assert_array_equal(after[:, :copied], x[:, :copied])
+    np.testing.assert_array_equal(after[:, copied:], old[:, copied:])   # beyond its bytes
+
+
+@pytest.mark.parametrize("src_bytes", [0, 4, 12])
+def test_a_cp_async_copy_zero_fills_past_its_source_bytes(src_bytes, tmp_path, monkeypatch):
+    _kernel_source(tmp_path, monkeypatch, "cp_async_copy", CP_ASYNC_COPY)
+    monkeypatch.setattr(host_cuda, "check_races", True)
+    x, old, before, after = _copy_seen(16, src_bytes, seed=21)
+    read = src_bytes // 4
+    np.testing.assert_array_equal(before, old)
+    np.testing.assert_array_equal(after[:, :read], x[:, :read])
+    np.testing.assert_array_equal(after[:, read:], 0)
+
+
+def test_cp_async_wait_group_keeps_the_newest_groups_and_uncommitted_copies_pending(
+        tmp_path, monkeypatch):
+    """Groups of two 8-byte, one 16-byte and four 4-byte copies, then one uncommitted copy:
+    wait_group 3, 2, 1 and 0 land a group each, oldest first, and never that last copy."""
+    _kernel_source(tmp_path, monkeypatch, "cp_async_groups", """
+extern "C" __global__ void groups(const float* x, const float* old, float* seen) {
+    __shared__ __align__(16) float staged[16];
+    for (int i = 0; i < 16; ++i) staged[i] = old[i];
+    host_cp_async(staged, x, 8, 8);
+    host_cp_async(staged + 2, x + 2, 8, 8);
+    host_cp_async_commit();
+    host_cp_async(staged + 4, x + 4, 16, 16);
+    host_cp_async_commit();
+    for (int i = 8; i < 12; ++i) host_cp_async(staged + i, x + i, 4, 4);
+    host_cp_async_commit();
+    host_cp_async(staged + 12, x + 12, 16, 16);
+    int step = 0;
+    for (int n = 3; n >= 0; --n, ++step) {
+        host_cp_async_wait(n);
+        for (int i = 0; i < 16; ++i) seen[16 * step + i] = staged[i];
+    }
+    host_cp_async_commit();
+    host_cp_async_wait(0);
+    for (int i = 0; i < 16; ++i) seen[16 * step + i] = staged[i];
+}
+""")
+    rng = np.random.default_rng(22)
+    x, old = _aligned(rng.standard_normal(16)), rng.standard_normal(16).astype(np.float32)
+    seen = np.zeros((5, 16), np.float32)
+    host_cuda.launch("cp_async_groups", "groups", None, 1, 1, (x, old, seen))
+    for step, landed in enumerate([0, 1, 2, 3, 4]):   # after wait_group 3, 2, 1, 0; commit, 0
+        expected = np.concatenate([x[:4 * landed], old[4 * landed:]])
+        np.testing.assert_array_equal(seen[step], expected, err_msg=f"step {step}")
+
+
+CP_ASYNC_PIPELINE = """
+extern "C" __global__ void pipeline(const float* x, float* y, int tiles, int barrier) {
+    __shared__ __align__(16) float stage[2][128];
+    const int t = threadIdx.x;
+    const float* block_x = x + blockIdx.x * tiles * 128;
+    float* block_y = y + blockIdx.x * tiles * 128;
+    host_cp_async(&stage[0][4 * t], block_x + 4 * t, 16, 16);
+    host_cp_async_commit();
+    for (int k = 0; k < tiles; ++k) {
+        if (k + 1 < tiles)   // the next tile on its way while this one is read
+            host_cp_async(&stage[(k + 1) % 2][4 * t], block_x + (k + 1) * 128 + 4 * t, 16, 16);
+        host_cp_async_commit();
+        host_cp_async_wait(1);         // this thread's part of tile k is in
+        if (barrier) __syncthreads();  // ... and every other thread's
+        for (int j = 0; j < 4; ++j)    // the next thread's part
+            block_y[k * 128 + 4 * t + j] = stage[k % 2][(4 * t + 4 + j) % 128];
+        __syncthreads();               // read before the stage is refilled
+    }
+}
+"""
+
+
+def test_a_pipelined_cp_async_kernel_needs_the_barrier_after_its_wait(tmp_path, monkeypatch):
+    """Two stages, 32 threads copying 16 bytes each per tile and reading another thread's:
+    right with wait_group + __syncthreads(); without that barrier the other thread's copy
+    has not landed yet, which the result, and the race check's reversed order, show."""
+    _kernel_source(tmp_path, monkeypatch, "cp_async_pipeline", CP_ASYNC_PIPELINE)
+    blocks, tiles = 2, 5
+    x = _aligned(np.random.default_rng(23).standard_normal(blocks * tiles * 128))
+    expected = np.roll(x.reshape(blocks, tiles, 128), -4, axis=2).ravel()
+    y = np.zeros_like(x)
+    monkeypatch.setattr(host_cuda, "check_races", True)
+    host_cuda.launch("cp_async_pipeline", "pipeline", None, blocks, 32, (x, y, tiles, 1))
+    np.testing.assert_array_equal(y, expected)
+    with pytest.raises(host_cuda.HostLaunchError, match="reverse order: a race"):
+        host_cuda.launch("cp_async_pipeline", "pipeline", None, blocks, 32, (x, y, tiles, 0))
+    monkeypatch.setattr(host_cuda, "check_races", False)
+    host_cuda.launch("cp_async_pipeline", "pipeline", None, blocks, 32, (x, y, tiles, 0))
+    wrong = (y != expected).reshape(blocks, tiles, 32, 4).all(axis=3)
+    assert wrong[:, :, :31].all()   # every tile, in every thread that reads a later one's
+
+
+def test_cp_async_copies_never_waited_for_are_dropped_with_their_block(tmp_path, monkeypatch):
+    """Block 0 returns with a committed and an uncommitted copy; neither lands in block 1."""
+    _kernel_source(tmp_path, monkeypatch, "cp_async_drop", """
+extern "C" __global__ void drop(const float* x, const float* old, float* seen) {
+    __shared__ __align__(16) float staged[8];
+    if (blockIdx.x == 0) {
+        for (int i = 0; i < 8; ++i) staged[i] = old[i];
+        host_cp_async(staged, x, 16, 16);
+        host_cp_async_commit();
+        host_cp_async(staged + 4, x + 4, 16, 16);
+        return;
+    }
+    host_cp_async_commit();
+    host_cp_async_wait(0);
+    for (int i = 0; i < 8; ++i) seen[i] = staged[i];
+}
+""")
+    rng = np.random.default_rng(24)
+    x, old = _aligned(rng.standard_normal(8)), rng.standard_normal(8).astype(np.float32)
+    seen = np.zeros(8, np.float32)
+    host_cuda.launch("cp_async_drop", "drop", None, 2, 1, (x, old, seen))
+    np.testing.assert_array_equal(seen, old)
+
+
+@pytest.mark.parametrize("dst_offset, src_offset, bytes_, src_bytes, wait, message", [
+    (0, 0, 16, 16, 0, None),
+    (4, 4, 4, 4, 0, None),
+    (0, 4, 16, 0, 0, None),   # nothing read: src's alignment does not matter
+    (0, 0, 12, 12, 0, "the size must be 4, 8 or 16"),
+    (0, 0, 8, 9, 0, "src_bytes must be 0 to the size"),
+    (0, 0, 4, -1, 0, "src_bytes must be 0 to the size"),
+    (8, 0, 16, 16, 0, "dst is not aligned"),
+    (0, 4, 8, 4, 0, "src is not aligned"),
+    (0, 0, 16, 16, -1, "wait_group -1"),
+])
+def test_cp_async_with_a_bad_size_or_alignment_traps(dst_offset, src_offset, bytes_, src_bytes,
+                                                     wait, message, tmp_path, monkeypatch):
+    _kernel_source(tmp_path, monkeypatch, "cp_async_checks", """
+extern "C" __global__ void check(const float* x, int dst_offset, int src_offset,
+                                 int bytes, int src_bytes, int wait) {
+    __shared__ __align__(16) float staged[8];
+    host_cp_async(reinterpret_cast<char*>(staged) + dst_offset,
+                  reinterpret_cast<const char*>(x) + src_offset, bytes, src_bytes);
+    host_cp_async_commit();
+    host_cp_async_wait(wait);
+}
+""")
+    x = _aligned(np.random.default_rng(25).standard_normal(8))
+    args = (x, dst_offset, src_offset, bytes_, src_bytes, wait)
+    if message is None:
+        host_cuda.launch("cp_async_checks", "check", None, 1, 1, args)
+        return
+    with pytest.raises(host_cuda.HostLaunchError, match=rf"trap: cp\.async.*{message}"):
+        host_cuda.launch("cp_async_checks", "check", None, 1, 1, args)
+
+
 # --- what the host launcher itself refuses -------------------------------------------
 
 def test_a_barrier_that_part_of_a_block_skips_is_an_error(tmp_path, monkeypatch):

@@ -2,17 +2,20 @@
 
 ``launch`` takes the arguments of ``tinyvgg.cuda.launch`` and runs the kernel of
 ``kernels/<file>.cu`` on NumPy arrays, every CUDA thread a fiber on the calling thread
-(``prelude.h`` says how; the TF32 rung's inline PTX has C++ stand-ins there).
+(``prelude.h`` says how; inline PTX has C++ stand-ins there: the TF32 rung's rounding and
+tensor-core product, and cp.async's copies to shared memory, which land at their wait).
 ``emulated_gpu(monkeypatch)`` points ``tinyvgg.cuda`` and the CuPy module the ops ask
 for at NumPy and this launcher, so the ops' GPU host code (grids, splits, the order
 of launches) runs with the kernels, on NumPy arrays.
 
 What it checks that a GPU would not: every array argument is C-contiguous and of the
-kernel's element type, a ``__syncthreads()`` that part of a block skips is an error,
-and with ``check_races`` every launch runs again with blocks and threads in reverse
-order and must give the same bits. What it cannot check: timing, memory coalescing,
-races that no order of whole barrier phases exposes (fibers switch only at barriers),
-and the GPU's own rounding (no fused multiply-adds here).
+kernel's element type, a ``__syncthreads()`` that part of a block skips is an error, a
+cp.async of a wrong size or alignment traps, and its copy lands only when its thread
+waits for it (so shared memory read sooner, or with no barrier after every thread's
+wait, is stale), and with ``check_races`` every launch runs again with blocks and
+threads in reverse order and must give the same bits. What it cannot check: timing,
+memory coalescing, races that no order of whole barrier phases exposes (fibers switch
+only at barriers), and the GPU's own rounding (no fused multiply-adds here).
 """
 from __future__ import annotations
 

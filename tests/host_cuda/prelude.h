@@ -13,11 +13,17 @@
 //   * with reversed_order, blocks run last first and each phase resumes its fibers
 //     last first: a result that changes then depends on the order threads run in,
 //     which is a race (a missing __syncthreads(), or blocks writing one place);
-//   * inline PTX cannot run here; the TF32 rung's two PTX helpers take their
+//   * inline PTX cannot run here; the kernels' PTX helpers take their
 //     TINYVGG_HOST_EMULATION branches: host_tf32_bits rounds as cvt.rna.tf32.f32
 //     does, and host_mma_tf32 does mma.sync.m16n8k8's warp-wide product, its lanes
 //     meeting at two block-wide barriers (so every thread of the block must call it
-//     the same number of times, which the kernel does).
+//     the same number of times, which the kernel does);
+//   * cp.async's helpers call host_cp_async, which checks the copy's size and
+//     alignment (a trap if wrong) and queues it, host_cp_async_commit, which closes
+//     the thread's group, and host_cp_async_wait(n), which performs the thread's
+//     committed groups but the newest n. A copy lands only at a wait: shared memory
+//     read before it, or before the __syncthreads() that must follow every thread's
+//     wait, is stale. A block's queues end with it, waited for or not.
 // Arithmetic is the host's: no fused multiply-adds (-ffp-contract=off), so results
 // can differ from a GPU's in the last bits, never in the indexing they test.
 #pragma once
@@ -28,6 +34,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <math.h>
@@ -173,6 +180,36 @@ inline void resume(Fiber& f) { swapcontext(&scheduler, &f.context); }
 inline void yield() { swapcontext(&running->context, &scheduler); }
 #endif
 
+// cp.async's queues (host_cp_async below), one per thread of the block: the copies
+// issued since its last commit, and its committed groups, oldest first.
+struct AsyncCopy {
+    unsigned char* dst;
+    const unsigned char* src;
+    int bytes, src_bytes;
+};
+struct AsyncCopies {
+    std::vector<AsyncCopy> uncommitted;
+    std::deque<std::vector<AsyncCopy>> groups;
+};
+inline std::vector<AsyncCopies> async_copies;
+inline bool async_copies_queued = false;
+
+inline void drop_async_copies() {  // never performed: the block that issued them is over
+    if (!async_copies_queued) return;
+    for (AsyncCopies& thread : async_copies) {
+        thread.uncommitted.clear();
+        thread.groups.clear();
+    }
+    async_copies_queued = false;
+}
+
+inline AsyncCopies& async_copies_of_this_thread() {
+    const size_t thread = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    if (async_copies.size() <= thread)
+        async_copies.resize(size_t(blockDim.x) * blockDim.y * blockDim.z);
+    return async_copies[thread];
+}
+
 // Runs every block of the grid, each block's threads as fibers; returns an error
 // message, or an empty string when the launch completed.
 inline std::string launch(dim3 grid, dim3 block, const std::function<void()>& body) {
@@ -192,6 +229,7 @@ inline std::string launch(dim3 grid, dim3 block, const std::function<void()>& bo
         const unsigned by = unsigned(linear / grid.x % grid.y);
         const unsigned bz = unsigned(linear / grid.x / grid.y);
         blockIdx = {bx, by, bz};
+        drop_async_copies();
         size_t i = 0;
         for (unsigned tz = 0; tz < block.z; ++tz)
             for (unsigned ty = 0; ty < block.y; ++ty)
@@ -263,4 +301,51 @@ inline void host_mma_tf32(float* d, const unsigned* a, const unsigned* b) {
         d[r] = sum;
     }
     __syncthreads();
+}
+
+// cp.async.{ca,cg}.shared.global [dst], [src], bytes, src_bytes: queued, and performed
+// by the wait that completes its group (the first src_bytes read from src then, the rest
+// of the bytes zeros). Sizes and alignments a GPU would fault on or misread are traps.
+inline void host_cp_async(void* dst, const void* src, int bytes, int src_bytes) {
+    auto trap = [&](const std::string& what) {
+        throw host_cuda::KernelTrap("cp.async of " + std::to_string(bytes) + " bytes (" +
+                                    std::to_string(src_bytes) + " from src): " + what);
+    };
+    if (bytes != 4 && bytes != 8 && bytes != 16) trap("the size must be 4, 8 or 16 bytes");
+    if (src_bytes < 0 || src_bytes > bytes) trap("src_bytes must be 0 to the size");
+    if (dst == nullptr) trap("dst is null");
+    if (reinterpret_cast<uintptr_t>(dst) % bytes) trap("dst is not aligned to the size");
+    if (src_bytes > 0 && src == nullptr) trap("src is null");
+    if (src_bytes > 0 && reinterpret_cast<uintptr_t>(src) % bytes)
+        trap("src is not aligned to the size");
+    host_cuda::async_copies_of_this_thread().uncommitted.push_back(
+        {static_cast<unsigned char*>(dst), static_cast<const unsigned char*>(src), bytes,
+         src_bytes});
+    host_cuda::async_copies_queued = true;
+}
+
+// cp.async.commit_group: the thread's copies since its last commit become a group (an
+// empty one if there were none, as on a GPU).
+inline void host_cp_async_commit() {
+    host_cuda::AsyncCopies& queues = host_cuda::async_copies_of_this_thread();
+    queues.groups.push_back(std::move(queues.uncommitted));
+    queues.uncommitted.clear();
+    host_cuda::async_copies_queued = true;
+}
+
+// cp.async.wait_group n: the thread's committed groups but the newest n are performed,
+// oldest first; its uncommitted copies stay queued. Other threads' copies are theirs.
+inline void host_cp_async_wait(int n) {
+    if (n < 0)
+        throw host_cuda::KernelTrap("cp.async.wait_group " + std::to_string(n) +
+                                    ": the number of groups left pending must be >= 0");
+    std::deque<std::vector<host_cuda::AsyncCopy>>& groups =
+        host_cuda::async_copies_of_this_thread().groups;
+    while (groups.size() > size_t(n)) {
+        for (const host_cuda::AsyncCopy& copy : groups.front()) {
+            if (copy.src_bytes) std::memcpy(copy.dst, copy.src, size_t(copy.src_bytes));
+            std::memset(copy.dst + copy.src_bytes, 0, size_t(copy.bytes - copy.src_bytes));
+        }
+        groups.pop_front();
+    }
 }
