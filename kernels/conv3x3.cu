@@ -203,6 +203,7 @@
 // of a ReLU that followed the convolution, or null), g counts only where mask > 0.
 
 #include "tiles.cuh"    // aligned16, load4, store4, load_run4, the 128 x 128 tile machinery
+#include "mma.cuh"      // TF32 rounding, mma.sync, the pipelined tensor-core tile machinery
 
 // g where the ReLU that followed the convolution passed its input (mask[i] > 0), else 0;
 // g itself when there is no mask. mask is that ReLU's output, of g's shape.
@@ -604,34 +605,6 @@ __global__ void conv3x3_forward_implicit_gemm(const T* x, const T* w, const T* b
     }
 }
 
-// The float's bits rounded to TF32 (10 mantissa bits, to nearest, ties away from zero).
-__device__ __forceinline__ unsigned tf32_bits(float v) {
-    unsigned bits;
-#if defined(TINYVGG_HOST_EMULATION)
-    bits = host_tf32_bits(v);  // tests/host_cuda: the same rounding, in C++
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-    bits = __float_as_uint(v);  // never run: the host refuses TF32 below compute capability 8.0
-#else
-    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(bits) : "f"(v));
-#endif
-    return bits;
-}
-
-// d += a @ b on the tensor cores for one 16 x 8 x 8 tile, in PTX's fragment layout (see
-// the header). Every lane of the warp must take part.
-__device__ __forceinline__ void mma_tf32(float* d, const unsigned* a, const unsigned* b) {
-#if defined(TINYVGG_HOST_EMULATION)
-    host_mma_tf32(d, a, b);  // tests/host_cuda: the warp's lanes meet at a barrier
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-    __trap();  // never run: the host refuses TF32 below compute capability 8.0
-#else
-    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
-                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#endif
-}
-
 extern "C" __global__ void conv3x3_forward_tf32(const float* x, const float* w, const float* b,
                                                 float* y, long long N, long long Cin,
                                                 long long Cout, long long H, long long W,
@@ -960,13 +933,14 @@ conv3x3_forward_tile128(const T* x, const T* w, const T* b, T* y, const T* mask,
 struct PixelRun {
     Pixel at[4];
     long long first, end, H, W;   // at[j] is pixel first + j; pixels from end on are invalid
+    int step;                     // how far apart the slices are: TILE_BK or MMA_BK
 
     __device__ __forceinline__ void move_to(long long p) {
-        if (p == first + TILE_BK) {
+        if (p == first + step) {
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
                 at[j].valid = p + j < end;
-                at[j].col += TILE_BK;
+                at[j].col += step;
                 while (at[j].valid && at[j].col >= W) {
                     at[j].col -= (int)W;
                     if (++at[j].row == H) {
@@ -1056,6 +1030,7 @@ conv3x3_weight_grad_tile128(const T* x, const T* g, const T* mask, T* partial, l
 
     PixelRun pixels;
     pixels.first = -2 * TILE_BK;   // nothing located yet
+    pixels.step = TILE_BK;
     pixels.end = end;
     pixels.H = H;
     pixels.W = W;
@@ -1072,6 +1047,242 @@ conv3x3_weight_grad_tile128(const T* x, const T* g, const T* mask, T* partial, l
     const Epilogue<T> raw = {T(1), T(0), nullptr, 0, 0};
     store_tile_results(partial + (long long)blockIdx.z * Cout * K, Cout, K, co0, kc0, me, acc,
                        raw, true);
+}
+
+// Forward operand B of the pipelined tensor-core rungs, im2col(x) (9 Cin x pixels), stored
+// item-contiguous: thread t's runs are rows k0 + t / 32 and k0 + t / 32 + 8 at its 4
+// pixels p0 + 4 (t % 32) .. + 3, located once. One 16-byte copy where the run is 4
+// neighbouring values of one image row (W a multiple of 4, the tap's column shift 0);
+// else four 4-byte copies, zero-filled outside the image.
+struct Im2colSlices {
+    const float* x;
+    const Pixel* at;
+    long long K, Cin, H, W;
+    bool vector;   // W % 4 == 0, x 16-byte aligned, the run's first pixel valid
+    int thread;
+
+    __device__ __forceinline__ void operator()(float* slice, long long k0) const {
+        const SliceRuns runs = slice_runs<false>(thread);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            const int kk = runs.k + j * runs.k_gap;
+            float* dst = slice + slice_offset<false>(runs.item, kk);
+            const long long k = k0 + kk;
+            const long long ci = k / 9;
+            const int tap = (int)(k - 9 * ci), du = tap / 3 - 1, dv = tap % 3 - 1;
+            if (vector && dv == 0) {
+                const long long r = at[0].row + du;
+                const bool in = k < K && r >= 0 && r < H;
+                cp_async<16>(dst, in ? x + ((at[0].image * Cin + ci) * H + r) * W + at[0].col
+                                     : x, in ? 16 : 0);
+                continue;
+            }
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const long long r = at[e].row + du, c = at[e].col + dv;
+                const bool in = k < K && at[e].valid && r >= 0 && r < H && c >= 0 && c < W;
+                cp_async<4>(dst + e, in ? x + ((at[e].image * Cin + ci) * H + r) * W + c : x,
+                            in ? 4 : 0);
+            }
+        }
+    }
+};
+
+// Forward steps 8 ("tf32-pipelined", PASSES 1) and 9 ("3xtf32", PASSES 3): y (Cout x
+// N*H*W) = w (Cout x 9 Cin) @ im2col(x) on the pipelined tensor-core tile of mma.cuh.
+// Block b (1-D grid) owns output channels 128 (b % channel_tiles) and pixels 128 (b /
+// channel_tiles); w is copied k-contiguous, im2col(x) item-contiguous. The epilogue adds
+// the bias and, when relu is 1, applies ReLU where y is stored. (No mask: the copies go
+// to shared memory untouched, so a fused ReLU's mask is applied to g in a pass first.)
+template <int PASSES>
+__device__ __forceinline__ void conv3x3_forward_mma(const float* x, const float* w,
+                                                    const float* b, float* y, long long N,
+                                                    long long Cin, long long Cout, long long H,
+                                                    long long W, long long has_bias,
+                                                    long long relu) {
+    __shared__ __align__(16) float a_slices[MMA_STAGES * MMA_SLICE];  // w[co0 + m, k]
+    __shared__ __align__(16) float b_slices[MMA_STAGES * MMA_SLICE];  // im2col(x)[k, p0 + q]
+
+    const int thread = threadIdx.x;
+    const long long channel_tiles = (Cout + MMA_BM - 1) / MMA_BM;
+    const long long co0 = ((long long)blockIdx.x % channel_tiles) * MMA_BM;
+    const long long p0 = ((long long)blockIdx.x / channel_tiles) * MMA_BN;
+    const long long P = N * H * W;
+    const long long K = 9 * Cin;
+
+    Pixel at[4];   // the 4 pixels this thread copies, located once
+#pragma unroll
+    for (int e = 0; e < 4; ++e) at[e] = locate(p0 + slice_runs<false>(thread).item + e, P, H, W);
+    const MatrixSlices<true> fetch_w = {w, Cout, K, K, co0, K % 4 == 0 && aligned16(w), thread};
+    const Im2colSlices fetch_x = {x, at, K, Cin, H, W,
+                                  W % 4 == 0 && aligned16(x) && at[0].valid, thread};
+
+    float acc[4][4][4];   // multiply_mma_tiles sets it
+    multiply_mma_tiles<PASSES, true, false>(a_slices, b_slices, fetch_w, fetch_x, 0, K, acc,
+                                            thread);
+
+    const MmaThread me = mma_thread(thread);
+    const Epilogue<float> epi = {1.0f, 0.0f, b, has_bias ? 1 : 0, relu};
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const Pixel out = locate(p0 + me.col0 + 8 * nt + e, P, H, W);
+            if (!out.valid) continue;
+#pragma unroll
+            for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const long long co = co0 + me.row0 + 16 * mt + 8 * half;
+                    if (co < Cout)
+                        y[nchw_index(out, co, Cout, H, W)] =
+                            epi.apply(acc[mt][nt][2 * half + e], y, co, 0);
+                }
+        }
+}
+
+// One block an SM (8 warps, up to 255 registers a thread): at 128 registers (two blocks)
+// the 64 accumulators, the fragments and the copies' addresses spill.
+extern "C" __global__ void __launch_bounds__(MMA_THREADS, 1)
+conv3x3_forward_tf32_pipelined(const float* x, const float* w, const float* b, float* y,
+                               long long N, long long Cin, long long Cout, long long H,
+                               long long W, long long has_bias, long long relu) {
+    conv3x3_forward_mma<1>(x, w, b, y, N, Cin, Cout, H, W, has_bias, relu);
+}
+
+extern "C" __global__ void __launch_bounds__(MMA_THREADS, 1)
+conv3x3_forward_3xtf32(const float* x, const float* w, const float* b, float* y, long long N,
+                       long long Cin, long long Cout, long long H, long long W,
+                       long long has_bias, long long relu) {
+    conv3x3_forward_mma<3>(x, w, b, y, N, Cin, Cout, H, W, has_bias, relu);
+}
+
+// Weight-gradient operand A of the pipelined rungs, g (Cout x pixels), k-contiguous: thread
+// t's runs are output channels co0 + t / 4 and co0 + t / 4 + 64 at pixels k0 + 4 (t % 4)
+// .. + 3, which it follows from slice to slice in the shared PixelRun (moved here, so
+// multiply_mma_tiles must call it before operand B of the same slice: it does). One
+// 16-byte copy when the 4 pixels are neighbours in one image (H W a multiple of 4).
+struct GradientSlices {
+    const float* g;
+    PixelRun* pixels;
+    long long co0, Cout, H, W;
+    bool vector;   // H W % 4 == 0 and g 16-byte aligned
+    int thread;
+
+    __device__ __forceinline__ void operator()(float* slice, long long k0) const {
+        const SliceRuns runs = slice_runs<true>(thread);
+        pixels->move_to(k0 + runs.k);
+        const Pixel* at = pixels->at;
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            const int item = runs.item + j * runs.item_gap;
+            float* dst = slice + slice_offset<true>(item, runs.k);
+            const long long co = co0 + item;
+            if (vector && co < Cout && at[0].valid && at[3].valid) {
+                cp_async<16>(dst, g + nchw_index(at[0], co, Cout, H, W), 16);
+                continue;
+            }
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const bool in = co < Cout && at[e].valid;
+                cp_async<4>(dst + e, in ? g + nchw_index(at[e], co, Cout, H, W) : g, in ? 4 : 0);
+            }
+        }
+    }
+};
+
+// Weight-gradient operand B, im2col(x)^T (pixels x 9 Cin), k-contiguous: thread t's runs are
+// columns (ci, tap) kc0 + t / 4 and kc0 + t / 4 + 64 at its 4 pixels; each column's plane
+// offset ci H W and tap are split once (tap -1 past the last column).
+struct ColumnSlices {
+    const float* x;
+    const PixelRun* pixels;
+    long long Cin, H, W;
+    long long plane[2];
+    int tap[2];
+    int thread;
+
+    __device__ __forceinline__ void operator()(float* slice, long long) const {
+        const SliceRuns runs = slice_runs<true>(thread);
+        const Pixel* at = pixels->at;
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            float* dst = slice + slice_offset<true>(runs.item + j * runs.item_gap, runs.k);
+            const int du = tap[j] / 3 - 1, dv = tap[j] % 3 - 1;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const long long r = at[e].row + du, c = at[e].col + dv;
+                const bool in = tap[j] >= 0 && at[e].valid && r >= 0 && r < H && c >= 0 && c < W;
+                cp_async<4>(dst + e, in ? x + at[e].image * Cin * H * W + plane[j] + r * W + c
+                                        : x, in ? 4 : 0);
+            }
+        }
+    }
+};
+
+// Weight-gradient steps 5 ("tf32-pipelined") and 6 ("3xtf32"): dw (Cout x 9 Cin) = g (Cout
+// x N*H*W) @ im2col(x)^T on the pipelined tensor-core tile, both operands k-contiguous
+// (the pixels are K). Block (blockIdx.x, blockIdx.y, blockIdx.z) computes columns 128
+// blockIdx.x of dw, rows 128 blockIdx.y, over split blockIdx.z of the pixels (splits a
+// multiple of 16 pixels long, the last one shorter); its raw sums go to partial[split,
+// co, k] and the host adds the splits in order (conv1x1_sum_splits). No mask: g arrives
+// masked when a ReLU was fused into the forward pass.
+template <int PASSES>
+__device__ __forceinline__ void conv3x3_weight_grad_mma(const float* x, const float* g,
+                                                        float* partial, long long N,
+                                                        long long Cin, long long Cout,
+                                                        long long H, long long W,
+                                                        long long per_split) {
+    __shared__ __align__(16) float a_slices[MMA_STAGES * MMA_SLICE];  // g[co0 + m, pixel]
+    __shared__ __align__(16) float b_slices[MMA_STAGES * MMA_SLICE];  // im2col(x)[kc0 + q, pixel]
+
+    const int thread = threadIdx.x;
+    const long long K = 9 * Cin;
+    const long long kc0 = (long long)blockIdx.x * MMA_BN;
+    const long long co0 = (long long)blockIdx.y * MMA_BM;
+    const long long P = N * H * W;
+    const long long begin = (long long)blockIdx.z * per_split;
+    const long long end = begin + per_split < P ? begin + per_split : P;
+
+    PixelRun pixels;
+    pixels.first = -2 * MMA_BK;   // nothing located yet
+    pixels.step = MMA_BK;
+    pixels.end = end;
+    pixels.H = H;
+    pixels.W = W;
+    const GradientSlices fetch_g = {g, &pixels, co0, Cout, H, W,
+                                    (H * W) % 4 == 0 && aligned16(g), thread};
+    ColumnSlices fetch_x = {x, &pixels, Cin, H, W, {0, 0}, {-1, -1}, thread};
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+        const long long column = kc0 + slice_runs<true>(thread).item + 64 * j;
+        if (column < K) {
+            fetch_x.plane[j] = column / 9 * H * W;
+            fetch_x.tap[j] = (int)(column % 9);
+        }
+    }
+
+    float acc[4][4][4];   // multiply_mma_tiles sets it
+    multiply_mma_tiles<PASSES, true, true>(a_slices, b_slices, fetch_g, fetch_x, begin, end,
+                                           acc, thread);
+
+    const Epilogue<float> raw = {1.0f, 0.0f, nullptr, 0, 0};
+    store_mma_results(partial + (long long)blockIdx.z * Cout * K, Cout, K, co0, kc0,
+                      mma_thread(thread), acc, raw, true);
+}
+
+extern "C" __global__ void __launch_bounds__(MMA_THREADS, 1)
+conv3x3_weight_grad_tf32_pipelined(const float* x, const float* g, float* partial, long long N,
+                                   long long Cin, long long Cout, long long H, long long W,
+                                   long long per_split) {
+    conv3x3_weight_grad_mma<1>(x, g, partial, N, Cin, Cout, H, W, per_split);
+}
+
+extern "C" __global__ void __launch_bounds__(MMA_THREADS, 1)
+conv3x3_weight_grad_3xtf32(const float* x, const float* g, float* partial, long long N,
+                           long long Cin, long long Cout, long long H, long long W,
+                           long long per_split) {
+    conv3x3_weight_grad_mma<3>(x, g, partial, N, Cin, Cout, H, W, per_split);
 }
 
 template <typename T>

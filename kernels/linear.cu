@@ -81,6 +81,7 @@
 // (chunks x cols) partial sums. No atomics: the result is the same on every run.
 
 #include "tiles.cuh"    // aligned16, load4, load_run4, the 128 x 128 tile machinery
+#include "mma.cuh"      // the pipelined tensor-core tile machinery
 
 #define GEMM_TILE 64
 #define GEMM_CHUNK_K 16
@@ -355,6 +356,85 @@ __global__ void __launch_bounds__(TILE_THREADS, TILE_BLOCKS_PER_SM(T)) gemm_warp
 // C[b][i] = epilogue(sum_s partial[b * splits + s][i]), the splits added in order: one
 // thread per element i of the batch's M x N results (grid-stride loop over n = batch * M
 // * N), C's products stride_c apart.
+// gemm_warptile's product on the pipelined tensor-core tile of mma.cuh, for one pair of
+// storage orders (the operand layouts are template arguments, so the inner loop has no
+// branch on them): the same batching, split-K (k_per_split a multiple of 16) and epilogue.
+template <int PASSES, bool A_K_CONTIGUOUS, bool B_K_CONTIGUOUS>
+__device__ __forceinline__ void gemm_mma_tiles(float* a_slices, float* b_slices,
+                                               const float* A, const float* B, float* C,
+                                               float* partial, long long M, long long N,
+                                               long long K, float alpha, float beta,
+                                               const float* bias, long long bias_mode,
+                                               long long relu, long long stride_a,
+                                               long long stride_b, long long stride_c,
+                                               long long splits, long long k_per_split) {
+    const int thread = threadIdx.x;
+    const long long product = blockIdx.z / splits, split = blockIdx.z % splits;
+    const long long m0 = (long long)blockIdx.x * MMA_BM;
+    const long long n0 = (long long)blockIdx.y * MMA_BN;
+    const long long k_begin = split * k_per_split;
+    const long long k_end = k_begin + k_per_split < K ? k_begin + k_per_split : K;
+    A += product * stride_a;
+    B += product * stride_b;
+    const MatrixSlices<A_K_CONTIGUOUS> fetch_a = {
+        A, M, K, k_end, m0, (A_K_CONTIGUOUS ? K : M) % 4 == 0 && aligned16(A), thread};
+    const MatrixSlices<B_K_CONTIGUOUS> fetch_b = {
+        B, N, K, k_end, n0, (B_K_CONTIGUOUS ? K : N) % 4 == 0 && aligned16(B), thread};
+
+    float acc[4][4][4];   // multiply_mma_tiles sets it
+    multiply_mma_tiles<PASSES, A_K_CONTIGUOUS, B_K_CONTIGUOUS>(a_slices, b_slices, fetch_a,
+                                                               fetch_b, k_begin, k_end, acc,
+                                                               thread);
+
+    const Epilogue<float> epi = {alpha, beta, bias, bias_mode, relu};
+    const MmaThread at = mma_thread(thread);
+    if (splits == 1)
+        store_mma_results(C + product * stride_c, M, N, m0, n0, at, acc, epi, false);
+    else
+        store_mma_results(partial + (long long)blockIdx.z * M * N, M, N, m0, n0, at, acc, epi,
+                          true);
+}
+
+// op(A) is k-contiguous unless A is stored transposed; op(B) when B is. The shared buffers
+// are declared here, once for the four instantiations.
+template <int PASSES>
+__device__ __forceinline__ void gemm_mma(const float* A, const float* B, float* C,
+                                         float* partial, long long M, long long N, long long K,
+                                         long long trans_a, long long trans_b, float alpha,
+                                         float beta, const float* bias, long long bias_mode,
+                                         long long relu, long long stride_a, long long stride_b,
+                                         long long stride_c, long long splits,
+                                         long long k_per_split) {
+    __shared__ __align__(16) float a_slices[MMA_STAGES * MMA_SLICE];  // op(A)[m0 + m, k]
+    __shared__ __align__(16) float b_slices[MMA_STAGES * MMA_SLICE];  // op(B)[k, n0 + n]
+#define GEMM_MMA_ARGS a_slices, b_slices, A, B, C, partial, M, N, K, alpha, beta, bias, bias_mode, relu, \
+                      stride_a, stride_b, stride_c, splits, k_per_split
+    if (!trans_a && !trans_b) gemm_mma_tiles<PASSES, true, false>(GEMM_MMA_ARGS);
+    else if (!trans_a) gemm_mma_tiles<PASSES, true, true>(GEMM_MMA_ARGS);
+    else if (!trans_b) gemm_mma_tiles<PASSES, false, false>(GEMM_MMA_ARGS);
+    else gemm_mma_tiles<PASSES, false, true>(GEMM_MMA_ARGS);
+#undef GEMM_MMA_ARGS
+}
+
+extern "C" __global__ void __launch_bounds__(MMA_THREADS, 1)
+gemm_tf32_pipelined(const float* A, const float* B, float* C, float* partial, long long M,
+                    long long N, long long K, long long trans_a, long long trans_b, float alpha,
+                    float beta, const float* bias, long long bias_mode, long long relu,
+                    long long stride_a, long long stride_b, long long stride_c,
+                    long long splits, long long k_per_split) {
+    gemm_mma<1>(A, B, C, partial, M, N, K, trans_a, trans_b, alpha, beta, bias, bias_mode, relu,
+                stride_a, stride_b, stride_c, splits, k_per_split);
+}
+
+extern "C" __global__ void __launch_bounds__(MMA_THREADS, 1)
+gemm_3xtf32(const float* A, const float* B, float* C, float* partial, long long M, long long N,
+            long long K, long long trans_a, long long trans_b, float alpha, float beta,
+            const float* bias, long long bias_mode, long long relu, long long stride_a,
+            long long stride_b, long long stride_c, long long splits, long long k_per_split) {
+    gemm_mma<3>(A, B, C, partial, M, N, K, trans_a, trans_b, alpha, beta, bias, bias_mode, relu,
+                stride_a, stride_b, stride_c, splits, k_per_split);
+}
+
 template <typename T>
 __global__ void gemm_sum_splits(const T* partial, T* C, long long M, long long N, T alpha,
                                 T beta, const T* bias, long long bias_mode, long long relu,

@@ -82,6 +82,11 @@ inline unsigned __float_as_uint(float v) {
     std::memcpy(&bits, &v, sizeof bits);
     return bits;
 }
+inline float __uint_as_float(unsigned bits) {
+    float v;
+    std::memcpy(&v, &bits, sizeof v);
+    return v;
+}
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __fmul_rn(float a, float b) { return a * b; }

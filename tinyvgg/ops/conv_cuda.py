@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend, choices, cuda
-from . import conv_auto
+from . import conv_auto, tensor_cores
 from .conv_cpu import WINOGRAD4X4_MATRICES, winograd4x4_tiles
 from .activation import relu_backward_cuda
 from .linear import gemm_batched_gpu
@@ -31,10 +31,12 @@ CONV3X3_KERNEL_FUNCTIONS = {
     "tf32-mma": "conv3x3_forward_tf32",                # the same on TF32 tensor cores
     "winograd4x4": "winograd4x4_input_transform",      # F(4x4, 3x3): transforms + 36 gemms
     "tile128": "conv3x3_forward_tile128",              # step 4 on 128x128 warp tiles, fused epilogue
+    "tf32-pipelined": "conv3x3_forward_tf32_pipelined",  # tensor cores fed by a cp.async pipeline
+    "3xtf32": "conv3x3_forward_3xtf32",                # the same, float32 accuracy from 3 products
 }
 CONV3X3_KERNELS = tuple(CONV3X3_KERNEL_FUNCTIONS)
 #: kernels that round their inputs to TF32: float32 only, never the default
-CONV3X3_TF32_KERNELS = ("tf32-mma",)
+CONV3X3_TF32_KERNELS = tuple(k for k in CONV3X3_KERNELS if tensor_cores.precision(k) == "tf32")
 CONV3X3_DEFAULT_KERNEL = "implicit-gemm"  # the fastest float32/float64 rung (benchmarks/results)
 
 #: conv3x3's weight-gradient kernels: name -> kernel in kernels/conv3x3.cu
@@ -43,14 +45,16 @@ CONV3X3_WGRAD_KERNEL_FUNCTIONS = {
     "implicit-gemm": "conv3x3_weight_grad_implicit_gemm",  # g @ im2col(x)^T, pixels split
     "winograd4x4": "winograd4x4_output_adjoint",           # F(4x4, 3x3)'s stages transposed
     "tile128": "conv3x3_weight_grad_tile128",              # step 2 on 128x128 warp tiles
+    "tf32-pipelined": "conv3x3_weight_grad_tf32_pipelined",  # tensor cores, cp.async pipeline
+    "3xtf32": "conv3x3_weight_grad_3xtf32",                # the same, float32 accuracy
 }
 CONV3X3_WGRAD_KERNELS = tuple(CONV3X3_WGRAD_KERNEL_FUNCTIONS)
 CONV3X3_DEFAULT_WGRAD_KERNEL = "implicit-gemm"
 #: the kernels that compute in strict float32 (or float64), per job: what "auto" picks from
 STRICT_KERNELS_OF_JOB = {
-    "fwd": tuple(k for k in CONV3X3_KERNELS if k not in CONV3X3_TF32_KERNELS),
-    "dx": tuple(k for k in CONV3X3_KERNELS if k not in CONV3X3_TF32_KERNELS),
-    "dw": CONV3X3_WGRAD_KERNELS}
+    "fwd": tuple(k for k in CONV3X3_KERNELS if not tensor_cores.uses_tensor_cores(k)),
+    "dx": tuple(k for k in CONV3X3_KERNELS if not tensor_cores.uses_tensor_cores(k)),
+    "dw": tuple(k for k in CONV3X3_WGRAD_KERNELS if not tensor_cores.uses_tensor_cores(k))}
 AUTO = "auto"   # per layer shape and job, the fastest rung measured on this GPU (conv_auto.py)
 
 # Launch shapes; they must match the constants at the top of the .cu files
@@ -73,7 +77,9 @@ GEMM_TILE = 64          # conv1x1 kernels: 64 x 64 result tile per block
 GEMM_SIDE = 16          # conv1x1 kernels: 16 x 16 threads per block
 MAX_GRID_X = 2**31 - 1  # CUDA's limit on gridDim.x
 MAX_GRID_Z = 65535      # CUDA's limit on gridDim.z
-TF32_MIN_CAPABILITY = 80  # TF32 tensor cores: compute capability 8.0 (Ampere) and newer
+TF32_MIN_CAPABILITY = tensor_cores.TF32_MIN_CAPABILITY
+MMA_TILE, MMA_THREADS, MMA_BK = (tensor_cores.MMA_TILE, tensor_cores.MMA_THREADS,
+                                 tensor_cores.MMA_BK)   # the pipelined tensor-core rungs
 # The weight gradients of conv1x1 and of conv3x3's implicit GEMM split the batch's pixels
 # so that about this many blocks run, but give each split at least WGRAD_MIN_COLUMNS pixels.
 WGRAD_TARGET_BLOCKS = 512
@@ -83,8 +89,9 @@ WGRAD_MIN_COLUMNS = 256
 #: the rungs, selected like every kernel choice (tinyvgg.choices): use_conv3x3_kernel(name),
 #: ``with using_conv3x3_kernel(name):`` or TINYVGG_CONV3X3_KERNEL at import (forward and
 #: input gradient); use_conv3x3_wgrad_kernel(name) and so on for the weight gradient.
-#: "tf32-mma" rounds to TF32 (float32 only, results within about 1e-3 of their scale,
-#: compute capability 8.0 or newer); "winograd4x4" does a quarter of the multiplies and
+#: "tf32-mma" and "tf32-pipelined" round to TF32 (float32 only, results within about 1e-3
+#: of their scale, compute capability 8.0 or newer); "3xtf32" runs on the same tensor cores
+#: at float32 accuracy (tensor_cores.py); "winograd4x4" does a quarter of the multiplies and
 #: keeps V and M, 2.25x the input and output. Every rung gives the same result on every run.
 CONV3X3_KERNEL = choices.Choice("conv3x3_kernel", "conv3x3 kernel", CONV3X3_KERNELS + (AUTO,),
                                 CONV3X3_DEFAULT_KERNEL)
@@ -114,12 +121,7 @@ def conv3x3_kernel_for(dtype, job: str = "fwd", shape=None) -> str:
     kernel = conv3x3_kernel()
     if kernel == AUTO:
         return auto_kernel(job, dtype, *shape)
-    dtype = np.dtype(dtype)
-    if kernel in CONV3X3_TF32_KERNELS and dtype != np.float32:
-        fp_kernels = ", ".join(repr(k) for k in CONV3X3_KERNELS if k not in CONV3X3_TF32_KERNELS)
-        raise TypeError(f"conv3x3: the {kernel!r} kernel computes in TF32 and takes "
-                        f"float32 only, got {dtype}; for {dtype} select one of {fp_kernels} "
-                        f"with use_conv3x3_kernel")
+    tensor_cores.check("conv3x3", kernel, dtype, STRICT_KERNELS_OF_JOB["fwd"])
     return kernel
 
 
@@ -127,7 +129,10 @@ def conv3x3_wgrad_kernel_for(dtype, shape) -> str:
     """The weight-gradient kernel for the layer's ``shape`` = (c_in, c_out, H, W): the
     selected one, "auto" resolved."""
     kernel = conv3x3_wgrad_kernel()
-    return auto_kernel("dw", dtype, *shape) if kernel == AUTO else kernel
+    if kernel == AUTO:
+        return auto_kernel("dw", dtype, *shape)
+    tensor_cores.check("conv3x3 weight gradient", kernel, dtype, STRICT_KERNELS_OF_JOB["dw"])
+    return kernel
 
 
 #: the rungs that apply a fused ReLU's mask where they load g; the others need g masked
@@ -159,14 +164,6 @@ def _bias_flag(bias):
     return (None, 0) if bias is None else (cuda.contiguous(bias), 1)
 
 
-def _require_tf32_tensor_cores(kernel: str) -> None:
-    capability = int(backend.cupy_module().cuda.Device().compute_capability)
-    if capability < TF32_MIN_CAPABILITY:
-        raise backend.DeviceUnavailableError(
-            f"conv3x3: the {kernel!r} kernel needs TF32 tensor cores (compute capability "
-            f"8.0 or newer); this GPU has {capability // 10}.{capability % 10}")
-
-
 def conv3x3_cuda(x, weight, bias=None, relu: bool = False, mask=None, job: str = "fwd"):
     """conv3x3 of CuPy arrays with the kernel chosen by ``use_conv3x3_kernel``; then ReLU
     when ``relu``. ``mask`` (or None): x is read as x * (mask > 0), mask of x's shape (the
@@ -195,6 +192,12 @@ def conv3x3_cuda(x, weight, bias=None, relu: bool = False, mask=None, job: str =
         return _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y, relu, mask)
     if mask is not None:
         x = relu_backward_cuda(x, mask)
+    if kernel in tensor_cores.PIPELINED_KERNELS:   # the bias and ReLU where y is stored
+        blocks = _blocks(C_out, MMA_TILE) * _blocks(N * H * W, MMA_TILE)
+        _check_grid_x(blocks, (N, C_out, H, W))
+        cuda.launch("conv3x3", CONV3X3_KERNEL_FUNCTIONS[kernel], None, blocks, MMA_THREADS,
+                    (x, weight, bias, y, N, C_in, C_out, H, W, has_bias, int(relu)))
+        return y
     _conv3x3_direct_cuda(kernel, x, weight, bias, has_bias, y)
     if relu:
         cuda.launch_elementwise("activation", "relu_forward", y.dtype, y.size, y, y)
@@ -242,7 +245,6 @@ def _conv3x3_direct_cuda(kernel, x, weight, bias, has_bias, y):
         blocks = _blocks(C_out, IG_BM) * _blocks(N * H * W, IG_BN)
         _check_grid_x(blocks, (N, C_out, H, W))
         if kernel in CONV3X3_TF32_KERNELS:
-            _require_tf32_tensor_cores(kernel)
             cuda.launch("conv3x3", function, None, blocks, IG_THREADS, args)  # float only
         else:
             cuda.launch("conv3x3", function, x.dtype, blocks, IG_THREADS, args)
@@ -314,8 +316,8 @@ def conv3x3_weight_grad_cuda(x, g, mask=None):
     dw = cuda.empty((C_out, C_in, 3, 3), x.dtype)
     if dw.size == 0:
         return dw
-    if kernel == "tile128":
-        return _conv3x3_weight_grad_tile128_cuda(x, g, mask, dw)
+    if kernel == "tile128" or kernel in tensor_cores.PIPELINED_KERNELS:
+        return _conv3x3_weight_grad_tiles_cuda(kernel, x, g, mask, dw)
     if kernel == "winograd4x4":
         return _conv3x3_weight_grad_winograd4x4_cuda(x, g, mask, dw)
     if mask is not None:
@@ -341,19 +343,29 @@ def conv3x3_weight_grad_cuda(x, g, mask=None):
     return dw
 
 
-def _conv3x3_weight_grad_tile128_cuda(x, g, mask, dw):
-    """Weight-gradient step 4 of kernels/conv3x3.cu: 128 x 128 tiles of dw (Cout x 9 Cin),
-    each summed over pixel ranges of whole slices, the ranges added in order."""
+def _conv3x3_weight_grad_tiles_cuda(kernel, x, g, mask, dw):
+    """Weight-gradient steps 4-6 of kernels/conv3x3.cu: 128 x 128 tiles of dw (Cout x 9
+    Cin), each summed over pixel ranges of whole slices, the ranges added in order. tile128
+    applies the mask where it loads g; the tensor-core rungs take g masked in a pass."""
     N, C_in, H, W = x.shape
     C_out = g.shape[1]
     tiles_x, tiles_y = _blocks(9 * C_in, TILE), _blocks(C_out, TILE)
     pixels = N * H * W
     splits = _pixel_splits(tiles_x * tiles_y, pixels)
-    per_split = -(-_blocks(pixels, splits) // TILE_BK) * TILE_BK
+    slice_ = TILE_BK if kernel == "tile128" else MMA_BK
+    per_split = -(-_blocks(pixels, splits) // slice_) * slice_
     splits = _blocks(pixels, per_split)
     partial = dw if splits == 1 else cuda.empty((splits,) + dw.shape, x.dtype)
-    cuda.launch("conv3x3", "conv3x3_weight_grad_tile128", x.dtype, (tiles_x, tiles_y, splits),
-                TILE_THREADS, (x, g, _contiguous_or_none(mask), partial, N, C_in, C_out, H, W, per_split))
+    function = CONV3X3_WGRAD_KERNEL_FUNCTIONS[kernel]
+    grid = (tiles_x, tiles_y, splits)
+    if kernel == "tile128":
+        cuda.launch("conv3x3", function, x.dtype, grid, TILE_THREADS,
+                    (x, g, _contiguous_or_none(mask), partial, N, C_in, C_out, H, W, per_split))
+    else:
+        if mask is not None:
+            g = relu_backward_cuda(g, mask)
+        cuda.launch("conv3x3", function, None, grid, MMA_THREADS,
+                    (x, g, partial, N, C_in, C_out, H, W, per_split))
     if splits > 1:
         cuda.launch_elementwise("conv1x1", "conv1x1_sum_splits", x.dtype, dw.size,
                                 partial, dw, splits)

@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import choices, cuda
 from ..tensor import Function
-from . import checks
+from . import checks, tensor_cores
 from .rows import affine_rows, affine_rows_backward
 
 #: the matrix-product kernels of kernels/linear.cu, a ladder (its opening comment gives each
@@ -36,6 +36,8 @@ GEMM_KERNEL_FUNCTIONS = {
     "tiled": "gemm",              # 64 x 64 shared-memory tiles, 4 x 4 values per thread
     "register": "gemm_register",  # 64 x 128 tiles, 8 x 8 values per thread, vector loads
     "warptile": "gemm_warptile",  # 128 x 128 warp-tiled, double-buffered, batched, split-K
+    "tf32-pipelined": "gemm_tf32_pipelined",  # TF32 tensor cores, a cp.async pipeline
+    "3xtf32": "gemm_3xtf32",      # the same at float32 accuracy: three TF32 products
 }
 GEMM_KERNELS = tuple(GEMM_KERNEL_FUNCTIONS)
 GEMM_DEFAULT_KERNEL = "tiled"
@@ -100,8 +102,11 @@ def gemm_gpu(a, b, trans_a: bool = False, trans_b: bool = False, alpha: float = 
         return out
     bias = _checked_bias(bias, N, out.dtype)
     kernel = gemm_kernel()
-    if kernel == "warptile":
-        return _gemm_warptile(a, b, out, M, N, K, trans_a, trans_b, alpha, beta, 1, bias, relu)
+    tensor_cores.check("gemm", kernel, a.dtype,
+                       [k for k in GEMM_KERNELS if not tensor_cores.uses_tensor_cores(k)])
+    if kernel == "warptile" or kernel in tensor_cores.PIPELINED_KERNELS:
+        return _gemm_warptile(a, b, out, M, N, K, trans_a, trans_b, alpha, beta, 1, bias, relu,
+                              kernel)
     function = GEMM_KERNEL_FUNCTIONS[kernel]
     args = (a, b, out, M, N, K, int(trans_a), int(trans_b), float(alpha), float(beta))
     if kernel == "naive":
@@ -174,32 +179,37 @@ def _check_column_tiles(tiles: int, N: int) -> None:
                          f"{MAX_GRID_Y} a grid allows")
 
 
-def k_splits(tiles: int, K: int, most: int = MAX_GRID_Z) -> tuple[int, int]:
+def k_splits(tiles: int, K: int, most: int = MAX_GRID_Z,
+             slice_: int = TILE_BK) -> tuple[int, int]:
     """(splits, k_per_split) for a product of ``tiles`` block tiles (over all its products)
     and depth K: enough splits that about SPLIT_TARGET_BLOCKS blocks run, none shallower
-    than SPLIT_MIN_K, at most ``most``, each a whole number of slices."""
+    than SPLIT_MIN_K, at most ``most``, each a whole number of slices of ``slice_``."""
     splits = max(1, min(SPLIT_TARGET_BLOCKS // max(tiles, 1), K // SPLIT_MIN_K, most))
     per_split = -(-K // splits)
-    per_split = max(TILE_BK, -(-per_split // TILE_BK) * TILE_BK)
+    per_split = max(slice_, -(-per_split // slice_) * slice_)
     return max(1, -(-K // per_split)), per_split
 
 
-def _gemm_warptile(a, b, out, M, N, K, trans_a, trans_b, alpha, beta, batch, bias, relu):
-    """One launch of gemm_warptile over ``batch`` products of one shape (a, b, out holding
-    them one after another), split along K when that fills the GPU, then the ordered sum
-    of the splits."""
+def _gemm_warptile(a, b, out, M, N, K, trans_a, trans_b, alpha, beta, batch, bias, relu,
+                   kernel="warptile"):
+    """One launch of gemm_warptile (or of a pipelined tensor-core ``kernel``, whose tiles are
+    also 128 x 128 and whose arguments are the same) over ``batch`` products of one shape
+    (a, b, out holding them one after another), split along K when that fills the GPU, then
+    the ordered sum of the splits."""
+    slice_ = TILE_BK if kernel == "warptile" else tensor_cores.MMA_BK
     grid_x, grid_y = cuda.blocks_for(M, TILE_BM), cuda.blocks_for(N, TILE_BN)
     _check_column_tiles(grid_y, N)
-    splits, per_split = k_splits(grid_x * grid_y * batch, K)
+    splits, per_split = k_splits(grid_x * grid_y * batch, K, slice_=slice_)
     if batch * splits > MAX_GRID_Z and batch <= MAX_GRID_Z:   # many products: fewer splits
-        splits, per_split = k_splits(grid_x * grid_y * batch, K, MAX_GRID_Z // batch)
+        splits, per_split = k_splits(grid_x * grid_y * batch, K, MAX_GRID_Z // batch, slice_)
     if batch * splits > MAX_GRID_Z:
         raise ValueError(f"gemm_batched: {batch} products are more than the {MAX_GRID_Z} "
                          f"a grid allows")
     bias_mode = 0 if bias is None else 2   # per column of C (bias checked by the caller)
     partial = cuda.empty((batch * splits, M, N), out.dtype) if splits > 1 else None
     stride_a, stride_b, stride_c = M * K, K * N, M * N
-    cuda.launch("linear", "gemm_warptile", out.dtype, (grid_x, grid_y, batch * splits),
+    cuda.launch("linear", GEMM_KERNEL_FUNCTIONS[kernel],
+                out.dtype if kernel == "warptile" else None, (grid_x, grid_y, batch * splits),
                 TILE_THREADS, (a, b, out, partial, M, N, K, int(trans_a), int(trans_b),
                                float(alpha), float(beta), bias, bias_mode, int(relu),
                                stride_a, stride_b, stride_c, splits, per_split))
