@@ -50,8 +50,9 @@ _emulated = []   # the gpu tests that ran on the host emulator
 @pytest.fixture(autouse=True)
 def _gpu_tests_on_the_host_emulator(request, monkeypatch):
     if "gpu" in request.keywords and emulate_gpu():
-        if "real_gpu" in request.keywords:
-            pytest.skip("needs a real GPU: it tests CuPy itself")
+        real_gpu = request.node.get_closest_marker("real_gpu")
+        if real_gpu is not None:
+            pytest.skip("needs a real GPU: " + real_gpu.kwargs.get("reason", "it tests CuPy itself"))
         import host_cuda
         host_cuda.emulated_device(monkeypatch)
         _emulated.append(request.node.nodeid)

@@ -5,6 +5,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 import tinyvgg as tv
+from tinyvgg.ops import tensor_cores
 
 FLOAT_DTYPES = (np.float32, np.float64)
 
@@ -96,6 +97,17 @@ LADDER_SHAPES = {
 SPLIT_PIXELS_SHAPE = (4, 3, 8, 40, 40)
 #: TF32 rounds both operands to 10 mantissa bits (relative error up to 2^-11 each)
 TF32_RTOL = 5e-3
+
+
+def kernel_rtol(kernel: str, dtype) -> float:
+    """The tolerance of a GPU rung's results: TF32's for the TF32 rungs; the dtype's for
+    the strict ones and for 3xTF32, which promises float32-level errors."""
+    return TF32_RTOL if tensor_cores.precision(kernel) == "tf32" else RTOL[np.dtype(dtype)]
+
+
+def strict_kernels(kernels):
+    """The rungs of a ladder that take float64 too (no tensor cores)."""
+    return [k for k in kernels if not tensor_cores.uses_tensor_cores(k)]
 
 
 def conv_inputs(shape, dtype, seed):

@@ -6,19 +6,20 @@ gradient, the matrix products of linear) on shapes that fill no tile evenly.
 Tolerances: float64 results agree to 1e-12 relative (the kernels sum in other orders than
 NumPy/BLAS); float32 to 1e-5 relative, with an absolute floor scaled by the largest value,
 since a convolution sums hundreds of products and cancellation makes small outputs noisy.
-The TF32 kernel rounds its inputs to 10 mantissa bits (relative error up to 2^-11 each),
-so it is held to 5e-3 of the output's scale, against the CPU path in float32."""
+The TF32 kernels round their inputs to 10 mantissa bits (relative error up to 2^-11 each),
+so they are held to 5e-3 of the output's scale, against the CPU path in float32; the 3xTF32
+kernels promise float32-level errors and are held to float32's tolerance."""
 import itertools
 
 import numpy as np
 import pytest
 
 import tinyvgg as tv
-from helpers import (LADDER_SHAPES, RTOL, SPLIT_PIXELS_SHAPE, TF32_RTOL, assert_close,
-                     conv_inputs, randn)
+from helpers import (LADDER_SHAPES, RTOL, SPLIT_PIXELS_SHAPE, assert_close, conv_inputs,
+                     kernel_rtol, randn, strict_kernels)
 from tinyvgg import functional as F
 from tinyvgg.models import vgg
-from tinyvgg.ops import conv_cuda as conv, linear
+from tinyvgg.ops import conv_cpu, conv_cuda as conv, linear, tensor_cores
 from tinyvgg.tools.selfcheck import op_cases
 
 pytestmark = pytest.mark.gpu
@@ -137,15 +138,14 @@ def test_a_kernel_compile_error_names_the_file_and_line(tmp_path, monkeypatch):
 
 # --- the kernel ladders ---------------------------------------------------------------
 
-TF32 = conv.CONV3X3_TF32_KERNELS
-FP_FORWARD = [k for k in conv.CONV3X3_KERNELS if k not in TF32]
+FP_FORWARD = strict_kernels(conv.CONV3X3_KERNELS)
 
 
 def steps(kernels):
-    """(kernel, dtype) pairs: float32 and float64, TF32 kernels float32 only."""
+    """(kernel, dtype) pairs: float32 and float64, tensor-core kernels float32 only."""
     return [pytest.param(k, d, id=f"{k}-{np.dtype(d).name}")
             for k in kernels for d in (np.float32, np.float64)
-            if not (k in TF32 and d == np.float64)]
+            if not (tensor_cores.uses_tensor_cores(k) and d == np.float64)]
 
 
 @pytest.fixture
@@ -176,7 +176,7 @@ def test_conv3x3_forward_ladder_equals_the_cpu_path(kernel, dtype, shape, select
     select(conv.use_conv3x3_kernel, conv.conv3x3_kernel, kernel)
     arrays = conv_inputs(shape, dtype, seed=4)
     ours, expected = conv3x3_on("cuda", *arrays), conv3x3_on("cpu", *arrays)
-    rtol = TF32_RTOL if kernel in TF32 else RTOL[np.dtype(dtype)]
+    rtol = kernel_rtol(kernel, dtype)
     for name, a, e in zip(("y", "dx", "dw", "db"), ours, expected):
         assert a.dtype == dtype, name
         assert_close(a, e, rtol=rtol if name in ("y", "dx") else RTOL[np.dtype(dtype)])
@@ -195,11 +195,11 @@ def test_conv3x3_weight_grad_ladder_equals_the_cpu_path_on_every_run(kernel, dty
     first = tv.backend.to_numpy(conv.conv3x3_weight_grad_cuda(x_gpu, g_gpu))
     again = tv.backend.to_numpy(conv.conv3x3_weight_grad_cuda(x_gpu, g_gpu))
     assert first.dtype == dtype
-    assert_close(first, expected, rtol=RTOL[np.dtype(dtype)])
+    assert_close(first, expected, rtol=kernel_rtol(kernel, dtype))
     np.testing.assert_array_equal(again, first)  # no atomics: the same bits every time
 
 
-@pytest.mark.parametrize("weight_grad", conv.CONV3X3_WGRAD_KERNELS)
+@pytest.mark.parametrize("weight_grad", strict_kernels(conv.CONV3X3_WGRAD_KERNELS))
 @pytest.mark.parametrize("forward", FP_FORWARD)
 def test_gradcheck_every_fp64_ladder_step(forward, weight_grad, select):
     select(conv.use_conv3x3_kernel, conv.conv3x3_kernel, forward)
@@ -224,27 +224,101 @@ def test_conv3x3_kernels_take_arrays_that_are_not_16_byte_aligned(kernel, select
         return view
     ours = cupy.asnumpy(conv.conv3x3_cuda(shifted(x), shifted(w), shifted(b)))
     expected = F.conv3x3(tv.tensor(x), tv.tensor(w), tv.tensor(b)).numpy()
-    assert_close(ours, expected, rtol=TF32_RTOL if kernel in TF32 else RTOL[np.dtype(np.float32)])
+    assert_close(ours, expected, rtol=kernel_rtol(kernel, np.float32))
 
 
-def test_the_tf32_kernel_refuses_float64_on_the_gpu(select):
-    select(conv.use_conv3x3_kernel, conv.conv3x3_kernel, TF32[0])
+@pytest.mark.parametrize("kernel", [k for k in conv.CONV3X3_KERNELS
+                                    if tensor_cores.uses_tensor_cores(k)])
+def test_the_tensor_core_kernels_refuse_float64_on_the_gpu(kernel, select):
+    select(conv.use_conv3x3_kernel, conv.conv3x3_kernel, kernel)
     x = tv.tensor(np.ones((1, 2, 4, 4)), device="cuda")
     w = tv.tensor(np.ones((3, 2, 3, 3)), device="cuda")
-    with pytest.raises(TypeError, match=r"computes in TF32 and takes float32 only, got float64"):
+    with pytest.raises(TypeError, match=r"tensor cores and takes float32 only, got float64"):
         F.conv3x3(x, w)
+
+
+#: VGG-16's layers of distinct channel counts, at the size of its 28 x 28 stage
+VGG16_CHANNELS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256),
+                  (256, 512), (512, 512)]
+
+
+@pytest.mark.real_gpu(reason="it measures the tensor cores' rounding (tests/test_kernels_host.py "
+                             "checks the same bound with the emulator's model of it)")
+def test_3xtf32_errors_are_within_twice_the_strict_rungs_on_every_vgg16_layer(select):
+    """Against float64 on fresh random inputs, each job of each layer and linear's
+    products at the classifier's depths: 3xTF32 against the strict default rungs."""
+    select(conv.use_conv3x3_kernel, conv.conv3x3_kernel, conv.CONV3X3_DEFAULT_KERNEL)
+    select(conv.use_conv3x3_wgrad_kernel, conv.conv3x3_wgrad_kernel,
+           conv.CONV3X3_DEFAULT_WGRAD_KERNEL)
+    select(linear.use_gemm_kernel, linear.gemm_kernel, linear.GEMM_DEFAULT_KERNEL)
+    cupy = tv.backend.cupy_module()
+    rng = np.random.default_rng()
+
+    def error(result, exact):
+        result = cupy.asnumpy(result).astype(np.float64)
+        return float(np.linalg.norm(result - exact) / np.linalg.norm(exact))
+    worst = []
+    for c_in, c_out in VGG16_CHANNELS:
+        x, w, b, g = conv_inputs((2, c_in, c_out, 28, 28), np.float32,
+                                 seed=int(rng.integers(2**31)))
+        exact = conv3x3_on("cpu", *(a.astype(np.float64) for a in (x, w, b, g)))
+        x, w, b, g = (cupy.asarray(a) for a in (x, w, b, g))
+        errors = {}
+        for kernel in ("strict", "3xtf32"):
+            if kernel == "3xtf32":
+                conv.use_conv3x3_kernel(kernel)
+                conv.use_conv3x3_wgrad_kernel(kernel)
+            errors[kernel] = [error(conv.conv3x3_cuda(x, w, b), exact[0]),
+                              error(conv.conv3x3_input_grad_cuda(g, w), exact[1]),
+                              error(conv.conv3x3_weight_grad_cuda(x, g), exact[2])]
+        conv.use_conv3x3_kernel(conv.CONV3X3_DEFAULT_KERNEL)
+        conv.use_conv3x3_wgrad_kernel(conv.CONV3X3_DEFAULT_WGRAD_KERNEL)
+        for job, strict, split in zip(("fwd", "dx", "dw"), errors["strict"], errors["3xtf32"]):
+            worst.append((split / strict, f"{c_in}->{c_out} {job}: 3xtf32 {split:.2e}, "
+                                          f"strict {strict:.2e}"))
+    for M, N, K in [(64, 4096, 25088), (64, 4096, 4096), (64, 1000, 4096)]:
+        a = rng.standard_normal((M, K)).astype(np.float32)
+        m = (rng.standard_normal((N, K)) / np.sqrt(K)).astype(np.float32)
+        exact = a.astype(np.float64) @ m.astype(np.float64).T
+        errors = []
+        for kernel in (linear.GEMM_DEFAULT_KERNEL, "3xtf32"):
+            linear.use_gemm_kernel(kernel)
+            errors.append(error(linear.gemm_gpu(cupy.asarray(a), cupy.asarray(m),
+                                                trans_b=True), exact))
+        worst.append((errors[1] / errors[0], f"fc {K}->{N}: 3xtf32 {errors[1]:.2e}, "
+                                             f"strict {errors[0]:.2e}"))
+    ratio, where = max(worst)
+    assert ratio <= 2, where
+
+
+@pytest.mark.parametrize("kernel", tensor_cores.PIPELINED_KERNELS)
+def test_the_pipelined_rungs_fuse_relu_and_take_its_mask_in_a_pass_on_the_gpu(kernel, select):
+    """F.conv3x3_relu's three gradients against float64 ones through the GPU's own ReLU
+    mask (TF32's errors flip the sign of outputs near zero)."""
+    select(conv.use_conv3x3_kernel, conv.conv3x3_kernel, kernel)
+    select(conv.use_conv3x3_wgrad_kernel, conv.conv3x3_wgrad_kernel, kernel)
+    x, w, b, g = conv_inputs(LADDER_SHAPES["8to70-14x14"], np.float32, seed=9)
+    tensors = [tv.tensor(a, requires_grad=True, device="cuda") for a in (x, w, b)]
+    y = F.conv3x3_relu(*tensors)
+    y.backward(g)
+    ours = [y.numpy()] + [tv.backend.to_numpy(t.grad) for t in tensors]
+    x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+    y64 = conv_cpu.conv3x3_forward(x64, w64, b64, "im2col")
+    masked = g.astype(np.float64) * (ours[0] > 0)
+    dx, dw, db = conv_cpu.conv3x3_backward(x64, w64, masked, "im2col")
+    for result, expected in zip(ours, (np.maximum(y64, 0), dx, dw, db)):
+        assert_close(result, expected.astype(np.float32), rtol=kernel_rtol(kernel, np.float32))
 
 
 GEMM_SHAPES = [(1, 1, 1), (5, 7, 3), (70, 130, 33), (64, 128, 64), (3, 260, 17)]  # (M, N, K)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("kernel", linear.GEMM_KERNELS)
+@pytest.mark.parametrize("kernel, dtype", steps(linear.GEMM_KERNELS))
 def test_gemm_ladder_equals_numpy_for_every_transpose(kernel, dtype, select):
     select(linear.use_gemm_kernel, linear.gemm_kernel, kernel)
     cupy = tv.backend.cupy_module()
     rng = np.random.default_rng(8)
-    rtol = RTOL[np.dtype(dtype)]
+    rtol = kernel_rtol(kernel, dtype)
     for (M, N, K), trans_a, trans_b in itertools.product(GEMM_SHAPES, (False, True), (False, True)):
         a = rng.standard_normal((K, M) if trans_a else (M, K)).astype(dtype)
         b = rng.standard_normal((N, K) if trans_b else (K, N)).astype(dtype)
@@ -275,8 +349,7 @@ def linear_on_both_devices(arrays, g):
     return results
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("kernel", linear.GEMM_KERNELS)
+@pytest.mark.parametrize("kernel, dtype", steps(linear.GEMM_KERNELS))
 def test_linear_on_every_gemm_kernel_equals_the_cpu_path(kernel, dtype, select):
     select(linear.use_gemm_kernel, linear.gemm_kernel, kernel)
     rng = np.random.default_rng(9)
@@ -284,7 +357,7 @@ def test_linear_on_every_gemm_kernel_equals_the_cpu_path(kernel, dtype, select):
     g = rng.standard_normal((6, 19)).astype(dtype)
     results = linear_on_both_devices(arrays, g)
     for ours, expected in zip(results["cuda"], results["cpu"]):
-        assert_close(ours, expected, rtol=RTOL[np.dtype(dtype)])
+        assert_close(ours, expected, rtol=kernel_rtol(kernel, dtype))
 
 
 @pytest.mark.parametrize("conv, weight_shape", [(F.conv3x3, (4, 3, 3, 3)),

@@ -18,15 +18,17 @@ import pytest
 
 import host_cuda
 from helpers import (FLOAT_DTYPES, LADDER_SHAPES, RTOL, SPLIT_PIXELS_SHAPE, TF32_RTOL,
-                     assert_close, conv_inputs)
+                     assert_close, conv_inputs, kernel_rtol, strict_kernels)
 from tinyvgg import cuda, random
-from tinyvgg.ops import activation, conv_cpu, dropout, linear, pool
+from tinyvgg.ops import activation, conv_cpu, dropout, linear, pool, tensor_cores
 from tinyvgg.ops import conv_cuda as conv
 from tinyvgg.backend import DeviceUnavailableError
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 
-FP_FORWARD = [k for k in conv.CONV3X3_KERNELS if k not in conv.CONV3X3_TF32_KERNELS]
+FP_FORWARD = strict_kernels(conv.CONV3X3_KERNELS)
+STRICT_GEMM = strict_kernels(linear.GEMM_KERNELS)
+PIPELINED = tensor_cores.PIPELINED_KERNELS
 
 
 @pytest.fixture
@@ -69,7 +71,7 @@ def test_conv3x3_forward_ladder_and_input_gradient(kernel, dtype, shape, host_gp
 #: 4096 blocks of 256 threads and 9 barriers each take 8 s here, and the smaller shapes
 #: run the same loops
 WGRAD_CASES = [pytest.param(kernel, shape, id=f"{kernel}-{name}")
-               for kernel in conv.CONV3X3_WGRAD_KERNELS
+               for kernel in strict_kernels(conv.CONV3X3_WGRAD_KERNELS)
                for name, shape in [*LADDER_SHAPES.items(), ("split-pixels", SPLIT_PIXELS_SHAPE)]
                if not (kernel == "reduce" and name == "vgg-64to64-32x32")]
 
@@ -132,6 +134,142 @@ def test_the_tf32_rung_with_its_tensor_core_product_emulated(shape, host_gpu):
     assert_close(conv.conv3x3_input_grad_cuda(g, w), dx_ref, rtol=TF32_RTOL)
 
 
+# --- the pipelined tensor-core rungs (kernels/mma.cuh) --------------------------------
+
+@pytest.mark.parametrize("shape", [*LADDER_SHAPES.values(), SPLIT_PIXELS_SHAPE],
+                         ids=[*LADDER_SHAPES, "split-pixels"])
+@pytest.mark.parametrize("kernel", PIPELINED)
+def test_the_pipelined_tensor_core_rungs_with_their_copies_and_products_emulated(
+        kernel, shape, host_gpu):
+    """cp.async's three stages (copies land at their wait), the swizzled layouts, the
+    fragments of mma.m16n8k8 and the 3xTF32 split, in all three jobs of a convolution."""
+    conv.use_conv3x3_kernel(kernel)
+    conv.use_conv3x3_wgrad_kernel(kernel)
+    x, w, b, g = conv_inputs(shape, np.float32, seed=4)
+    y_ref, dx_ref, dw_ref, _ = conv_reference(x, w, b, g)
+    rtol = kernel_rtol(kernel, np.float32)
+    assert_close(conv.conv3x3_cuda(x, w, b), y_ref, rtol=rtol)
+    assert_close(conv.conv3x3_input_grad_cuda(g, w), dx_ref, rtol=rtol)
+    assert_close(conv.conv3x3_weight_grad_cuda(x, g), dw_ref, rtol=rtol)
+
+
+@pytest.mark.parametrize("kernel", PIPELINED)
+def test_the_pipelined_rungs_fuse_bias_and_relu_and_take_a_mask_in_a_pass(kernel, host_gpu):
+    conv.use_conv3x3_kernel(kernel)
+    conv.use_conv3x3_wgrad_kernel(kernel)
+    x, w, b, g = conv_inputs(LADDER_SHAPES["8to70-14x14"], np.float32, seed=5)
+    y = np.maximum(conv_reference(x, w, b, g)[0], 0)
+    assert 0.2 < (y > 0).mean() < 0.8
+    _, dx_ref, dw_ref, _ = conv_reference(x, w, b, g * (y > 0))
+    rtol = kernel_rtol(kernel, np.float32)
+    fused_y = conv.conv3x3_cuda(x, w, b, relu=True)
+    assert_close(fused_y, y, rtol=rtol)
+    assert not conv.masks_where_loaded(np.float32, (8, 70, 14, 14), True, True)
+    assert_close(conv.conv3x3_input_grad_cuda(g, w, mask=fused_y), dx_ref, rtol=rtol)
+    assert_close(conv.conv3x3_weight_grad_cuda(x, g, mask=fused_y), dw_ref, rtol=rtol)
+
+
+@pytest.mark.parametrize("kernel", PIPELINED)
+def test_the_pipelined_rungs_copy_arrays_that_are_not_16_byte_aligned_4_bytes_at_a_time(
+        kernel, host_gpu):
+    """Views 4 bytes into their buffers (W, C_in and K multiples of 4): a 16-byte cp.async
+    from them would trap in the emulator, as it would fault on a GPU."""
+    conv.use_conv3x3_kernel(kernel)
+    conv.use_conv3x3_wgrad_kernel(kernel)
+    linear.use_gemm_kernel(kernel)
+    x, w, b, g = conv_inputs((2, 8, 12, 8, 16), np.float32, seed=7)
+
+    def shifted(a):
+        view = np.empty(a.size + 1, a.dtype)[1:].reshape(a.shape)
+        view[...] = a
+        assert view.ctypes.data % 16 != 0
+        return view
+    y_ref, _, dw_ref, _ = conv_reference(x, w, b, g)
+    rtol = kernel_rtol(kernel, np.float32)
+    assert_close(conv.conv3x3_cuda(shifted(x), shifted(w), b), y_ref, rtol=rtol)
+    assert_close(conv.conv3x3_weight_grad_cuda(shifted(x), shifted(g)), dw_ref, rtol=rtol)
+    a, m = x.reshape(16, -1), w.reshape(12, -1)[:, :64]
+    assert_close(linear.gemm_gpu(shifted(a[:, :64]), shifted(m), trans_b=True),
+                 a[:, :64] @ m.T, rtol=gemm_rtol(kernel, np.float32))
+
+
+@pytest.mark.parametrize("kernel", sorted(tensor_cores.PRECISION_OF_KERNEL))
+def test_the_tensor_core_rungs_refuse_float64_and_gpus_without_tensor_cores(
+        kernel, host_gpu, monkeypatch):
+    x, w, b, g = conv_inputs(LADDER_SHAPES["3to5-7x9"], np.float64, seed=4)
+    calls = []
+    if kernel in conv.CONV3X3_KERNELS:
+        calls.append((conv.use_conv3x3_kernel, lambda x, w, g: conv.conv3x3_cuda(x, w)))
+    if kernel in conv.CONV3X3_WGRAD_KERNELS:
+        calls.append((conv.use_conv3x3_wgrad_kernel,
+                      lambda x, w, g: conv.conv3x3_weight_grad_cuda(x, g)))
+    if kernel in linear.GEMM_KERNELS:
+        calls.append((linear.use_gemm_kernel,
+                      lambda x, w, g: linear.gemm_gpu(x.reshape(7, -1), w.reshape(5, -1).T)))
+    assert calls
+    for use, call in calls:
+        use(kernel)
+        with pytest.raises(TypeError, match=rf"the '{kernel}' kernel runs on TF32 tensor "
+                                            r"cores and takes float32 only, got float64"):
+            call(x, w, g)
+    monkeypatch.setattr(host_cuda.NumpyAsCupy, "compute_capability", "75")
+    for use, call in calls:
+        with pytest.raises(DeviceUnavailableError, match="needs TF32 tensor cores .* has 7.5"):
+            call(*(a.astype(np.float32) for a in (x, w, g)))
+
+
+#: VGG-16's layers of distinct channel counts at 4 x 4 pixels (a product tile's pixels
+#: run the same code at any image size), and its classifier's depths with 128 outputs
+VGG16_CHANNELS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256),
+                  (256, 512), (512, 512)]
+VGG16_CLASSIFIER_DEPTHS = [25088, 4096]
+
+
+def relative_error(result, reference) -> float:
+    return float(np.linalg.norm(result - reference) / np.linalg.norm(reference))
+
+
+def test_3xtf32_errors_are_within_twice_the_strict_rungs_on_every_vgg16_layer(
+        host_gpu, monkeypatch):
+    """Against float64, on fresh random inputs: each job of each layer, 3xTF32 against the
+    strict default rung (float32 arithmetic without fused multiply-adds, here)."""
+    monkeypatch.setattr(host_cuda, "check_races", False)   # the other tests check that
+    rng = np.random.default_rng()
+    worst = []
+    for c_in, c_out in VGG16_CHANNELS:
+        shape = (1, c_in, c_out, 4, 4)
+        x, w, b, g = conv_inputs(shape, np.float32, seed=int(rng.integers(2**31)))
+        references = conv_reference(x, w, b, g)   # float64 arithmetic, cast to float32
+        x64, w64, b64, g64 = (a.astype(np.float64) for a in (x, w, b, g))
+        y64 = conv_cpu.conv3x3_forward(x64, w64, b64, "im2col")
+        dx64, dw64, _ = conv_cpu.conv3x3_backward(x64, w64, g64, "im2col")
+        errors = {}
+        for kernel in (conv.CONV3X3_DEFAULT_KERNEL, "3xtf32"):
+            conv.use_conv3x3_kernel(kernel)
+            conv.use_conv3x3_wgrad_kernel(conv.CONV3X3_DEFAULT_WGRAD_KERNEL
+                                          if kernel != "3xtf32" else kernel)
+            errors[kernel] = [relative_error(conv.conv3x3_cuda(x, w, b), y64),
+                              relative_error(conv.conv3x3_input_grad_cuda(g, w), dx64),
+                              relative_error(conv.conv3x3_weight_grad_cuda(x, g), dw64)]
+        assert references[0].dtype == np.float32
+        for job, strict, split in zip(("fwd", "dx", "dw"), errors[conv.CONV3X3_DEFAULT_KERNEL],
+                                      errors["3xtf32"]):
+            worst.append((split / strict, f"{c_in}->{c_out} {job}: 3xtf32 {split:.2e}, "
+                                          f"strict {strict:.2e}"))
+    for depth in VGG16_CLASSIFIER_DEPTHS:
+        a = rng.standard_normal((2, depth)).astype(np.float32)
+        m = (rng.standard_normal((128, depth)) / np.sqrt(depth)).astype(np.float32)
+        exact = a.astype(np.float64) @ m.astype(np.float64).T
+        errors = []
+        for kernel in (linear.GEMM_DEFAULT_KERNEL, "3xtf32"):
+            linear.use_gemm_kernel(kernel)
+            errors.append(relative_error(linear.gemm_gpu(a, m, trans_b=True), exact))
+        worst.append((errors[1] / errors[0], f"classifier depth {depth}: 3xtf32 "
+                                             f"{errors[1]:.2e}, strict {errors[0]:.2e}"))
+    ratio, where = max(worst)
+    assert ratio <= 2, where
+
+
 def test_tf32_rounding_is_to_nearest_ties_away_from_zero(tmp_path, monkeypatch):
     """cvt.rna.tf32.f32 as the prelude does it: 13 low bits dropped, a half rounds away."""
     source = tmp_path / "round.cu"
@@ -161,8 +299,14 @@ def test_conv1x1_forward_and_weight_gradient(dtype, host_gpu):
 
 # --- the matrix products of linear ---------------------------------------------------
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-@pytest.mark.parametrize("kernel", linear.GEMM_KERNELS)
+def gemm_rtol(kernel, dtype):
+    """Products over K up to 1100: ten times a convolution's tolerance, TF32's as it is."""
+    return kernel_rtol(kernel, dtype) * (1 if tensor_cores.precision(kernel) == "tf32" else 10)
+
+
+@pytest.mark.parametrize("kernel, dtype", [(k, d) for k in linear.GEMM_KERNELS
+                                           for d in FLOAT_DTYPES
+                                           if k in STRICT_GEMM or d == np.float32])
 def test_gemm_ladder_for_every_transpose(kernel, dtype, host_gpu):
     linear.use_gemm_kernel(kernel)
     rng = np.random.default_rng(5)
@@ -174,11 +318,12 @@ def test_gemm_ladder_for_every_transpose(kernel, dtype, host_gpu):
             out = rng.standard_normal((M, N)).astype(dtype)
             expected = 0.5 * ((a.T if trans_a else a) @ (b.T if trans_b else b)) - 2.0 * out
             result = linear.gemm_gpu(a, b, trans_a, trans_b, alpha=0.5, beta=-2.0, out=out)
-            assert_close(result, expected, rtol=RTOL[np.dtype(dtype)] * 10)
+            assert_close(result, expected, rtol=gemm_rtol(kernel, dtype))
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-@pytest.mark.parametrize("kernel", linear.GEMM_KERNELS)
+@pytest.mark.parametrize("kernel, dtype", [(k, d) for k in linear.GEMM_KERNELS
+                                           for d in FLOAT_DTYPES
+                                           if k in STRICT_GEMM or d == np.float32])
 def test_gemm_bias_and_relu_epilogue(kernel, dtype, host_gpu):
     """The warptile rung applies them where it stores C (or where it adds the splits); the
     others in passes of their own: the same values either way."""
@@ -190,10 +335,10 @@ def test_gemm_bias_and_relu_epilogue(kernel, dtype, host_gpu):
         bias = rng.standard_normal(N).astype(dtype)
         expected = np.maximum(a @ w.T + bias, 0)
         result = linear.gemm_gpu(a, w, trans_b=True, bias=bias, relu=True)
-        assert_close(result, expected, rtol=RTOL[np.dtype(dtype)] * 10)
+        assert_close(result, expected, rtol=gemm_rtol(kernel, dtype))
 
 
-@pytest.mark.parametrize("kernel", linear.GEMM_KERNELS)
+@pytest.mark.parametrize("kernel", STRICT_GEMM)
 def test_a_bias_or_a_relu_mask_that_does_not_fit_is_refused(kernel, host_gpu):
     """Not read out of bounds: the kernels index bias and mask by the result's positions."""
     linear.use_gemm_kernel(kernel)

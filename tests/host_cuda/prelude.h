@@ -286,6 +286,10 @@ inline unsigned host_tf32_bits(float v) {
 // A(g + 8 (r % 2), t + 4 (r / 2)), b[r] holds B(t + 4 r, g), d[r] holds
 // D(g + 8 (r / 2), 2 t + r % 2). Each lane leaves its fragments in the block's slots,
 // all meet, each computes its own 4 results from its warp's slots, all meet again.
+// Rounding: the 8 products of TF32 values are exact in double, and their sum with d is
+// rounded into d once per instruction, as the tensor cores round once per instruction
+// (not once per product, as a loop of float multiply-adds would); the hardware's
+// rounding direction (toward zero on the GPUs measured in the literature) is not modelled.
 inline void host_mma_tf32(float* d, const unsigned* a, const unsigned* b) {
     static unsigned a_slots[1024][4], b_slots[1024][2];
     const unsigned thread = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
@@ -296,14 +300,14 @@ inline void host_mma_tf32(float* d, const unsigned* a, const unsigned* b) {
     auto value = [](unsigned bits) { float f; std::memcpy(&f, &bits, sizeof f); return f; };
     for (int r = 0; r < 4; ++r) {
         const unsigned row = g + 8 * (r / 2), col = 2 * t + r % 2;
-        float sum = d[r];
+        double sum = d[r];
         for (unsigned k = 0; k < 8; ++k) {
             const unsigned a_lane = warp0 + (row % 8) * 4 + k % 4;
             const unsigned a_reg = row / 8 + 2 * (k / 4);
             const unsigned b_lane = warp0 + col * 4 + k % 4;
-            sum += value(a_slots[a_lane][a_reg]) * value(b_slots[b_lane][k / 4]);
+            sum += double(value(a_slots[a_lane][a_reg])) * value(b_slots[b_lane][k / 4]);
         }
-        d[r] = sum;
+        d[r] = float(sum);
     }
     __syncthreads();
 }
