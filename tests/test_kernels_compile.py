@@ -17,14 +17,37 @@ import pytest
 
 from tinyvgg.cuda import (CTYPES, _located, compile_options, instantiations, kernel_names,
                           source_dir)
-from tinyvgg.ops import conv_cuda as conv, linear
+from tinyvgg.ops import conv_cuda as conv, linear, tensor_cores
 
 NVCC = shutil.which("nvcc")
 PTXAS = shutil.which("ptxas")
 SOURCES = sorted(source_dir().glob("*.cu"))
-INLINE_PTX = [p for p in SOURCES if re.search(r"\basm\b", p.read_text())]
 HEADERS = sorted(source_dir().glob("*.cuh"))
 INCLUDE = re.compile(r"^\s*#\s*include\s*(\S+)", re.M)
+
+
+def included(path) -> set:
+    """The quoted #include names of a source and, through them, of our headers."""
+    names, todo = set(), [path]
+    while todo:
+        for name in INCLUDE.findall(todo.pop().read_text()):
+            if name not in names:
+                names.add(name)
+                header = source_dir() / name.strip('"')
+                if name.startswith('"') and header.is_file():
+                    todo.append(header)
+    return names
+
+
+def holds_inline_ptx(path) -> bool:
+    """Whether a source, or a header it includes, has inline PTX (asm statements)."""
+    texts = [path.read_text()] + [(source_dir() / name.strip('"')).read_text()
+                                  for name in included(path)
+                                  if (source_dir() / name.strip('"')).is_file()]
+    return any(re.search(r"\basm\b", text) for text in texts)
+
+
+INLINE_PTX = [p for p in SOURCES if holds_inline_ptx(p)]
 
 
 def test_there_are_kernels_to_check():
@@ -93,19 +116,6 @@ def test_kernel_source_suits_nvrtc_and_says_what_each_thread_computes(path):
     header = code.split("\n\n", 1)[0]
     assert header.startswith("//") and "thread" in header.lower(), \
         f"{path.name} must open with a comment on what each thread computes"
-
-
-def included(path) -> set:
-    """The quoted #include names of a source and, through them, of our headers."""
-    names, todo = set(), [path]
-    while todo:
-        for name in INCLUDE.findall(todo.pop().read_text()):
-            if name not in names:
-                names.add(name)
-                header = source_dir() / name.strip('"')
-                if name.startswith('"') and header.is_file():
-                    todo.append(header)
-    return names
 
 
 @pytest.mark.parametrize("header", HEADERS, ids=[p.name for p in HEADERS])
@@ -190,20 +200,21 @@ def test_kernel_source_compiles_with_nvrtc_as_the_loader_asks(path):
 # --- the host's kernel tables agree with the sources ------------------------------------
 
 KERNEL_TABLES = {
-    "conv3x3 forward": ("conv3x3", conv.CONV3X3_KERNEL_FUNCTIONS, conv.CONV3X3_TF32_KERNELS),
-    "conv3x3 weight gradient": ("conv3x3", conv.CONV3X3_WGRAD_KERNEL_FUNCTIONS, ()),
-    "gemm": ("linear", linear.GEMM_KERNEL_FUNCTIONS, ()),
+    "conv3x3 forward": ("conv3x3", conv.CONV3X3_KERNEL_FUNCTIONS),
+    "conv3x3 weight gradient": ("conv3x3", conv.CONV3X3_WGRAD_KERNEL_FUNCTIONS),
+    "gemm": ("linear", linear.GEMM_KERNEL_FUNCTIONS),
 }
 
 
 @pytest.mark.parametrize("table", KERNEL_TABLES)
 def test_every_selectable_kernel_is_a_kernel_of_its_source(table):
     """A misspelt name in the host's table fails here, not only on a GPU."""
-    file, functions, float_only = KERNEL_TABLES[table]
+    file, functions = KERNEL_TABLES[table]
     templated, plain = kernel_names((source_dir() / f"{file}.cu").read_text())
     for name, function in functions.items():
-        # float-only (TF32) kernels are plain extern "C" ones; the others exist for both types
-        declared = plain if name in float_only else templated
+        # float-only (tensor-core) kernels are plain extern "C" ones; the others exist for
+        # both types
+        declared = plain if tensor_cores.uses_tensor_cores(name) else templated
         assert function in declared, f"{table} kernel {name!r}: {function} is not in {file}.cu"
     assert "conv1x1_sum_splits" in kernel_names((source_dir() / "conv1x1.cu").read_text())[0]
 
@@ -231,6 +242,15 @@ def test_launch_shapes_match_the_constants_of_the_sources():
     }
     for file, source in (("conv3x3", c3), ("conv1x1", c1), ("linear", gm)):
         assert {name: source.get(name) for name in host[file]} == host[file], file
+    mma = defines("mma.cuh")   # the pipelined tensor-core tile of linear.cu and conv3x3.cu
+    assert (mma["MMA_BM"], mma["MMA_BN"], mma["MMA_THREADS"], mma["MMA_BK"]) == \
+        (tensor_cores.MMA_TILE, tensor_cores.MMA_TILE, tensor_cores.MMA_THREADS,
+         tensor_cores.MMA_BK)
+    # 8 warps of 64 x 32 results cover the tile; per slice and operand each thread copies
+    # two runs of 4 values; three stages of both operands fill the 48 KB a block may declare
+    assert 8 * 64 * 32 == mma["MMA_BM"] * mma["MMA_BN"] and mma["MMA_THREADS"] == 8 * 32
+    assert mma["MMA_BM"] * mma["MMA_BK"] == 2 * 4 * mma["MMA_THREADS"]
+    assert mma["MMA_STAGES"] * 2 * mma["MMA_BM"] * mma["MMA_BK"] * 4 <= 48 * 1024
     tiles = defines("tiles.cuh")   # the 128 x 128 tile machinery of linear.cu and conv3x3.cu
     assert (tiles["TILE_BM"], tiles["TILE_BN"], tiles["TILE_BK"], tiles["TILE_THREADS"]) == \
         (linear.TILE_BM, linear.TILE_BN, linear.TILE_BK, linear.TILE_THREADS) == \
@@ -279,15 +299,20 @@ def test_kernel_selection_takes_every_listed_name_and_refuses_others(use, curren
     assert current() == names[-1]
 
 
-def test_tf32_is_never_the_default_and_refuses_float64(restore_kernels):
+def test_tensor_cores_are_never_the_default_and_refuse_float64(restore_kernels):
     assert conv.CONV3X3_DEFAULT_KERNEL not in conv.CONV3X3_TF32_KERNELS
     assert set(conv.CONV3X3_TF32_KERNELS) <= set(conv.CONV3X3_KERNELS)
+    for default in (conv.CONV3X3_DEFAULT_KERNEL, conv.CONV3X3_DEFAULT_WGRAD_KERNEL,
+                    linear.GEMM_DEFAULT_KERNEL):
+        assert tensor_cores.precision(default) == "strict"
     for name in conv.CONV3X3_KERNELS:
         conv.use_conv3x3_kernel(name)
         assert conv.conv3x3_kernel_for(np.float32) == name
-        if name in conv.CONV3X3_TF32_KERNELS:
-            with pytest.raises(TypeError, match=rf"conv3x3: the '{name}' kernel computes in TF32 "
-                                                r"and takes float32 only, got float64"):
+        if tensor_cores.uses_tensor_cores(name):
+            with pytest.raises(TypeError, match=rf"conv3x3: the '{name}' kernel runs on TF32 "
+                                                r"tensor cores and takes float32 only, got "
+                                                r"float64; for float64 select one of "
+                                                r"'naive'"):
                 conv.conv3x3_kernel_for(np.float64)
         else:
             assert conv.conv3x3_kernel_for(np.float64) == name

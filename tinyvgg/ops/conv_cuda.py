@@ -175,6 +175,7 @@ def conv3x3_cuda(x, weight, bias=None, relu: bool = False, mask=None, job: str =
     channels = (x.shape[1], weight.shape[0]) if job == "fwd" else (weight.shape[0], x.shape[1])
     kernel = conv3x3_kernel_for(x.dtype, job, channels + x.shape[2:])
     _check_mask(mask, x)
+    tensor_cores.require("conv3x3", kernel)
     x, weight = cuda.contiguous(x), cuda.contiguous(weight)
     bias, has_bias = _bias_flag(bias)
     N, C_in, H, W = x.shape
@@ -313,6 +314,7 @@ def conv3x3_weight_grad_cuda(x, g, mask=None):
     N, C_in, H, W = x.shape
     C_out = g.shape[1]
     kernel = conv3x3_wgrad_kernel_for(x.dtype, (C_in, C_out, H, W))
+    tensor_cores.require("conv3x3 weight gradient", kernel)
     dw = cuda.empty((C_out, C_in, 3, 3), x.dtype)
     if dw.size == 0:
         return dw

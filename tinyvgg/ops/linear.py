@@ -104,6 +104,7 @@ def gemm_gpu(a, b, trans_a: bool = False, trans_b: bool = False, alpha: float = 
     kernel = gemm_kernel()
     tensor_cores.check("gemm", kernel, a.dtype,
                        [k for k in GEMM_KERNELS if not tensor_cores.uses_tensor_cores(k)])
+    tensor_cores.require("gemm", kernel)
     if kernel == "warptile" or kernel in tensor_cores.PIPELINED_KERNELS:
         return _gemm_warptile(a, b, out, M, N, K, trans_a, trans_b, alpha, beta, 1, bias, relu,
                               kernel)

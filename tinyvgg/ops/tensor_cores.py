@@ -44,14 +44,19 @@ def uses_tensor_cores(kernel: str) -> bool:
 
 def check(op: str, kernel: str, dtype, strict_kernels) -> None:
     """Refuses a tensor-core ``kernel`` for arrays that are not float32 (TypeError, naming
-    the strict rungs to select instead) and on a GPU without TF32 tensor cores."""
-    if not uses_tensor_cores(kernel):
-        return
+    the strict rungs to select instead)."""
     dtype = np.dtype(dtype)
-    if dtype != np.float32:
+    if uses_tensor_cores(kernel) and dtype != np.float32:
         names = ", ".join(repr(k) for k in strict_kernels)
         raise TypeError(f"{op}: the {kernel!r} kernel runs on TF32 tensor cores and takes "
                         f"float32 only, got {dtype}; for {dtype} select one of {names}")
+
+
+def require(op: str, kernel: str) -> None:
+    """Refuses a tensor-core ``kernel`` on a GPU without TF32 tensor cores (before a
+    launch: the kernels compiled for such a GPU are stubs that trap)."""
+    if not uses_tensor_cores(kernel):
+        return
     capability = int(backend.cupy_module().cuda.Device().compute_capability)
     if capability < TF32_MIN_CAPABILITY:
         raise backend.DeviceUnavailableError(
