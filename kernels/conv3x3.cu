@@ -89,14 +89,14 @@
 // shared loads per 64 FMAs (0.06 per FMA); every layer shape fills the
 // tiles, since pixels are numbered across the batch.
 //
-// 5. conv3x3_forward_tf32 (float only, extern "C"): TF32 tensor cores on
+// 5. conv3x3_forward_tf32 ("tf32-mma", float only, extern "C"): TF32 tensor cores on
 // step 4's tiles and staging. TF32 rounds both operands to 10 mantissa bits
 // (relative error up to 2^-11 each) and sums in float, so results differ
 // from float32 ones by about 1e-3 of their scale; the host refuses float64
 // and never picks this kernel by default. The 4 warps of a block each own a
 // 32 x 64 part of the tile, 2 x 8 tiles of 16 x 8 results, computed with
 // the PTX instruction mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32
-// (inline PTX: NVRTC has no mma.h). In PTX's fragment layout, lane l with
+// (inline PTX in mma.cuh: NVRTC has no mma.h). In PTX's fragment layout, lane l with
 // group = l / 4 and t = l % 4 holds A values (rows group, group + 8;
 // columns t, t + 4), B values (rows t, t + 4; column group) and results
 // (rows group, group + 8; columns 2 t, 2 t + 1). The shared-row pads of 8
@@ -150,6 +150,29 @@
 // passes over each activation are gone. Shared memory: 2 x 2 x 8 x 132 values,
 // 16.5 KB for float, 33 KB for double.
 //
+// 8. conv3x3_forward_tf32_pipelined ("tf32-pipelined", float only, extern "C"):
+// step 7's implicit GEMM on the tensor cores, on the pipelined tile of mma.cuh
+// (whose header says what one thread, warp and block compute): 8 warps, warp w
+// the 64 x 32 part at output channels 64 (w / 4) and pixels 32 (w % 4), as 4 x 4
+// mma.sync.m16n8k8 products per k-step of 8; K in slices of 16 that cp.async
+// copies into three shared buffers, two slices ahead of the multiply. w is
+// copied k-contiguous, 16 bytes at a time when 9 Cin is a multiple of 4; im2col(x)
+// item-contiguous: thread t copies rows t / 32 and t / 32 + 8 of each slice at
+// its 4 pixels 4 (t % 32) .. + 3 (located once), 16 bytes at a time when they
+// are 4 neighbours in one image row and the tap does not shift the column, else
+// 4 bytes at a time; outside the image the copy's source size is 0 and the
+// value lands as zero. Bias and ReLU where y is stored; a fused ReLU's mask is
+// applied to g in a pass first (a copy cannot multiply). Why faster than step
+// 5: no register staging and one barrier per slice instead of two, the next two
+// slices' copies in flight during the multiply, shared reads without bank
+// conflicts, and twice the tile. Results in TF32 precision.
+//
+// 9. conv3x3_forward_3xtf32 ("3xtf32", float only, extern "C"): step 8 with each
+// operand v split into TF32 parts big = tf32(v) and small = tf32(v - big), and
+// small*big + big*small + big*big added per fragment pair (small*small is below
+// float's rounding): float32-level errors from the tensor cores, three products
+// where step 8 makes one.
+//
 // THE WEIGHT-GRADIENT LADDER.
 //
 // 1. conv3x3_weight_grad: one block of 256 threads per (co, ci) pair
@@ -194,6 +217,17 @@
 // slice by stepping them 8 along (PixelRun), without dividing; its column (ci,
 // tap) is split once. g' is g, or g * (mask > 0) when the ReLU after the
 // convolution was fused into it: the mask is applied where g is loaded.
+//
+// 5. conv3x3_weight_grad_tf32_pipelined ("tf32-pipelined") and 6.
+// conv3x3_weight_grad_3xtf32 ("3xtf32"), float only, extern "C": step 4's
+// product on forward step 8's pipelined tensor-core tile, in TF32 or 3xTF32.
+// Both operands are k-contiguous, K being the pixels: thread t copies output
+// channels t / 4 and t / 4 + 64 of g and columns (ci, tap) t / 4 and t / 4 + 64
+// of im2col(x)^T at its 4 pixels 4 (t % 4) .. + 3 of each slice of 16, which it
+// steps along from slice to slice (PixelRun); g 16 bytes at a time when the 4
+// pixels are neighbours in one image. Pixels split among blocks in whole slices,
+// the splits added in order by conv1x1_sum_splits; g arrives masked when a ReLU
+// was fused into the forward pass.
 //
 // All weight gradients are deterministic: no atomics, fixed summation order.
 //

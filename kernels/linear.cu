@@ -68,6 +68,16 @@
 //   Epilogue (tiles.cuh's Epilogue): alpha * acc + beta * C, plus a bias per row or per
 //   column, then ReLU: linear's bias pass and a following ReLU cost no extra pass.
 //
+// gemm_tf32_pipelined ("tf32-pipelined") and gemm_3xtf32 ("3xtf32"), float only,
+// extern "C": gemm_warptile's arguments, batching, split-K (k_per_split a multiple
+// of 16) and epilogue on the pipelined tensor-core tile of mma.cuh (what one
+// thread, warp and block compute is its header): cp.async copies slices of 16
+// three ahead into swizzled shared buffers, 8 warps of 64 x 32 results multiply
+// with mma.sync.m16n8k8, in TF32 or in 3xTF32 (float32-level errors from three
+// TF32 products). op(A) is copied k-contiguous unless A is stored transposed, op(B)
+// when B is; each of the four pairs of storage orders is its own instantiation of
+// gemm_mma_tiles, so the inner loop has no branch on them.
+//
 // add_bias_rows: one thread per element of the rows x cols matrix y; thread i
 // adds b[i % cols] to y[i].
 //

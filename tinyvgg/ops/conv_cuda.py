@@ -1,11 +1,12 @@
 """conv3x3 and conv1x1 on the GPU: the kernel ladders of ``kernels/conv3x3.cu`` and
 ``kernels/conv1x1.cu``, their selection and their launches, on C-contiguous NCHW CuPy arrays.
 
-conv3x3's forward has six rungs, from one thread per output with every load from global
-memory to TF32 tensor cores and Winograd F(4x4, 3x3) (the opening comment of
-``kernels/conv3x3.cu`` gives each step's idea and cost), chosen with
-``use_conv3x3_kernel`` or the environment variable ``TINYVGG_CONV3X3_KERNEL``
-(``tinyvgg.choices``); its weight gradient has three, chosen with
+conv3x3's forward has nine rungs, from one thread per output with every load from global
+memory to Winograd F(4x4, 3x3), 128x128 warp tiles and pipelined tensor cores in TF32
+and 3xTF32 (the opening comment of ``kernels/conv3x3.cu`` gives each step's idea and
+cost; ``tensor_cores.py`` the precisions), chosen with ``use_conv3x3_kernel`` or the
+environment variable ``TINYVGG_CONV3X3_KERNEL`` (``tinyvgg.choices``); its weight
+gradient has six, chosen with
 ``use_conv3x3_wgrad_kernel`` or ``TINYVGG_CONV3X3_WGRAD_KERNEL``. The input gradient is
 the forward kernel run on ``g`` with the turned kernel; the weight and bias gradients
 are deterministic (no atomics). conv1x1 is a tiled matrix product over the batch's pixels.

@@ -12,7 +12,8 @@ Backward, with g = dL/dy of shape (N, out)::
 
 On the GPU all three products are one kernel of kernels/linear.cu, told which
 operand to read transposed: ``gemm`` (shared-memory tiles, the default), or
-the other steps of the ladder there, ``gemm_naive`` and ``gemm_register``,
+the other steps of the ladder there (``gemm_naive``, ``gemm_register``, the warp-tiled
+``gemm_warptile``, and on the tensor cores ``gemm_tf32_pipelined`` and ``gemm_3xtf32``),
 chosen with :func:`use_gemm_kernel` or the environment variable
 ``TINYVGG_GEMM_KERNEL``; the bias is added by ``add_bias_rows`` and summed by
 ``sum_rows``. Convolutions reach the same kernels through
