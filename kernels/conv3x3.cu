@@ -1085,12 +1085,14 @@ conv3x3_weight_grad_tile128(const T* x, const T* g, const T* mask, T* partial, l
 
 // Forward operand B of the pipelined tensor-core rungs, im2col(x) (9 Cin x pixels), stored
 // item-contiguous: thread t's runs are rows k0 + t / 32 and k0 + t / 32 + 8 at its 4
-// pixels p0 + 4 (t % 32) .. + 3, located once. One 16-byte copy where the run is 4
-// neighbouring values of one image row (W a multiple of 4, the tap's column shift 0);
-// else four 4-byte copies, zero-filled outside the image.
+// pixels p0 + 4 (t % 32) .. + 3, located once, with their offsets in x at channel 0
+// (so a value's offset is one addition: base + (ci H + du) W + dv). One 16-byte copy where
+// the run is 4 neighbouring values of one image row (W a multiple of 4, the tap's column
+// shift 0); else four 4-byte copies, zero-filled outside the image.
 struct Im2colSlices {
     const float* x;
     const Pixel* at;
+    const long long* base;   // base[e] = ((image Cin) H + row) W + col of pixel e
     long long K, Cin, H, W;
     bool vector;   // W % 4 == 0, x 16-byte aligned, the run's first pixel valid
     int thread;
@@ -1104,19 +1106,18 @@ struct Im2colSlices {
             const long long k = k0 + kk;
             const long long ci = k / 9;
             const int tap = (int)(k - 9 * ci), du = tap / 3 - 1, dv = tap % 3 - 1;
+            const long long shift = (ci * H + du) * W + dv;
             if (vector && dv == 0) {
                 const long long r = at[0].row + du;
                 const bool in = k < K && r >= 0 && r < H;
-                cp_async<16>(dst, in ? x + ((at[0].image * Cin + ci) * H + r) * W + at[0].col
-                                     : x, in ? 16 : 0);
+                cp_async<16>(dst, in ? x + base[0] + shift : x, in ? 16 : 0);
                 continue;
             }
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                const long long r = at[e].row + du, c = at[e].col + dv;
+                const int r = at[e].row + du, c = at[e].col + dv;
                 const bool in = k < K && at[e].valid && r >= 0 && r < H && c >= 0 && c < W;
-                cp_async<4>(dst + e, in ? x + ((at[e].image * Cin + ci) * H + r) * W + c : x,
-                            in ? 4 : 0);
+                cp_async<4>(dst + e, in ? x + base[e] + shift : x, in ? 4 : 0);
             }
         }
     }
@@ -1145,10 +1146,14 @@ __device__ __forceinline__ void conv3x3_forward_mma(const float* x, const float*
     const long long K = 9 * Cin;
 
     Pixel at[4];   // the 4 pixels this thread copies, located once
+    long long base[4];
 #pragma unroll
-    for (int e = 0; e < 4; ++e) at[e] = locate(p0 + slice_runs<false>(thread).item + e, P, H, W);
+    for (int e = 0; e < 4; ++e) {
+        at[e] = locate(p0 + slice_runs<false>(thread).item + e, P, H, W);
+        base[e] = (at[e].image * Cin * H + at[e].row) * W + at[e].col;
+    }
     const MatrixSlices<true> fetch_w = {w, Cout, K, K, co0, K % 4 == 0 && aligned16(w), thread};
-    const Im2colSlices fetch_x = {x, at, K, Cin, H, W,
+    const Im2colSlices fetch_x = {x, at, base, K, Cin, H, W,
                                   W % 4 == 0 && aligned16(x) && at[0].valid, thread};
 
     float acc[4][4][4];   // multiply_mma_tiles sets it
