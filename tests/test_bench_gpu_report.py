@@ -372,7 +372,7 @@ def test_each_step_is_compared_with_pytorch_in_its_precisions_mode(made_up):
                       "gemm tf32-pipelined"]
     assert float(tf32["ratio"]) == pytest.approx(40.0 / 240.0, abs=0.005)
     assert "Ratio against PyTorch TF32, the mode of these kernels' precision: 0.17." in text
-    assert "(naive kernels: a third of the runs)" in text
+    assert "(naive and reduce kernels: a third of the runs)" in text
 
 
 def test_plots_of_every_rung_are_pngs(made_up, tmp_path):

@@ -65,8 +65,9 @@ VGG16_FC_SHAPES = [(25088, 4096), (4096, 4096), (4096, 1000)]
 NAIVE_SHAPE = (1, 16, 16, 8)  # batch, C_in, C_out, H = W
 #: the three jobs of a layer on the GPU: forward, input gradient, weight gradient
 JOBS = ("fwd", "dx", "dw")
-#: GPU kernels timed with a third of the repeats
-SLOW_KERNELS = ("naive",)
+#: GPU rungs timed with a third of the repeats: far slower than the rest, they would take
+#: the largest share of the ladders' time, and a few runs place them on their ladder as well
+SLOW_KERNELS = ("naive", "reduce")
 #: the GPU ladders, job -> kernels, and the choice (tinyvgg.choices) that selects each job's
 GPU_CONV_KERNELS = {"fwd": conv_cuda.CONV3X3_KERNELS, "dx": conv_cuda.CONV3X3_KERNELS,
                     "dw": conv_cuda.CONV3X3_WGRAD_KERNELS}
