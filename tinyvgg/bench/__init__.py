@@ -38,29 +38,33 @@ from pathlib import Path
 
 from ..io.fileio import writable_folder
 from .ladder import (BATCH, GPU_CONV_KERNELS, GPU_GEMM_KERNELS, JOBS, NAIVE_SHAPE,
-                     VGG16_CIFAR_CONVS, VGG16_CONV_COUNTS, VGG16_CONV_SHAPES, VGG16_FC_SHAPES,
+                     SLOW_KERNELS, VGG16_CIFAR_CONVS, VGG16_CONV_COUNTS, VGG16_CONV_SHAPES,
+                     VGG16_FC_SHAPES,
                      bench_conv, bench_gemm_ladder, write_auto_table, bench_ladder, bench_linear, bench_naive,
                      conv_bytes, conv_cost, ladder_totals, relative_error)
 from .machine import gpu_info, machine_info, slug
 from .ops import bench_ops, op_cases
 from .peaks import measure_peaks
-from .reference import TORCH_MODES, set_torch_mode, torch_for, torch_vgg16
-from .report import (DEFAULT_OUT, cudnn_mode, markdown, measured_kernels, plot, step_ms,
-                     write_report)
+from .reference import (TORCH_MODE_OF_PRECISION, TORCH_MODES, set_torch_mode, torch_for,
+                        torch_vgg16)
+from .report import (DEFAULT_OUT, markdown, measured_kernels, plot, step_ms, step_precision,
+                     torch_mode_of, write_report)
 from .step import (IMAGENET, bench_imagenet_step, bench_training_step, step_flops,
                    step_peak_memory)
 from .timing import clock, fmt, gflops, median_seconds, ratio, time_forward_backward
 
 __all__ = [
     "BATCH", "DEFAULT_OUT", "GPU_CONV_KERNELS", "GPU_GEMM_KERNELS", "IMAGENET", "JOBS",
-    "NAIVE_SHAPE", "TORCH_MODES", "VGG16_CIFAR_CONVS", "VGG16_CONV_COUNTS",
+    "NAIVE_SHAPE", "SLOW_KERNELS", "TORCH_MODE_OF_PRECISION", "TORCH_MODES",
+    "VGG16_CIFAR_CONVS", "VGG16_CONV_COUNTS",
     "VGG16_CONV_SHAPES", "VGG16_FC_SHAPES", "bench_conv", "bench_gemm_ladder",
     "bench_imagenet_step", "bench_ladder", "bench_linear", "bench_naive", "bench_ops",
-    "bench_training_step", "clock", "conv_bytes", "conv_cost", "cudnn_mode", "fmt", "gflops",
+    "bench_training_step", "clock", "conv_bytes", "conv_cost", "fmt", "gflops",
     "gpu_info", "ladder_totals", "machine_info", "markdown", "measure_peaks",
     "measured_kernels", "median_seconds", "op_cases", "plot", "ratio", "relative_error", "run",
     "set_torch_mode", "slug", "step_flops", "step_ms", "step_peak_memory",
-    "time_forward_backward", "torch_for", "torch_vgg16", "write_report", "write_auto_table"]
+    "step_precision", "time_forward_backward", "torch_for", "torch_mode_of", "torch_vgg16",
+    "write_report", "write_auto_table"]
 
 
 def run(out_dir=DEFAULT_OUT, implementations=None, warmup=2, repeats=5,

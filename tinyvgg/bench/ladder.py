@@ -7,9 +7,14 @@ row per (layer, rung) holds seconds. On the GPU each conv3x3 kernel (``conv3x3_k
 for the forward and the input gradient, ``conv3x3_wgrad_kernel`` for the weight gradient,
 ``tinyvgg/ops/conv_cuda.py``) and each matrix-product kernel (``gemm_kernel``,
 ``tinyvgg/ops/linear.py``) runs its job alone, beside cuDNN or cuBLAS in both of PyTorch's
-modes, and is checked against strict FP32 PyTorch; a row per layer holds milliseconds per
-job and kernel. :func:`ladder_totals` sums either over the network, each layer shape
-times the number of times VGG-16 has it.
+modes; a row per layer holds milliseconds per job and kernel. Every rung runs, the
+tensor-core ones too (float32 arrays throughout): the SIMT rungs in strict float32, and
+those of ``tinyvgg.ops.tensor_cores`` in TF32 ("tf32-mma", "tf32-pipelined") or 3xTF32
+("3xtf32"). Whatever its precision, each rung's result is checked against strict FP32
+PyTorch, the accuracy the strict and 3xTF32 rungs promise and the one TF32 gives up; which
+of PyTorch's times a rung is compared with is the report's affair (``report.py``).
+:func:`ladder_totals` sums either over the network, each layer shape times the number of
+times VGG-16 has it.
 """
 from __future__ import annotations
 
@@ -60,8 +65,9 @@ VGG16_FC_SHAPES = [(25088, 4096), (4096, 4096), (4096, 1000)]
 NAIVE_SHAPE = (1, 16, 16, 8)  # batch, C_in, C_out, H = W
 #: the three jobs of a layer on the GPU: forward, input gradient, weight gradient
 JOBS = ("fwd", "dx", "dw")
-#: GPU kernels timed with a third of the repeats
-SLOW_KERNELS = ("naive",)
+#: GPU rungs timed with a third of the repeats: far slower than the rest, they would take
+#: the largest share of the ladders' time, and a few runs place them on their ladder as well
+SLOW_KERNELS = ("naive", "reduce")
 #: the GPU ladders, job -> kernels, and the choice (tinyvgg.choices) that selects each job's
 GPU_CONV_KERNELS = {"fwd": conv_cuda.CONV3X3_KERNELS, "dx": conv_cuda.CONV3X3_KERNELS,
                     "dw": conv_cuda.CONV3X3_WGRAD_KERNELS}

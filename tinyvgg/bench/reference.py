@@ -11,6 +11,10 @@ from ..models import cfgs
 #: PyTorch's precisions on the GPU: "strict" FP32 everywhere, and TF32 allowed for
 #: convolutions and matrix products
 TORCH_MODES = ("strict", "tf32")
+#: the mode each of our precisions (``tinyvgg.ops.tensor_cores.PRECISIONS``) is timed
+#: against: 3xTF32 promises float32's accuracy, so it answers to strict FP32 as the SIMT
+#: rungs do, and only TF32 rungs are compared with PyTorch's TF32
+TORCH_MODE_OF_PRECISION = {"strict": "strict", "3xtf32": "strict", "tf32": "tf32"}
 
 
 class _Find:

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from ..io.fileio import atomic_write
 from ..io.plotting import pyplot, save_png
-from ..ops import conv_cuda, linear
+from ..ops import conv_cuda, linear, tensor_cores
 from ..ops.conv_cpu import CONV3X3_CPU_DEFAULT
 from .ladder import JOBS, VGG16_CONV_COUNTS, conv_bytes
-from .reference import TORCH_MODES
+from .reference import TORCH_MODE_OF_PRECISION, TORCH_MODES
 from .timing import fmt, gflops, ratio
 
 #: where a run's files go unless told: the user's folder, since a run on a machine of the
@@ -254,9 +255,30 @@ def _ops_markdown(report: dict) -> str:
 
 # --- benchmarks/bench_gpu.py: the GPU kernel ladders ------------------------------------------
 
-def cudnn_mode(kernel: str) -> str:
-    """The cuDNN mode a kernel is compared with: TF32 kernels with TF32, the rest strict."""
-    return "tf32" if kernel in conv_cuda.CONV3X3_TF32_KERNELS else "strict"
+#: the precisions (tensor_cores.PRECISIONS) and PyTorch's modes (TORCH_MODES), as the
+#: tables name them
+PRECISION_NAMES = {"strict": "strict FP32", "3xtf32": "3xTF32", "tf32": "TF32"}
+#: the bars of the ladder plot: each rung in its precision's colour, cuDNN in its mode's
+PRECISION_COLOURS = {"strict": "tab:blue", "3xtf32": "tab:green", "tf32": "tab:orange"}
+CUDNN_COLOURS = {"strict": "tab:gray", "tf32": "tab:orange"}
+#: the rungs on the roofline plot: the default strict one and the tensor-core ones
+ROOFLINE_KERNELS = (conv_cuda.CONV3X3_DEFAULT_KERNEL,) + tuple(
+    k for k in conv_cuda.CONV3X3_KERNELS if tensor_cores.uses_tensor_cores(k))
+#: the slow rungs of reports written before reports named theirs ("slow_kernels")
+OLD_SLOW_KERNELS = ["naive"]
+
+
+def torch_mode_of(kernel: str) -> str:
+    """The PyTorch mode (cuDNN's, cuBLAS's) whose time a rung is compared with: strict FP32
+    for the strict and the 3xTF32 rungs, TF32 for the TF32 ones."""
+    return TORCH_MODE_OF_PRECISION[tensor_cores.precision(kernel)]
+
+
+def step_precision(kernels) -> str:
+    """What a training step with ``kernels`` (its kernel choices) computes in: the least
+    accurate of their precisions (tensor_cores.PRECISIONS runs from the most accurate)."""
+    return max((tensor_cores.precision(k) for k in kernels),
+               key=tensor_cores.PRECISIONS.index, default="strict")
 
 
 def measured_kernels(kernels, rows, job):
@@ -271,32 +293,61 @@ def _cell(ms, flops, theirs_ms):
             f"{fmt(ratio(ms, theirs_ms), '.2f')}x)")
 
 
-def _worst_error(errors, mode_of, mode):
-    """'2.1e-07 (tiled)': the largest error among the kernels compared with cuDNN's ``mode``."""
-    worst = max(((e, k) for k, e in errors.items() if mode_of(k) == mode), default=None)
+def _worst_error(errors, precision):
+    """'2.1e-07 (tiled)': the largest error (against strict FP32) among the rungs that
+    compute in ``precision``."""
+    worst = max(((e, k) for k, e in errors.items() if tensor_cores.precision(k) == precision),
+                default=None)
     return "-" if worst is None else f"{worst[0]:.1e} ({worst[1]})"
 
 
-def _ladder_table(title, rows, kernels_of_job, mode_of, library):
+def _ladder_table(title, rows, kernels_of_job, library):
     names = dict(fwd="forward", dx="input gradient", dw="weight gradient")
     lines = []
     for job, kernels in kernels_of_job.items():
-        lines += ["", f"### {title}: {names[job]}", "",
-                  "| layer | " + " | ".join(kernels)
-                  + f" | {library} FP32 | {library} TF32 | max error FP32 | max error TF32 |",
-                  "|---" * (len(kernels) + 5) + "|"]
+        header = (["layer"] + list(kernels)
+                  + [f"{library} {PRECISION_NAMES[m]}" for m in TORCH_MODES]
+                  + [f"max error, {PRECISION_NAMES[p]} rungs" for p in tensor_cores.PRECISIONS])
+        lines += ["", f"### {title}: {names[job]}", "", _table_row(header),
+                  "|---" * len(header) + "|"]
         for r in rows:
             if job not in r["jobs"]:
                 continue
             theirs = r["torch_ms"]
-            cells = [_cell(r["ms"][job][k], r["flops"], theirs.get(mode_of(k), {}).get(job))
-                     for k in kernels]
             errors = r["error"].get(job, {})
-            lines.append(f"| {r['shape']} | " + " | ".join(cells) + " | "
-                         + " | ".join(fmt(theirs.get(m, {}).get(job), ".2f") for m in TORCH_MODES)
-                         + " | " + " | ".join(_worst_error(errors, mode_of, m) for m in TORCH_MODES)
-                         + " |")
+            lines.append(_table_row(
+                [r["shape"]]
+                + [_cell(r["ms"][job][k], r["flops"], theirs.get(torch_mode_of(k), {}).get(job))
+                   for k in kernels]
+                + [fmt(theirs.get(m, {}).get(job), ".2f") for m in TORCH_MODES]
+                + [_worst_error(errors, p) for p in tensor_cores.PRECISIONS]))
     return lines
+
+
+class TotalsEntry(NamedTuple):
+    precision: str   # what the rung (or cuDNN) computes in
+    name: str
+    ms: float
+    mode: str        # the cuDNN mode it is compared with
+    library: bool    # cuDNN's own time
+
+
+def _totals_by_precision(t):
+    """A job's totals ``t`` as :class:`TotalsEntry`, by precision (tensor_cores.PRECISIONS'
+    order): each precision's rungs in ladder order, then cuDNN's time in that precision
+    where cuDNN has one."""
+    for precision in tensor_cores.PRECISIONS:
+        mode = TORCH_MODE_OF_PRECISION[precision]
+        for kernel, ms in t["ms"].items():
+            if tensor_cores.precision(kernel) == precision:
+                yield TotalsEntry(precision, kernel, ms, mode, False)
+        if mode == precision and mode in t["torch_ms"]:
+            yield TotalsEntry(precision, f"cuDNN {PRECISION_NAMES[mode]}", t["torch_ms"][mode],
+                              mode, True)
+
+
+def _table_row(cells) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def _cudnn_version(number):
@@ -314,14 +365,17 @@ def _gpu_markdown(report: dict) -> str:
                                       ("dw", conv_cuda.CONV3X3_WGRAD_KERNELS))}
     gemm_jobs = {job: measured_kernels(linear.GEMM_KERNELS, report["linears"], job)
                  for job in JOBS}
+    slow = " and ".join(report.get("slow_kernels", OLD_SLOW_KERNELS))
     lines = [f"# GPU benchmark: tinyvgg's kernel ladders vs PyTorch {m['torch']} + cuDNN", "",
              f"{report['device']}; CuPy {report['cupy']}; cuDNN {_cudnn_version(report['cudnn'])}; "
              f"commit {m['commit']}; {m['date']}.", "",
              f"CUDA-event medians of {report['repeats']} runs after {report['warmup']} warm-up "
-             f"(naive kernels: a third of the runs). Cells: ms (GFLOP/s, ratio). Ratio = our "
-             "throughput / the library's (1.0 = parity, higher is faster): FP32 kernels against "
-             "strict FP32, TF32 kernels against TF32. Max error: the largest difference from "
-             "the strict FP32 library result over its largest value, worst kernel."]
+             f"({slow} kernels: a third of the runs). Cells: ms (GFLOP/s, ratio). Ratio = our "
+             "throughput / the library's (1.0 = parity, higher is faster) in the mode of the "
+             "rung's precision: strict FP32 rungs against strict FP32, 3xTF32 rungs against "
+             "strict FP32 too (they promise its accuracy), TF32 rungs against TF32. Max error, "
+             "per precision: the largest difference from the strict FP32 library result over "
+             "its largest value, worst rung of that precision."]
     peaks = report.get("peaks", {})
     if peaks:
         lines += ["", "Peaks measured in this run: " + "; ".join(
@@ -329,8 +383,8 @@ def _gpu_markdown(report: dict) -> str:
              f"({mode})" for mode, size in (("strict", "8192^3"), ("tf32", "8192^3"))
              if f"gemm_{mode}_tflops" in peaks] +
             [f"device-to-device copy {peaks['copy_gbs']:.0f} GB/s (read + written)"]) + ". "
-            "A rung's share of peak divides its TFLOP/s by the matrix product's in its "
-            "precision."]
+            "A rung's share of peak divides its TFLOP/s by the matrix product's in the mode "
+            "it is compared with (for 3xTF32 rungs strict FP32, which they can pass)."]
 
     def of_peak(tflops, mode):
         peak = peaks.get(f"gemm_{mode}_tflops")
@@ -339,34 +393,61 @@ def _gpu_markdown(report: dict) -> str:
         rows = [r for r in report["convs"] if r["batch"] == int(batch)]
         lines += ["", f"## The conv3x3 ladder over VGG-16's 13 conv layers, batch {batch}", "",
                   "GB/s: the fewest bytes the job must move (its two inputs and its output, "
-                  "each once) over its time.", "",
-                  "| job | step | ms | TFLOP/s | of peak | GB/s | ratio |",
-                  "|---|---|---|---|---|---|---|"]
+                  "each once) over its time. Per job, the rungs by precision, each group "
+                  "against the cuDNN mode named in the last column: strict FP32 rungs, then "
+                  "3xTF32 rungs (against strict FP32, the accuracy they promise), then TF32 "
+                  "rungs.", "",
+                  "| job | precision | step | ms | TFLOP/s | of peak | GB/s | ratio | against |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for job, t in totals.items():
             moved = sum(count * conv_bytes(r) for r, count in zip(rows, VGG16_CONV_COUNTS)
                         if job in r["jobs"])
-            entries = [(kernel, ms, cudnn_mode(kernel), fmt(ratio(
-                ms, t["torch_ms"].get(cudnn_mode(kernel))), '.2f'))
-                for kernel, ms in t["ms"].items()]
-            entries += [(f"cuDNN {mode}", t["torch_ms"][mode], mode, "1.00")
-                        for mode in TORCH_MODES if mode in t["torch_ms"]]
-            for name, ms, mode, ratio_cell in entries:
-                tflops = t["flops"] / ms / 1e9
-                lines.append(f"| {job} | {name} | {ms:.1f} | {tflops:.1f} | "
-                             f"{of_peak(tflops, mode)} | {moved / ms / 1e6:.0f} | {ratio_cell} |")
+            for e in _totals_by_precision(t):
+                tflops = t["flops"] / e.ms / 1e9
+                lines.append(f"| {job} | {PRECISION_NAMES[e.precision]} | {e.name} | "
+                             f"{e.ms:.1f} | {tflops:.1f} | {of_peak(tflops, e.mode)} | "
+                             f"{moved / e.ms / 1e6:.0f} | "
+                             f"{fmt(ratio(e.ms, t['torch_ms'].get(e.mode)), '.2f')} | "
+                             f"cuDNN {PRECISION_NAMES[e.mode]} |")
     for batch in report["batches"]:
         rows = [r for r in report["convs"] if r["batch"] == batch]
-        lines += _ladder_table(f"conv3x3 per layer, batch {batch}", rows, conv_jobs, cudnn_mode,
-                               "cuDNN")
+        lines += _ladder_table(f"conv3x3 per layer, batch {batch}", rows, conv_jobs, "cuDNN")
     if report["linears"]:
         lines += ["", "## The gemm ladder on VGG-16's fully connected layers",
-                  "", "Against torch.matmul (cuBLAS); our kernels are FP32, so ratios are to "
-                      "strict FP32."]
-        lines += _ladder_table("linear", report["linears"], gemm_jobs, lambda kernel: "strict",
-                               "cuBLAS")
-    for step in report["steps"]:
-        lines += ["", f"## VGG-16 training step, 224x224, batch {step['batch']}", "",
-                  "Our kernels: " + ", ".join(f"{k} {v}" for k, v in step["kernels"].items()) + ".",
+                  "", "Against torch.matmul (cuBLAS), each rung in the mode of its precision "
+                      "as for the convolutions."]
+        lines += _ladder_table("linear", report["linears"], gemm_jobs, "cuBLAS")
+    return "\n".join(lines + _steps_markdown(report["steps"])) + "\n"
+
+
+def _step_kernels(step) -> str:
+    return ", ".join(f"{k} {v}" for k, v in step["kernels"].items())
+
+
+def _steps_markdown(steps) -> list[str]:
+    """The training steps, one per setting of our kernels, grouped by precision: a table of
+    each against PyTorch in its precision's mode, then each step's own times and memory."""
+    if not steps:
+        return []
+    steps = sorted(((step_precision(step["kernels"].values()), step) for step in steps),
+                   key=lambda pair: tensor_cores.PRECISIONS.index(pair[0]))
+    lines = ["", "## VGG-16 training step, 224x224: each setting of our kernels", "",
+             "A setting computes in its least accurate kernel's precision and is compared with "
+             "PyTorch in that precision's mode: strict FP32 and 3xTF32 settings with strict "
+             "FP32, TF32 settings with TF32. Ratio = PyTorch's time / ours.", "",
+             "| precision | our kernels | batch | ms / step | against | PyTorch ms / step | "
+             "ratio |", "|---|---|---|---|---|---|---|"]
+    for precision, step in steps:
+        mode = TORCH_MODE_OF_PRECISION[precision]
+        theirs = step.get(f"torch_{mode}_ms")
+        lines.append(f"| {PRECISION_NAMES[precision]} | {_step_kernels(step)} | {step['batch']} "
+                     f"| {step['tinyvgg_ms']:.1f} | PyTorch {PRECISION_NAMES[mode]} | "
+                     f"{fmt(theirs, '.1f')} | {fmt(ratio(step['tinyvgg_ms'], theirs), '.2f')} |")
+    for precision, step in steps:
+        mode = TORCH_MODE_OF_PRECISION[precision]
+        lines += ["", f"### VGG-16 training step, 224x224, batch {step['batch']}, "
+                      f"{PRECISION_NAMES[precision]}", "",
+                  f"Our kernels: {_step_kernels(step)}.",
                   "", "| | ms / step | images / s | TFLOP/s | GPU memory |",
                   "|---|---|---|---|---|"]
         memory = {"tinyvgg": step.get("tinyvgg_pool_bytes"),
@@ -380,12 +461,11 @@ def _gpu_markdown(report: dict) -> str:
                              f"{step['flops'] / ms / 1e9:.2f} | {_gib(memory[key])} |")
         lines += ["", "GPU memory: for tinyvgg, what CuPy's memory pool holds after the timed "
                       "steps (its peak, as the pool keeps freed blocks); for PyTorch, "
-                      "torch.cuda.max_memory_allocated()."]
-        ours = step["tinyvgg_ms"]
-        lines += ["", f"Ratio vs strict FP32: "
-                      f"{fmt(ratio(ours, step.get('torch_strict_ms')), '.2f')}; "
-                      f"vs TF32: {fmt(ratio(ours, step.get('torch_tf32_ms')), '.2f')}."]
-    return "\n".join(lines) + "\n"
+                      "torch.cuda.max_memory_allocated().",
+                  "", f"Ratio against PyTorch {PRECISION_NAMES[mode]}, the mode of these "
+                      f"kernels' precision: "
+                      f"{fmt(ratio(step['tinyvgg_ms'], step.get(f'torch_{mode}_ms')), '.2f')}."]
+    return lines
 
 
 def _gpu_plots(plt, report):
@@ -393,11 +473,11 @@ def _gpu_plots(plt, report):
     names = {"fwd": "forward", "dx": "input gradient", "dw": "weight gradient"}
     fig, axes = plt.subplots(1, len(totals), figsize=(4.2 * len(totals), 3.6), sharey=False)
     for ax, (job, t) in zip(np.atleast_1d(axes), totals.items()):
-        labels = list(t["ms"]) + [f"cuDNN {mode}" for mode in TORCH_MODES if mode in t["torch_ms"]]
-        times = list(t["ms"].values()) + [t["torch_ms"][m] for m in TORCH_MODES
-                                          if m in t["torch_ms"]]
-        colors = ["tab:orange" if k in conv_cuda.CONV3X3_TF32_KERNELS or k == "cuDNN tf32"
-                  else "tab:gray" if k.startswith("cuDNN") else "tab:blue" for k in labels]
+        entries = list(_totals_by_precision(t))
+        labels = [e.name for e in entries]
+        times = [e.ms for e in entries]
+        colors = [CUDNN_COLOURS[e.mode] if e.library else PRECISION_COLOURS[e.precision]
+                  for e in entries]
         ax.barh(labels, times, color=colors)
         for y, ms in enumerate(times):
             ax.text(ms, y, f" {ms:.0f}", va="center", fontsize=8)
@@ -407,8 +487,10 @@ def _gpu_plots(plt, report):
         ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.set_xlabel("ms, 13 conv layers (log scale)")
         ax.set_title(names[job])
+    legend = ", ".join(f"{colour.removeprefix('tab:')}: {PRECISION_NAMES[precision]}"
+                       for precision, colour in PRECISION_COLOURS.items())
     fig.suptitle(f"conv3x3 ladder on {report['device']}, VGG-16 224x224, batch {batch} "
-                 "(orange: TF32)")
+                 f"({legend}; {CUDNN_COLOURS['strict'].removeprefix('tab:')}: cuDNN strict FP32)")
     fig.tight_layout()
     yield "ladder", fig
 
@@ -422,7 +504,7 @@ def _gpu_plots(plt, report):
         if peak and peaks.get("copy_gbs"):
             _roofs(ax, x, peak, peaks["copy_gbs"], style,
                    f"roofline: {peak:.0f} TFLOP/s ({mode}), {peaks['copy_gbs']:.0f} GB/s", 1e3)
-    for kernel in ("implicit-gemm", "tf32-mma"):
+    for kernel in measured_kernels(ROOFLINE_KERNELS, rows, "fwd"):
         ax.scatter(intensity, [r["flops"] / r["ms"]["fwd"][kernel] / 1e9 for r in rows],
                    label=f"tinyvgg {kernel}, forward")
     for mode in TORCH_MODES:
