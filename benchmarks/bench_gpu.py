@@ -112,6 +112,12 @@ def main(argv=None):
                   convs=[], linears=[], steps=[], conv_totals={},
                   peaks=measure_peaks(args.repeats, args.warmup, device="cuda", torch=torch))
     log("peaks: " + ", ".join(f"{k} {v:.1f}" for k, v in report["peaks"].items()))
+    stem = args.out or DEFAULT_OUT / f"gpu-{slug(report['device'])}"
+
+    def save_so_far():
+        """The JSON and Markdown of every part measured so far (the plots at the end): a
+        run cut off by a time limit keeps what it measured."""
+        write_report(report, stem, plots=False)
     for batch in args.batches if "conv" in args.parts else []:
         rows = bench_ladder(GPU_CONV_KERNELS, args.warmup, args.repeats, batch=batch, log=log,
                             device="cuda", torch=torch)
@@ -121,9 +127,11 @@ def main(argv=None):
         if batch == args.batches[0] and not args.quick:
             path = write_auto_table(rows, report["machine"]["commit"], args.auto_table)
             log(f"wrote the conv3x3 auto table for this GPU to {path}")
+        save_so_far()
     if "linear" in args.parts:
         report["linears"] += bench_gemm_ladder(args.warmup, args.repeats, args.step_batch,
                                                log=log, torch=torch)
+        save_so_far()
     for kernels in STEP_KERNELS if "step" in args.parts and not args.quick else []:
         with choices.using(**kernels):
             step = bench_training_step(args.warmup, args.repeats, batch=args.step_batch,
@@ -134,7 +142,7 @@ def main(argv=None):
             f"{step['tinyvgg_ms']:.1f} ms, PyTorch strict "
             f"{fmt(step.get('torch_strict_ms'), '.1f')} ms, "
             f"TF32 {fmt(step.get('torch_tf32_ms'), '.1f')} ms")
-    stem = args.out or DEFAULT_OUT / f"gpu-{slug(report['device'])}"
+        save_so_far()
     write_report(report, stem)
     print(f"wrote {stem.with_suffix('.json')}, {stem.with_suffix('.md')} and the plots")
 

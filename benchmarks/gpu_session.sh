@@ -24,8 +24,8 @@ echo "pytest exit $?"
 grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/gpu-tests.log" | tail -40
 [ "${BENCH_ARGS:-}" = skip ] && exit 0
 # The two halves' timeouts together fit one 10-minute device command. The benchmark
-# writes its report only when it ends, so a run cut off by BENCH_TIMEOUT leaves nothing.
-# Its time is a setup that does not depend on the runs (compiling, cuDNN's autotuning,
+# writes its JSON and Markdown after each part (conv ladder, linear ladder, each step
+# setting), so a run cut off by BENCH_TIMEOUT keeps the parts it finished. Its time is a setup that does not depend on the runs (compiling, cuDNN's autotuning,
 # building the models) plus, per run, every rung of every ladder on every layer and every
 # training-step setting. The defaults keep all of those and take fewer runs of each than
 # bench_gpu.py's own (10 after 3 warm-up): CUDA-event medians of kernels lasting
