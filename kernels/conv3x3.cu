@@ -969,6 +969,15 @@ struct PixelRun {
     long long first, end, H, W;   // at[j] is pixel first + j; pixels from end on are invalid
     int step;                     // how far apart the slices are: TILE_BK or MMA_BK
 
+    // Nothing located yet: the first move_to locates its pixels.
+    __device__ __forceinline__ void start(long long end_, long long H_, long long W_, int step_) {
+        first = -2 * (long long)step_;
+        end = end_;
+        H = H_;
+        W = W_;
+        step = step_;
+    }
+
     __device__ __forceinline__ void move_to(long long p) {
         if (p == first + step) {
 #pragma unroll
@@ -1063,11 +1072,7 @@ conv3x3_weight_grad_tile128(const T* x, const T* g, const T* mask, T* partial, l
     const long long end = begin + per_split < P ? begin + per_split : P;
 
     PixelRun pixels;
-    pixels.first = -2 * TILE_BK;   // nothing located yet
-    pixels.step = TILE_BK;
-    pixels.end = end;
-    pixels.H = H;
-    pixels.W = W;
+    pixels.start(end, H, W, TILE_BK);
     const long long column = kc0 + thread / 2;
     const long long ci = column < K ? column / 9 : 0;
     const GradientRuns<T> fetch_g = {g, mask, &pixels, co0, Cout, H, W, thread};
@@ -1284,11 +1289,7 @@ __device__ __forceinline__ void conv3x3_weight_grad_mma(const float* x, const fl
     const long long end = begin + per_split < P ? begin + per_split : P;
 
     PixelRun pixels;
-    pixels.first = -2 * MMA_BK;   // nothing located yet
-    pixels.step = MMA_BK;
-    pixels.end = end;
-    pixels.H = H;
-    pixels.W = W;
+    pixels.start(end, H, W, MMA_BK);
     const GradientSlices fetch_g = {g, &pixels, co0, Cout, H, W,
                                     (H * W) % 4 == 0 && aligned16(g), thread};
     ColumnSlices fetch_x = {x, &pixels, Cin, H, W, {0, 0}, {-1, -1}, thread};

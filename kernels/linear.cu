@@ -327,6 +327,22 @@ __global__ void sum_rows(const T* g, T* out, long long rows, long long cols,
 
 
 // At most 128 registers a thread for float, so that two blocks share an SM (tiles.cuh).
+// What block (blockIdx.x, blockIdx.y, blockIdx.z) of a batched, split-K launch computes:
+// the tile at rows m0 and columns n0 of product blockIdx.z / splits, over k in [k_begin,
+// k_end), split blockIdx.z % splits of K.
+struct BlockProduct {
+    long long product, m0, n0, k_begin, k_end;
+};
+
+__device__ __forceinline__ BlockProduct block_product(int tile_rows, int tile_columns,
+                                                      long long K, long long splits,
+                                                      long long k_per_split) {
+    const long long split = blockIdx.z % splits, k_begin = split * k_per_split;
+    return {blockIdx.z / splits, (long long)blockIdx.x * tile_rows,
+            (long long)blockIdx.y * tile_columns, k_begin,
+            k_begin + k_per_split < K ? k_begin + k_per_split : K};
+}
+
 template <typename T>
 __global__ void __launch_bounds__(TILE_THREADS, TILE_BLOCKS_PER_SM(T)) gemm_warptile(const T* A, const T* B, T* C, T* partial, long long M, long long N,
                               long long K, long long trans_a, long long trans_b, T alpha,
@@ -337,11 +353,9 @@ __global__ void __launch_bounds__(TILE_THREADS, TILE_BLOCKS_PER_SM(T)) gemm_warp
     __shared__ __align__(16) T b_tile[2][TILE_BK][TILE_STRIDE];  // [k][n] = op(B)[k, n0 + n]
 
     const int thread = threadIdx.x;
-    const long long product = blockIdx.z / splits, split = blockIdx.z % splits;
-    const long long m0 = (long long)blockIdx.x * TILE_BM;
-    const long long n0 = (long long)blockIdx.y * TILE_BN;
-    const long long k_begin = split * k_per_split;
-    const long long k_end = k_begin + k_per_split < K ? k_begin + k_per_split : K;
+    const BlockProduct my = block_product(TILE_BM, TILE_BN, K, splits, k_per_split);
+    const long long product = my.product, m0 = my.m0, n0 = my.n0, k_begin = my.k_begin,
+                    k_end = my.k_end;
     A += product * stride_a;
     B += product * stride_b;
     // op(A) is M x K: k-contiguous unless stored transposed; op(B) is K x N, whose columns
@@ -363,9 +377,6 @@ __global__ void __launch_bounds__(TILE_THREADS, TILE_BLOCKS_PER_SM(T)) gemm_warp
         store_tile_results(partial + blockIdx.z * M * N, M, N, m0, n0, at, acc, epi, true);
 }
 
-// C[b][i] = epilogue(sum_s partial[b * splits + s][i]), the splits added in order: one
-// thread per element i of the batch's M x N results (grid-stride loop over n = batch * M
-// * N), C's products stride_c apart.
 // gemm_warptile's product on the pipelined tensor-core tile of mma.cuh, for one pair of
 // storage orders (the operand layouts are template arguments, so the inner loop has no
 // branch on them): the same batching, split-K (k_per_split a multiple of 16) and epilogue.
@@ -379,11 +390,9 @@ __device__ __forceinline__ void gemm_mma_tiles(float* a_slices, float* b_slices,
                                                long long stride_b, long long stride_c,
                                                long long splits, long long k_per_split) {
     const int thread = threadIdx.x;
-    const long long product = blockIdx.z / splits, split = blockIdx.z % splits;
-    const long long m0 = (long long)blockIdx.x * MMA_BM;
-    const long long n0 = (long long)blockIdx.y * MMA_BN;
-    const long long k_begin = split * k_per_split;
-    const long long k_end = k_begin + k_per_split < K ? k_begin + k_per_split : K;
+    const BlockProduct my = block_product(MMA_BM, MMA_BN, K, splits, k_per_split);
+    const long long product = my.product, m0 = my.m0, n0 = my.n0, k_begin = my.k_begin,
+                    k_end = my.k_end;
     A += product * stride_a;
     B += product * stride_b;
     const MatrixSlices<A_K_CONTIGUOUS> fetch_a = {
@@ -445,6 +454,9 @@ gemm_3xtf32(const float* A, const float* B, float* C, float* partial, long long 
                 stride_a, stride_b, stride_c, splits, k_per_split);
 }
 
+// C[b][i] = epilogue(sum_s partial[b * splits + s][i]), the splits added in order: one
+// thread per element i of the batch's M x N results (grid-stride loop over n = batch * M
+// * N), C's products stride_c apart.
 template <typename T>
 __global__ void gemm_sum_splits(const T* partial, T* C, long long M, long long N, T alpha,
                                 T beta, const T* bias, long long bias_mode, long long relu,
