@@ -15,6 +15,7 @@ import shutil
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import host_cuda
 from helpers import (FLOAT_DTYPES, LADDER_SHAPES, RTOL, SPLIT_PIXELS_SHAPE, TF32_RTOL,
@@ -191,6 +192,41 @@ def test_the_pipelined_rungs_copy_arrays_that_are_not_16_byte_aligned_4_bytes_at
     a, m = x.reshape(16, -1), w.reshape(12, -1)[:, :64]
     assert_close(linear.gemm_gpu(shifted(a[:, :64]), shifted(m), trans_b=True),
                  a[:, :64] @ m.T, rtol=gemm_rtol(kernel, np.float32))
+
+
+@pytest.mark.parametrize("kernel", PIPELINED)
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shape=st.tuples(st.integers(1, 2), st.integers(1, 13), st.integers(1, 140),
+                       st.integers(1, 11), st.integers(1, 11)),
+       seed=st.integers(0, 2**31 - 1))
+def test_the_pipelined_rungs_on_any_shape(kernel, shape, seed, host_gpu):
+    """Odd sizes, single rows and columns, one input channel (K = 9, within one slice)."""
+    conv.use_conv3x3_kernel(kernel)
+    conv.use_conv3x3_wgrad_kernel(kernel)
+    x, w, b, g = conv_inputs(shape, np.float32, seed=seed)
+    y_ref, dx_ref, dw_ref, _ = conv_reference(x, w, b, g)
+    rtol = kernel_rtol(kernel, np.float32)
+    assert_close(conv.conv3x3_cuda(x, w, b), y_ref, rtol=rtol)
+    assert_close(conv.conv3x3_input_grad_cuda(g, w), dx_ref, rtol=rtol)
+    assert_close(conv.conv3x3_weight_grad_cuda(x, g), dw_ref, rtol=rtol)
+
+
+@pytest.mark.parametrize("kernel", PIPELINED)
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.tuples(st.integers(1, 140), st.integers(0, 300), st.integers(1, 140)),   # K = 0: -C
+       trans=st.tuples(st.booleans(), st.booleans()), seed=st.integers(0, 2**31 - 1))
+def test_the_pipelined_gemm_on_any_shape(kernel, sizes, trans, seed, host_gpu):
+    linear.use_gemm_kernel(kernel)
+    (M, K, N), (trans_a, trans_b) = sizes, trans
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((K, M) if trans_a else (M, K)).astype(np.float32)
+    b = rng.standard_normal((N, K) if trans_b else (K, N)).astype(np.float32)
+    out = rng.standard_normal((M, N)).astype(np.float32)
+    expected = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b) - out
+    result = linear.gemm_gpu(a, b, trans_a, trans_b, beta=-1.0, out=out.copy())
+    assert_close(result, expected.astype(np.float32), rtol=gemm_rtol(kernel, np.float32))
 
 
 @pytest.mark.parametrize("kernel", sorted(tensor_cores.PRECISION_OF_KERNEL))
