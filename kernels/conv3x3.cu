@@ -173,6 +173,18 @@
 // float's rounding): float32-level errors from the tensor cores, three products
 // where step 8 makes one.
 //
+// 10. conv3x3_forward_tf32_nhwc ("tf32-nhwc") and 11. conv3x3_forward_3xtf32_nhwc
+// ("3xtf32-nhwc"), float only, extern "C": steps 8 and 9 with x read in NHWC order
+// and K numbered k = tap Cin + ci (the host converts x and reorders w to Cout x 3 x 3
+// x Cin; the conversions are part of the op). im2col(x) is then copied
+// k-contiguous: thread t copies pixels t / 4 and t / 4 + 64 of the tile (located
+// once) at k 4 (t % 4) .. + 3 of each slice, following its (tap, channel) from
+// slice to slice (TapRun) without dividing. With Cin a multiple of 4 each run is 4
+// neighbouring channels of one tap at one pixel: one 16-byte copy for every tap,
+// where step 8 copies 4 bytes at a time for the taps that shift the column (6 of 9).
+// Against that stand the two conversions, a pass over x and one over w: which
+// layout wins is for a GPU to measure.
+//
 // THE WEIGHT-GRADIENT LADDER.
 //
 // 1. conv3x3_weight_grad: one block of 256 threads per (co, ci) pair
@@ -1128,6 +1140,33 @@ struct Im2colSlices {
     }
 };
 
+// The forward pass's results of one thread of the pipelined tile: output channels co0 +
+// rows, pixels p0 + columns, stored into y (NCHW) with the bias and, when relu is 1, ReLU.
+__device__ __forceinline__ void store_conv_mma_results(float* y, const float* b, long long co0,
+                                                       long long p0, long long Cout, long long H,
+                                                       long long W, long long P,
+                                                       long long has_bias, long long relu,
+                                                       const float (*acc)[4][4], int thread) {
+    const MmaThread me = mma_thread(thread);
+    const Epilogue<float> epi = {1.0f, 0.0f, b, has_bias ? 1 : 0, relu};
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const Pixel out = locate(p0 + me.col0 + 8 * nt + e, P, H, W);
+            if (!out.valid) continue;
+#pragma unroll
+            for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const long long co = co0 + me.row0 + 16 * mt + 8 * half;
+                    if (co < Cout)
+                        y[nchw_index(out, co, Cout, H, W)] =
+                            epi.apply(acc[mt][nt][2 * half + e], y, co, 0);
+                }
+        }
+}
+
 // Forward steps 8 ("tf32-pipelined", PASSES 1) and 9 ("3xtf32", PASSES 3): y (Cout x
 // N*H*W) = w (Cout x 9 Cin) @ im2col(x) on the pipelined tensor-core tile of mma.cuh.
 // Block b (1-D grid) owns output channels 128 (b % channel_tiles) and pixels 128 (b /
@@ -1165,24 +1204,7 @@ __device__ __forceinline__ void conv3x3_forward_mma(const float* x, const float*
     multiply_mma_tiles<PASSES, true, false>(a_slices, b_slices, fetch_w, fetch_x, 0, K, acc,
                                             thread);
 
-    const MmaThread me = mma_thread(thread);
-    const Epilogue<float> epi = {1.0f, 0.0f, b, has_bias ? 1 : 0, relu};
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-            const Pixel out = locate(p0 + me.col0 + 8 * nt + e, P, H, W);
-            if (!out.valid) continue;
-#pragma unroll
-            for (int mt = 0; mt < 4; ++mt)
-#pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const long long co = co0 + me.row0 + 16 * mt + 8 * half;
-                    if (co < Cout)
-                        y[nchw_index(out, co, Cout, H, W)] =
-                            epi.apply(acc[mt][nt][2 * half + e], y, co, 0);
-                }
-        }
+    store_conv_mma_results(y, b, co0, p0, Cout, H, W, P, has_bias, relu, acc, thread);
 }
 
 // One block an SM (8 warps, up to 255 registers a thread): at 128 registers (two blocks)
@@ -1199,6 +1221,129 @@ conv3x3_forward_3xtf32(const float* x, const float* w, const float* b, float* y,
                        long long Cin, long long Cout, long long H, long long W,
                        long long has_bias, long long relu) {
     conv3x3_forward_mma<3>(x, w, b, y, N, Cin, Cout, H, W, has_bias, relu);
+}
+
+// Where a thread of the NHWC forward is along K = 9 Cin, numbered k = tap Cin + ci: the
+// (tap, channel) of its run's first k, followed from slice to slice (16 apart) without
+// dividing, as PixelRun follows pixels.
+struct TapRun {
+    long long k, ci, Cin;
+    int tap;
+
+    __device__ __forceinline__ void move_to(long long k_new) {
+        if (k_new == k + MMA_BK) {
+            ci += MMA_BK;
+            while (ci >= Cin) {
+                ci -= Cin;
+                ++tap;
+            }
+        } else if (k_new != k) {
+            tap = (int)(k_new / Cin);
+            ci = k_new - tap * Cin;
+        }
+        k = k_new;
+    }
+};
+
+// Forward operand B of steps 10 and 11: im2col(x) read from x stored NHWC (xh), its rows k
+// = tap Cin + ci (the weights reordered to match), copied k-contiguous: thread t's runs
+// are pixels p0 + t / 4 and p0 + t / 4 + 64 (located once, with their offsets in xh) at
+// k0 + 4 (t % 4) .. + 3. When Cin is a multiple of 4 such a run is 4 neighbouring channels
+// of one tap at one pixel: one 16-byte copy, whatever the tap (step 8 copies 4 bytes at a
+// time for the taps that shift the column). Else four 4-byte copies.
+struct NhwcSlices {
+    const float* xh;
+    const Pixel* at;          // the 2 pixels
+    const long long* base;    // base[j] = ((image H + row) W + col) Cin of pixel j
+    TapRun* taps;
+    long long K, Cin, H, W;
+    bool vector;              // Cin % 4 == 0 and xh 16-byte aligned
+    int thread;
+
+    __device__ __forceinline__ void operator()(float* slice, long long k0) const {
+        const SliceRuns runs = slice_runs<true>(thread);
+        taps->move_to(k0 + runs.k);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            float* dst = slice + slice_offset<true>(runs.item + j * runs.item_gap, runs.k);
+            if (vector) {   // the run's 4 channels share the tap
+                const int r = at[j].row + taps->tap / 3 - 1, c = at[j].col + taps->tap % 3 - 1;
+                const bool in = taps->k < K && at[j].valid && r >= 0 && r < H && c >= 0 && c < W;
+                const long long shift = ((taps->tap / 3 - 1) * W + taps->tap % 3 - 1) * Cin;
+                cp_async<16>(dst, in ? xh + base[j] + shift + taps->ci : xh, in ? 16 : 0);
+                continue;
+            }
+            long long ci = taps->ci;
+            int tap = taps->tap;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                if (e > 0 && ++ci == Cin) {
+                    ci = 0;
+                    ++tap;
+                }
+                const int du = tap / 3 - 1, dv = tap % 3 - 1;
+                const int r = at[j].row + du, c = at[j].col + dv;
+                const bool in = taps->k + e < K && at[j].valid && r >= 0 && r < H && c >= 0 &&
+                                c < W;
+                cp_async<4>(dst + e, in ? xh + base[j] + (du * W + dv) * Cin + ci : xh,
+                            in ? 4 : 0);
+            }
+        }
+    }
+};
+
+// Forward steps 10 ("tf32-nhwc", PASSES 1) and 11 ("3xtf32-nhwc", PASSES 3): steps 8 and
+// 9 with x read in NHWC order (xh; the host converts, and the conversion is part of the
+// op's time) and the weights as wt (Cout x 3 x 3 x Cin), so that both operands are copied
+// k-contiguous in runs of 4 channels. The product, epilogue and precisions are steps 8
+// and 9's. Whether NHWC's 16-byte copies repay the conversions is for a GPU to measure.
+template <int PASSES>
+__device__ __forceinline__ void conv3x3_forward_nhwc_mma(const float* xh, const float* wt,
+                                                         const float* b, float* y, long long N,
+                                                         long long Cin, long long Cout,
+                                                         long long H, long long W,
+                                                         long long has_bias, long long relu) {
+    __shared__ __align__(16) float a_slices[MMA_STAGES * MMA_SLICE];  // wt[co0 + m, k]
+    __shared__ __align__(16) float b_slices[MMA_STAGES * MMA_SLICE];  // im2col(x)[k, p0 + q]
+
+    const int thread = threadIdx.x;
+    const long long channel_tiles = (Cout + MMA_BM - 1) / MMA_BM;
+    const long long co0 = ((long long)blockIdx.x % channel_tiles) * MMA_BM;
+    const long long p0 = ((long long)blockIdx.x / channel_tiles) * MMA_BN;
+    const long long P = N * H * W;
+    const long long K = 9 * Cin;
+
+    Pixel at[2];   // the 2 pixels this thread copies, located once
+    long long base[2];
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+        at[j] = locate(p0 + slice_runs<true>(thread).item + 64 * j, P, H, W);
+        base[j] = ((at[j].image * H + at[j].row) * W + at[j].col) * Cin;
+    }
+    TapRun taps = {-2 * MMA_BK, 0, Cin, 0};   // nothing located yet
+    const MatrixSlices<true> fetch_w = {wt, Cout, K, K, co0, K % 4 == 0 && aligned16(wt),
+                                        thread};
+    const NhwcSlices fetch_x = {xh, at, base, &taps, K, Cin, H, W,
+                                Cin % 4 == 0 && aligned16(xh), thread};
+
+    float acc[4][4][4];   // multiply_mma_tiles sets it
+    multiply_mma_tiles<PASSES, true, true>(a_slices, b_slices, fetch_w, fetch_x, 0, K, acc,
+                                           thread);
+    store_conv_mma_results(y, b, co0, p0, Cout, H, W, P, has_bias, relu, acc, thread);
+}
+
+extern "C" __global__ void __launch_bounds__(MMA_THREADS, 1)
+conv3x3_forward_tf32_nhwc(const float* xh, const float* wt, const float* b, float* y,
+                          long long N, long long Cin, long long Cout, long long H, long long W,
+                          long long has_bias, long long relu) {
+    conv3x3_forward_nhwc_mma<1>(xh, wt, b, y, N, Cin, Cout, H, W, has_bias, relu);
+}
+
+extern "C" __global__ void __launch_bounds__(MMA_THREADS, 1)
+conv3x3_forward_3xtf32_nhwc(const float* xh, const float* wt, const float* b, float* y,
+                            long long N, long long Cin, long long Cout, long long H,
+                            long long W, long long has_bias, long long relu) {
+    conv3x3_forward_nhwc_mma<3>(xh, wt, b, y, N, Cin, Cout, H, W, has_bias, relu);
 }
 
 // Weight-gradient operand A of the pipelined rungs, g (Cout x pixels), k-contiguous: thread

@@ -30,6 +30,17 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 FP_FORWARD = strict_kernels(conv.CONV3X3_KERNELS)
 STRICT_GEMM = strict_kernels(linear.GEMM_KERNELS)
 PIPELINED = tensor_cores.PIPELINED_KERNELS
+#: the forward rungs on the pipelined tile, each with the weight-gradient rung of its precision
+PIPELINED_CONV = {**{k: k for k in PIPELINED}, "tf32-nhwc": "tf32-pipelined",
+                  "3xtf32-nhwc": "3xtf32"}
+
+
+def use_pipelined(kernel):
+    """kernel for the forward pass and input gradient, and the weight-gradient rung and
+    (where the ladder has it) the product of its precision."""
+    conv.use_conv3x3_kernel(kernel)
+    conv.use_conv3x3_wgrad_kernel(PIPELINED_CONV[kernel])
+    linear.use_gemm_kernel(PIPELINED_CONV[kernel])
 
 
 @pytest.fixture
@@ -139,13 +150,12 @@ def test_the_tf32_rung_with_its_tensor_core_product_emulated(shape, host_gpu):
 
 @pytest.mark.parametrize("shape", [*LADDER_SHAPES.values(), SPLIT_PIXELS_SHAPE],
                          ids=[*LADDER_SHAPES, "split-pixels"])
-@pytest.mark.parametrize("kernel", PIPELINED)
+@pytest.mark.parametrize("kernel", PIPELINED_CONV)
 def test_the_pipelined_tensor_core_rungs_with_their_copies_and_products_emulated(
         kernel, shape, host_gpu):
     """cp.async's three stages (copies land at their wait), the swizzled layouts, the
     fragments of mma.m16n8k8 and the 3xTF32 split, in all three jobs of a convolution."""
-    conv.use_conv3x3_kernel(kernel)
-    conv.use_conv3x3_wgrad_kernel(kernel)
+    use_pipelined(kernel)
     x, w, b, g = conv_inputs(shape, np.float32, seed=4)
     y_ref, dx_ref, dw_ref, _ = conv_reference(x, w, b, g)
     rtol = kernel_rtol(kernel, np.float32)
@@ -154,10 +164,9 @@ def test_the_pipelined_tensor_core_rungs_with_their_copies_and_products_emulated
     assert_close(conv.conv3x3_weight_grad_cuda(x, g), dw_ref, rtol=rtol)
 
 
-@pytest.mark.parametrize("kernel", PIPELINED)
+@pytest.mark.parametrize("kernel", PIPELINED_CONV)
 def test_the_pipelined_rungs_fuse_bias_and_relu_and_take_a_mask_in_a_pass(kernel, host_gpu):
-    conv.use_conv3x3_kernel(kernel)
-    conv.use_conv3x3_wgrad_kernel(kernel)
+    use_pipelined(kernel)
     x, w, b, g = conv_inputs(LADDER_SHAPES["8to70-14x14"], np.float32, seed=5)
     y = np.maximum(conv_reference(x, w, b, g)[0], 0)
     assert 0.2 < (y > 0).mean() < 0.8
@@ -170,31 +179,31 @@ def test_the_pipelined_rungs_fuse_bias_and_relu_and_take_a_mask_in_a_pass(kernel
     assert_close(conv.conv3x3_weight_grad_cuda(x, g, mask=fused_y), dw_ref, rtol=rtol)
 
 
-@pytest.mark.parametrize("kernel", PIPELINED)
+@pytest.mark.parametrize("kernel", PIPELINED_CONV)
 def test_the_pipelined_rungs_copy_arrays_that_are_not_16_byte_aligned_4_bytes_at_a_time(
-        kernel, host_gpu):
-    """Views 4 bytes into their buffers (W, C_in and K multiples of 4): a 16-byte cp.async
-    from them would trap in the emulator, as it would fault on a GPU."""
-    conv.use_conv3x3_kernel(kernel)
-    conv.use_conv3x3_wgrad_kernel(kernel)
-    linear.use_gemm_kernel(kernel)
+        kernel, host_gpu, monkeypatch):
+    """Every array the kernels get lies 4 bytes into its buffer (W, C_in and K multiples of
+    4): a 16-byte cp.async from one would trap in the emulator, as it would fault on a GPU."""
+    use_pipelined(kernel)
     x, w, b, g = conv_inputs((2, 8, 12, 8, 16), np.float32, seed=7)
 
     def shifted(a):
         view = np.empty(a.size + 1, a.dtype)[1:].reshape(a.shape)
         view[...] = a
         assert view.ctypes.data % 16 != 0
-        return view
-    y_ref, _, dw_ref, _ = conv_reference(x, w, b, g)
+        return host_cuda.on_device(view)
+    monkeypatch.setattr(cuda, "contiguous", shifted)
+    y_ref, dx_ref, dw_ref, _ = conv_reference(x, w, b, g)
     rtol = kernel_rtol(kernel, np.float32)
-    assert_close(conv.conv3x3_cuda(shifted(x), shifted(w), b), y_ref, rtol=rtol)
-    assert_close(conv.conv3x3_weight_grad_cuda(shifted(x), shifted(g)), dw_ref, rtol=rtol)
-    a, m = x.reshape(16, -1), w.reshape(12, -1)[:, :64]
-    assert_close(linear.gemm_gpu(shifted(a[:, :64]), shifted(m), trans_b=True),
-                 a[:, :64] @ m.T, rtol=gemm_rtol(kernel, np.float32))
+    assert_close(conv.conv3x3_cuda(x, w, b), y_ref, rtol=rtol)
+    assert_close(conv.conv3x3_input_grad_cuda(g, w), dx_ref, rtol=rtol)
+    assert_close(conv.conv3x3_weight_grad_cuda(x, g), dw_ref, rtol=rtol)
+    a, m = x.reshape(16, -1)[:, :64], w.reshape(12, -1)[:, :64]
+    assert_close(linear.gemm_gpu(a, m, trans_b=True), a @ m.T,
+                 rtol=gemm_rtol(PIPELINED_CONV[kernel], np.float32))
 
 
-@pytest.mark.parametrize("kernel", PIPELINED)
+@pytest.mark.parametrize("kernel", PIPELINED_CONV)
 @settings(max_examples=20, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(shape=st.tuples(st.integers(1, 2), st.integers(1, 13), st.integers(1, 140),
@@ -202,8 +211,7 @@ def test_the_pipelined_rungs_copy_arrays_that_are_not_16_byte_aligned_4_bytes_at
        seed=st.integers(0, 2**31 - 1))
 def test_the_pipelined_rungs_on_any_shape(kernel, shape, seed, host_gpu):
     """Odd sizes, single rows and columns, one input channel (K = 9, within one slice)."""
-    conv.use_conv3x3_kernel(kernel)
-    conv.use_conv3x3_wgrad_kernel(kernel)
+    use_pipelined(kernel)
     x, w, b, g = conv_inputs(shape, np.float32, seed=seed)
     y_ref, dx_ref, dw_ref, _ = conv_reference(x, w, b, g)
     rtol = kernel_rtol(kernel, np.float32)
@@ -275,23 +283,24 @@ def test_3xtf32_errors_are_within_twice_the_strict_rungs_on_every_vgg16_layer(
     for c_in, c_out in VGG16_CHANNELS:
         shape = (1, c_in, c_out, 4, 4)
         x, w, b, g = conv_inputs(shape, np.float32, seed=int(rng.integers(2**31)))
-        references = conv_reference(x, w, b, g)   # float64 arithmetic, cast to float32
         x64, w64, b64, g64 = (a.astype(np.float64) for a in (x, w, b, g))
         y64 = conv_cpu.conv3x3_forward(x64, w64, b64, "im2col")
         dx64, dw64, _ = conv_cpu.conv3x3_backward(x64, w64, g64, "im2col")
         errors = {}
-        for kernel in (conv.CONV3X3_DEFAULT_KERNEL, "3xtf32"):
-            conv.use_conv3x3_kernel(kernel)
-            conv.use_conv3x3_wgrad_kernel(conv.CONV3X3_DEFAULT_WGRAD_KERNEL
-                                          if kernel != "3xtf32" else kernel)
-            errors[kernel] = [relative_error(conv.conv3x3_cuda(x, w, b), y64),
-                              relative_error(conv.conv3x3_input_grad_cuda(g, w), dx64),
-                              relative_error(conv.conv3x3_weight_grad_cuda(x, g), dw64)]
-        assert references[0].dtype == np.float32
-        for job, strict, split in zip(("fwd", "dx", "dw"), errors[conv.CONV3X3_DEFAULT_KERNEL],
-                                      errors["3xtf32"]):
-            worst.append((split / strict, f"{c_in}->{c_out} {job}: 3xtf32 {split:.2e}, "
-                                          f"strict {strict:.2e}"))
+        for forward, weight_grad in ((conv.CONV3X3_DEFAULT_KERNEL,
+                                      conv.CONV3X3_DEFAULT_WGRAD_KERNEL),
+                                     ("3xtf32", "3xtf32"), ("3xtf32-nhwc", None)):
+            conv.use_conv3x3_kernel(forward)
+            errors[forward] = [relative_error(conv.conv3x3_cuda(x, w, b), y64),
+                               relative_error(conv.conv3x3_input_grad_cuda(g, w), dx64)]
+            if weight_grad:
+                conv.use_conv3x3_wgrad_kernel(weight_grad)
+                errors[forward].append(relative_error(conv.conv3x3_weight_grad_cuda(x, g), dw64))
+        strict = errors.pop(conv.CONV3X3_DEFAULT_KERNEL)
+        for kernel, split in errors.items():
+            for job, strict_error, error in zip(("fwd", "dx", "dw"), strict, split):
+                worst.append((error / strict_error, f"{c_in}->{c_out} {job}: {kernel} "
+                                                    f"{error:.2e}, strict {strict_error:.2e}"))
     for depth in VGG16_CLASSIFIER_DEPTHS:
         a = rng.standard_normal((2, depth)).astype(np.float32)
         m = (rng.standard_normal((128, depth)) / np.sqrt(depth)).astype(np.float32)

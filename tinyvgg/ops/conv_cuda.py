@@ -1,10 +1,10 @@
 """conv3x3 and conv1x1 on the GPU: the kernel ladders of ``kernels/conv3x3.cu`` and
 ``kernels/conv1x1.cu``, their selection and their launches, on C-contiguous NCHW CuPy arrays.
 
-conv3x3's forward has nine rungs, from one thread per output with every load from global
+conv3x3's forward has eleven rungs, from one thread per output with every load from global
 memory to Winograd F(4x4, 3x3), 128x128 warp tiles and pipelined tensor cores in TF32
-and 3xTF32 (the opening comment of ``kernels/conv3x3.cu`` gives each step's idea and
-cost; ``tensor_cores.py`` the precisions), chosen with ``use_conv3x3_kernel`` or the
+and 3xTF32, in NCHW or NHWC order (the opening comment of ``kernels/conv3x3.cu`` gives
+each step's idea and cost; ``tensor_cores.py`` the precisions), chosen with ``use_conv3x3_kernel`` or the
 environment variable ``TINYVGG_CONV3X3_KERNEL`` (``tinyvgg.choices``); its weight
 gradient has six, chosen with
 ``use_conv3x3_wgrad_kernel`` or ``TINYVGG_CONV3X3_WGRAD_KERNEL``. The input gradient is
@@ -34,6 +34,8 @@ CONV3X3_KERNEL_FUNCTIONS = {
     "tile128": "conv3x3_forward_tile128",              # step 4 on 128x128 warp tiles, fused epilogue
     "tf32-pipelined": "conv3x3_forward_tf32_pipelined",  # tensor cores fed by a cp.async pipeline
     "3xtf32": "conv3x3_forward_3xtf32",                # the same, float32 accuracy from 3 products
+    "tf32-nhwc": "conv3x3_forward_tf32_nhwc",          # tf32-pipelined reading x in NHWC order
+    "3xtf32-nhwc": "conv3x3_forward_3xtf32_nhwc",      # the same in 3xTF32
 }
 CONV3X3_KERNELS = tuple(CONV3X3_KERNEL_FUNCTIONS)
 #: kernels that round their inputs to TF32: float32 only, never the default
@@ -194,12 +196,15 @@ def conv3x3_cuda(x, weight, bias=None, relu: bool = False, mask=None, job: str =
         return _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y, relu, mask)
     if mask is not None:
         x = relu_backward_cuda(x, mask)
-    if kernel in tensor_cores.PIPELINED_KERNELS:   # the bias and ReLU where y is stored
+    if kernel in tensor_cores.PIPELINED_KERNELS + tensor_cores.NHWC_KERNELS:
+        if kernel in tensor_cores.NHWC_KERNELS:   # x as (N, H, W, C), w as (C_out, 3, 3, C_in)
+            x = cuda.contiguous(x.transpose(0, 2, 3, 1))
+            weight = cuda.contiguous(weight.transpose(0, 2, 3, 1))
         blocks = _blocks(C_out, MMA_TILE) * _blocks(N * H * W, MMA_TILE)
         _check_grid_x(blocks, (N, C_out, H, W))
         cuda.launch("conv3x3", CONV3X3_KERNEL_FUNCTIONS[kernel], None, blocks, MMA_THREADS,
                     (x, weight, bias, y, N, C_in, C_out, H, W, has_bias, int(relu)))
-        return y
+        return y   # the bias and ReLU were applied where y was stored
     _conv3x3_direct_cuda(kernel, x, weight, bias, has_bias, y)
     if relu:
         cuda.launch_elementwise("activation", "relu_forward", y.dtype, y.size, y, y)
