@@ -241,6 +241,15 @@
 // the splits added in order by conv1x1_sum_splits; g arrives masked when a ReLU
 // was fused into the forward pass.
 //
+// 7. conv3x3_weight_grad_tf32_nhwc ("tf32-nhwc") and 8.
+// conv3x3_weight_grad_3xtf32_nhwc ("3xtf32-nhwc"), float only, extern "C": steps 5
+// and 6 with x read in NHWC order (converted by the host) and dw's columns numbered
+// (tap, channel). im2col(x)^T is copied item-contiguous: thread t copies pixels
+// t / 32 and t / 32 + 8 of each slice (each followed by its own PixelRun of one) at
+// columns 4 (t % 32) .. + 3, which with Cin a multiple of 4 are 4 neighbouring
+// channels of one tap: one 16-byte copy where steps 5 and 6 make four 4-byte ones.
+// The host adds the splits and reorders dw from (co, tap, ci) to (co, ci, tap).
+//
 // All weight gradients are deterministic: no atomics, fixed summation order.
 //
 // conv3x3_bias_grad: one block of 256 threads per channel c of g (N, C, HW):
@@ -976,8 +985,9 @@ conv3x3_forward_tile128(const T* x, const T* w, const T* b, T* y, const T* mask,
 // .. + 3 for both operands. PixelRun follows them: multiply_tiles asks for the slices in
 // order, 8 pixels apart, so it steps its pixels along without dividing (a division per
 // pixel and slice would cost a third of the slice's multiply-adds).
+template <int COUNT = 4>
 struct PixelRun {
-    Pixel at[4];
+    Pixel at[COUNT];
     long long first, end, H, W;   // at[j] is pixel first + j; pixels from end on are invalid
     int step;                     // how far apart the slices are: TILE_BK or MMA_BK
 
@@ -993,7 +1003,7 @@ struct PixelRun {
     __device__ __forceinline__ void move_to(long long p) {
         if (p == first + step) {
 #pragma unroll
-            for (int j = 0; j < 4; ++j) {
+            for (int j = 0; j < COUNT; ++j) {
                 at[j].valid = p + j < end;
                 at[j].col += step;
                 while (at[j].valid && at[j].col >= W) {
@@ -1006,7 +1016,7 @@ struct PixelRun {
             }
         } else if (p != first) {
 #pragma unroll
-            for (int j = 0; j < 4; ++j) at[j] = locate(p + j, end, H, W);
+            for (int j = 0; j < COUNT; ++j) at[j] = locate(p + j, end, H, W);
         }
         first = p;
     }
@@ -1019,7 +1029,7 @@ template <typename T>
 struct GradientRuns {
     const T* g;
     const T* mask;
-    PixelRun* pixels;
+    PixelRun<>* pixels;
     long long co0, Cout, H, W;
     int thread;
     __device__ __forceinline__ void operator()(long long k0, T* run) const {
@@ -1043,7 +1053,7 @@ struct GradientRuns {
 template <typename T>
 struct ColumnRuns {
     const T* x;
-    const PixelRun* pixels;
+    const PixelRun<>* pixels;
     long long Cin, H, W;
     long long plane;   // ci * H * W
     int tap;
@@ -1083,7 +1093,7 @@ conv3x3_weight_grad_tile128(const T* x, const T* g, const T* mask, T* partial, l
     const long long begin = (long long)blockIdx.z * per_split;
     const long long end = begin + per_split < P ? begin + per_split : P;
 
-    PixelRun pixels;
+    PixelRun<> pixels;
     pixels.start(end, H, W, TILE_BK);
     const long long column = kc0 + thread / 2;
     const long long ci = column < K ? column / 9 : 0;
@@ -1353,7 +1363,7 @@ conv3x3_forward_3xtf32_nhwc(const float* xh, const float* wt, const float* b, fl
 // 16-byte copy when the 4 pixels are neighbours in one image (H W a multiple of 4).
 struct GradientSlices {
     const float* g;
-    PixelRun* pixels;
+    PixelRun<>* pixels;
     long long co0, Cout, H, W;
     bool vector;   // H W % 4 == 0 and g 16-byte aligned
     int thread;
@@ -1385,7 +1395,7 @@ struct GradientSlices {
 // offset ci H W and tap are split once (tap -1 past the last column).
 struct ColumnSlices {
     const float* x;
-    const PixelRun* pixels;
+    const PixelRun<>* pixels;
     long long Cin, H, W;
     long long plane[2];
     int tap[2];
@@ -1433,7 +1443,7 @@ __device__ __forceinline__ void conv3x3_weight_grad_mma(const float* x, const fl
     const long long begin = (long long)blockIdx.z * per_split;
     const long long end = begin + per_split < P ? begin + per_split : P;
 
-    PixelRun pixels;
+    PixelRun<> pixels;
     pixels.start(end, H, W, MMA_BK);
     const GradientSlices fetch_g = {g, &pixels, co0, Cout, H, W,
                                     (H * W) % 4 == 0 && aligned16(g), thread};
@@ -1468,6 +1478,112 @@ conv3x3_weight_grad_3xtf32(const float* x, const float* g, float* partial, long 
                            long long Cin, long long Cout, long long H, long long W,
                            long long per_split) {
     conv3x3_weight_grad_mma<3>(x, g, partial, N, Cin, Cout, H, W, per_split);
+}
+
+// Weight-gradient operand B of steps 7 and 8, im2col(x)^T (pixels x 9 Cin) read from x
+// stored NHWC (xh), its columns k' = tap Cin + ci, copied item-contiguous: thread t's runs
+// are pixels k0 + t / 32 and k0 + t / 32 + 8 of each slice (each followed by a PixelRun of
+// one) at columns kc0 + 4 (t % 32) .. + 3, whose (tap, channel) is split once. With Cin a
+// multiple of 4 the 4 columns are neighbouring channels of one tap: one 16-byte copy.
+struct NhwcColumnSlices {
+    const float* xh;
+    PixelRun<1>* pixels;   // pixels[j] follows k0 + t / 32 + 8 j
+    long long Cin, H, W, ci;
+    int tap;               // of the first column; -1 past the last column
+    bool vector;           // Cin % 4 == 0 and xh 16-byte aligned
+    int thread;
+
+    __device__ __forceinline__ void operator()(float* slice, long long k0) const {
+        const SliceRuns runs = slice_runs<false>(thread);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            const int kk = runs.k + j * runs.k_gap;
+            pixels[j].move_to(k0 + kk);
+            const Pixel at = pixels[j].at[0];
+            const long long base = ((at.image * H + at.row) * W + at.col) * Cin;
+            float* dst = slice + slice_offset<false>(runs.item, kk);
+            if (vector) {   // the 4 columns share the tap
+                const int du = tap / 3 - 1, dv = tap % 3 - 1;
+                const int r = at.row + du, c = at.col + dv;
+                const bool in = tap >= 0 && at.valid && r >= 0 && r < H && c >= 0 && c < W;
+                cp_async<16>(dst, in ? xh + base + (du * W + dv) * Cin + ci : xh, in ? 16 : 0);
+                continue;
+            }
+            long long channel = ci;
+            int t = tap;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                if (e > 0 && ++channel == Cin) {
+                    channel = 0;
+                    ++t;
+                }
+                const int du = t / 3 - 1, dv = t % 3 - 1;
+                const int r = at.row + du, c = at.col + dv;
+                const bool in = tap >= 0 && t < 9 && at.valid && r >= 0 && r < H && c >= 0 &&
+                                c < W;
+                cp_async<4>(dst + e, in ? xh + base + (du * W + dv) * Cin + channel : xh,
+                            in ? 4 : 0);
+            }
+        }
+    }
+};
+
+// Weight-gradient steps 7 ("tf32-nhwc") and 8 ("3xtf32-nhwc"): steps 5 and 6 with x read
+// in NHWC order (xh, converted by the host), so that im2col(x)^T is copied in runs of 4
+// channels; g is copied as in steps 5 and 6. The columns of dw come out in (tap, channel)
+// order, partial[split, co, tap Cin + ci], which the host reorders to (co, ci, tap) after
+// adding the splits.
+template <int PASSES>
+__device__ __forceinline__ void conv3x3_weight_grad_nhwc_mma(const float* xh, const float* g,
+                                                             float* partial, long long N,
+                                                             long long Cin, long long Cout,
+                                                             long long H, long long W,
+                                                             long long per_split) {
+    __shared__ __align__(16) float a_slices[MMA_STAGES * MMA_SLICE];  // g[co0 + m, pixel]
+    __shared__ __align__(16) float b_slices[MMA_STAGES * MMA_SLICE];  // im2col(x)[pixel, kc0 + q]
+
+    const int thread = threadIdx.x;
+    const long long K = 9 * Cin;
+    const long long kc0 = (long long)blockIdx.x * MMA_BN;
+    const long long co0 = (long long)blockIdx.y * MMA_BM;
+    const long long P = N * H * W;
+    const long long begin = (long long)blockIdx.z * per_split;
+    const long long end = begin + per_split < P ? begin + per_split : P;
+
+    PixelRun<> pixels;
+    pixels.start(end, H, W, MMA_BK);
+    PixelRun<1> column_pixels[2];
+    column_pixels[0].start(end, H, W, MMA_BK);
+    column_pixels[1].start(end, H, W, MMA_BK);
+    const GradientSlices fetch_g = {g, &pixels, co0, Cout, H, W,
+                                    (H * W) % 4 == 0 && aligned16(g), thread};
+    const long long column = kc0 + slice_runs<false>(thread).item;
+    const NhwcColumnSlices fetch_x = {xh, column_pixels, Cin, H, W,
+                                      column < K ? column % Cin : 0,
+                                      column < K ? (int)(column / Cin) : -1,
+                                      Cin % 4 == 0 && aligned16(xh), thread};
+
+    float acc[4][4][4];   // multiply_mma_tiles sets it
+    multiply_mma_tiles<PASSES, true, false>(a_slices, b_slices, fetch_g, fetch_x, begin, end,
+                                            acc, thread);
+
+    const Epilogue<float> raw = {1.0f, 0.0f, nullptr, 0, 0};
+    store_mma_results(partial + (long long)blockIdx.z * Cout * K, Cout, K, co0, kc0,
+                      mma_thread(thread), acc, raw, true);
+}
+
+extern "C" __global__ void __launch_bounds__(MMA_THREADS, 1)
+conv3x3_weight_grad_tf32_nhwc(const float* xh, const float* g, float* partial, long long N,
+                              long long Cin, long long Cout, long long H, long long W,
+                              long long per_split) {
+    conv3x3_weight_grad_nhwc_mma<1>(xh, g, partial, N, Cin, Cout, H, W, per_split);
+}
+
+extern "C" __global__ void __launch_bounds__(MMA_THREADS, 1)
+conv3x3_weight_grad_3xtf32_nhwc(const float* xh, const float* g, float* partial, long long N,
+                                long long Cin, long long Cout, long long H, long long W,
+                                long long per_split) {
+    conv3x3_weight_grad_nhwc_mma<3>(xh, g, partial, N, Cin, Cout, H, W, per_split);
 }
 
 template <typename T>

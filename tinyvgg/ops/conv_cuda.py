@@ -6,7 +6,7 @@ memory to Winograd F(4x4, 3x3), 128x128 warp tiles and pipelined tensor cores in
 and 3xTF32, in NCHW or NHWC order (the opening comment of ``kernels/conv3x3.cu`` gives
 each step's idea and cost; ``tensor_cores.py`` the precisions), chosen with ``use_conv3x3_kernel`` or the
 environment variable ``TINYVGG_CONV3X3_KERNEL`` (``tinyvgg.choices``); its weight
-gradient has six, chosen with
+gradient has eight, chosen with
 ``use_conv3x3_wgrad_kernel`` or ``TINYVGG_CONV3X3_WGRAD_KERNEL``. The input gradient is
 the forward kernel run on ``g`` with the turned kernel; the weight and bias gradients
 are deterministic (no atomics). conv1x1 is a tiled matrix product over the batch's pixels.
@@ -50,6 +50,8 @@ CONV3X3_WGRAD_KERNEL_FUNCTIONS = {
     "tile128": "conv3x3_weight_grad_tile128",              # step 2 on 128x128 warp tiles
     "tf32-pipelined": "conv3x3_weight_grad_tf32_pipelined",  # tensor cores, cp.async pipeline
     "3xtf32": "conv3x3_weight_grad_3xtf32",                # the same, float32 accuracy
+    "tf32-nhwc": "conv3x3_weight_grad_tf32_nhwc",          # tf32-pipelined reading x as NHWC
+    "3xtf32-nhwc": "conv3x3_weight_grad_3xtf32_nhwc",      # the same in 3xTF32
 }
 CONV3X3_WGRAD_KERNELS = tuple(CONV3X3_WGRAD_KERNEL_FUNCTIONS)
 CONV3X3_DEFAULT_WGRAD_KERNEL = "implicit-gemm"
@@ -324,7 +326,7 @@ def conv3x3_weight_grad_cuda(x, g, mask=None):
     dw = cuda.empty((C_out, C_in, 3, 3), x.dtype)
     if dw.size == 0:
         return dw
-    if kernel == "tile128" or kernel in tensor_cores.PIPELINED_KERNELS:
+    if kernel == "tile128" or tensor_cores.uses_tensor_cores(kernel):
         return _conv3x3_weight_grad_tiles_cuda(kernel, x, g, mask, dw)
     if kernel == "winograd4x4":
         return _conv3x3_weight_grad_winograd4x4_cuda(x, g, mask, dw)
@@ -352,9 +354,11 @@ def conv3x3_weight_grad_cuda(x, g, mask=None):
 
 
 def _conv3x3_weight_grad_tiles_cuda(kernel, x, g, mask, dw):
-    """Weight-gradient steps 4-6 of kernels/conv3x3.cu: 128 x 128 tiles of dw (Cout x 9
+    """Weight-gradient steps 4-8 of kernels/conv3x3.cu: 128 x 128 tiles of dw (Cout x 9
     Cin), each summed over pixel ranges of whole slices, the ranges added in order. tile128
-    applies the mask where it loads g; the tensor-core rungs take g masked in a pass."""
+    applies the mask where it loads g; the tensor-core rungs take g masked in a pass. The
+    NHWC rungs read x converted to (N, H, W, C) and give dw's columns in (tap, channel)
+    order, reordered at the end."""
     N, C_in, H, W = x.shape
     C_out = g.shape[1]
     tiles_x, tiles_y = _blocks(9 * C_in, TILE), _blocks(C_out, TILE)
@@ -363,7 +367,9 @@ def _conv3x3_weight_grad_tiles_cuda(kernel, x, g, mask, dw):
     slice_ = TILE_BK if kernel == "tile128" else MMA_BK
     per_split = -(-_blocks(pixels, splits) // slice_) * slice_
     splits = _blocks(pixels, per_split)
-    partial = dw if splits == 1 else cuda.empty((splits,) + dw.shape, x.dtype)
+    nhwc = kernel in tensor_cores.NHWC_KERNELS
+    result = cuda.empty((C_out, 3, 3, C_in), x.dtype) if nhwc else dw
+    partial = result if splits == 1 else cuda.empty((splits,) + result.shape, x.dtype)
     function = CONV3X3_WGRAD_KERNEL_FUNCTIONS[kernel]
     grid = (tiles_x, tiles_y, splits)
     if kernel == "tile128":
@@ -372,11 +378,15 @@ def _conv3x3_weight_grad_tiles_cuda(kernel, x, g, mask, dw):
     else:
         if mask is not None:
             g = relu_backward_cuda(g, mask)
+        if nhwc:
+            x = cuda.contiguous(x.transpose(0, 2, 3, 1))
         cuda.launch("conv3x3", function, None, grid, MMA_THREADS,
                     (x, g, partial, N, C_in, C_out, H, W, per_split))
     if splits > 1:
         cuda.launch_elementwise("conv1x1", "conv1x1_sum_splits", x.dtype, dw.size,
-                                partial, dw, splits)
+                                partial, result, splits)
+    if nhwc:   # (co, tap, ci) -> (co, ci, tap)
+        dw[...] = result.transpose(0, 3, 1, 2)
     return dw
 
 

@@ -16,8 +16,8 @@ and the rungs in them, selected like every rung (``tinyvgg.choices``):
     "tf32-pipelined"  conv3x3 (forward, input and weight gradient) and linear's product: the
                       pipelined 128 x 128 tile of kernels/mma.cuh, cp.async into 3 stages
     "3xtf32"          the same kernels in 3xTF32
-    "tf32-nhwc"       conv3x3 forward and input gradient: "tf32-pipelined" reading x in NHWC
-                      order (converted by the op), so that every copy moves 16 bytes
+    "tf32-nhwc"       conv3x3 (forward, input and weight gradient): "tf32-pipelined" reading x
+                      in NHWC order (converted by the op), so that every copy moves 16 bytes
     "3xtf32-nhwc"     the same in 3xTF32
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ PRECISIONS = ("strict", "3xtf32", "tf32")
 PRECISION_OF_KERNEL = {"tf32-mma": "tf32", "tf32-pipelined": "tf32", "3xtf32": "3xtf32",
                        "tf32-nhwc": "tf32", "3xtf32-nhwc": "3xtf32"}
 #: the rungs on the pipelined tile of kernels/mma.cuh (128 x 128 tiles, 256 threads) in every
-#: ladder that has them; NHWC_KERNELS, conv3x3's forward only, run on it too
+#: ladder that has them; NHWC_KERNELS, conv3x3's only, run on it too
 PIPELINED_KERNELS = ("tf32-pipelined", "3xtf32")
 NHWC_KERNELS = ("tf32-nhwc", "3xtf32-nhwc")
 MMA_TILE = 128      # kernels/mma.cuh: rows and columns of C per block
