@@ -755,10 +755,11 @@ def test_auto_runs_the_measured_winner_of_the_nearest_layer_and_job(auto_table, 
     from tinyvgg.bench import write_auto_table
     rows = [_ladder_row(3, 8, 40, {"fwd": {"tile128": 2.0, "implicit-gemm": 3.0},
                                    "dw": {"reduce": 1.0, "tile128": 2.0}}),
-            _ladder_row(64, 64, 8, {"fwd": {"winograd4x4": 1.0, "tf32-mma": 0.1},
+            _ladder_row(64, 64, 8, {"fwd": {"winograd4x4": 1.0, "tf32-mma": 0.1,
+                                            "tf32-pipelined": 0.1},
                                     "dx": {"register": 1.0, "winograd4x4": 2.0,
                                            "tile128": 0.5},
-                                    "dw": {"winograd4x4": 1.0}},
+                                    "dw": {"winograd4x4": 1.0, "3xtf32": 0.5}},
                         error={"dx": {"tile128": 1e-2}})]   # too inexact to be picked
     write_auto_table(rows, "abc1234", auto_table, device="Test GPU")
     assert json.loads(auto_table.read_text())["devices"]["Test GPU"]["commit"] == "abc1234"
@@ -768,6 +769,7 @@ def test_auto_runs_the_measured_winner_of_the_nearest_layer_and_job(auto_table, 
     assert pick("dx", np.float32, 64, 60, 8, 8) == "register"
     assert pick("dx", np.float32, 3, 8, 40, 40) == "register"       # the only dx entries
     assert pick("dw", np.float32, 4, 8, 30, 30) == "reduce"
+    assert pick("dw", np.float32, 64, 64, 8, 8) == "3xtf32"        # float32-level errors
     assert pick("fwd", np.float64, 3, 8, 40, 40) == conv.CONV3X3_DEFAULT_KERNEL
     conv.use_conv3x3_kernel("auto")
     conv.use_conv3x3_wgrad_kernel("auto")
@@ -790,16 +792,16 @@ def test_auto_without_a_table_for_this_gpu_runs_the_defaults(auto_table, host_gp
     ("{not json", "is not JSON"),
     ('{"format": 2, "devices": {}}', "expected a table of format 1"),
     ('{"format": 1, "devices": {"G": {"entries": [{"job": "fwd", "c_in": 3, "c_out": 8, '
-     '"size": 40, "kernel": "tf32-mma"}]}}}', "strict kernel"),
+     '"size": 40, "kernel": "tf32-mma"}]}}}', "float32-accurate kernel"),
     ('{"format": 1, "devices": {"G": {"entries": [{"job": "up", "c_in": 3, "c_out": 8, '
-     '"size": 40, "kernel": "tiled"}]}}}', "strict kernel"),
+     '"size": 40, "kernel": "tiled"}]}}}', "float32-accurate kernel"),
     ('{"format": 1, "devices": {"G": {}}}', "no list of entries"),
 ])
 def test_a_bad_auto_table_is_refused_naming_the_file(content, message, auto_table):
     from tinyvgg.ops import conv_auto
     auto_table.write_text(content)
     with pytest.raises(conv_auto.AutoTableError, match=message) as caught:
-        conv_auto.entries_for("G", conv.STRICT_KERNELS_OF_JOB)
+        conv_auto.entries_for("G", conv.AUTO_KERNELS_OF_JOB)
     assert str(auto_table) in str(caught.value)
 
 
@@ -808,7 +810,7 @@ def test_an_oversized_auto_table_is_refused_before_it_is_read(auto_table, monkey
     auto_table.write_text(" " * 100)
     monkeypatch.setattr(conv_auto, "MAX_TABLE_BYTES", 99)
     with pytest.raises(conv_auto.AutoTableError, match="100 bytes"):
-        conv_auto.entries_for("G", conv.STRICT_KERNELS_OF_JOB)
+        conv_auto.entries_for("G", conv.AUTO_KERNELS_OF_JOB)
 
 
 def test_the_benchmark_writes_the_table_that_auto_reads(auto_table, host_gpu, monkeypatch):

@@ -374,9 +374,9 @@ def write_auto_table(rows, commit: str, path=None, device=None) -> Path:
     current GPU's name, as "auto" looks it up), keeping the other GPUs'; an atomic write."""
     path = Path(path) if path is not None else conv_auto.table_path()
     device = device if device is not None else conv_auto.device_name()
-    table = conv_auto.read_table(conv_cuda.STRICT_KERNELS_OF_JOB, path) or dict(
+    table = conv_auto.read_table(conv_cuda.AUTO_KERNELS_OF_JOB, path) or dict(
         format=conv_auto.TABLE_FORMAT, devices={})
-    entries = conv_auto.table_from_rows(rows, conv_cuda.STRICT_KERNELS_OF_JOB, AUTO_MAX_ERROR)
+    entries = conv_auto.table_from_rows(rows, conv_cuda.AUTO_KERNELS_OF_JOB, AUTO_MAX_ERROR)
     table["devices"][device] = dict(commit=commit, batch=rows[0]["batch"] if rows else None,
                                     measured_by="benchmarks/bench_gpu.py", entries=entries)
     atomic_write(path, json.dumps(table, indent=1, sort_keys=True) + "\n")

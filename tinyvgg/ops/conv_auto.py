@@ -5,7 +5,8 @@ The table is ``auto.json`` in the kernels folder (``tinyvgg.cuda.source_dir()``)
 ``benchmarks/bench_gpu.py`` from its conv ladder: for each GPU it ran on (by the name the
 driver gives it), the commit, the batch and, per VGG-16 layer shape and job ("fwd": the
 forward pass, "dx": the input gradient, "dw": the weight gradient), the fastest kernel
-among those that compute in strict float32, with its time::
+among those that compute at float32 accuracy (the strict rungs and the 3xTF32 ones), with
+its time::
 
     {"format": 1, "devices": {"NVIDIA H200": {"commit": "...", "batch": 64, "entries": [
         {"job": "fwd", "c_in": 64, "c_out": 64, "size": 224, "kernel": "tile128",
@@ -57,7 +58,7 @@ def read_table(kernels_of_job, path=None) -> dict:
 
 def check_table(table, where: str, kernels) -> None:
     """Refuse a table that is not ``{"format": 1, "devices": {...}}`` with entries naming
-    a job, a shape and one of ``kernels[job]`` (the strict-float32 rungs of the ladders)."""
+    a job, a shape and one of ``kernels[job]`` (the float32-accurate rungs of the ladders)."""
     if not isinstance(table, dict) or table.get("format") != TABLE_FORMAT or \
             not isinstance(table.get("devices"), dict):
         raise AutoTableError(f"conv3x3 auto: {where}: expected a table of format "
@@ -72,7 +73,8 @@ def check_table(table, where: str, kernels) -> None:
                           for k in ("c_in", "c_out", "size")))
             if not ok or entry.get("kernel") not in kernels[entry["job"]]:
                 raise AutoTableError(f"conv3x3 auto: {where}: {device!r} has an entry "
-                                     f"that is not (job, c_in, c_out, size, strict kernel): "
+                                     f"that is not (job, c_in, c_out, size, float32-accurate "
+                                     f"kernel): "
                                      f"{entry!r}")
 
 

@@ -55,11 +55,18 @@ CONV3X3_WGRAD_KERNEL_FUNCTIONS = {
 }
 CONV3X3_WGRAD_KERNELS = tuple(CONV3X3_WGRAD_KERNEL_FUNCTIONS)
 CONV3X3_DEFAULT_WGRAD_KERNEL = "implicit-gemm"
-#: the kernels that compute in strict float32 (or float64), per job: what "auto" picks from
+#: the kernels that compute in strict float32 (or float64), per job
 STRICT_KERNELS_OF_JOB = {
     "fwd": tuple(k for k in CONV3X3_KERNELS if not tensor_cores.uses_tensor_cores(k)),
     "dx": tuple(k for k in CONV3X3_KERNELS if not tensor_cores.uses_tensor_cores(k)),
     "dw": tuple(k for k in CONV3X3_WGRAD_KERNELS if not tensor_cores.uses_tensor_cores(k))}
+#: what "auto" picks from, per job: the rungs with float32-level errors, the strict ones and
+#: the 3xTF32 ones (the table holds only rungs measured on its GPU, within
+#: tinyvgg.bench.AUTO_MAX_ERROR of cuDNN strict FP32); never a TF32 one
+AUTO_KERNELS_OF_JOB = {
+    job: tuple(k for k in (CONV3X3_WGRAD_KERNELS if job == "dw" else CONV3X3_KERNELS)
+               if tensor_cores.precision(k) != "tf32")
+    for job in ("fwd", "dx", "dw")}
 AUTO = "auto"   # per layer shape and job, the fastest rung measured on this GPU (conv_auto.py)
 
 # Launch shapes; they must match the constants at the top of the .cu files
@@ -116,7 +123,7 @@ def auto_kernel(job: str, dtype, c_in: int, c_out: int, H: int, W: int) -> str:
     default = CONV3X3_DEFAULT_WGRAD_KERNEL if job == "dw" else CONV3X3_DEFAULT_KERNEL
     if np.dtype(dtype) != np.float32:
         return default
-    return conv_auto.picked_kernel(job, c_in, c_out, H, W, STRICT_KERNELS_OF_JOB) or default
+    return conv_auto.picked_kernel(job, c_in, c_out, H, W, AUTO_KERNELS_OF_JOB) or default
 
 
 def conv3x3_kernel_for(dtype, job: str = "fwd", shape=None) -> str:
