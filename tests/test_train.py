@@ -693,6 +693,21 @@ def test_rotation_and_hue_join_the_pipeline_after_the_other_augmentations():
     digits, _ = input_pipelines(TrainConfig(augment="crop,rotate"), 28, [0.1], [0.3])
     assert [type(t) for t in digits.transforms] == [T.Pad, T.RandomCrop, T.RandomRotation,
                                                     T.Normalize]
+    smaller, _ = input_pipelines(TrainConfig(augment="crop,rotate", rotate_degrees=7.5), 28,
+                                 [0.1], [0.3])
+    assert smaller.transforms[2].degrees == (-7.5, 7.5)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(augment="crop", rotate_degrees=10), "sets the angles of --augment rotate, which "
+                                              "this run does not use"),
+    (dict(augment="rotate", rotate_degrees=0), r"must be in \(0, 180\], got 0"),
+    (dict(augment="rotate", rotate_degrees=float("nan")), r"must be in \(0, 180\], got nan"),
+    (dict(augment="rotate", rotate_degrees=200), r"must be in \(0, 180\], got 200"),
+])
+def test_a_rotation_angle_that_cannot_apply_is_refused(settings, message):
+    with pytest.raises(ValueError, match="train: --rotate-degrees .*" + message):
+        TrainConfig(**settings)
 
 
 @pytest.mark.gpu

@@ -86,6 +86,9 @@ def _add_train_options(parser):
     add("--restart-mult", type=_positive_int, help="warm restarts: cycle growth factor")
     add("--augment", help=f"auto, none, or a comma list of {', '.join(AUGMENTATIONS)} "
                           f"(rgb and hue-sat for RGB images only; see the README)")
+    add("--rotate-degrees", type=float,
+        help=f"--augment rotate: the largest angle, in degrees, either way (default "
+             f"{d['rotate_degrees'].default:g})")
     add("--device", choices=("cpu", "cuda"))
     add("--dtype", choices=("float32", "float64"))
     add("--seed", type=int)

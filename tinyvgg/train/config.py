@@ -53,6 +53,7 @@ class TrainConfig:
     restart_period: int | None = None  # warm restarts: epochs of the first cycle
     restart_mult: int = 1
     augment: str = "auto"
+    rotate_degrees: float = 20.0   # --augment rotate: angles drawn from [-d, d] (the lecture's 20)
     device: str = "cpu"
     dtype: str = "float32"
     seed: int = 0
@@ -106,7 +107,12 @@ class TrainConfig:
             fail("--sync-bn synchronises batch norm, which --no-batch-norm leaves out")
         if not (math.isfinite(self.bucket_mb) and self.bucket_mb > 0):
             fail(f"--bucket-mb must be a positive number, got {self.bucket_mb}")
-        parse_augment(self.augment, self.dataset)
+        augments = parse_augment(self.augment, self.dataset)
+        if not (math.isfinite(self.rotate_degrees) and 0 < self.rotate_degrees <= 180):
+            fail(f"--rotate-degrees must be in (0, 180], got {self.rotate_degrees}")
+        if self.rotate_degrees != TrainConfig.rotate_degrees and "rotate" not in augments:
+            fail(f"--rotate-degrees {self.rotate_degrees:g} sets the angles of --augment "
+                 f"rotate, which this run does not use (--augment {self.augment})")
         backend.check_device(self.device)
 
     def _check_types(self):

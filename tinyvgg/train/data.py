@@ -59,7 +59,7 @@ def input_pipelines(config: TrainConfig, stored_size: int, mean, std):
         train.append(T.RGBShift(0.1))
     if "rotate" in augment:
         # after the colour changes, so the corners it brings in stay exactly black
-        train.append(T.RandomRotation(20, fill=0.0))
+        train.append(T.RandomRotation(config.rotate_degrees, fill=0.0))
     train.append(T.Normalize(mean, std))
     evaluate.append(T.Normalize(mean, std))
     return T.Compose(train), T.Compose(evaluate)
