@@ -1,7 +1,8 @@
 // mma.cuh: the tensor-core machinery, written once: TF32 rounding and the warp's
 // mma.sync product (the tf32-mma rung of conv3x3.cu uses them alone), and the pipelined
 // 128 x 128 block tile that the tf32-pipelined and 3xtf32 rungs run on (linear.cu's
-// matrix product, conv3x3.cu's forward and weight gradient). Float only. Like the .cu
+// matrix product; conv3x3.cu's forward and weight gradient, also in their -nhwc forms).
+// Float only. Like the .cu
 // files it includes nothing (NVRTC compiles without system headers); its inline PTX has
 // TINYVGG_HOST_EMULATION branches that call tests/host_cuda's C++ stand-ins, and below
 // compute capability 8.0 (no TF32 tensor cores, no cp.async) stubs that trap: the host
@@ -29,6 +30,14 @@
 // of 0, which cp.async fills with zeros: padding and ragged edges cost no branches in
 // the product. 3 stages x 2 operands x 2048 floats = 48 KB, the most a block may declare
 // statically.
+//
+// Why these sizes. A 128 x 128 tile copies 2 x 128 values per k for 16384 multiply-adds
+// (0.016 global loads per FMA, what operands served from L2 need at tensor-core rates). A
+// warp's 64 x 32 part takes 24 fragment loads for 16 products of 1024 multiply-adds; the
+// 64 accumulators, the fragments (twice as many for 3xTF32) and the copies' addresses
+// need more than 128 registers a thread, so one block (8 warps) runs per SM, and it is
+// the two slices in flight, not more warps, that hide the copies' latency. Slices of 16
+// halve the barriers of slices of 8, and three stages of them fill the 48 KB.
 //
 // Shared layouts without bank conflicts and without padding. An operand slice holds 128
 // items (rows of A, or columns of B) x 16 k, in one of two layouts, chosen by which way
