@@ -981,6 +981,21 @@ conv3x3_forward_tile128(const T* x, const T* w, const T* b, T* y, const T* mask,
     }
 }
 
+// What block (blockIdx.x, blockIdx.y, blockIdx.z) of a weight-gradient launch on square
+// tiles of side `tile` computes: dw's columns (ci, tap) kc0 .. and rows (output channels)
+// co0 .., summed over the pixels [begin, end) of split blockIdx.z, per_split pixels long.
+struct WeightGradBlock {
+    long long K, kc0, co0, begin, end;
+};
+
+__device__ __forceinline__ WeightGradBlock weight_grad_block(int tile, long long N, long long Cin,
+                                                             long long H, long long W,
+                                                             long long per_split) {
+    const long long P = N * H * W, begin = (long long)blockIdx.z * per_split;
+    return {9 * Cin, (long long)blockIdx.x * tile, (long long)blockIdx.y * tile, begin,
+            begin + per_split < P ? begin + per_split : P};
+}
+
 // The weight gradient's K is the batch's pixels: thread t's runs are pixels k0 + 4 (t % 2)
 // .. + 3 for both operands. PixelRun follows them: multiply_tiles asks for the slices in
 // order, 8 pixels apart, so it steps its pixels along without dividing (a division per
@@ -1086,12 +1101,8 @@ conv3x3_weight_grad_tile128(const T* x, const T* g, const T* mask, T* partial, l
     __shared__ __align__(16) T b_tile[2][TILE_BK][TILE_STRIDE];  // [kk][q] = im2col(x)[kc0 + q, pixel]
 
     const int thread = threadIdx.x;
-    const long long K = 9 * Cin;
-    const long long kc0 = (long long)blockIdx.x * TILE_BN;
-    const long long co0 = (long long)blockIdx.y * TILE_BM;
-    const long long P = N * H * W;
-    const long long begin = (long long)blockIdx.z * per_split;
-    const long long end = begin + per_split < P ? begin + per_split : P;
+    const WeightGradBlock my = weight_grad_block(TILE_BM, N, Cin, H, W, per_split);
+    const long long K = my.K, kc0 = my.kc0, co0 = my.co0, begin = my.begin, end = my.end;
 
     PixelRun<> pixels;
     pixels.start(end, H, W, TILE_BK);
@@ -1436,12 +1447,8 @@ __device__ __forceinline__ void conv3x3_weight_grad_mma(const float* x, const fl
     __shared__ __align__(16) float b_slices[MMA_STAGES * MMA_SLICE];  // im2col(x)[kc0 + q, pixel]
 
     const int thread = threadIdx.x;
-    const long long K = 9 * Cin;
-    const long long kc0 = (long long)blockIdx.x * MMA_BN;
-    const long long co0 = (long long)blockIdx.y * MMA_BM;
-    const long long P = N * H * W;
-    const long long begin = (long long)blockIdx.z * per_split;
-    const long long end = begin + per_split < P ? begin + per_split : P;
+    const WeightGradBlock my = weight_grad_block(MMA_BM, N, Cin, H, W, per_split);
+    const long long K = my.K, kc0 = my.kc0, co0 = my.co0, begin = my.begin, end = my.end;
 
     PixelRun<> pixels;
     pixels.start(end, H, W, MMA_BK);
@@ -1543,12 +1550,8 @@ __device__ __forceinline__ void conv3x3_weight_grad_nhwc_mma(const float* xh, co
     __shared__ __align__(16) float b_slices[MMA_STAGES * MMA_SLICE];  // im2col(x)[pixel, kc0 + q]
 
     const int thread = threadIdx.x;
-    const long long K = 9 * Cin;
-    const long long kc0 = (long long)blockIdx.x * MMA_BN;
-    const long long co0 = (long long)blockIdx.y * MMA_BM;
-    const long long P = N * H * W;
-    const long long begin = (long long)blockIdx.z * per_split;
-    const long long end = begin + per_split < P ? begin + per_split : P;
+    const WeightGradBlock my = weight_grad_block(MMA_BM, N, Cin, H, W, per_split);
+    const long long K = my.K, kc0 = my.kc0, co0 = my.co0, begin = my.begin, end = my.end;
 
     PixelRun<> pixels;
     pixels.start(end, H, W, MMA_BK);
