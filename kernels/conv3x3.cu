@@ -1430,6 +1430,22 @@ struct ColumnSlices {
     }
 };
 
+// The pipelined product of a weight-gradient block (operand B copied k-contiguous or not)
+// and the store of its raw sums into partial[split, co, column].
+template <int PASSES, bool B_K_CONTIGUOUS, typename FetchB>
+__device__ __forceinline__ void weight_grad_mma_tiles(float* a_slices, float* b_slices,
+                                                      const GradientSlices& fetch_g,
+                                                      const FetchB& fetch_x,
+                                                      const WeightGradBlock& my, float* partial,
+                                                      long long Cout, int thread) {
+    float acc[4][4][4];   // multiply_mma_tiles sets it
+    multiply_mma_tiles<PASSES, true, B_K_CONTIGUOUS>(a_slices, b_slices, fetch_g, fetch_x,
+                                                     my.begin, my.end, acc, thread);
+    const Epilogue<float> raw = {1.0f, 0.0f, nullptr, 0, 0};
+    store_mma_results(partial + (long long)blockIdx.z * Cout * my.K, Cout, my.K, my.co0, my.kc0,
+                      mma_thread(thread), acc, raw, true);
+}
+
 // Weight-gradient steps 5 ("tf32-pipelined") and 6 ("3xtf32"): dw (Cout x 9 Cin) = g (Cout
 // x N*H*W) @ im2col(x)^T on the pipelined tensor-core tile, both operands k-contiguous
 // (the pixels are K). Block (blockIdx.x, blockIdx.y, blockIdx.z) computes columns 128
@@ -1448,7 +1464,7 @@ __device__ __forceinline__ void conv3x3_weight_grad_mma(const float* x, const fl
 
     const int thread = threadIdx.x;
     const WeightGradBlock my = weight_grad_block(MMA_BM, N, Cin, H, W, per_split);
-    const long long K = my.K, kc0 = my.kc0, co0 = my.co0, begin = my.begin, end = my.end;
+    const long long K = my.K, kc0 = my.kc0, co0 = my.co0, end = my.end;
 
     PixelRun<> pixels;
     pixels.start(end, H, W, MMA_BK);
@@ -1464,13 +1480,8 @@ __device__ __forceinline__ void conv3x3_weight_grad_mma(const float* x, const fl
         }
     }
 
-    float acc[4][4][4];   // multiply_mma_tiles sets it
-    multiply_mma_tiles<PASSES, true, true>(a_slices, b_slices, fetch_g, fetch_x, begin, end,
-                                           acc, thread);
-
-    const Epilogue<float> raw = {1.0f, 0.0f, nullptr, 0, 0};
-    store_mma_results(partial + (long long)blockIdx.z * Cout * K, Cout, K, co0, kc0,
-                      mma_thread(thread), acc, raw, true);
+    weight_grad_mma_tiles<PASSES, true>(a_slices, b_slices, fetch_g, fetch_x, my, partial,
+                                        Cout, thread);
 }
 
 extern "C" __global__ void __launch_bounds__(MMA_THREADS, 1)
@@ -1551,7 +1562,7 @@ __device__ __forceinline__ void conv3x3_weight_grad_nhwc_mma(const float* xh, co
 
     const int thread = threadIdx.x;
     const WeightGradBlock my = weight_grad_block(MMA_BM, N, Cin, H, W, per_split);
-    const long long K = my.K, kc0 = my.kc0, co0 = my.co0, begin = my.begin, end = my.end;
+    const long long K = my.K, kc0 = my.kc0, co0 = my.co0, end = my.end;
 
     PixelRun<> pixels;
     pixels.start(end, H, W, MMA_BK);
@@ -1566,13 +1577,8 @@ __device__ __forceinline__ void conv3x3_weight_grad_nhwc_mma(const float* xh, co
                                       column < K ? (int)(column / Cin) : -1,
                                       Cin % 4 == 0 && aligned16(xh), thread};
 
-    float acc[4][4][4];   // multiply_mma_tiles sets it
-    multiply_mma_tiles<PASSES, true, false>(a_slices, b_slices, fetch_g, fetch_x, begin, end,
-                                            acc, thread);
-
-    const Epilogue<float> raw = {1.0f, 0.0f, nullptr, 0, 0};
-    store_mma_results(partial + (long long)blockIdx.z * Cout * K, Cout, K, co0, kc0,
-                      mma_thread(thread), acc, raw, true);
+    weight_grad_mma_tiles<PASSES, false>(a_slices, b_slices, fetch_g, fetch_x, my, partial,
+                                         Cout, thread);
 }
 
 extern "C" __global__ void __launch_bounds__(MMA_THREADS, 1)
