@@ -297,7 +297,6 @@ inline void host_mma_tf32(float* d, const unsigned* a, const unsigned* b) {
     for (int r = 0; r < 4; ++r) a_slots[thread][r] = a[r];
     for (int r = 0; r < 2; ++r) b_slots[thread][r] = b[r];
     __syncthreads();
-    auto value = [](unsigned bits) { float f; std::memcpy(&f, &bits, sizeof f); return f; };
     for (int r = 0; r < 4; ++r) {
         const unsigned row = g + 8 * (r / 2), col = 2 * t + r % 2;
         double sum = d[r];
@@ -305,7 +304,8 @@ inline void host_mma_tf32(float* d, const unsigned* a, const unsigned* b) {
             const unsigned a_lane = warp0 + (row % 8) * 4 + k % 4;
             const unsigned a_reg = row / 8 + 2 * (k / 4);
             const unsigned b_lane = warp0 + col * 4 + k % 4;
-            sum += double(value(a_slots[a_lane][a_reg])) * value(b_slots[b_lane][k / 4]);
+            sum += double(__uint_as_float(a_slots[a_lane][a_reg])) *
+                   __uint_as_float(b_slots[b_lane][k / 4]);
         }
         d[r] = float(sum);
     }

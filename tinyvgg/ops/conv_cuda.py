@@ -4,9 +4,9 @@
 conv3x3's forward has eleven rungs, from one thread per output with every load from global
 memory to Winograd F(4x4, 3x3), 128x128 warp tiles and pipelined tensor cores in TF32
 and 3xTF32, in NCHW or NHWC order (the opening comment of ``kernels/conv3x3.cu`` gives
-each step's idea and cost; ``tensor_cores.py`` the precisions), chosen with ``use_conv3x3_kernel`` or the
-environment variable ``TINYVGG_CONV3X3_KERNEL`` (``tinyvgg.choices``); its weight
-gradient has eight, chosen with
+each step's idea and cost; ``tensor_cores.py`` the precisions), chosen with
+``use_conv3x3_kernel`` or the environment variable ``TINYVGG_CONV3X3_KERNEL``
+(``tinyvgg.choices``); its weight gradient has eight, chosen with
 ``use_conv3x3_wgrad_kernel`` or ``TINYVGG_CONV3X3_WGRAD_KERNEL``. The input gradient is
 the forward kernel run on ``g`` with the turned kernel; the weight and bias gradients
 are deterministic (no atomics). conv1x1 is a tiled matrix product over the batch's pixels.
@@ -89,9 +89,6 @@ GEMM_TILE = 64          # conv1x1 kernels: 64 x 64 result tile per block
 GEMM_SIDE = 16          # conv1x1 kernels: 16 x 16 threads per block
 MAX_GRID_X = 2**31 - 1  # CUDA's limit on gridDim.x
 MAX_GRID_Z = 65535      # CUDA's limit on gridDim.z
-TF32_MIN_CAPABILITY = tensor_cores.TF32_MIN_CAPABILITY
-MMA_TILE, MMA_THREADS, MMA_BK = (tensor_cores.MMA_TILE, tensor_cores.MMA_THREADS,
-                                 tensor_cores.MMA_BK)   # the pipelined tensor-core rungs
 # The weight gradients of conv1x1 and of conv3x3's implicit GEMM split the batch's pixels
 # so that about this many blocks run, but give each split at least WGRAD_MIN_COLUMNS pixels.
 WGRAD_TARGET_BLOCKS = 512
@@ -101,10 +98,11 @@ WGRAD_MIN_COLUMNS = 256
 #: the rungs, selected like every kernel choice (tinyvgg.choices): use_conv3x3_kernel(name),
 #: ``with using_conv3x3_kernel(name):`` or TINYVGG_CONV3X3_KERNEL at import (forward and
 #: input gradient); use_conv3x3_wgrad_kernel(name) and so on for the weight gradient.
-#: "tf32-mma" and "tf32-pipelined" round to TF32 (float32 only, results within about 1e-3
-#: of their scale, compute capability 8.0 or newer); "3xtf32" runs on the same tensor cores
-#: at float32 accuracy (tensor_cores.py); "winograd4x4" does a quarter of the multiplies and
-#: keeps V and M, 2.25x the input and output. Every rung gives the same result on every run.
+#: "tf32-mma", "tf32-pipelined" and "tf32-nhwc" round to TF32 (float32 only, results within
+#: about 1e-3 of their scale, compute capability 8.0 or newer); "3xtf32" and "3xtf32-nhwc"
+#: run on the same tensor cores at float32 accuracy (tensor_cores.py); "winograd4x4" does a
+#: quarter of the multiplies and keeps V and M, 2.25x the input and output. Every rung gives
+#: the same result on every run.
 CONV3X3_KERNEL = choices.Choice("conv3x3_kernel", "conv3x3 kernel", CONV3X3_KERNELS + (AUTO,),
                                 CONV3X3_DEFAULT_KERNEL)
 CONV3X3_WGRAD_KERNEL = choices.Choice("conv3x3_wgrad_kernel", "conv3x3 weight-gradient kernel",
@@ -129,7 +127,7 @@ def auto_kernel(job: str, dtype, c_in: int, c_out: int, H: int, W: int) -> str:
 def conv3x3_kernel_for(dtype, job: str = "fwd", shape=None) -> str:
     """The kernel conv3x3 runs for arrays of ``dtype``: the selected one ("auto" resolved
     for ``job`` and the layer's ``shape`` = (c_in, c_out, H, W)), refused with a TypeError
-    when it computes in TF32 and ``dtype`` is not float32."""
+    when it runs on tensor cores and ``dtype`` is not float32."""
     kernel = conv3x3_kernel()
     if kernel == AUTO:
         return auto_kernel(job, dtype, *shape)
@@ -209,9 +207,11 @@ def conv3x3_cuda(x, weight, bias=None, relu: bool = False, mask=None, job: str =
         if kernel in tensor_cores.NHWC_KERNELS:   # x as (N, H, W, C), w as (C_out, 3, 3, C_in)
             x = cuda.contiguous(x.transpose(0, 2, 3, 1))
             weight = cuda.contiguous(weight.transpose(0, 2, 3, 1))
-        blocks = _blocks(C_out, MMA_TILE) * _blocks(N * H * W, MMA_TILE)
+        tile = tensor_cores.MMA_TILE
+        blocks = _blocks(C_out, tile) * _blocks(N * H * W, tile)
         _check_grid_x(blocks, (N, C_out, H, W))
-        cuda.launch("conv3x3", CONV3X3_KERNEL_FUNCTIONS[kernel], None, blocks, MMA_THREADS,
+        cuda.launch("conv3x3", CONV3X3_KERNEL_FUNCTIONS[kernel], None, blocks,
+                    tensor_cores.MMA_THREADS,
                     (x, weight, bias, y, N, C_in, C_out, H, W, has_bias, int(relu)))
         return y   # the bias and ReLU were applied where y was stored
     _conv3x3_direct_cuda(kernel, x, weight, bias, has_bias, y)
@@ -260,7 +260,7 @@ def _conv3x3_direct_cuda(kernel, x, weight, bias, has_bias, y):
     else:  # one block per 64 x 128 tile of the (C_out, N*H*W) product
         blocks = _blocks(C_out, IG_BM) * _blocks(N * H * W, IG_BN)
         _check_grid_x(blocks, (N, C_out, H, W))
-        if kernel in CONV3X3_TF32_KERNELS:
+        if tensor_cores.uses_tensor_cores(kernel):
             cuda.launch("conv3x3", function, None, blocks, IG_THREADS, args)  # float only
         else:
             cuda.launch("conv3x3", function, x.dtype, blocks, IG_THREADS, args)
@@ -368,10 +368,12 @@ def _conv3x3_weight_grad_tiles_cuda(kernel, x, g, mask, dw):
     order, reordered at the end."""
     N, C_in, H, W = x.shape
     C_out = g.shape[1]
-    tiles_x, tiles_y = _blocks(9 * C_in, TILE), _blocks(C_out, TILE)
+    tile, threads, slice_ = ((TILE, TILE_THREADS, TILE_BK) if kernel == "tile128" else
+                             (tensor_cores.MMA_TILE, tensor_cores.MMA_THREADS,
+                              tensor_cores.MMA_BK))
+    tiles_x, tiles_y = _blocks(9 * C_in, tile), _blocks(C_out, tile)
     pixels = N * H * W
     splits = _pixel_splits(tiles_x * tiles_y, pixels)
-    slice_ = TILE_BK if kernel == "tile128" else MMA_BK
     per_split = -(-_blocks(pixels, splits) // slice_) * slice_
     splits = _blocks(pixels, per_split)
     nhwc = kernel in tensor_cores.NHWC_KERNELS
@@ -380,14 +382,14 @@ def _conv3x3_weight_grad_tiles_cuda(kernel, x, g, mask, dw):
     function = CONV3X3_WGRAD_KERNEL_FUNCTIONS[kernel]
     grid = (tiles_x, tiles_y, splits)
     if kernel == "tile128":
-        cuda.launch("conv3x3", function, x.dtype, grid, TILE_THREADS,
+        cuda.launch("conv3x3", function, x.dtype, grid, threads,
                     (x, g, _contiguous_or_none(mask), partial, N, C_in, C_out, H, W, per_split))
     else:
         if mask is not None:
             g = relu_backward_cuda(g, mask)
         if nhwc:
             x = cuda.contiguous(x.transpose(0, 2, 3, 1))
-        cuda.launch("conv3x3", function, None, grid, MMA_THREADS,
+        cuda.launch("conv3x3", function, None, grid, threads,
                     (x, g, partial, N, C_in, C_out, H, W, per_split))
     if splits > 1:
         cuda.launch_elementwise("conv1x1", "conv1x1_sum_splits", x.dtype, dw.size,

@@ -194,12 +194,14 @@ def k_splits(tiles: int, K: int, most: int = MAX_GRID_Z,
 
 def _gemm_warptile(a, b, out, M, N, K, trans_a, trans_b, alpha, beta, batch, bias, relu,
                    kernel="warptile"):
-    """One launch of gemm_warptile (or of a pipelined tensor-core ``kernel``, whose tiles are
-    also 128 x 128 and whose arguments are the same) over ``batch`` products of one shape
-    (a, b, out holding them one after another), split along K when that fills the GPU, then
-    the ordered sum of the splits."""
-    slice_ = TILE_BK if kernel == "warptile" else tensor_cores.MMA_BK
-    grid_x, grid_y = cuda.blocks_for(M, TILE_BM), cuda.blocks_for(N, TILE_BN)
+    """One launch of gemm_warptile (or of a pipelined tensor-core ``kernel``, whose arguments
+    are the same) over ``batch`` products of one shape (a, b, out holding them one after
+    another), split along K when that fills the GPU, then the ordered sum of the splits."""
+    rows, columns, threads, slice_ = (
+        (TILE_BM, TILE_BN, TILE_THREADS, TILE_BK) if kernel == "warptile" else
+        (tensor_cores.MMA_TILE, tensor_cores.MMA_TILE, tensor_cores.MMA_THREADS,
+         tensor_cores.MMA_BK))
+    grid_x, grid_y = cuda.blocks_for(M, rows), cuda.blocks_for(N, columns)
     _check_column_tiles(grid_y, N)
     splits, per_split = k_splits(grid_x * grid_y * batch, K, slice_=slice_)
     if batch * splits > MAX_GRID_Z and batch <= MAX_GRID_Z:   # many products: fewer splits
@@ -212,7 +214,7 @@ def _gemm_warptile(a, b, out, M, N, K, trans_a, trans_b, alpha, beta, batch, bia
     stride_a, stride_b, stride_c = M * K, K * N, M * N
     cuda.launch("linear", GEMM_KERNEL_FUNCTIONS[kernel],
                 out.dtype if kernel == "warptile" else None, (grid_x, grid_y, batch * splits),
-                TILE_THREADS, (a, b, out, partial, M, N, K, int(trans_a), int(trans_b),
+                threads, (a, b, out, partial, M, N, K, int(trans_a), int(trans_b),
                                float(alpha), float(beta), bias, bias_mode, int(relu),
                                stride_a, stride_b, stride_c, splits, per_split))
     if splits > 1:
