@@ -79,6 +79,9 @@ def _add_train_options(parser):
     add("--schedule", choices=SCHEDULES, help="learning-rate schedule (default cosine); "
                                               "plateau divides by 10 when validation "
                                               "accuracy stops improving, as in the paper")
+    add("--warmup-epochs", type=float,
+        help="raise the learning rate linearly from lr/steps to the schedule's over the "
+             "first W epochs' steps (fractions allowed; default 0: no warm-up)")
     add("--step-size", type=_positive_int, help="step schedule: epochs per division by 10")
     add("--patience", type=_positive_int, help="plateau: epochs without improvement")
     add("--restart-period", type=_positive_int,

@@ -44,7 +44,8 @@ from .ops.sgd import sgd_step_
 from .tensor import Tensor
 
 __all__ = ["SGD", "LRScheduler", "Constant", "StepLR", "MultiStepLR", "ReduceLROnPlateau",
-           "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "make_scheduler", "SCHEDULERS"]
+           "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "make_scheduler", "SCHEDULERS",
+           "warmup_factor"]
 
 
 def _real(owner: str, name: str, value, at_least: float | None = None) -> float:
@@ -617,6 +618,22 @@ class ReduceLROnPlateau(LRScheduler):
                                                                        state["best"])
         self.num_bad_epochs = _integer(owner, "num_bad_epochs", state["num_bad_epochs"])
         self.cooldown_counter = _integer(owner, "cooldown_counter", state["cooldown_counter"])
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """The factor on the scheduled learning rate at optimiser step ``step`` (counted
+    from 0) of a linear warm-up over ``warmup_steps`` steps: ``(step + 1) /
+    warmup_steps`` until it reaches 1, then 1 (Goyal et al., 2017, "gradual
+    warmup"). With no warm-up steps the factor is always 1.
+
+    Early steps are where a freshly initialised network is most fragile: its
+    logits and gradients are at their largest, and a full-size step can push
+    ReLUs into a state they never leave. A warm-up is a function of the step
+    alone, so it needs no state of its own and a resumed run repeats it exactly.
+    """
+    step = _integer("warmup_factor", "step", step)
+    warmup_steps = _integer("warmup_factor", "warmup_steps", warmup_steps)
+    return 1.0 if step >= warmup_steps else (step + 1) / warmup_steps
 
 
 SCHEDULERS = {cls.kind: cls for cls in (Constant, StepLR, MultiStepLR, ReduceLROnPlateau,

@@ -48,6 +48,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     nesterov: bool = False
     schedule: str = "cosine"
+    warmup_epochs: float = 0.0     # the rate rises linearly to the schedule's over these
     step_size: int | None = None   # step: epochs between divisions by 10
     patience: int = 2              # plateau: epochs without improvement before dividing
     restart_period: int | None = None  # warm restarts: epochs of the first cycle
@@ -95,6 +96,9 @@ class TrainConfig:
             fail(f"dtype must be float32 or float64, got {self.dtype!r}")
         if self.val_size < 0:
             fail(f"validation size must be >= 0, got {self.val_size}")
+        if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs < self.epochs):
+            fail(f"--warmup-epochs must be at least 0 and less than --epochs "
+                 f"({self.epochs}), got {self.warmup_epochs}")
         if self.schedule == "plateau" and self.val_size == 0:
             fail("the plateau schedule watches validation accuracy: it needs --val-size > 0")
         if self.limit is not None and self.limit < 1:

@@ -249,6 +249,7 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
     latest = out / "checkpoint.npz"
     metrics_files = f"{out / 'metrics.csv'} and metrics.json"
     batches_per_epoch = distributed.whole_batches(group, data.train)
+    warmup_steps = math.ceil(config.warmup_epochs * batches_per_epoch)
     if meta is None:
         log(f"{command_line(config)}\n  {model.name}: "
             f"{sum(p.data.size for p in model.parameters()):,} parameters; "
@@ -274,6 +275,9 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
                 random.manual_seed(batch_seed(config.seed, epoch, index))
                 if scheduler.per_batch:
                     scheduler.step(epoch + index / batches_per_epoch)
+                if warmup_steps:
+                    optimizer.lr = scheduler.get_last_lr() * optim.warmup_factor(
+                        epoch * batches_per_epoch + index, warmup_steps)
                 if not optimizer.lr > 0:
                     if bar is not None:
                         bar.close()
@@ -348,6 +352,7 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
                                f"{epoch + 1}")
             history.append(row)
             if not scheduler.per_batch:
+                optimizer.lr = scheduler.get_last_lr()  # the schedule's own, without warm-up
                 if scheduler.needs_metric:
                     scheduler.step(row["val_accuracy"])
                 else:
