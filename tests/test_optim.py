@@ -767,3 +767,39 @@ def test_make_scheduler_errors(call, error, words):
     assert message.startswith("make_scheduler:")
     for word in words:
         assert word in message, (word, message)
+
+
+# --- linear warm-up --------------------------------------------------------------------
+
+def test_warmup_factor_rises_linearly_to_one_and_stays():
+    assert [optim.warmup_factor(step, 4) for step in range(7)] == [0.25, 0.5, 0.75, 1, 1, 1, 1]
+    assert [optim.warmup_factor(step, 0) for step in range(3)] == [1, 1, 1]
+    assert optim.warmup_factor(0, 1) == 1
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("warmup_steps", [2, 5, 17])
+def test_warmup_factor_matches_torch_linear_lr(warmup_steps):
+    """(step + 1) / W is LinearLR stepped once per batch from 1/W to 1 over W - 1 steps."""
+    torch = pytest.importorskip("torch")
+    optimizer = torch_optimizer(torch)
+    scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup_steps,
+                                                  end_factor=1.0, total_iters=warmup_steps - 1)
+    theirs = []
+    for _ in range(warmup_steps + 3):
+        theirs.append(optimizer.param_groups[0]["lr"] / BASE_LR)
+        optimizer.step()
+        scheduler.step()
+    ours = [optim.warmup_factor(step, warmup_steps) for step in range(warmup_steps + 3)]
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+
+
+@pytest.mark.parametrize("step, warmup_steps, words", [
+    (-1, 4, "step must be an integer >= 0"),
+    (1.5, 4, "step must be an integer"),
+    (0, -2, "warmup_steps must be an integer >= 0"),
+    (True, 4, "step must be an integer"),
+])
+def test_warmup_factor_rejects_bad_counts(step, warmup_steps, words):
+    with pytest.raises((TypeError, ValueError), match="warmup_factor: " + words):
+        optim.warmup_factor(step, warmup_steps)

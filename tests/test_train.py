@@ -710,6 +710,74 @@ def test_a_rotation_angle_that_cannot_apply_is_refused(settings, message):
         TrainConfig(**settings)
 
 
+@pytest.fixture
+def learning_rates(monkeypatch):
+    """The learning rate of every optimiser step the test's runs take, in order."""
+    from tinyvgg import optim
+    rates, step = [], optim.SGD.step
+
+    def recording_step(self):
+        rates.append(self.lr)
+        step(self)
+    monkeypatch.setattr(optim.SGD, "step", recording_step)
+    return rates
+
+
+def test_a_warmup_scales_the_schedule_linearly_over_its_steps(digits_dir, tmp_path,
+                                                              learning_rates):
+    """256 training images in batches of 32: 8 steps an epoch, 12 of warm-up. The step
+    schedule divides by 10 after epoch 1, and the warm-up scales whatever it sets."""
+    result = train(small_config(digits_dir, tmp_path, warmup_epochs=1.5), progress=False,
+                   log=lambda m: 0)
+    expected = [0.05 * (step + 1) / 12 for step in range(8)] + \
+        [0.005 * (step + 1) / 12 for step in range(8, 12)] + [0.005] * 4
+    np.testing.assert_allclose(learning_rates, expected, rtol=1e-15)
+    assert [row["lr"] for row in result.history] == pytest.approx([0.05 * 8 / 12, 0.005])
+    assert "--warmup-epochs 1.5" in command_line(small_config(digits_dir, tmp_path,
+                                                              warmup_epochs=1.5))
+
+
+def test_a_plateau_schedule_keeps_its_own_rate_across_a_warmup_epoch(digits_dir, tmp_path,
+                                                                     learning_rates):
+    """The first epoch ends mid-warm-up. The plateau scheduler takes the optimiser's rate
+    as its own when it steps, so it must see the schedule's 0.05 there, not the warmed
+    0.033 (which the second epoch's warm-up would then scale again)."""
+    result = train(small_config(digits_dir, tmp_path, schedule="plateau", epochs=2,
+                                warmup_epochs=1.5), progress=False, log=lambda m: 0)
+    expected = [0.05 * (step + 1) / 12 for step in range(12)] + [0.05] * 4
+    np.testing.assert_allclose(learning_rates, expected, rtol=1e-15)
+    meta = load_checkpoint(result.checkpoint).meta
+    assert meta["scheduler"]["last_lr"] == 0.05
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "warm-restarts"])
+def test_ctrl_c_during_the_warmup_resumes_exactly(digits_dir, tmp_path, schedule,
+                                                  sigint_handler):
+    settings = dict(schedule=schedule, restart_period=1, warmup_epochs=1.5)
+    whole = train(small_config(digits_dir, tmp_path / "whole", **settings), progress=False,
+                  log=lambda m: 0)
+
+    def press_ctrl_c(epoch, index, loss):
+        if (epoch, index) == (1, 1):
+            signal.raise_signal(signal.SIGINT)
+
+    stopped = train(small_config(digits_dir, tmp_path / "cut", **settings), progress=False,
+                    log=lambda m: 0, on_batch=press_ctrl_c)
+    assert stopped.status == "interrupted"
+    resumed = train(small_config(digits_dir, tmp_path / "cut", **settings),
+                    resume=stopped.checkpoint, progress=False, log=lambda m: 0)
+    assert_bit_identical(weights_of(tmp_path / "whole"), weights_of(tmp_path / "cut"))
+    assert [row["train_loss"] for row in whole.history] == \
+        [row["train_loss"] for row in resumed.history]
+
+
+@pytest.mark.parametrize("warmup", [-0.5, 3, 4.5, float("nan"), float("inf")])
+def test_a_warmup_outside_the_run_is_refused(warmup):
+    with pytest.raises(ValueError, match=r"train: --warmup-epochs must be at least 0 and less "
+                                         r"than --epochs \(3\), got "):
+        TrainConfig(epochs=3, warmup_epochs=warmup)
+
+
 @pytest.mark.gpu
 def test_training_on_the_gpu_follows_the_cpu(digits_dir, tmp_path):
     """One float64 epoch on each device: the same data, masks and schedule, so the
