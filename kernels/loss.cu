@@ -1,18 +1,20 @@
 // softmax_xent: softmax cross-entropy of (rows x cols) logits z with integer
-// labels t, as in ops/loss.py.
+// labels t and label smoothing e, as in ops/loss.py: the target of row r is
+// q[c] = (1 - e) [c == t[r]] + e / cols.
 //
 // forward: one block of XENT_THREADS threads per row (a grid-stride loop over
 // rows lets any grid cover any batch). Thread tid visits the columns tid,
 // tid + blockDim.x, ... of its row three times: for the row maximum m, for
 // the sum s of exp(z - m), and to write the softmax probabilities
-// p[c] = exp((z[c] - m) - log s). Each of the two reductions goes through
-// shared memory as a tree in a fixed order, so the result is the same on
-// every run. Thread 0 writes the row's loss, log s - (z[t] - m), into a
+// p[c] = exp((z[c] - m) - log s); with smoothing, a fourth time for the sum
+// of z - m. Each reduction goes through shared memory as a tree in a fixed
+// order, so the result is the same on every run. Thread 0 writes the row's
+// loss, log s - (1 - e)(z[t] - m) - (e / cols) sum_c (z[c] - m), into a
 // per-row vector; the host takes its mean. The probabilities are what
 // backward needs.
 //
 // backward: one thread per element (r, c) of the rows x cols gradient, flat
-// index i = r * cols + c: dz[i] = (p[i] - [c == t[r]]) * (g / rows), with the
+// index i = r * cols + c: dz[i] = (p[i] - q[c]) * (g / rows), with the
 // scalar upstream gradient g read from device memory.
 
 #define XENT_THREADS 256
@@ -25,7 +27,7 @@ __device__ __forceinline__ double log_of(double x) { return log(x); }
 // Launch with blockDim.x == XENT_THREADS (a power of two, for the tree reductions).
 template <typename T>
 __global__ void softmax_xent_forward(const T* z, const long long* labels, T* probs, T* losses,
-                                     long long rows, long long cols) {
+                                     long long rows, long long cols, T smoothing) {
     __shared__ T scratch[XENT_THREADS];
     const int tid = threadIdx.x;
 
@@ -58,8 +60,23 @@ __global__ void softmax_xent_forward(const T* z, const long long* labels, T* pro
         }
         const T log_s = log_of(scratch[0]);
 
+        T uniform_part = T(0);  // (e / cols) sum_c (z[c] - m)
+        if (smoothing != T(0)) {  // the same branch for the whole block: barriers are safe
+            __syncthreads();  // everyone has read scratch[0] before it is reused
+            T sum = T(0);
+            for (long long c = tid; c < cols; c += blockDim.x)
+                sum += zr[c] - m;
+            scratch[tid] = sum;
+            __syncthreads();
+            for (int half = blockDim.x / 2; half > 0; half /= 2) {
+                if (tid < half)
+                    scratch[tid] += scratch[tid + half];
+                __syncthreads();
+            }
+            uniform_part = smoothing / T(cols) * scratch[0];
+        }
         if (tid == 0)
-            losses[r] = log_s - (zr[labels[r]] - m);
+            losses[r] = log_s - (T(1) - smoothing) * (zr[labels[r]] - m) - uniform_part;
         for (long long c = tid; c < cols; c += blockDim.x)
             pr[c] = exp_of((zr[c] - m) - log_s);
         __syncthreads();  // everyone has read scratch[0] before the next row writes it
@@ -68,13 +85,14 @@ __global__ void softmax_xent_forward(const T* z, const long long* labels, T* pro
 
 template <typename T>
 __global__ void softmax_xent_backward(const T* probs, const long long* labels, const T* g, T* dz,
-                                      long long rows, long long cols, long long n) {
+                                      long long rows, long long cols, T smoothing, long long n) {
     const T scale = g[0] / T(rows);
+    const T uniform = smoothing / T(cols);
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
-        T d = probs[i];
+        T d = probs[i] - uniform;
         if (i % cols == labels[i / cols])
-            d -= T(1);
+            d -= T(1) - smoothing;
         dz[i] = d * scale;
     }
 }

@@ -140,6 +140,15 @@ def test_cross_entropy_rejects_labels_out_of_range():
         F.cross_entropy(t(4, 3), np.array([0, 3, 1, -1]))
 
 
+@pytest.mark.parametrize("smoothing, error, words", [
+    (-0.1, ValueError, "in [0, 1], got -0.1"), (1.5, ValueError, "in [0, 1], got 1.5"),
+    (float("nan"), ValueError, "in [0, 1], got nan"), ("0.1", TypeError, "got str"),
+    (True, TypeError, "got bool")])
+def test_cross_entropy_rejects_label_smoothing_outside_0_to_1(smoothing, error, words):
+    with raises(error, "cross_entropy", "label_smoothing must be", words):
+        F.cross_entropy(t(4, 3), np.array([0, 2, 1, 1]), label_smoothing=smoothing)
+
+
 def test_cross_entropy_rejects_float_labels():
     with raises(TypeError, "cross_entropy", "integers", "float64"):
         F.cross_entropy(t(2, 3), np.array([0.0, 1.0]))

@@ -164,13 +164,27 @@ def test_dropout_mask_matches_naive(shape, p, seed, dtype, layout, data_seed):
 
 
 @given(n=st.integers(1, 5), classes=st.integers(1, 6), scale=st.sampled_from([1.0, 40.0]),
-       dtype=dtypes, layout=layouts, seed=seeds)
-def test_cross_entropy_matches_naive(n, classes, scale, dtype, layout, seed):
+       smoothing=st.sampled_from([0.0, 0.1, 0.37, 1.0]), dtype=dtypes, layout=layouts,
+       seed=seeds)
+def test_cross_entropy_matches_naive(n, classes, scale, smoothing, dtype, layout, seed):
     logits = in_layout(scale * randn(seed, (n, classes), dtype), layout)
     labels = rng(seed).integers(0, classes, size=n)
-    loss = F.cross_entropy(leaf(logits, False), labels)
+    loss = F.cross_entropy(leaf(logits, False), labels, label_smoothing=smoothing)
     assert loss.shape == ()
-    assert_close(loss, cross_entropy_naive(logits, labels))
+    assert_close(loss, cross_entropy_naive(logits, labels, smoothing))
+
+
+def test_label_smoothing_has_its_minimum_where_the_label_leads_by_the_stated_margin():
+    """With e > 0 the loss stops falling once z[t] - z[other] = log(C (1 - e) / e + 1)."""
+    classes, e = 10, 0.1
+    margin = np.log(classes * (1 - e) / e + 1)
+    labels = np.array([3])
+    losses = []
+    for lead in (margin - 0.5, margin, margin + 0.5):
+        logits = np.zeros((1, classes))
+        logits[0, 3] = lead
+        losses.append(F.cross_entropy(leaf(logits, False), labels, label_smoothing=e).item())
+    assert losses[1] < losses[0] and losses[1] < losses[2]
 
 
 #: (alpha, beta, k): the default, and settings where the cross-channel term is large

@@ -118,10 +118,11 @@ def test_dropout_gradients_with_a_fixed_seed(mode, shape, p, seed, layout):
 
 
 @mode_param
-@given(n=st.integers(1, 4), classes=st.integers(1, 5), layout=layouts, seed=seeds)
-def test_cross_entropy_gradients(mode, n, classes, layout, seed):
+@given(n=st.integers(1, 4), classes=st.integers(1, 5), smoothing=st.sampled_from([0.0, 0.2, 1.0]),
+       layout=layouts, seed=seeds)
+def test_cross_entropy_gradients(mode, n, classes, smoothing, layout, seed):
     labels = rng(seed).integers(0, classes, size=n)
-    check(lambda z: F.cross_entropy(z, labels),
+    check(lambda z: F.cross_entropy(z, labels, label_smoothing=smoothing),
           [leaf(in_layout(3 * randn(seed, (n, classes)), layout))], mode)
 
 

@@ -175,13 +175,13 @@ def test_local_response_norm_layer_matches_torch_repr_and_output(args):
 
 
 @given(n=st.integers(1, 6), classes=st.integers(1, 7), scale=st.sampled_from([1.0, 40.0]),
-       dtype=dtypes, seed=seeds)
-def test_cross_entropy_matches_torch(n, classes, scale, dtype, seed):
+       smoothing=st.sampled_from([0.0, 0.1, 0.5, 1.0]), dtype=dtypes, seed=seeds)
+def test_cross_entropy_matches_torch(n, classes, scale, smoothing, dtype, seed):
     logits = scale * randn(seed, (n, classes), dtype)
     labels = rng(seed).integers(0, classes, size=n)
     ours, theirs = leaf(logits), torch_leaf(logits)
-    loss = F.cross_entropy(ours, labels)
-    loss_torch = TF.cross_entropy(theirs, torch.from_numpy(labels))
+    loss = F.cross_entropy(ours, labels, label_smoothing=smoothing)
+    loss_torch = TF.cross_entropy(theirs, torch.from_numpy(labels), label_smoothing=smoothing)
     assert_matches_torch(loss, loss_torch)
     loss.backward()
     loss_torch.backward()

@@ -771,6 +771,40 @@ def test_ctrl_c_during_the_warmup_resumes_exactly(digits_dir, tmp_path, schedule
         [row["train_loss"] for row in resumed.history]
 
 
+def test_label_smoothing_changes_the_training_loss_not_the_scores(digits_dir, tmp_path,
+                                                                   monkeypatch):
+    """The first batch meets the same weights and images in both runs: its smoothed loss is
+    the plain one moved by e (z_t - mean_c z_c), recomputed here from the logits."""
+    from tinyvgg import functional
+    seen = []
+    plain_cross_entropy = functional.cross_entropy
+
+    def recording(logits, labels, label_smoothing=0.0):
+        loss = plain_cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        seen.append((logits.numpy().copy(), np.asarray(labels).copy(), label_smoothing,
+                     loss.item()))
+        return loss
+    monkeypatch.setattr(functional, "cross_entropy", recording)
+    train(small_config(digits_dir, tmp_path / "smoothed", epochs=1, label_smoothing=0.3),
+          progress=False, log=lambda m: 0)
+    logits, labels, smoothing, loss = seen[0]
+    assert smoothing == 0.3
+    rows = np.arange(len(labels))
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    plain = -log_probs[rows, labels].mean()
+    moved = 0.3 * (logits[rows, labels] - logits.mean(axis=1)).mean()
+    assert loss == pytest.approx(plain + moved, rel=1e-12)
+    assert "--label-smoothing 0.3" in command_line(small_config(digits_dir, tmp_path,
+                                                                label_smoothing=0.3))
+
+
+@pytest.mark.parametrize("smoothing", [-0.1, 1.0, float("nan")])
+def test_label_smoothing_outside_0_to_1_is_refused(smoothing):
+    with pytest.raises(ValueError, match=r"train: --label-smoothing must be in \[0, 1\), got "):
+        TrainConfig(label_smoothing=smoothing)
+
+
 @pytest.mark.parametrize("warmup", [-0.5, 3, 4.5, float("nan"), float("inf")])
 def test_a_warmup_outside_the_run_is_refused(warmup):
     with pytest.raises(ValueError, match=r"train: --warmup-epochs must be at least 0 and less "

@@ -58,6 +58,9 @@ def _add_train_options(parser):
     add("--no-batch-norm", dest="batch_norm", action="store_const", const=False)
     add("--head", choices=("compact", "imagenet"), help="classifier (default compact)")
     add("--dropout", type=float, help="drop probability in the classifier (default 0.5)")
+    add("--label-smoothing", type=float,
+        help="training targets (1 - e) one-hot + e / classes, as PyTorch's argument "
+             "(default 0; the validation and test losses are always against the labels)")
     add("--dataset", choices=("mnist", "fashion-mnist", "folder"),
         help="mnist (default), fashion-mnist, or folder: an image folder per class")
     add("--data-dir", help="a directory of MNIST-format idx files, or the image-folder root "

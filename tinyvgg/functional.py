@@ -145,11 +145,14 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, seed: int | None =
     return Dropout.apply(x, p=p, seed=seed, first=first)
 
 
-def cross_entropy(logits: Tensor, labels) -> Tensor:
-    """Mean softmax cross-entropy of (N, C) logits and N integer labels in [0, C)."""
+def cross_entropy(logits: Tensor, labels, label_smoothing: float = 0.0) -> Tensor:
+    """Mean softmax cross-entropy of (N, C) logits and N integer labels in [0, C).
+
+    ``label_smoothing`` e moves e of each target's weight from the label to all C
+    classes evenly, as PyTorch's argument of that name does."""
     labels = labels.data if isinstance(labels, Tensor) else labels
     return CrossEntropy.apply(_check_tensor("cross_entropy", "logits", logits),
-                              _as_labels(labels))
+                              _as_labels(labels), label_smoothing=label_smoothing)
 
 
 def _as_labels(labels):

@@ -65,6 +65,8 @@ def op_cases(seed: int = 0, device: str = "cpu"):
          [_t(randn(2, 5, 3, 4))]),
         ("dropout", lambda x: F.dropout(x, p=0.5, seed=1234), [_t(randn(4, 25))]),
         ("cross_entropy", lambda z: F.cross_entropy(z, labels), [_t(3 * randn(4, 3))]),
+        ("cross_entropy_smoothed", lambda z: F.cross_entropy(z, labels, label_smoothing=0.2),
+         [_t(3 * randn(4, 3))]),
     ]
 
 

@@ -34,6 +34,7 @@ class TrainConfig:
     batch_norm: bool = True
     head: str = "compact"
     dropout: float = 0.5
+    label_smoothing: float = 0.0   # the training loss's; validation and test losses have none
     dataset: str = "mnist"
     data_dir: str | None = None
     image_size: int = 32           # network input; digits (28x28) are padded to it
@@ -86,6 +87,8 @@ class TrainConfig:
             fail(f"momentum must be in [0, 1), got {self.momentum}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             fail(f"weight decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.label_smoothing < 1:
+            fail(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0 <= self.dropout < 1:
             fail(f"dropout must be in [0, 1), got {self.dropout}")
         if not self.width > 0:

@@ -287,7 +287,7 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
                         f"would change only batch-norm statistics, so training stops here; "
                         f"{kept_checkpoint(resumable=False)}")
                 logits = model(tensor(images, device=config.device))
-                loss = F.cross_entropy(logits, labels)
+                loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
                 model.zero_grad()
                 predicted = backend.to_numpy(logits.data).argmax(axis=1)
                 counts = [float(loss.item()) * len(labels), int((predicted == labels).sum()),
