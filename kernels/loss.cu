@@ -24,6 +24,24 @@ __device__ __forceinline__ double exp_of(double x) { return exp(x); }
 __device__ __forceinline__ float log_of(float x) { return logf(x); }
 __device__ __forceinline__ double log_of(double x) { return log(x); }
 
+// The sum of every thread's value, added as a tree in a fixed order (the same bits on
+// every run), returned to all threads of the block. Every thread must call it;
+// scratch is free again when it returns.
+template <typename T>
+__device__ T block_sum(T* scratch, T value) {
+    const int tid = threadIdx.x;
+    scratch[tid] = value;
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half /= 2) {
+        if (tid < half)
+            scratch[tid] += scratch[tid + half];
+        __syncthreads();
+    }
+    const T total = scratch[0];
+    __syncthreads();  // everyone has read scratch[0] before it is reused
+    return total;
+}
+
 // Launch with blockDim.x == XENT_THREADS (a power of two, for the tree reductions).
 template <typename T>
 __global__ void softmax_xent_forward(const T* z, const long long* labels, T* probs, T* losses,
@@ -51,35 +69,19 @@ __global__ void softmax_xent_forward(const T* z, const long long* labels, T* pro
         T s = T(0);
         for (long long c = tid; c < cols; c += blockDim.x)
             s += exp_of(zr[c] - m);
-        scratch[tid] = s;
-        __syncthreads();
-        for (int half = blockDim.x / 2; half > 0; half /= 2) {
-            if (tid < half)
-                scratch[tid] += scratch[tid + half];
-            __syncthreads();
-        }
-        const T log_s = log_of(scratch[0]);
+        const T log_s = log_of(block_sum(scratch, s));
 
         T uniform_part = T(0);  // (e / cols) sum_c (z[c] - m)
         if (smoothing != T(0)) {  // the same branch for the whole block: barriers are safe
-            __syncthreads();  // everyone has read scratch[0] before it is reused
             T sum = T(0);
             for (long long c = tid; c < cols; c += blockDim.x)
                 sum += zr[c] - m;
-            scratch[tid] = sum;
-            __syncthreads();
-            for (int half = blockDim.x / 2; half > 0; half /= 2) {
-                if (tid < half)
-                    scratch[tid] += scratch[tid + half];
-                __syncthreads();
-            }
-            uniform_part = smoothing / T(cols) * scratch[0];
+            uniform_part = smoothing / T(cols) * block_sum(scratch, sum);
         }
         if (tid == 0)
             losses[r] = log_s - (T(1) - smoothing) * (zr[labels[r]] - m) - uniform_part;
         for (long long c = tid; c < cols; c += blockDim.x)
             pr[c] = exp_of((zr[c] - m) - log_s);
-        __syncthreads();  // everyone has read scratch[0] before the next row writes it
     }
 }
 
