@@ -805,6 +805,55 @@ def test_label_smoothing_outside_0_to_1_is_refused(smoothing):
         TrainConfig(label_smoothing=smoothing)
 
 
+def test_recalibrated_statistics_are_the_plain_mean_of_the_batches():
+    from tinyvgg import nn
+    from tinyvgg.train.model import recalibrate_batch_norm
+    rng = np.random.default_rng(4)
+    model = nn.Sequential(nn.BatchNorm2d(3, dtype=np.float64), nn.ReLU())
+    model.eval()
+    batches = [(rng.standard_normal((n, 3, 4, 5)) * 2 + 1, None) for n in (6, 0, 3, 5)]
+    assert recalibrate_batch_norm(model, batches) == 3   # the empty batch is skipped
+    used = [images for images, _ in batches if len(images)]
+    means = [images.mean(axis=(0, 2, 3)) for images in used]
+    variances = [images.var(axis=(0, 2, 3), ddof=1) for images in used]
+    layer = model[0]
+    np.testing.assert_allclose(layer.running_mean, np.mean(means, axis=0), rtol=1e-13)
+    np.testing.assert_allclose(layer.running_var, np.mean(variances, axis=0), rtol=1e-13)
+    assert layer.momentum == 0.1 and not model.training
+
+
+def test_recalibrate_bn_replaces_the_statistics_of_the_finished_run(digits_dir, tmp_path):
+    """The same run with and without the flag: the same weights; the flagged run's
+    statistics are those recalibrate_batch_norm computes from the other's model."""
+    from tinyvgg.train.data import prepare_data
+    from tinyvgg.train.model import recalibrate_batch_norm
+    from tinyvgg.train.predict import load_trained
+    plain = small_config(digits_dir, tmp_path / "plain", epochs=1)
+    flagged = replace(plain, out=str(tmp_path / "flagged"), recalibrate_bn=True)
+    messages = []
+    train(plain, progress=False, log=lambda m: 0)
+    result = train(flagged, progress=False, log=messages.append)
+    assert "batch-norm statistics recalibrated: averaged over 1 batch of" in messages[-2]
+    expected = load_trained(tmp_path / "plain" / "checkpoint.npz").model
+    recalibrate_batch_norm(expected, prepare_data(plain).train_unaugmented.batches(0))
+    got = weights_of(tmp_path / "flagged")
+    statistics = [k for k in got if "running" in k]
+    assert statistics
+    for key, value in expected.state_dict().items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-12, err_msg=key)
+    before = weights_of(tmp_path / "plain")
+    assert all(not np.array_equal(before[k], got[k]) for k in statistics)
+    assert result.test["accuracy"] == load_checkpoint(
+        tmp_path / "flagged" / "checkpoint.npz").meta["test"]["accuracy"]
+    assert "--recalibrate-bn" in command_line(flagged)
+
+
+def test_recalibrate_bn_without_batch_norm_is_refused():
+    with pytest.raises(ValueError, match="train: --recalibrate-bn recomputes batch-norm "
+                                         "statistics, which --no-batch-norm leaves out"):
+        TrainConfig(batch_norm=False, recalibrate_bn=True)
+
+
 @pytest.mark.parametrize("warmup", [-0.5, 3, 4.5, float("nan"), float("inf")])
 def test_a_warmup_outside_the_run_is_refused(warmup):
     with pytest.raises(ValueError, match=r"train: --warmup-epochs must be at least 0 and less "

@@ -85,6 +85,9 @@ def _add_train_options(parser):
     add("--warmup-epochs", type=float,
         help="raise the learning rate linearly from lr/steps to the schedule's over the "
              "first W epochs' steps (fractions allowed; default 0: no warm-up)")
+    add("--recalibrate-bn", dest="recalibrate_bn", action="store_const", const=True,
+        help="after the last epoch, replace the batch-norm statistics by their average "
+             "over the training images without augmentation (PyTorch's update_bn)")
     add("--step-size", type=_positive_int, help="step schedule: epochs per division by 10")
     add("--patience", type=_positive_int, help="plateau: epochs without improvement")
     add("--restart-period", type=_positive_int,

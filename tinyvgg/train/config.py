@@ -50,6 +50,7 @@ class TrainConfig:
     nesterov: bool = False
     schedule: str = "cosine"
     warmup_epochs: float = 0.0     # the rate rises linearly to the schedule's over these
+    recalibrate_bn: bool = False   # batch-norm statistics averaged over the training images
     step_size: int | None = None   # step: epochs between divisions by 10
     patience: int = 2              # plateau: epochs without improvement before dividing
     restart_period: int | None = None  # warm restarts: epochs of the first cycle
@@ -110,6 +111,9 @@ class TrainConfig:
             fail(f"image size must be at least 32 (five 2x2 max-pools), got {self.image_size}")
         if self.nesterov and self.momentum == 0:
             fail("Nesterov momentum needs --momentum > 0")
+        if self.recalibrate_bn and not self.batch_norm:
+            fail("--recalibrate-bn recomputes batch-norm statistics, which --no-batch-norm "
+                 "leaves out")
         if self.sync_bn and not self.batch_norm:
             fail("--sync-bn synchronises batch norm, which --no-batch-norm leaves out")
         if not (math.isfinite(self.bucket_mb) and self.bucket_mb > 0):

@@ -68,6 +68,7 @@ def input_pipelines(config: TrainConfig, stored_size: int, mean, std):
 @dataclass
 class RunData:
     train: DataLoader
+    train_unaugmented: DataLoader  # the training images as the network sees test images
     val: DataLoader | None
     test: DataLoader
     classes: list
@@ -106,6 +107,7 @@ def prepare_data(config: TrainConfig, part: tuple[int, int] = (0, 1)) -> RunData
         train=DataLoader(train_set, config.batch_size, shuffle=True, seed=config.seed,
                          drop_last=False, transform=train_tf, prefetch=config.prefetch,
                          dtype=dtype, part=part),
+        train_unaugmented=evaluation_loader(train_set),
         val=evaluation_loader(val_set) if val_set is not None else None,
         test=evaluation_loader(test),
         classes=list(full.classes), in_channels=full.images.shape[1],

@@ -48,7 +48,7 @@ from ..io.checkpoint import save_checkpoint
 from ..tensor import tensor
 from .config import TrainConfig, command_line
 from .data import loader_labels, prepare_data
-from .model import build_model, non_finite_state
+from .model import build_model, non_finite_state, recalibrate_batch_norm
 from .predict import predict_probabilities, scores
 from .records import (OutputWriteError, epoch_line, epochs_text, plot_curves,
                       prepare_output_folder, resume_line, run_title, write_metrics)
@@ -374,6 +374,16 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
                 log(message)
                 return RunResult("interrupted", epoch, history, None, out, latest, message)
         # the flag is still watched here: a Ctrl-C during the test stops once it ends
+        if config.recalibrate_bn:
+            # a pure function of the weights: a resumed run that gets here again repeats it
+            unaugmented = data.train_unaugmented
+            count = recalibrate_batch_norm(model, unaugmented.batches(
+                0, stop=distributed.whole_batches(group, unaugmented)), config.device)
+            if group is not None:  # rank 0's statistics on every rank, as after each epoch
+                distributed.broadcast_state(group, model)
+            log(f"batch-norm statistics recalibrated: averaged over {count} "
+                f"batch{'' if count == 1 else 'es'} of the training images without "
+                f"augmentation")
         test_probabilities = probabilities(data.test)
         if agreed(interrupt.requested):
             path = last_good[0]
