@@ -392,6 +392,23 @@ def test_two_ranks_with_sync_bn_and_dropout_train_the_model_one_process_trains(d
         p.name for p in (tmp_path / "one").iterdir())
 
 
+def test_batch_norm_recalibrated_on_two_ranks_with_sync_bn_matches_one_process(digits,
+                                                                               tmp_path):
+    """Each rank averages the statistics of its part of the unaugmented training images;
+    with --sync-bn every batch's statistics are the global batch's, so the result is the
+    one process's, and every rank holds rank 0's."""
+    flags = ("--epochs", "1", "--recalibrate-bn")
+    code, out, err, _ = alone(*run_flags(digits, tmp_path / "one", *flags))
+    assert code == 0, err
+    code, out, err, _ = on_ranks(2, *run_flags(digits, tmp_path / "two", *flags, "--sync-bn"))
+    assert code == 0, err
+    assert out.count("batch-norm statistics recalibrated: averaged over 1 batch of") == 1
+    one, two = checkpoint(tmp_path / "one"), checkpoint(tmp_path / "two")
+    assert_states_close(one.model, two.model, rtol=1e-9, atol=1e-12)
+    assert one.meta["test"]["accuracy"] == two.meta["test"]["accuracy"]
+    assert one.meta["test"]["loss"] == pytest.approx(two.meta["test"]["loss"], rel=1e-9)
+
+
 def test_a_run_resumed_on_two_ranks_continues_the_one_process_run(digits, tmp_path):
     """One epoch on one process, the second on 2 ranks with --sync-bn: the weights after
     it are the 2-epoch run of one process's (rtol 1e-9, atol 1e-12, float64)."""
