@@ -373,7 +373,6 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
                            f"with: tinyvgg train --resume {shlex.quote(str(latest))}")
                 log(message)
                 return RunResult("interrupted", epoch, history, None, out, latest, message)
-        # the flag is still watched here: a Ctrl-C during the test stops once it ends
         if config.recalibrate_bn:
             # a pure function of the weights: a resumed run that gets here again repeats it
             unaugmented = data.train_unaugmented
@@ -384,6 +383,7 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
             log(f"batch-norm statistics recalibrated: averaged over {count} "
                 f"batch{'' if count == 1 else 'es'} of the training images without "
                 f"augmentation")
+        # the flag is still watched here: a Ctrl-C during the test stops once it ends
         test_probabilities = probabilities(data.test)
         if agreed(interrupt.requested):
             path = last_good[0]

@@ -30,10 +30,10 @@ def recalibrate_batch_norm(model, batches, device: str = "cpu") -> int:
     the mean of the k + 1 batches' statistics, whatever it was before.
     """
     layers = [m for _, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    if not layers:
+        return 0
     momenta, was_training = [layer.momentum for layer in layers], model.training
     count = 0
-    if not layers:
-        return count
     model.train()
     try:
         with no_grad():
