@@ -392,12 +392,14 @@ def test_two_ranks_with_sync_bn_and_dropout_train_the_model_one_process_trains(d
         p.name for p in (tmp_path / "one").iterdir())
 
 
+@pytest.mark.parametrize("flags", [("--epochs", "1", "--recalibrate-bn"),
+                                   ("--epochs", "2", "--swa-epochs", "1", "--swa-lr", "0.01")])
 def test_batch_norm_recalibrated_on_two_ranks_with_sync_bn_matches_one_process(digits,
-                                                                               tmp_path):
+                                                                               tmp_path, flags):
     """Each rank averages the statistics of its part of the unaugmented training images;
     with --sync-bn every batch's statistics are the global batch's, so the result is the
-    one process's, and every rank holds rank 0's."""
-    flags = ("--epochs", "1", "--recalibrate-bn")
+    one process's, and every rank holds rank 0's. Averaged weights (--swa-epochs) are the
+    same on every rank, as every step is."""
     code, out, err, _ = alone(*run_flags(digits, tmp_path / "one", *flags))
     assert code == 0, err
     code, out, err, _ = on_ranks(2, *run_flags(digits, tmp_path / "two", *flags, "--sync-bn"))

@@ -803,3 +803,133 @@ def test_warmup_factor_matches_torch_linear_lr(warmup_steps):
 def test_warmup_factor_rejects_bad_counts(step, warmup_steps, words):
     with pytest.raises((TypeError, ValueError), match="warmup_factor: " + words):
         optim.warmup_factor(step, warmup_steps)
+
+
+# --- weight averaging ----------------------------------------------------------------------
+
+def visit(params, step):
+    """Move every parameter to fresh random values, as a training step would."""
+    for index, p in enumerate(params):
+        p.data[...] = randn(500 + 10 * step + index, p.shape).astype(p.data.dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_weight_average_is_the_plain_mean_of_the_visited_values(dtype):
+    params = [Parameter(randn(i, shape).astype(dtype)) for i, shape in enumerate(SHAPES)]
+    average = optim.WeightAverage(params)
+    visited = []
+    for step in range(5):
+        visit(params, step)
+        visited.append([p.data.copy() for p in params])
+        average.update()
+    average.copy_to_parameters()
+    tolerance = 1e-14 if dtype == np.float64 else 1e-6
+    for index, p in enumerate(params):
+        expected = np.mean([values[index] for values in visited], axis=0)
+        assert p.data.dtype == dtype
+        np.testing.assert_allclose(p.data, expected, rtol=tolerance, atol=tolerance)
+    assert repr(average) == "WeightAverage(3 parameters, 5 updates)"
+
+
+@pytest.mark.torch
+def test_weight_average_matches_torch_averaged_model():
+    """The same sequence of float32 values averaged by torch.optim.swa_utils.AveragedModel:
+    the same arithmetic (mean + (value - mean) / k), so the same floats."""
+    torch = pytest.importorskip("torch")
+    params = [Parameter(randn(i, shape).astype(np.float32)) for i, shape in enumerate(SHAPES)]
+    module = torch.nn.ParameterList(
+        [torch.nn.Parameter(torch.from_numpy(p.data.copy())) for p in params])
+    theirs = torch.optim.swa_utils.AveragedModel(module)
+    ours = optim.WeightAverage(params)
+    for step in range(7):
+        visit(params, step)
+        with torch.no_grad():
+            for p, q in zip(params, module):
+                q.copy_(torch.from_numpy(p.data))
+        ours.update()
+        theirs.update_parameters(module)
+    ours.copy_to_parameters()
+    for p, q in zip(params, theirs.module):
+        np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_weight_average_resumes_from_its_state_dict_bit_for_bit():
+    params = fresh_params()
+    whole = optim.WeightAverage(params)
+    for step in range(6):
+        visit(params, step)
+        whole.update()
+    whole.copy_to_parameters()
+    expected = [p.data.copy() for p in params]
+
+    params = fresh_params()
+    first = optim.WeightAverage(params)
+    for step in range(3):
+        visit(params, step)
+        first.update()
+    state = json.loads(json.dumps({k: v.tolist() for k, v in first.state_dict().items()}))
+    resumed = optim.WeightAverage(params)
+    resumed.load_state_dict({k: np.asarray(v) for k, v in state.items()})
+    assert resumed.count == 3
+    for step in range(3, 6):
+        visit(params, step)
+        resumed.update()
+    resumed.copy_to_parameters()
+    for p, value in zip(params, expected):
+        np.testing.assert_array_equal(p.data, value)
+
+
+def test_weight_average_state_before_any_update_holds_only_the_count():
+    average = optim.WeightAverage(fresh_params())
+    state = average.state_dict()
+    assert list(state) == ["count"] and state["count"] == 0
+    again = optim.WeightAverage(fresh_params())
+    again.load_state_dict(state)
+    assert again.count == 0
+    with pytest.raises(ValueError, match="WeightAverage.copy_to_parameters: nothing has been "
+                                         "averaged yet"):
+        again.copy_to_parameters()
+
+
+def averaged_state():
+    average = optim.WeightAverage(fresh_params())
+    average.update()
+    return average.state_dict()
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda s: s.pop("count"), "missing entry: count"),
+    (lambda s: s.update(count=np.array(-1)), "count must be a single integer >= 0"),
+    (lambda s: s.update(count=np.array(1.5)), "count must be a single integer >= 0"),
+    (lambda s: s.update(count=np.array([1, 2])), "count must be a single integer >= 0"),
+    (lambda s: s.update({"mean/p9": np.zeros(3)}), "entries for no parameter: mean/p9"),
+    (lambda s: s.update({"mean/p0": np.zeros((4, 3))}),
+     "mean/p0: expected shape (3, 4), got (4, 3)"),
+    (lambda s: s.update({"mean/p1": np.zeros(4, np.int64)}),
+     "mean/p1 must be floating point, got int64"),
+    (lambda s: s.pop("mean/p2"), "missing entries: mean/p2"),
+    (lambda s: s.update(count=np.array(0)), "count is 0, yet means are given"),
+])
+def test_weight_average_refuses_a_mismatched_state_and_changes_nothing(edit, words):
+    state = averaged_state()
+    edit(state)
+    average = optim.WeightAverage(fresh_params(seed=7))
+    with pytest.raises(ValueError) as info:
+        average.load_state_dict(state)
+    assert str(info.value).startswith("WeightAverage.load_state_dict: ")
+    assert words in str(info.value)
+    assert average.count == 0 and average.means == {}
+    with pytest.raises(TypeError, match="WeightAverage.load_state_dict: expected a dict"):
+        average.load_state_dict([1, 2])
+
+
+def test_weight_average_takes_named_parameters_and_checks_them():
+    model = Sequential(Linear(3, 2), ReLU(), Linear(2, 1))
+    average = optim.WeightAverage(model.named_parameters())
+    average.update()
+    assert sorted(average.state_dict()) == ["count", "mean/0.bias", "mean/0.weight",
+                                            "mean/2.bias", "mean/2.weight"]
+    with pytest.raises(ValueError, match="WeightAverage: params is empty"):
+        optim.WeightAverage([])
+    with pytest.raises(TypeError, match="WeightAverage: params must be an iterable"):
+        optim.WeightAverage(Parameter(np.zeros(2)))

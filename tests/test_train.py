@@ -861,6 +861,145 @@ def test_a_warmup_outside_the_run_is_refused(warmup):
         TrainConfig(epochs=3, warmup_epochs=warmup)
 
 
+@pytest.fixture
+def parameters_after_each_step(monkeypatch):
+    """The parameters after every optimiser step the test's runs take, in order: one
+    {name: array} per step."""
+    from tinyvgg import optim
+    visited, step = [], optim.SGD.step
+
+    def recording_step(self):
+        step(self)
+        visited.append({name: p.data.copy() for name, p in zip(self.names, self.params)})
+    monkeypatch.setattr(optim.SGD, "step", recording_step)
+    return visited
+
+
+def test_swa_ends_on_the_mean_of_the_weights_after_every_step_of_its_epochs(
+        digits_dir, tmp_path, parameters_after_each_step):
+    """8 steps an epoch: the last 2 epochs' 16 steps are averaged; the batch-norm statistics
+    are then those of the averaged weights (recalibrating again changes nothing)."""
+    from tinyvgg.train.data import prepare_data
+    from tinyvgg.train.model import recalibrate_batch_norm
+    from tinyvgg.train.predict import load_trained
+    config = small_config(digits_dir, tmp_path, epochs=3, swa_epochs=2)
+    messages = []
+    train(config, progress=False, log=messages.append)
+    assert len(parameters_after_each_step) == 24
+    assert "weights averaged over the 16 steps of the last 2 epochs" in messages
+    assert messages[-2].startswith("batch-norm statistics recalibrated: averaged over 1 batch")
+    got = weights_of(tmp_path)
+    for name in parameters_after_each_step[0]:
+        expected = np.mean([step[name] for step in parameters_after_each_step[8:]], axis=0)
+        np.testing.assert_allclose(got[name], expected, rtol=1e-12, atol=1e-15, err_msg=name)
+        assert not np.array_equal(got[name], parameters_after_each_step[-1][name])
+    model = load_trained(tmp_path / "checkpoint.npz").model
+    recalibrate_batch_norm(model, prepare_data(config).train_unaugmented.batches(0))
+    statistics = {key: value for key, value in model.state_dict().items() if "running" in key}
+    assert statistics
+    for key, value in statistics.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-12, err_msg=key)
+    assert "--swa-epochs 2" in command_line(config)
+
+
+@pytest.mark.parametrize("swa_lr, rates", [(0.002, [0.05, 0.005, 0.002]),
+                                           (None, [0.05, 0.005, 0.0005])])
+def test_swa_lr_holds_the_rate_of_the_averaged_epochs(digits_dir, tmp_path, learning_rates,
+                                                      swa_lr, rates):
+    """Without batch norm there are no statistics to recalibrate."""
+    messages = []
+    result = train(small_config(digits_dir, tmp_path, epochs=3, swa_epochs=1, swa_lr=swa_lr,
+                                batch_norm=False), progress=False, log=messages.append)
+    np.testing.assert_allclose(learning_rates, np.repeat(rates, 8), rtol=1e-15)
+    assert [row["lr"] for row in result.history] == pytest.approx(rates, rel=1e-15)
+    assert "weights averaged over the 8 steps of the last 1 epoch" in messages
+    assert not any("recalibrated" in message for message in messages)
+
+
+def test_ctrl_c_while_averaging_resumes_exactly(digits_dir, tmp_path, sigint_handler):
+    settings = dict(epochs=3, swa_epochs=2, swa_lr=0.01, schedule="cosine")
+    whole = train(small_config(digits_dir, tmp_path / "whole", **settings), progress=False,
+                  log=lambda m: 0)
+
+    def press_ctrl_c(epoch, index, loss):
+        if (epoch, index) == (1, 2):
+            signal.raise_signal(signal.SIGINT)
+
+    stopped = train(small_config(digits_dir, tmp_path / "cut", **settings), progress=False,
+                    log=lambda m: 0, on_batch=press_ctrl_c)
+    assert stopped.status == "interrupted"
+    assert load_checkpoint(stopped.checkpoint).average["count"] == 3
+    resumed = train(small_config(digits_dir, tmp_path / "cut", **settings),
+                    resume=stopped.checkpoint, progress=False, log=lambda m: 0)
+    assert_bit_identical(weights_of(tmp_path / "whole"), weights_of(tmp_path / "cut"))
+    final = [load_checkpoint(tmp_path / name / "checkpoint.npz") for name in ("whole", "cut")]
+    assert_bit_identical(*(checkpoint.average for checkpoint in final))
+    assert final[0].average["count"] == 16
+    assert resumed.test == whole.test
+
+
+def test_a_run_that_averages_its_last_epochs_keeps_its_length(digits_dir, tmp_path, capsys):
+    out = tmp_path / "swa"
+    train(small_config(digits_dir, out, epochs=1, swa_epochs=1, schedule="constant"),
+          progress=False, log=lambda m: 0)
+    before = files_and_times(out)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--resume", str(out / "checkpoint.npz"), "--epochs", "2",
+              "--no-progress"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert ("--epochs 2: this run averages its weights over its last 1 epoch (--swa-epochs), "
+            "which end at epoch 1; another end would move that window") in error
+    assert error.split("start over: ")[1].strip().endswith(f"--out {tmp_path / 'swa-2epochs'}")
+    assert main(["train", "--resume", str(out / "checkpoint.npz"), "--no-progress"]) == 0
+    assert "averaged over its last epochs, so training longer needs a new run" in \
+        capsys.readouterr().out
+    assert files_and_times(out) == before
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(swa_epochs=4), r"--swa-epochs must be between 0 and --epochs \(3\), got 4"),
+    (dict(swa_epochs=-1), r"--swa-epochs must be between 0 and --epochs \(3\), got -1"),
+    (dict(swa_epochs=1, swa_lr=0.0), "--swa-lr must be a positive number, got 0.0"),
+    (dict(swa_epochs=1, swa_lr=float("nan")), "--swa-lr must be a positive number, got nan"),
+    (dict(swa_lr=0.01), "--swa-lr sets the rate of the averaged epochs; give --swa-epochs"),
+])
+def test_an_average_that_cannot_apply_is_refused(settings, message):
+    with pytest.raises(ValueError, match="train: " + message):
+        TrainConfig(epochs=3, **settings)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda average: average.update({"mean/features.0.weight": np.zeros(3)}),
+     "its weight average: WeightAverage.load_state_dict: mean/features.0.weight: expected "
+     "shape"),
+    (lambda average: average.pop("count"),
+     "its weight average: WeightAverage.load_state_dict: missing entry: count"),
+    (lambda average: average["mean/features.0.bias"].fill(np.nan),
+     "average/mean/features.0.bias hold NaN or infinite values"),
+])
+def test_a_checkpoint_with_a_broken_weight_average_is_refused(digits_dir, tmp_path, edit,
+                                                              words, sigint_handler):
+    settings = dict(epochs=2, swa_epochs=1)
+
+    def press_ctrl_c(epoch, index, loss):
+        if (epoch, index) == (1, 1):
+            signal.raise_signal(signal.SIGINT)
+
+    stopped = train(small_config(digits_dir, tmp_path / "cut", **settings), progress=False,
+                    log=lambda m: 0, on_batch=press_ctrl_c)
+    checkpoint = load_checkpoint(stopped.checkpoint)
+    edit(checkpoint.average)
+    broken = tmp_path / "broken.npz"
+    save_checkpoint(broken, checkpoint.model, checkpoint.optimizer, checkpoint.meta,
+                    checkpoint.average)
+    with pytest.raises(CheckpointError) as info:
+        train(small_config(digits_dir, tmp_path / "cut", **settings), resume=broken,
+              progress=False, log=lambda m: 0)
+    assert str(info.value).startswith(f"checkpoint {broken}: ")
+    assert words in str(info.value)
+
+
 @pytest.mark.gpu
 def test_training_on_the_gpu_follows_the_cpu(digits_dir, tmp_path):
     """One float64 epoch on each device: the same data, masks and schedule, so the

@@ -25,9 +25,14 @@ attribute the schedulers set. Every scheduler follows the arithmetic of its
 ``torch.optim.lr_scheduler`` namesake, including what construction does:
 the epoch counter starts at 0 and the learning rate at ``base_lr``.
 
-Both kinds of state survive a restart exactly. ``SGD.state_dict`` is a flat
-dict of NumPy arrays, so it can be stored in an ``.npz`` file that is read
-without unpickling; a scheduler's ``state_dict`` holds only JSON values.
+:class:`WeightAverage` keeps the running mean of the parameters over the
+steps it is told about (stochastic weight averaging), for a run that ends on
+the average of its last epochs' weights.
+
+Every state survives a restart exactly. ``SGD.state_dict`` (and
+``WeightAverage.state_dict``) is a flat dict of NumPy arrays, so it can be
+stored in an ``.npz`` file that is read without unpickling; a scheduler's
+``state_dict`` holds only JSON values.
 """
 from __future__ import annotations
 
@@ -43,9 +48,9 @@ from . import backend
 from .ops.sgd import sgd_step_
 from .tensor import Tensor
 
-__all__ = ["SGD", "LRScheduler", "Constant", "StepLR", "MultiStepLR", "ReduceLROnPlateau",
-           "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "make_scheduler", "SCHEDULERS",
-           "warmup_factor"]
+__all__ = ["SGD", "WeightAverage", "LRScheduler", "Constant", "StepLR", "MultiStepLR",
+           "ReduceLROnPlateau", "CosineAnnealingLR", "CosineAnnealingWarmRestarts",
+           "make_scheduler", "SCHEDULERS", "warmup_factor"]
 
 
 def _real(owner: str, name: str, value, at_least: float | None = None) -> float:
@@ -91,6 +96,51 @@ def _sgd_settings(owner: str, lr, momentum, dampening, weight_decay, nesterov) -
     return settings
 
 
+def _named_parameters(owner: str, params):
+    """(names, parameters) of ``params``: parameters, or (name, parameter) pairs, or a
+    mapping; unnamed ones are called ``p0``, ``p1``, ...; errors name ``owner``."""
+    if isinstance(params, Tensor):
+        raise TypeError(f"{owner}: params must be an iterable of parameters, got a single "
+                        "Parameter; wrap it in a list")
+    if isinstance(params, Mapping):
+        params = params.items()
+    try:
+        items = list(params)
+    except TypeError:
+        raise TypeError(f"{owner}: params must be an iterable of parameters or of "
+                        f"(name, parameter) pairs, got {type(params).__name__}") from None
+    if not items:
+        raise ValueError(f"{owner}: params is empty")
+    pairs = [isinstance(item, tuple) for item in items]
+    if any(pairs) and not all(pairs):
+        raise TypeError(f"{owner}: params must be all parameters or all (name, parameter) "
+                        "pairs, not a mixture")
+    if not all(pairs):
+        items = [(f"p{i}", p) for i, p in enumerate(items)]
+    names, tensors = [], []
+    for i, item in enumerate(items):
+        if len(item) != 2 or not isinstance(item[0], str) or not item[0]:
+            raise TypeError(f"{owner}: item {i} must be a (name, parameter) pair with a "
+                            f"non-empty string name, got {item!r:.80}")
+        name, p = item
+        if not isinstance(p, Tensor):
+            raise TypeError(f"{owner}: {name} must be a Parameter, got {type(p).__name__} "
+                            "(pass model.parameters(), not model.state_dict())")
+        names.append(name)
+        tensors.append(p)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{owner}: parameter names must be unique, got {', '.join(repeated)} "
+                         "more than once")
+    seen = {}
+    for name, p in zip(names, tensors):
+        if id(p) in seen:
+            raise ValueError(f"{owner}: the same parameter is listed twice, as "
+                             f"{seen[id(p)]} and {name}; it would be updated twice a step")
+        seen[id(p)] = name
+    return names, tensors
+
+
 class SGD:
     """Stochastic gradient descent with momentum, weight decay, dampening and Nesterov momentum.
 
@@ -109,55 +159,12 @@ class SGD:
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, dampening=0.0,
                  nesterov=False):
-        self.names, self.params = self._named(params)
+        self.names, self.params = _named_parameters("SGD", params)
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.dampening, self.nesterov = dampening, nesterov
         self._check_hyperparameters("SGD")
         self.velocities: dict = {}  # name -> array on the parameter's device
         self.step_counts = {name: 0 for name in self.names}
-
-    @staticmethod
-    def _named(params):
-        if isinstance(params, Tensor):
-            raise TypeError("SGD: params must be an iterable of parameters, got a single "
-                            "Parameter; wrap it in a list")
-        if isinstance(params, Mapping):
-            params = params.items()
-        try:
-            items = list(params)
-        except TypeError:
-            raise TypeError(f"SGD: params must be an iterable of parameters or of "
-                            f"(name, parameter) pairs, got {type(params).__name__}") from None
-        if not items:
-            raise ValueError("SGD: params is empty; there is nothing to optimise")
-        pairs = [isinstance(item, tuple) for item in items]
-        if any(pairs) and not all(pairs):
-            raise TypeError("SGD: params must be all parameters or all (name, parameter) "
-                            "pairs, not a mixture")
-        if not all(pairs):
-            items = [(f"p{i}", p) for i, p in enumerate(items)]
-        names, tensors = [], []
-        for i, item in enumerate(items):
-            if len(item) != 2 or not isinstance(item[0], str) or not item[0]:
-                raise TypeError(f"SGD: item {i} must be a (name, parameter) pair with a "
-                                f"non-empty string name, got {item!r:.80}")
-            name, p = item
-            if not isinstance(p, Tensor):
-                raise TypeError(f"SGD: {name} must be a Parameter, got {type(p).__name__} "
-                                "(pass model.parameters(), not model.state_dict())")
-            names.append(name)
-            tensors.append(p)
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"SGD: parameter names must be unique, got {', '.join(repeated)} "
-                             "more than once")
-        seen = {}
-        for name, p in zip(names, tensors):
-            if id(p) in seen:
-                raise ValueError(f"SGD: the same parameter is listed twice, as "
-                                 f"{seen[id(p)]} and {name}; it would be updated twice a step")
-            seen[id(p)] = name
-        return names, tensors
 
     def _check_hyperparameters(self, owner: str) -> None:
         """Normalise the hyperparameters to floats and a bool; errors name ``owner``."""
@@ -267,6 +274,99 @@ class SGD:
     def __repr__(self):
         settings = ", ".join(f"{key}={getattr(self, key)!r}" for key in self.HYPERPARAMETERS)
         return f"SGD({len(self.params)} parameters, {settings})"
+
+
+class WeightAverage:
+    """The running mean of parameters over the moments :meth:`update` is called: stochastic
+    weight averaging (Izmailov et al., 2018; PyTorch's ``swa_utils.AveragedModel``).
+
+    Late in training, SGD wanders around a wide minimum rather than settling in
+    it; the mean of the points it visits lies nearer the minimum's centre than
+    any one of them, and a point there is less disturbed by the small shift
+    between training and test images. Update ``k`` (from 1) moves the mean
+    towards the parameters by ``1 / k``, PyTorch's arithmetic, so after ``k``
+    updates it is their plain mean. Batch-norm statistics are not averaged:
+    the averaged weights need their own, computed afterwards from data
+    (:func:`tinyvgg.train.model.recalibrate_batch_norm`).
+
+    The mean lives on each parameter's device, in its dtype. ``state_dict`` is
+    a flat dict of NumPy arrays (``count`` and ``mean/<name>``), like SGD's.
+    """
+
+    def __init__(self, params):
+        self.names, self.params = _named_parameters("WeightAverage", params)
+        self.count = 0
+        self.means: dict = {}  # name -> array on the parameter's device
+
+    def update(self) -> None:
+        """Add the parameters as they are now to the mean."""
+        self.count += 1
+        for name, p in zip(self.names, self.params):
+            mean = self.means.get(name)
+            if mean is None:
+                self.means[name] = p.data.copy()
+            else:
+                mean += (p.data - mean) / self.count
+
+    def copy_to_parameters(self) -> None:
+        """Replace the parameters' values by their mean (in place: the model keeps its
+        tensors)."""
+        if not self.count:
+            raise ValueError("WeightAverage.copy_to_parameters: nothing has been averaged "
+                             "yet; call update() first")
+        for name, p in zip(self.names, self.params):
+            p.data[...] = self.means[name]
+
+    def state_dict(self) -> dict:
+        state = {"count": np.array(self.count, np.int64)}
+        for name in self.names:
+            if name in self.means:
+                state[f"mean/{name}"] = np.array(backend.to_numpy(self.means[name]), copy=True)
+        return state
+
+    def load_state_dict(self, state) -> None:
+        """Restore what :meth:`state_dict` saved. The means must be all there (count > 0)
+        or all absent (count 0), each of its parameter's shape; all problems are listed
+        in one error and nothing is changed unless all is well."""
+        owner = "WeightAverage.load_state_dict"
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{owner}: expected a dict of arrays, got {type(state).__name__}")
+        given = {str(key): np.asarray(state[key]) for key in state}
+        shapes = {name: tuple(p.shape) for name, p in zip(self.names, self.params)}
+        problems = []
+        count = given.get("count")
+        if count is None:
+            problems.append("missing entry: count")
+        elif count.shape != () or count.dtype.kind not in "iu" or count < 0:
+            problems.append(f"count must be a single integer >= 0, got {count!r}")
+        unknown = [key for key in given if key != "count" and not (
+            key.startswith("mean/") and key[len("mean/"):] in shapes)]
+        if unknown:
+            problems.append(f"entries for no parameter: {', '.join(unknown)}")
+        means = {key[len("mean/"):]: value for key, value in given.items()
+                 if key.startswith("mean/") and key not in unknown}
+        for name, value in means.items():
+            if value.dtype.kind != "f":
+                problems.append(f"mean/{name} must be floating point, got {value.dtype}")
+            elif value.shape != shapes[name]:
+                problems.append(f"mean/{name}: expected shape {shapes[name]}, got {value.shape}")
+        if count is not None and not problems:
+            missing = [f"mean/{name}" for name in self.names if name not in means]
+            if count > 0 and missing:
+                problems.append(f"missing entries: {', '.join(missing)}")
+            if count == 0 and means:
+                problems.append("count is 0, yet means are given")
+        if problems:
+            raise ValueError(f"{owner}: " + " | ".join(problems))
+        self.count = int(count)
+        self.means = {}
+        for name, p in zip(self.names, self.params):
+            if name in means:
+                xp = backend.array_module(p.data)
+                self.means[name] = xp.array(means[name], dtype=p.data.dtype)
+
+    def __repr__(self):
+        return f"WeightAverage({len(self.params)} parameters, {self.count} updates)"
 
 
 # --- schedulers ------------------------------------------------------------------------

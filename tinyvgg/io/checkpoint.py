@@ -1,10 +1,13 @@
 """Training checkpoints: everything needed to continue a run exactly, in one ``.npz``.
 
-A checkpoint holds three things, all as plain arrays so that reading it
-never runs code (see :class:`tinyvgg.io.fileio.NpzReader`):
+A checkpoint holds three things, and a fourth for some runs, all as plain
+arrays so that reading it never runs code (see
+:class:`tinyvgg.io.fileio.NpzReader`):
 
 * ``model/<name>``: the model's ``state_dict`` (weights and batch-norm statistics);
 * ``optimizer/<key>``: the optimiser's state (velocities, step counts, hyperparameters);
+* ``average/<key>``: for a run that averages its weights, the running mean so far
+  (:class:`tinyvgg.optim.WeightAverage`'s state);
 * ``meta``: one JSON string with the run's configuration, where it stands
   (epoch, batch), the scheduler's state, the metrics so far and the format tag.
 
@@ -41,13 +44,16 @@ class Checkpoint:
     model: "OrderedDict[str, np.ndarray]"
     optimizer: dict
     meta: dict = field(default_factory=dict)
+    average: dict = field(default_factory=dict)
 
 
-def save_checkpoint(path, model_state, optimizer_state, meta: dict) -> Path:
+def save_checkpoint(path, model_state, optimizer_state, meta: dict,
+                    average_state=None) -> Path:
     """Write a checkpoint atomically; ``meta`` must be JSON-serialisable."""
     path = Path(path)
     arrays = {f"model/{k}": np.asarray(v) for k, v in model_state.items()}
     arrays.update({f"optimizer/{k}": np.asarray(v) for k, v in optimizer_state.items()})
+    arrays.update({f"average/{k}": np.asarray(v) for k, v in (average_state or {}).items()})
     for key, value in arrays.items():
         if value.dtype == object:
             raise TypeError(f"save_checkpoint: {key} is an object array, which .npz can "
@@ -199,6 +205,8 @@ def load_checkpoint(path, require=(), model_shapes=None) -> Checkpoint:
                             if k.startswith("model/"))
         optimizer = {k[len("optimizer/"):]: archive.read(k) for k in archive.headers
                      if k.startswith("optimizer/")}
+        average = {k[len("average/"):]: archive.read(k) for k in archive.headers
+                   if k.startswith("average/")}
     if not model:
         raise CheckpointError(f"checkpoint {path}: holds no model weights")
-    return Checkpoint(model, optimizer, meta)
+    return Checkpoint(model, optimizer, meta, average)

@@ -51,6 +51,8 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_epochs: float = 0.0     # the rate rises linearly to the schedule's over these
     recalibrate_bn: bool = False   # batch-norm statistics averaged over the training images
+    swa_epochs: int = 0            # the final weights: the mean over these last epochs' steps
+    swa_lr: float | None = None    # the rate held during them (None: the schedule's)
     step_size: int | None = None   # step: epochs between divisions by 10
     patience: int = 2              # plateau: epochs without improvement before dividing
     restart_period: int | None = None  # warm restarts: epochs of the first cycle
@@ -103,6 +105,14 @@ class TrainConfig:
         if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs < self.epochs):
             fail(f"--warmup-epochs must be at least 0 and less than --epochs "
                  f"({self.epochs}), got {self.warmup_epochs}")
+        if not 0 <= self.swa_epochs <= self.epochs:
+            fail(f"--swa-epochs must be between 0 and --epochs ({self.epochs}), "
+                 f"got {self.swa_epochs}")
+        if self.swa_lr is not None:
+            if not (math.isfinite(self.swa_lr) and self.swa_lr > 0):
+                fail(f"--swa-lr must be a positive number, got {self.swa_lr}")
+            if not self.swa_epochs:
+                fail("--swa-lr sets the rate of the averaged epochs; give --swa-epochs too")
         if self.schedule == "plateau" and self.val_size == 0:
             fail("the plateau schedule watches validation accuracy: it needs --val-size > 0")
         if self.limit is not None and self.limit < 1:
@@ -143,6 +153,13 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+    @property
+    def recalibrates_bn(self) -> bool:
+        """Whether the run ends by recomputing its batch-norm statistics: when asked to, and
+        when its weights are averaged (their mean was never run forward, so no statistics
+        of it exist yet)."""
+        return self.batch_norm and (self.recalibrate_bn or self.swa_epochs > 0)
 
     @property
     def output_dir(self) -> Path:

@@ -44,7 +44,7 @@ from .. import backend
 from .. import functional as F
 from .. import optim, random
 from . import distributed
-from ..io.checkpoint import save_checkpoint
+from ..io.checkpoint import CheckpointError, save_checkpoint
 from ..tensor import tensor
 from .config import TrainConfig, command_line
 from .data import loader_labels, prepare_data
@@ -155,6 +155,9 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
     scheduler = optim.make_scheduler(config.schedule, optimizer, config.epochs,
                                      step_size=config.step_size, patience=config.patience,
                                      T_0=config.restart_period, T_mult=config.restart_mult)
+    # --swa-epochs: the mean of the weights after every step from epoch swa_start on
+    average = optim.WeightAverage(model.named_parameters()) if config.swa_epochs else None
+    swa_start = config.epochs - config.swa_epochs
     epoch, start_batch, history, sums = 0, 0, [], _fresh_sums()
     earlier_seconds = 0.0  # wall time of the sessions before a resume
     last_good = None  # (path, epoch, batch) of the newest checkpoint known to be finite
@@ -163,6 +166,12 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
         model.load_state_dict(checkpoint.model)
         optimizer.load_state_dict(checkpoint.optimizer)
         scheduler.load_state_dict(meta["scheduler"])
+        if average is not None:
+            try:
+                average.load_state_dict(checkpoint.average)
+            except ValueError as error:
+                raise CheckpointError(f"checkpoint {resume}: its weight average: "
+                                      f"{error}") from None
         epoch, start_batch = meta["epoch"], meta["batch"]
         history, sums = meta["history"], meta["sums"]
         last_good = (Path(resume), epoch, start_batch)
@@ -228,7 +237,8 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
         """Write a checkpoint of the run at (epoch_, batch_), once its state is checked
         (on every rank, whose states are rank 0's; rank 0 writes)."""
         model_state, optimizer_state = model.state_dict(), optimizer.state_dict()
-        bad = non_finite_state(model_state, optimizer_state)
+        average_state = None if average is None else average.state_dict()
+        bad = non_finite_state(model_state, optimizer_state, average_state)
         if bad:
             raise diverged(f"{bad} became NaN or infinite {when}")
         if not lead:
@@ -236,7 +246,8 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
         meta_ = checkpoint_meta(epoch_, batch_)
         if test is not None:
             meta_["test"] = test
-        return write(path, lambda: save_checkpoint(path, model_state, optimizer_state, meta_))
+        return write(path, lambda: save_checkpoint(path, model_state, optimizer_state, meta_,
+                                                   average_state))
 
     def agreed(flag) -> bool:
         """Whether ``flag`` is set here or, on several ranks, on any of them."""
@@ -278,6 +289,8 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
                 if warmup_steps:
                     optimizer.lr = scheduler.get_last_lr() * optim.warmup_factor(
                         epoch * batches_per_epoch + index, warmup_steps)
+                if config.swa_lr is not None and epoch >= swa_start:
+                    optimizer.lr = config.swa_lr
                 if not optimizer.lr > 0:
                     if bar is not None:
                         bar.close()
@@ -309,6 +322,8 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
                     raise diverged(f"loss became {loss_value} at epoch {epoch + 1}, "
                                    f"batch {index}")
                 optimizer.step()
+                if average is not None and epoch >= swa_start:
+                    average.update()
                 sums["loss"] += counts[0]
                 sums["correct"] += int(counts[1])
                 sums["count"] += int(counts[2])
@@ -373,7 +388,12 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
                            f"with: tinyvgg train --resume {shlex.quote(str(latest))}")
                 log(message)
                 return RunResult("interrupted", epoch, history, None, out, latest, message)
-        if config.recalibrate_bn:
+        if average is not None:
+            # as the recalibration below, a pure function of the checkpoint's state
+            average.copy_to_parameters()
+            log(f"weights averaged over the {average.count} steps of the last "
+                f"{epochs_text(config.swa_epochs)}")
+        if config.recalibrates_bn:
             # a pure function of the weights: a resumed run that gets here again repeats it
             unaugmented = data.train_unaugmented
             count = recalibrate_batch_norm(model, unaugmented.batches(

@@ -3,8 +3,8 @@ change, and when there is nothing left to do.
 
 Resuming with a larger ``--epochs`` continues the schedule where it stands
 (constant, step, plateau, warm-restarts); a cosine schedule, which reaches 0
-at its planned end, cannot be extended. Resuming a finished run changes
-nothing.
+at its planned end, cannot be extended, nor can a run that averages its last
+epochs' weights (``--swa-epochs``). Resuming a finished run changes nothing.
 """
 from __future__ import annotations
 
@@ -70,6 +70,15 @@ def check_resume(config: TrainConfig, meta: dict, path) -> bool:
     if config.epochs < needed:
         raise ValueError(f"--epochs {config.epochs} ends before where checkpoint {path} "
                          f"stands ({position(done, batch)}); give --epochs {needed} or more")
+    planned = meta["config"]["epochs"]
+    if config.swa_epochs and config.epochs != planned:
+        fresh = fresh_folder(config.output_dir, f"{config.epochs}epochs")
+        raise ValueError(
+            f"--epochs {config.epochs}: this run averages its weights over its last "
+            f"{epochs_text(config.swa_epochs)} (--swa-epochs), which end at epoch {planned}; "
+            f"another end would move that window, so the run cannot change its length. To "
+            f"train {epochs_text(config.epochs)}, start over: {command_line(config)} "
+            f"--out {shlex.quote(str(fresh))}")
     schedule = meta["scheduler"]
     if schedule.get("kind") == "cosine" and config.epochs > schedule["T_max"]:
         fresh = fresh_folder(config.output_dir, f"{config.epochs}epochs")
@@ -85,7 +94,9 @@ def check_resume(config: TrainConfig, meta: dict, path) -> bool:
 
 def complete_message(path, meta: dict) -> str:
     test = meta["test"]
-    if meta["scheduler"].get("kind") in EXTENDABLE_SCHEDULES:
+    if meta["config"].get("swa_epochs"):
+        longer = "its weights are averaged over its last epochs, so training longer needs a new run"
+    elif meta["scheduler"].get("kind") in EXTENDABLE_SCHEDULES:
         longer = "a larger --epochs continues it"
     else:
         longer = "its cosine schedule has ended, so training longer needs a new run"
