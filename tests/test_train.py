@@ -89,20 +89,24 @@ def sigint_handler():
     return signal.getsignal(signal.SIGINT)
 
 
+def ctrl_c_after(epoch, batch):
+    """An ``on_batch`` callback that presses Ctrl-C after step ``batch`` of epoch ``epoch``
+    (both from 0)."""
+    def press(epoch_, index, loss):
+        if (epoch_, index) == (epoch, batch):
+            signal.raise_signal(signal.SIGINT)
+    return press
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "warm-restarts"])
 def test_ctrl_c_mid_epoch_saves_and_resume_continues_exactly(digits_dir, tmp_path, schedule,
                                                           sigint_handler):
     whole = train(small_config(digits_dir, tmp_path / "whole", schedule=schedule,
                                restart_period=1), progress=False, log=lambda m: 0)
-
-    def press_ctrl_c(epoch, index, loss):
-        if (epoch, index) == (1, 2):
-            signal.raise_signal(signal.SIGINT)
-
     messages = []
     stopped = train(small_config(digits_dir, tmp_path / "cut", schedule=schedule,
                                  restart_period=1), progress=False, log=messages.append,
-                    on_batch=press_ctrl_c)
+                    on_batch=ctrl_c_after(1, 2))
     assert stopped.status == "interrupted"
     assert "tinyvgg train --resume" in messages[-1]
     meta = load_checkpoint(stopped.checkpoint).meta
@@ -308,9 +312,21 @@ def test_resume_refuses_epochs_that_end_before_the_checkpoint(one_epoch_run, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mid.npz"]
 
 
-def test_a_cosine_schedule_is_not_extended_past_its_end(digits_dir, tmp_path, capsys):
-    out = tmp_path / "cosine"
-    train(small_config(digits_dir, out, epochs=1, dtype="float32", schedule="cosine"),
+@pytest.mark.parametrize("settings, refusal, complete", [
+    (dict(schedule="cosine"),
+     ["cosine schedule takes the learning rate to 0 at the end of its 1 epoch",
+      "can extend the schedules constant, step, plateau, warm-restarts"],
+     "its cosine schedule has ended, so training longer needs a new run"),
+    (dict(schedule="constant", swa_epochs=1),
+     ["--epochs 2: this run averages its weights over its last 1 epoch (--swa-epochs), which "
+      "end at epoch 1; another end would move that window"],
+     "its weights are averaged over its last epochs, so training longer needs a new run"),
+])
+def test_a_run_that_cannot_be_extended_says_so_and_is_left_alone(digits_dir, tmp_path,
+                                                                  capsys, settings, refusal,
+                                                                  complete):
+    out = tmp_path / "run"
+    train(small_config(digits_dir, out, epochs=1, dtype="float32", **settings),
           progress=False, log=lambda m: 0)
     before = files_and_times(out)
     with pytest.raises(SystemExit) as exit_info:
@@ -318,11 +334,13 @@ def test_a_cosine_schedule_is_not_extended_past_its_end(digits_dir, tmp_path, ca
               "--no-progress"])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert "cosine schedule takes the learning rate to 0 at the end of its 1 epoch" in error
-    assert "can extend the schedules constant, step, plateau, warm-restarts" in error
+    for words in refusal:
+        assert words in error
     command = error.split("start over: ")[1].strip()
     assert command.startswith("tinyvgg train ") and "--epochs 2" in command
-    assert command.endswith(f"--out {tmp_path / 'cosine-2epochs'}")
+    assert command.endswith(f"--out {tmp_path / 'run-2epochs'}")
+    assert main(["train", "--resume", str(out / "checkpoint.npz"), "--no-progress"]) == 0
+    assert complete in capsys.readouterr().out
     assert files_and_times(out) == before
 
 
@@ -756,13 +774,8 @@ def test_ctrl_c_during_the_warmup_resumes_exactly(digits_dir, tmp_path, schedule
     settings = dict(schedule=schedule, restart_period=1, warmup_epochs=1.5)
     whole = train(small_config(digits_dir, tmp_path / "whole", **settings), progress=False,
                   log=lambda m: 0)
-
-    def press_ctrl_c(epoch, index, loss):
-        if (epoch, index) == (1, 1):
-            signal.raise_signal(signal.SIGINT)
-
     stopped = train(small_config(digits_dir, tmp_path / "cut", **settings), progress=False,
-                    log=lambda m: 0, on_batch=press_ctrl_c)
+                    log=lambda m: 0, on_batch=ctrl_c_after(1, 1))
     assert stopped.status == "interrupted"
     resumed = train(small_config(digits_dir, tmp_path / "cut", **settings),
                     resume=stopped.checkpoint, progress=False, log=lambda m: 0)
@@ -920,13 +933,8 @@ def test_ctrl_c_while_averaging_resumes_exactly(digits_dir, tmp_path, sigint_han
     settings = dict(epochs=3, swa_epochs=2, swa_lr=0.01, schedule="cosine")
     whole = train(small_config(digits_dir, tmp_path / "whole", **settings), progress=False,
                   log=lambda m: 0)
-
-    def press_ctrl_c(epoch, index, loss):
-        if (epoch, index) == (1, 2):
-            signal.raise_signal(signal.SIGINT)
-
     stopped = train(small_config(digits_dir, tmp_path / "cut", **settings), progress=False,
-                    log=lambda m: 0, on_batch=press_ctrl_c)
+                    log=lambda m: 0, on_batch=ctrl_c_after(1, 2))
     assert stopped.status == "interrupted"
     assert load_checkpoint(stopped.checkpoint).average["count"] == 3
     resumed = train(small_config(digits_dir, tmp_path / "cut", **settings),
@@ -936,25 +944,6 @@ def test_ctrl_c_while_averaging_resumes_exactly(digits_dir, tmp_path, sigint_han
     assert_bit_identical(*(checkpoint.average for checkpoint in final))
     assert final[0].average["count"] == 16
     assert resumed.test == whole.test
-
-
-def test_a_run_that_averages_its_last_epochs_keeps_its_length(digits_dir, tmp_path, capsys):
-    out = tmp_path / "swa"
-    train(small_config(digits_dir, out, epochs=1, swa_epochs=1, schedule="constant"),
-          progress=False, log=lambda m: 0)
-    before = files_and_times(out)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--resume", str(out / "checkpoint.npz"), "--epochs", "2",
-              "--no-progress"])
-    assert exit_info.value.code == 2
-    error = capsys.readouterr().err
-    assert ("--epochs 2: this run averages its weights over its last 1 epoch (--swa-epochs), "
-            "which end at epoch 1; another end would move that window") in error
-    assert error.split("start over: ")[1].strip().endswith(f"--out {tmp_path / 'swa-2epochs'}")
-    assert main(["train", "--resume", str(out / "checkpoint.npz"), "--no-progress"]) == 0
-    assert "averaged over its last epochs, so training longer needs a new run" in \
-        capsys.readouterr().out
-    assert files_and_times(out) == before
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -981,13 +970,8 @@ def test_an_average_that_cannot_apply_is_refused(settings, message):
 def test_a_checkpoint_with_a_broken_weight_average_is_refused(digits_dir, tmp_path, edit,
                                                               words, sigint_handler):
     settings = dict(epochs=2, swa_epochs=1)
-
-    def press_ctrl_c(epoch, index, loss):
-        if (epoch, index) == (1, 1):
-            signal.raise_signal(signal.SIGINT)
-
     stopped = train(small_config(digits_dir, tmp_path / "cut", **settings), progress=False,
-                    log=lambda m: 0, on_batch=press_ctrl_c)
+                    log=lambda m: 0, on_batch=ctrl_c_after(1, 1))
     checkpoint = load_checkpoint(stopped.checkpoint)
     edit(checkpoint.average)
     broken = tmp_path / "broken.npz"
