@@ -88,11 +88,11 @@ def _add_train_options(parser):
     add("--recalibrate-bn", dest="recalibrate_bn", action="store_const", const=True,
         help="after the last epoch, replace the batch-norm statistics by their average "
              "over the training images without augmentation (PyTorch's update_bn)")
-    add("--swa-epochs", type=int,
+    add("--swa-epochs", type=int, metavar="K",
         help="end on the mean of the weights after every step of the last K epochs "
              "(stochastic weight averaging), its batch-norm statistics recalibrated "
              "(default 0: the last weights)")
-    add("--swa-lr", type=float,
+    add("--swa-lr", type=float, metavar="R",
         help="with --swa-epochs: the learning rate held during the averaged epochs "
              "(default: the schedule's)")
     add("--step-size", type=_positive_int, help="step schedule: epochs per division by 10")

@@ -10,10 +10,15 @@ SGD and the schedule from it, then repeats for each epoch::
         optimizer.step()                        # SGD with momentum and weight decay
     validate; step the schedule; write metrics, curves and a checkpoint
 
+With ``--swa-epochs K`` the steps of the last K epochs also feed a running mean
+of the weights (:class:`tinyvgg.optim.WeightAverage`), and the run ends on that
+mean, its batch-norm statistics recomputed from the training images.
+
 Exact resumption rests on one rule: every random draw (the shuffle, each
 batch's augmentation, each batch's dropout masks) is a pure function of
 ``(seed, epoch, batch)``. A checkpoint therefore only needs the weights,
-the optimiser and scheduler state and the position ``(epoch, batch)``;
+the optimiser and scheduler state (and the weight average, if any) and the
+position ``(epoch, batch)``;
 ``--resume`` skips to that position and continues bit for bit.
 
 On several ranks (``mpiexec -n N``, ``group`` from
