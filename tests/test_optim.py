@@ -933,3 +933,24 @@ def test_weight_average_takes_named_parameters_and_checks_them():
         optim.WeightAverage([])
     with pytest.raises(TypeError, match="WeightAverage: params must be an iterable"):
         optim.WeightAverage(Parameter(np.zeros(2)))
+
+
+@pytest.mark.gpu
+def test_gpu_weight_average_lives_on_the_gpu_and_matches_the_cpu():
+    cupy = tv.backend.cupy_module()
+    cpu_params = fresh_params()
+    gpu_params = [Parameter(cupy.asarray(p.data)) for p in cpu_params]
+    cpu, gpu = optim.WeightAverage(cpu_params), optim.WeightAverage(gpu_params)
+    for step in range(3):
+        visit(cpu_params, step)
+        for p, q in zip(cpu_params, gpu_params):
+            q.data[...] = cupy.asarray(p.data)
+        cpu.update()
+        gpu.update()
+    resumed = optim.WeightAverage(gpu_params)
+    resumed.load_state_dict(gpu.state_dict())
+    assert all(tv.backend.device_of(mean) == "cuda" for mean in resumed.means.values())
+    cpu.copy_to_parameters()
+    resumed.copy_to_parameters()
+    for p, q in zip(cpu_params, gpu_params):
+        np.testing.assert_allclose(q.data.get(), p.data, rtol=1e-15, atol=1e-15)
