@@ -285,6 +285,7 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
             started = time.perf_counter()
             images_seen = 0
             batches = data.train.batches(epoch, start=start_batch, stop=batches_per_epoch)
+            averaging = average is not None and epoch >= swa_start
             for index, (images, labels) in enumerate(batches, start=start_batch):
                 first, _ = distributed.batch_share(group, data.train, index)
                 random.set_first_sample(first)  # dropout numbers samples in the global batch
@@ -294,7 +295,7 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
                 if warmup_steps:
                     optimizer.lr = scheduler.get_last_lr() * optim.warmup_factor(
                         epoch * batches_per_epoch + index, warmup_steps)
-                if config.swa_lr is not None and epoch >= swa_start:
+                if averaging and config.swa_lr is not None:
                     optimizer.lr = config.swa_lr
                 if not optimizer.lr > 0:
                     if bar is not None:
@@ -327,7 +328,7 @@ def _train(config: TrainConfig, resume, progress: bool, log, on_batch,
                     raise diverged(f"loss became {loss_value} at epoch {epoch + 1}, "
                                    f"batch {index}")
                 optimizer.step()
-                if average is not None and epoch >= swa_start:
+                if averaging:
                     average.update()
                 sums["loss"] += counts[0]
                 sums["correct"] += int(counts[1])

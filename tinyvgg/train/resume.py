@@ -70,25 +70,25 @@ def check_resume(config: TrainConfig, meta: dict, path) -> bool:
     if config.epochs < needed:
         raise ValueError(f"--epochs {config.epochs} ends before where checkpoint {path} "
                          f"stands ({position(done, batch)}); give --epochs {needed} or more")
+    def start_over() -> str:
+        fresh = fresh_folder(config.output_dir, f"{config.epochs}epochs")
+        return f"start over: {command_line(config)} --out {shlex.quote(str(fresh))}"
+
     planned = meta["config"]["epochs"]
     if config.swa_epochs and config.epochs != planned:
-        fresh = fresh_folder(config.output_dir, f"{config.epochs}epochs")
         raise ValueError(
             f"--epochs {config.epochs}: this run averages its weights over its last "
             f"{epochs_text(config.swa_epochs)} (--swa-epochs), which end at epoch {planned}; "
             f"another end would move that window, so the run cannot change its length. To "
-            f"train {epochs_text(config.epochs)}, start over: {command_line(config)} "
-            f"--out {shlex.quote(str(fresh))}")
+            f"train {epochs_text(config.epochs)}, {start_over()}")
     schedule = meta["scheduler"]
     if schedule.get("kind") == "cosine" and config.epochs > schedule["T_max"]:
-        fresh = fresh_folder(config.output_dir, f"{config.epochs}epochs")
         raise ValueError(
             f"--epochs {config.epochs}: this run's cosine schedule takes the learning rate "
             f"to 0 at the end of its {epochs_text(schedule['T_max'])} (past them it would rise "
             f"again), so it cannot be extended; a resumed run can extend the schedules "
             f"{', '.join(EXTENDABLE_SCHEDULES)}. To train {epochs_text(config.epochs)} with a "
-            f"cosine schedule, start over: {command_line(config)} "
-            f"--out {shlex.quote(str(fresh))}")
+            f"cosine schedule, {start_over()}")
     return done == config.epochs and batch == 0 and meta.get("test") is not None
 
 
