@@ -23,8 +23,10 @@ def photos(tmp_path_factory):
 
 
 def test_the_mnist_gallery_shows_the_grey_augmentations_and_the_default(tmp_path):
-    result = run("augment", tmp_path, seed=5, log=lambda line: None)
-    assert result["columns"] == ["stored", "crop", "flip", "jitter", "rotate", "auto: crop"]
+    # flip and erase each change half the images: seed 6 has each change one of the four
+    result = run("augment", tmp_path, seed=6, log=lambda line: None)
+    assert result["columns"] == ["stored", "crop", "flip", "jitter", "rotate", "erase",
+                                 "auto: crop"]
     assert all(change > 0 for change in result["changes"].values())
     figure = tmp_path / "augment-mnist.png"
     assert result["figures"] == [str(figure)]
@@ -45,7 +47,7 @@ def test_each_column_is_the_training_transform_with_its_own_seeded_draws():
         shown["columns"][column][2], other["columns"][column][2])
 
 
-def test_an_image_folder_shows_all_seven_augmentations(photos, tmp_path, capsys):
+def test_an_image_folder_shows_all_eight_augmentations(photos, tmp_path, capsys):
     assert main(["experiment", "augment", "--dataset", "folder", "--data-dir", str(photos),
                  "--out", str(tmp_path), "--json"]) == 0
     printed = capsys.readouterr().out
@@ -53,7 +55,7 @@ def test_an_image_folder_shows_all_seven_augmentations(photos, tmp_path, capsys)
     shown = augment.gallery("folder", photos, images=2)
     titles = [title for title, _, _ in shown["columns"]]
     assert titles == ["stored", "scale", "crop", "flip", "jitter", "hue-sat", "rgb", "rotate",
-                      "auto: scale,flip,rgb"]
+                      "erase", "auto: scale,flip,rgb"]
     assert all(batch.shape == (2, 3, 32, 32) for _, _, batch in shown["columns"])
     hue = shown["columns"][titles.index("hue-sat")][1]
     assert isinstance(hue[-1], T.HueSaturationJitter) and hue[-1].hue == 0.05

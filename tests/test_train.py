@@ -701,16 +701,21 @@ def test_rotation_and_hue_join_the_pipeline_after_the_other_augmentations():
         for colour in ("rgb", "hue-sat"):
             with pytest.raises(ValueError, match=f"--augment {colour} changes colours"):
                 parse_augment(f"crop,{colour}", dataset)
-    config = TrainConfig(dataset="folder", augment="rotate,hue-sat,jitter,flip,scale,rgb")
+    config = TrainConfig(dataset="folder", augment="erase,rotate,hue-sat,jitter,flip,scale,rgb")
     train_tf, eval_tf = input_pipelines(config, 32, [0.5] * 3, [0.25] * 3)
     assert [type(t) for t in train_tf.transforms] == [
         T.RandomScaleCrop, T.RandomHorizontalFlip, T.ColorJitter, T.HueSaturationJitter,
-        T.RGBShift, T.RandomRotation, T.Normalize]
+        T.RGBShift, T.RandomRotation, T.RandomErasing, T.Normalize]
     assert train_tf.transforms[3].hue == 0.05 and train_tf.transforms[5].degrees == (-20, 20)
     assert [type(t) for t in eval_tf.transforms] == [T.Normalize]
     digits, _ = input_pipelines(TrainConfig(augment="crop,rotate"), 28, [0.1], [0.3])
     assert [type(t) for t in digits.transforms] == [T.Pad, T.RandomCrop, T.RandomRotation,
                                                     T.Normalize]
+    clothes, _ = input_pipelines(TrainConfig(dataset="fashion-mnist", augment="crop,flip,erase"),
+                                 28, [0.3], [0.35])
+    assert [type(t) for t in clothes.transforms] == [T.Pad, T.RandomCrop, T.RandomHorizontalFlip,
+                                                     T.RandomErasing, T.Normalize]
+    assert clothes.transforms[3].value == "random" and clothes.transforms[3].p == 0.5
     smaller, _ = input_pipelines(TrainConfig(augment="crop,rotate", rotate_degrees=7.5), 28,
                                  [0.1], [0.3])
     assert smaller.transforms[2].degrees == (-7.5, 7.5)

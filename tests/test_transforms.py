@@ -9,9 +9,10 @@ from hypothesis import strategies as st
 from tinyvgg.data.transforms import (GREY_WEIGHTS, IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC,
                                      CenterCrop, ColorJitter, Compose, HueSaturationJitter,
                                      Normalize, Pad, RandomCrop, RandomHorizontalFlip,
-                                     RandomRotation, RandomScaleCrop, RGBShift, ToFloat,
-                                     adjust_hue_saturation, bilinear_weights, center_crop,
-                                     hue_saturation_naive, normalize, resize,
+                                     RandomErasing, RandomRotation, RandomScaleCrop, RGBShift,
+                                     ToFloat, adjust_hue_saturation, bilinear_weights,
+                                     center_crop, erase, erase_naive, hue_saturation_naive,
+                                     normalize, resize,
                                      resize_shorter_side, rotate, rotate_naive)
 from tinyvgg.models import IMAGENET_MEAN, IMAGENET_STD, preprocess, top_k
 
@@ -85,7 +86,8 @@ def test_top_k_orders_classes_by_probability():
 #: one of each random batch transform, for the properties they all share
 RANDOM_TRANSFORMS = [RandomCrop(5, padding=2), RandomHorizontalFlip(), ColorJitter(0.4, 0.4),
                      RGBShift(std=0.5), RandomScaleCrop(5, 6, 9), RandomRotation(30, fill=0.5),
-                     HueSaturationJitter(hue=0.2, saturation=0.5)]
+                     HueSaturationJitter(hue=0.2, saturation=0.5), RandomErasing(p=0.9),
+                     RandomErasing(area=(0.1, 0.5), ratio=0.5, value=0.5)]
 DETERMINISTIC_TRANSFORMS = [Pad(2, value=0.5), CenterCrop((4, 5)),
                             Normalize((0.1, 0.2, 0.3), (0.5, 1.0, 2.0))]
 
@@ -372,6 +374,16 @@ def test_crops_and_flips_on_any_shape(n, channels, height, width, padding, seed)
      r"HueSaturationJitter: hue must be in \[0, 0.5\], got 0.6"),
     (lambda: HueSaturationJitter(saturation=-1), ValueError,
      "HueSaturationJitter: saturation must be finite and >= 0"),
+    (lambda: RandomErasing(p=-0.1), ValueError, r"RandomErasing: p must be in \[0, 1\]"),
+    (lambda: RandomErasing(area=0.3), ValueError,
+     r"RandomErasing: area must be a \(low, high\) pair of fractions of the image, got 0.3"),
+    (lambda: RandomErasing(area=(0.5, 0.2)), ValueError,
+     r"RandomErasing: area \(low, high\) needs low <= high, got \(0.5, 0.2\)"),
+    (lambda: RandomErasing(area=(0.1, 2)), ValueError, r"RandomErasing: area must be in \[0, 1\]"),
+    (lambda: RandomErasing(ratio=0), ValueError, r"RandomErasing: ratio must be in \(0, 1\]"),
+    (lambda: RandomErasing(ratio=3.3), ValueError, r"RandomErasing: ratio must be in \[0, 1\]"),
+    (lambda: RandomErasing(value="noise"), TypeError, "RandomErasing: value must be a number"),
+    (lambda: RandomErasing(value=1.5), ValueError, r"RandomErasing: value must be in \[0, 1\]"),
 ])
 def test_transform_arguments_are_checked(make, error, fragment):
     with pytest.raises(error, match=fragment):
@@ -488,3 +500,72 @@ def test_hue_saturation_jitter_draws_factors_then_shifts_and_refuses_grey_images
         HueSaturationJitter()(images(0, (2, 1, 4, 4)), gen())
     with pytest.raises(ValueError, match=r"adjust_hue_saturation: needs RGB images"):
         adjust_hue_saturation(images(0, (1, 4, 2, 2)), [1.0], [0.0])
+
+
+# --- random erasing: the batch version against the per-pixel loop --------------------------
+
+@given(n=st.integers(0, 3), channels=st.sampled_from([1, 3]), height=st.integers(1, 9),
+       width=st.integers(1, 9), seed=st.integers(0, 2**32 - 1), noise=st.booleans())
+def test_erase_is_the_per_pixel_loop_on_any_size_and_rectangle(n, channels, height, width,
+                                                              seed, noise):
+    rng = gen([seed, 1])  # a stream apart from the images', so no paint equals a pixel
+    batch = images(seed, (n, channels, height, width), np.float64)
+    rows, cols = rng.integers(0, height + 1, n), rng.integers(0, width + 1, n)  # 0: nothing
+    top, left = rng.integers(0, height - rows + 1), rng.integers(0, width - cols + 1)
+    value = rng.random(batch.shape) if noise else float(rng.random())
+    out = erase(batch, top, left, rows, cols, value)
+    expected = np.stack([erase_naive(batch[i], top[i], left[i], rows[i], cols[i],
+                                     value[i] if noise else value) for i in range(n)]) \
+        if n else batch
+    np.testing.assert_array_equal(out, expected)
+    single = erase(batch.astype(np.float32), top, left, rows, cols,
+                   value.astype(np.float32) if noise else value)
+    assert single.dtype == np.float32
+    np.testing.assert_array_equal(single, expected.astype(np.float32))
+    # exactly the rectangle's pixels changed: its area, in every channel
+    changed = (out != batch).all(axis=1).sum(axis=(1, 2))
+    np.testing.assert_array_equal(changed, rows * cols)
+
+
+def test_erase_refuses_rectangles_that_do_not_fit_and_paint_of_the_wrong_shape():
+    batch = images(40, (2, 1, 5, 6))
+    whole = [np.array([0, 0]), np.array([0, 0]), np.array([5, 5]), np.array([6, 6])]
+    np.testing.assert_array_equal(erase(batch, *whole, 0.25), np.full(batch.shape, 0.25))
+    with pytest.raises(ValueError, match="erase: every rectangle must lie inside the 5x6 images"):
+        erase(batch, np.array([1, 0]), *whole[1:], 0.25)
+    with pytest.raises(ValueError, match="erase: expected 2 integer tops, lefts"):
+        erase(batch, np.array([0.0, 0.0]), *whole[1:])
+    with pytest.raises(ValueError, match=r"erase: value must be a number or an array of the "
+                                         r"batch's shape \(2, 1, 5, 6\), got shape \(5, 6\)"):
+        erase(batch, *whole, np.zeros((5, 6)))
+
+
+def test_random_erasing_draws_its_rectangles_then_its_noise():
+    batch = images(41, (4000, 1, 28, 28))
+    transform = RandomErasing()
+    out = transform(batch, gen(42))
+    rng = gen(42)
+    top, left, rows, cols = transform.rectangles(4000, 28, 28, rng)
+    np.testing.assert_array_equal(out, erase(batch, top, left, rows, cols,
+                                             rng.random(batch.shape).astype(np.float32)))
+    erased = rows > 0
+    # about half the images, each with a rectangle of 2% to 40% of the image (up to
+    # rounding) and aspect ratio in [0.3, 3.3], inside it; the rest untouched
+    assert abs(erased.mean() - 0.5) < 0.03
+    np.testing.assert_array_equal(out[~erased], batch[~erased])
+    fraction = rows[erased] * cols[erased] / 28 ** 2
+    assert fraction.min() < 0.03 and fraction.max() > 0.35
+    assert fraction.min() >= 0.01 and fraction.max() <= 0.5
+    ratio = rows[erased] / cols[erased]
+    assert ratio.min() < 0.4 and ratio.max() > 2.5 and abs(np.log(ratio).mean()) < 0.05
+    assert ((top + rows <= 28) & (left + cols <= 28)).all()
+    assert top[erased].min() == 0 and (top + rows)[erased].max() == 28
+    # the paint is uniform noise in [0, 1]
+    paint = out[~np.isclose(out, batch)]
+    assert paint.min() >= 0 and paint.max() <= 1 and abs(paint.mean() - 0.5) < 0.01
+    grey = RandomErasing(p=1, value=0.5)(batch[:50], gen(43))
+    assert ((grey == 0.5).sum(axis=(1, 2, 3)) > 0).all()
+    assert repr(RandomErasing()) == \
+        "RandomErasing(p=0.5, area=(0.02, 0.4), ratio=0.3, value='random')"
+    untouched = RandomErasing(p=0)(batch[:50], gen(44))
+    np.testing.assert_array_equal(untouched, batch[:50])

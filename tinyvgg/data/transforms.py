@@ -7,11 +7,12 @@ separable, so a resize is two matrix products: ``rows @ image @ cols^T``.
 
 Below the per-image functions are the batch transforms of the data loader
 (``RandomCrop``, ``RandomScaleCrop``, ``ColorJitter``, ``RGBShift``,
-``RandomRotation``, ``HueSaturationJitter``, ...): callables
+``RandomRotation``, ``HueSaturationJitter``, ``RandomErasing``, ...): callables
 ``transform(batch, rng)`` on float (N, C, H, W) batches, random only through
-the generator they are given. Rotation and hue come with a naive loop over
-the pixels of one image (:func:`rotate_naive`, :func:`hue_saturation_naive`),
-the definition the vectorised batch versions are tested against.
+the generator they are given. Rotation, hue and erasing come with a naive loop
+over the pixels of one image (:func:`rotate_naive`, :func:`hue_saturation_naive`,
+:func:`erase_naive`), the definition the vectorised batch versions are tested
+against.
 """
 from __future__ import annotations
 
@@ -677,3 +678,114 @@ class HueSaturationJitter:
 
     def __repr__(self) -> str:
         return f"HueSaturationJitter(hue={self.hue:g}, saturation={self.saturation:g})"
+
+
+# --- random erasing ---------------------------------------------------------------------
+#
+# Zhong et al., "Random Erasing Data Augmentation" (2017): with probability p, a
+# rectangle of each image is painted over, so the network must recognise a shirt from
+# what is left of it, as from a partly hidden one. The rectangle covers a fraction
+# s ~ U[area] of the image, with aspect ratio (height / width) r drawn log-uniformly
+# from [ratio, 1 / ratio], so tall and wide rectangles are equally likely:
+#     height = round(sqrt(s H W r)),  width = round(sqrt(s H W / r)),
+# each clipped to the image (the paper draws again instead; clipping keeps one draw per
+# image, so the generator's stream does not depend on the images' sizes). Its corner is
+# uniform over the places where it fits. The paint is uniform noise in [0, 1], the
+# paper's choice for Fashion-MNIST and CIFAR, or one grey value.
+
+def erase_naive(image, top: int, left: int, height: int, width: int, value) -> np.ndarray:
+    """One (C, H, W) image with rows top..top+height-1 and columns left..left+width-1
+    painted with ``value`` (a number, or a (C, H, W) array whose pixels are used there),
+    pixel by pixel: the definition that :func:`erase` computes for whole batches.
+    Returns float64."""
+    image = np.asarray(image, dtype=np.float64)
+    paint = np.broadcast_to(np.asarray(value, dtype=np.float64), image.shape)
+    out = image.copy()
+    for y in range(image.shape[1]):
+        for x in range(image.shape[2]):
+            if top <= y < top + height and left <= x < left + width:
+                out[:, y, x] = paint[:, y, x]
+    return out
+
+
+def erase(batch, top, left, height, width, value=0.0) -> np.ndarray:
+    """Paint image n of a float (N, C, H, W) batch with ``value`` on the rectangle of
+    rows ``top[n]`` to ``top[n] + height[n] - 1`` and columns ``left[n]`` to
+    ``left[n] + width[n] - 1`` (an empty rectangle, height or width 0, leaves it as it
+    was), all images at once. ``value`` is a number or an array of the batch's shape,
+    whose pixels are used inside the rectangles. Returns the batch's dtype."""
+    batch = _batch("erase", batch)
+    n, _, rows, cols = batch.shape
+    corners = [np.asarray(v) for v in (top, left, height, width)]
+    if any(v.shape != (n,) or not np.issubdtype(v.dtype, np.integer) for v in corners):
+        raise ValueError(f"erase: expected {n} integer tops, lefts, heights and widths, one "
+                         f"per image, got shapes {[v.shape for v in corners]}")
+    top, left, height, width = corners
+    if (top < 0).any() or (left < 0).any() or (height < 0).any() or (width < 0).any() \
+            or (top + height > rows).any() or (left + width > cols).any():
+        raise ValueError(f"erase: every rectangle must lie inside the {rows}x{cols} images")
+    if np.ndim(value) == 0:
+        value = _real("erase", "value", value)
+    elif np.shape(value) != batch.shape:
+        raise ValueError(f"erase: value must be a number or an array of the batch's shape "
+                         f"{batch.shape}, got shape {np.shape(value)}")
+    y = np.arange(rows)[None, :, None]
+    x = np.arange(cols)[None, None, :]
+    inside = ((y >= top[:, None, None]) & (y < (top + height)[:, None, None])
+              & (x >= left[:, None, None]) & (x < (left + width)[:, None, None]))
+    return np.where(inside[:, None], np.asarray(value, dtype=batch.dtype), batch)
+
+
+class RandomErasing:
+    """Paint a random rectangle of each image with probability ``p`` (Zhong et al.):
+    covering a fraction of the image drawn from U[area], with aspect ratio log-uniform
+    in [ratio, 1 / ratio], at a uniform place, painted with uniform noise in [0, 1]
+    (``value="random"``) or with one value. The defaults are the paper's (p = 0.5,
+    area (0.02, 0.4), ratio 0.3).
+
+    Draws, for every image whether erased or not: whether, area, log ratio, top,
+    left; then, for noise, one (N, C, H, W) array. See :func:`erase` and
+    :func:`erase_naive`."""
+
+    def __init__(self, p: float = 0.5, area=(0.02, 0.4), ratio: float = 0.3,
+                 value="random"):
+        owner = "RandomErasing"
+        self.p = _real(owner, "p", p, 0.0, 1.0)
+        if not isinstance(area, (tuple, list)) or len(area) != 2:
+            raise ValueError(f"{owner}: area must be a (low, high) pair of fractions of the "
+                             f"image, got {area!r}")
+        self.area = (_real(owner, "area", area[0], 0.0, 1.0),
+                     _real(owner, "area", area[1], 0.0, 1.0))
+        if self.area[0] > self.area[1]:
+            raise ValueError(f"{owner}: area (low, high) needs low <= high, got {area!r}")
+        self.ratio = _real(owner, "ratio", ratio, 0.0, 1.0)
+        if self.ratio == 0:
+            raise ValueError(f"{owner}: ratio must be in (0, 1], got 0.0")
+        self.value = value if isinstance(value, str) and value == "random" else \
+            _real(owner, "value", value, 0.0, 1.0)
+
+    def rectangles(self, n: int, rows: int, cols: int, rng):
+        """(top, left, height, width) of the rectangles of n images of rows x cols pixels;
+        height and width are 0 for an image left as it is."""
+        erased = rng.random(n) < self.p
+        area = rng.uniform(*self.area, size=n) * rows * cols
+        log_ratio = rng.uniform(math.log(self.ratio), -math.log(self.ratio), size=n)
+        height = np.clip(np.rint(np.sqrt(area * np.exp(log_ratio))), 1, rows).astype(np.intp)
+        width = np.clip(np.rint(np.sqrt(area * np.exp(-log_ratio))), 1, cols).astype(np.intp)
+        top = np.floor(rng.random(n) * (rows - height + 1)).astype(np.intp)
+        left = np.floor(rng.random(n) * (cols - width + 1)).astype(np.intp)
+        return top, left, np.where(erased, height, 0), np.where(erased, width, 0)
+
+    def __call__(self, batch, rng):
+        batch = _batch("RandomErasing", batch)
+        rng = _generator("RandomErasing", rng)
+        n, _, rows, cols = batch.shape
+        top, left, height, width = self.rectangles(n, rows, cols, rng)
+        value = rng.random(batch.shape, dtype=np.float64).astype(batch.dtype) \
+            if self.value == "random" else self.value
+        return erase(batch, top, left, height, width, value)
+
+    def __repr__(self) -> str:
+        value = repr(self.value) if isinstance(self.value, str) else f"{self.value:g}"
+        return (f"RandomErasing(p={self.p:g}, area=({self.area[0]:g}, {self.area[1]:g}), "
+                f"ratio={self.ratio:g}, value={value})")

@@ -43,7 +43,7 @@ def augmentations_for(dataset: str) -> list[str]:
     """The ``--augment`` names that change the images of ``dataset``, in pipeline order."""
     names = [name for name in AUGMENTATIONS
              if not (dataset in DIGIT_DATASETS and name in (*RGB_AUGMENTATIONS, "scale"))]
-    order = ("scale", "crop", "flip", "jitter", "hue-sat", "rgb", "rotate")
+    order = ("scale", "crop", "flip", "jitter", "hue-sat", "rgb", "rotate", "erase")
     return sorted(names, key=order.index)
 
 

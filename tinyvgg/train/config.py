@@ -12,7 +12,7 @@ from .. import backend
 from ..io.checkpoint import CheckpointError
 
 DIGIT_DATASETS = ("mnist", "fashion-mnist")
-AUGMENTATIONS = ("crop", "flip", "jitter", "rgb", "scale", "rotate", "hue-sat")
+AUGMENTATIONS = ("crop", "flip", "jitter", "rgb", "scale", "rotate", "hue-sat", "erase")
 #: augmentations that change colours, which grey images do not have
 RGB_AUGMENTATIONS = ("rgb", "hue-sat")
 SCHEDULES = ("constant", "step", "plateau", "cosine", "warm-restarts")
@@ -171,7 +171,7 @@ class TrainConfig:
 
 def parse_augment(text: str, dataset: str) -> tuple[str, ...]:
     """``auto``, ``none`` or a comma list of crop, flip, jitter, rgb, scale, rotate,
-    hue-sat (the last two and rgb only for RGB images, not for the grey digits)."""
+    hue-sat, erase (hue-sat and rgb only for RGB images, not for the grey digits)."""
     if text == "auto":
         if dataset == "mnist":
             return ("crop",)  # no flips: a mirrored 2 is not a 2

@@ -60,6 +60,9 @@ def input_pipelines(config: TrainConfig, stored_size: int, mean, std):
     if "rotate" in augment:
         # after the colour changes, so the corners it brings in stay exactly black
         train.append(T.RandomRotation(config.rotate_degrees, fill=0.0))
+    if "erase" in augment:
+        # last, so nothing moves or recolours the noise it paints
+        train.append(T.RandomErasing())
     train.append(T.Normalize(mean, std))
     evaluate.append(T.Normalize(mean, std))
     return T.Compose(train), T.Compose(evaluate)
