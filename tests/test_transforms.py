@@ -382,7 +382,10 @@ def test_crops_and_flips_on_any_shape(n, channels, height, width, padding, seed)
     (lambda: RandomErasing(area=(0.1, 2)), ValueError, r"RandomErasing: area must be in \[0, 1\]"),
     (lambda: RandomErasing(ratio=0), ValueError, r"RandomErasing: ratio must be in \(0, 1\]"),
     (lambda: RandomErasing(ratio=3.3), ValueError, r"RandomErasing: ratio must be in \[0, 1\]"),
-    (lambda: RandomErasing(value="noise"), TypeError, "RandomErasing: value must be a number"),
+    (lambda: RandomErasing(value="noise"), ValueError,
+     r"RandomErasing: value must be 'random' \(uniform noise\) or a number in \[0, 1\], "
+     "got 'noise'"),
+    (lambda: RandomErasing(value=None), TypeError, "RandomErasing: value must be a number"),
     (lambda: RandomErasing(value=1.5), ValueError, r"RandomErasing: value must be in \[0, 1\]"),
 ])
 def test_transform_arguments_are_checked(make, error, fragment):

@@ -761,8 +761,10 @@ class RandomErasing:
         self.ratio = _real(owner, "ratio", ratio, 0.0, 1.0)
         if self.ratio == 0:
             raise ValueError(f"{owner}: ratio must be in (0, 1], got 0.0")
-        self.value = value if isinstance(value, str) and value == "random" else \
-            _real(owner, "value", value, 0.0, 1.0)
+        if isinstance(value, str) and value != "random":
+            raise ValueError(f"{owner}: value must be 'random' (uniform noise) or a number in "
+                             f"[0, 1], got {value!r}")
+        self.value = value if isinstance(value, str) else _real(owner, "value", value, 0.0, 1.0)
 
     def rectangles(self, n: int, rows: int, cols: int, rng):
         """(top, left, height, width) of the rectangles of n images of rows x cols pixels;
