@@ -524,18 +524,22 @@ def rotate(batch, angles, fill: float = 0.0) -> np.ndarray:
     return (1 - fy) * top + fy * bottom
 
 
+def _ordered_pair(owner: str, arg: str, pair, minimum: float, maximum: float):
+    """A (low, high) pair of numbers in [minimum, maximum] with low <= high."""
+    low = _real(owner, arg, pair[0], minimum, maximum)
+    high = _real(owner, arg, pair[1], minimum, maximum)
+    if low > high:
+        raise ValueError(f"{owner}: {arg} (low, high) needs low <= high, got {pair!r}")
+    return low, high
+
+
 def _angle_range(owner: str, degrees) -> tuple[float, float]:
     """``degrees`` as (low, high): a number d is (-d, d)."""
     if isinstance(degrees, (tuple, list)):
         if len(degrees) != 2:
             raise ValueError(f"{owner}: degrees must be a number d (angles in [-d, d]) or a "
                              f"(low, high) pair, got {degrees!r}")
-        low = _real(owner, "degrees", degrees[0], -360.0, 360.0)
-        high = _real(owner, "degrees", degrees[1], -360.0, 360.0)
-        if low > high:
-            raise ValueError(f"{owner}: degrees (low, high) needs low <= high, "
-                             f"got {degrees!r}")
-        return low, high
+        return _ordered_pair(owner, "degrees", degrees, -360.0, 360.0)
     high = _real(owner, "degrees", degrees, 0.0, 360.0)
     return -high, high
 
@@ -754,10 +758,7 @@ class RandomErasing:
         if not isinstance(area, (tuple, list)) or len(area) != 2:
             raise ValueError(f"{owner}: area must be a (low, high) pair of fractions of the "
                              f"image, got {area!r}")
-        self.area = (_real(owner, "area", area[0], 0.0, 1.0),
-                     _real(owner, "area", area[1], 0.0, 1.0))
-        if self.area[0] > self.area[1]:
-            raise ValueError(f"{owner}: area (low, high) needs low <= high, got {area!r}")
+        self.area = _ordered_pair(owner, "area", area, 0.0, 1.0)
         self.ratio = _real(owner, "ratio", ratio, 0.0, 1.0)
         if self.ratio == 0:
             raise ValueError(f"{owner}: ratio must be in (0, 1], got 0.0")
@@ -783,7 +784,7 @@ class RandomErasing:
         rng = _generator("RandomErasing", rng)
         n, _, rows, cols = batch.shape
         top, left, height, width = self.rectangles(n, rows, cols, rng)
-        value = rng.random(batch.shape, dtype=np.float64).astype(batch.dtype) \
+        value = rng.random(batch.shape).astype(batch.dtype) \
             if self.value == "random" else self.value
         return erase(batch, top, left, height, width, value)
 
