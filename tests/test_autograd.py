@@ -1,4 +1,7 @@
 """The autograd core: graph walks, accumulation, freeing, no_grad and Tensor basics."""
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
@@ -8,6 +11,7 @@ from tinyvgg import functional as F
 from tinyvgg.tools.gradcheck import kink_free
 from tinyvgg.ops.conv import Conv1x1, Conv3x3
 from tinyvgg.ops.linear import Linear
+from tinyvgg.tensor import Function
 
 
 class RecordingConv(Conv3x3):
@@ -150,6 +154,61 @@ def test_second_backward_after_freeing_raises_a_clear_error():
     loss.backward()
     with pytest.raises(RuntimeError, match=r"(?s)freed.*retain_graph=True"):
         loss.backward()
+
+
+class Watch(Function):
+    """The identity, whose backward notes which watched objects are still alive."""
+    watched, alive = [], []
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.copy()
+
+    @staticmethod
+    def backward(ctx, g):
+        gc.collect()
+        Watch.alive.append([ref() is not None for ref in Watch.watched])
+        return (g,)
+
+
+def test_activations_are_freed_once_backward_is_past_them():
+    """An intermediate tensor and its array live until backward has run through the op
+    that used them, not until the whole pass ends, even though loss (and so its graph)
+    is still held: as in PyTorch, the graph does not keep activations alive."""
+    x = leaf(randn(0, (2, 3, 4, 4)))
+    w = leaf(randn(1, (3, 3, 3, 3)))
+    a = Watch.apply(x)
+    b = F.relu(F.conv3x3(a, w))      # b's array is also what relu saved
+    loss = (b * 3.0).sum()
+    Watch.watched, Watch.alive = [weakref.ref(b), weakref.ref(b.data)], []
+    del b
+    loss.backward()
+    assert Watch.alive == [[False, False]]
+    assert a.grad is None and x.grad is not None
+    gc.collect()
+    assert loss.creator.inputs == ()   # what backward let go of, with loss still held
+
+
+def test_a_second_backward_raises_before_any_gradient_is_added():
+    """The freed graph is found before the walk starts, so no leaf's .grad is left
+    half-accumulated by the ops reached before a freed one."""
+    class Pair(Function):           # a + b, whose backward reads nothing saved
+        @staticmethod
+        def forward(ctx, a, b):
+            return a + b
+
+        @staticmethod
+        def backward(ctx, g):
+            return g, g
+
+    w, v = leaf(randn(0, ())), leaf(randn(1, (3,)))
+    loss = Pair.apply(w, (v * v).sum())   # the walk reaches w before the sum
+    loss.backward()
+    first_w, first_v = w.grad.copy(), v.grad.copy()
+    with pytest.raises(RuntimeError, match=r"(?s)freed.*retain_graph=True"):
+        loss.backward()
+    np.testing.assert_array_equal(w.grad, first_w)
+    np.testing.assert_array_equal(v.grad, first_v)
 
 
 def test_saved_arrays_are_released_after_backward():

@@ -108,12 +108,16 @@ class Context:
         saved = self.__dict__.get("_saved", {})
         if name in saved:
             return saved[name]
+        self.check_not_freed()
+        raise AttributeError(f"{self.op_name}: nothing named {name!r} was saved for backward")
+
+    def check_not_freed(self) -> None:
+        """Raise if an earlier backward() has run through this op and let go of it."""
         if self.__dict__.get("_freed"):
             raise RuntimeError(
                 f"{self.op_name}: the values saved for backward were freed by an earlier "
                 "backward(); pass retain_graph=True to the first backward() to run backward "
                 "through this graph again")
-        raise AttributeError(f"{self.op_name}: nothing named {name!r} was saved for backward")
 
     @property
     def saved_arrays(self) -> list:
@@ -292,7 +296,8 @@ class Tensor:
         ``grad`` defaults to 1 for a one-element tensor; any other tensor must
         be given the gradient of some scalar with respect to it. Unless
         ``retain_graph`` is set, the arrays ops saved for backward are freed
-        as soon as they have been used.
+        as soon as they have been used, and each op lets go of its input tensors,
+        so an activation nothing else holds is freed once backward is past it.
         """
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require grad: no input of "
@@ -313,9 +318,17 @@ class Tensor:
                                  f"but the tensor has shape {self.shape}")
             grad = grad.astype(self.dtype, copy=False)
 
+        order = topological_order(self)
+        for tensor in order:  # before any gradient is added up: no .grad half-accumulated
+            if tensor.creator is not None:
+                tensor.creator.ctx.check_not_freed()
         grads = {id(self): grad}
         profiler = active_profiler()
-        for tensor in reversed(topological_order(self)):
+        while order:
+            # popped, and each node's inputs dropped once its backward has run, so that
+            # an activation is freed as soon as the backward pass is past it (unless
+            # something else holds its tensor), not when the whole pass ends
+            tensor = order.pop()
             g = grads.pop(id(tensor), None)
             if g is None:
                 continue
@@ -335,12 +348,14 @@ class Tensor:
                     input_grads = backward(node.ctx, g)
                 else:  # a profiler is recording: it times this node's backward
                     input_grads = profiler.backward(backward, node, g)
-            if not retain_graph:
-                node.ctx.free()
             for inp, ig in zip(node.inputs, input_grads):
                 if ig is None or not isinstance(inp, Tensor) or not inp.requires_grad:
                     continue
                 grads[id(inp)] = ig if id(inp) not in grads else grads[id(inp)] + ig
+            if not retain_graph:
+                node.ctx.free()
+                node.inputs = ()
+            del input_grads  # the gradients now live in grads alone
 
     # --- a little arithmetic, so losses and penalties can be written naturally
     def __add__(self, other):

@@ -231,7 +231,7 @@ def run(out: Path, seed: int = 0, device: str = "cpu", log=print) -> dict:
         f"= {peak_step / max(saved, 1):.2f}x the saved total, "
         f"{peak_step / max(table.training_bytes, 1):.2f}x the summary's training estimate")
     log(f"  held after backward:            {held_after / MIB:8.2f} MiB  (the weight "
-        "gradients, and the layer outputs the graph in `loss` holds until it is dropped)")
+        "gradients: backward let go of every layer output as it went past)")
     log("")
     log("Why the measured memory is larger than the summary's estimate:")
     if device == "cpu":
