@@ -70,3 +70,51 @@ def test_bench_refuses_unknown_implementations(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--implementations", "im2col,fft"])
     assert "unknown implementation fft" in capsys.readouterr().err
+
+
+class _FakeCupy:
+    """Just enough of CuPy for gpu_peak_bytes_in_use: a pool already holding 1000 bytes,
+    and memory hooks that the pool's allocations and frees are reported to."""
+
+    def __init__(self):
+        self.hooks = []
+        fake = self
+
+        class MemoryHook:
+            def __enter__(self):
+                fake.hooks.append(self)
+                return self
+
+            def __exit__(self, *exc):
+                fake.hooks.remove(self)
+
+        pool = type("Pool", (), {"used_bytes": lambda self: 1000})()
+        device = type("Device", (), {"synchronize": lambda self: None})
+        self.cuda = type("cuda", (), {"MemoryHook": MemoryHook, "Device": device})
+        self.get_default_memory_pool = lambda: pool
+
+    def malloc(self, size):
+        for hook in self.hooks:
+            hook.malloc_postprocess(device_id=0, size=size, mem_size=size, mem_ptr=1,
+                                    pmem_id=1)
+
+    def free(self, size):
+        for hook in self.hooks:
+            hook.free_postprocess(device_id=0, mem_size=size, mem_ptr=1, pmem_id=1)
+
+
+def test_gpu_peak_bytes_in_use_follows_every_allocation(monkeypatch):
+    from tinyvgg import backend
+    from tinyvgg.bench import step as step_module
+    cupy = _FakeCupy()
+    monkeypatch.setattr(backend, "cupy_module", lambda: cupy)
+
+    def step():   # the peak is inside the step: what is in use at its end is less
+        cupy.malloc(512)
+        cupy.malloc(256)
+        cupy.free(512)
+        cupy.malloc(128)
+        cupy.free(256)
+
+    assert step_module.gpu_peak_bytes_in_use(step) == 1000 + 512 + 256
+    assert cupy.hooks == []   # the hook is removed after the step

@@ -149,9 +149,10 @@ def _made_up_kernels_of_step(setting):
 def _made_up_step(setting, tinyvgg_ms):
     return dict(model="VGG-16 (torchvision)", batch=64, input="3x224x224", flops=6e12,
                 kernels=_made_up_kernels_of_step(setting), tinyvgg_ms=tinyvgg_ms,
-                tinyvgg_pool_bytes=2 ** 33, torch_strict_ms=100.0,
-                torch_strict_peak_bytes=2 ** 33, torch_tf32_ms=40.0,
-                torch_tf32_peak_bytes=2 ** 33)
+                tinyvgg_pool_bytes=9 * 2 ** 30, tinyvgg_peak_bytes=7 * 2 ** 30,
+                torch_strict_ms=100.0, torch_strict_peak_bytes=6 * 2 ** 30,
+                torch_strict_reserved_bytes=13 * 2 ** 29, torch_tf32_ms=40.0,
+                torch_tf32_peak_bytes=5 * 2 ** 30, torch_tf32_reserved_bytes=11 * 2 ** 29)
 
 
 def made_up_report():
@@ -373,6 +374,30 @@ def test_each_step_is_compared_with_pytorch_in_its_precisions_mode(made_up):
     assert float(tf32["ratio"]) == pytest.approx(40.0 / 240.0, abs=0.005)
     assert "Ratio against PyTorch TF32, the mode of these kernels' precision: 0.17." in text
     assert "(naive and reduce kernels: a third of the runs)" in text
+
+
+def test_step_memory_is_compared_like_for_like(made_up):
+    """Peak in use against max_memory_allocated, the allocator's hold against
+    max_memory_reserved, each in its own column."""
+    lines = bench_gpu.markdown(made_up).splitlines()
+    start = lines.index("| | ms / step | images / s | TFLOP/s | GPU memory, peak in use | "
+                        "GPU memory, held by the allocator |")
+    header = _cells(lines[start])
+    rows = {row[""]: row for row in (dict(zip(header, _cells(line)))
+                                     for line in lines[start + 2:start + 5])}
+    memory = {who: (row["GPU memory, peak in use"], row["GPU memory, held by the allocator"])
+              for who, row in rows.items()}
+    assert memory == {"tinyvgg": ("7.0 GiB", "9.0 GiB"),
+                      "PyTorch strict FP32": ("6.0 GiB", "6.5 GiB"),
+                      "PyTorch TF32": ("5.0 GiB", "5.5 GiB")}
+
+
+def test_a_report_from_before_the_peak_in_use_shows_a_dash():
+    step = _made_up_step({}, 200.0)
+    del step["tinyvgg_peak_bytes"], step["torch_strict_reserved_bytes"]
+    text = bench_gpu.markdown(dict(made_up_report(), steps=[step]))
+    assert "| tinyvgg | 200.0 | 320.0 | 30.00 | - | 9.0 GiB |" in text
+    assert "| PyTorch strict FP32 | 100.0 | 640.0 | 60.00 | 6.0 GiB | - |" in text
 
 
 def test_plots_of_every_rung_are_pngs(made_up, tmp_path):

@@ -126,6 +126,21 @@ def test_odd_and_large_channel_shapes(shape):
 
 
 @pytest.mark.real_gpu
+def test_gpu_peak_bytes_in_use_sees_an_array_freed_inside_the_step():
+    import cupy
+    from tinyvgg.bench.step import gpu_peak_bytes_in_use
+    before = cupy.get_default_memory_pool().used_bytes()
+
+    def step():
+        big = cupy.ones(2 ** 24, dtype=cupy.float32)     # 64 MiB, freed before the next
+        del big
+        small = cupy.ones(2 ** 22, dtype=cupy.float32)   # 16 MiB
+        del small
+
+    assert gpu_peak_bytes_in_use(step) == before + 2 ** 26
+
+
+@pytest.mark.real_gpu
 def test_a_kernel_compile_error_names_the_file_and_line(tmp_path, monkeypatch):
     from tinyvgg import cuda
     (tmp_path / "broken.cu").write_text(

@@ -448,20 +448,26 @@ def _steps_markdown(steps) -> list[str]:
         lines += ["", f"### VGG-16 training step, 224x224, batch {step['batch']}, "
                       f"{PRECISION_NAMES[precision]}", "",
                   f"Our kernels: {_step_kernels(step)}.",
-                  "", "| | ms / step | images / s | TFLOP/s | GPU memory |",
-                  "|---|---|---|---|---|"]
-        memory = {"tinyvgg": step.get("tinyvgg_pool_bytes"),
-                  "torch_strict": step.get("torch_strict_peak_bytes"),
-                  "torch_tf32": step.get("torch_tf32_peak_bytes")}
+                  "", "| | ms / step | images / s | TFLOP/s | GPU memory, peak in use | "
+                      "GPU memory, held by the allocator |",
+                  "|---|---|---|---|---|---|"]
+        held = {"tinyvgg": step.get("tinyvgg_pool_bytes"),
+                "torch_strict": step.get("torch_strict_reserved_bytes"),
+                "torch_tf32": step.get("torch_tf32_reserved_bytes")}
         for who, key in (("tinyvgg", "tinyvgg"), ("PyTorch strict FP32", "torch_strict"),
                          ("PyTorch TF32", "torch_tf32")):
             ms = step.get(f"{key}_ms")
             if ms:
                 lines.append(f"| {who} | {ms:.1f} | {step['batch'] / ms * 1e3:.1f} | "
-                             f"{step['flops'] / ms / 1e9:.2f} | {_gib(memory[key])} |")
-        lines += ["", "GPU memory: for tinyvgg, what CuPy's memory pool holds after the timed "
-                      "steps (its peak, as the pool keeps freed blocks); for PyTorch, "
-                      "torch.cuda.max_memory_allocated().",
+                             f"{step['flops'] / ms / 1e9:.2f} | "
+                             f"{_gib(step.get(f'{key}_peak_bytes'))} | {_gib(held[key])} |")
+        lines += ["", "GPU memory, peak in use: the most that live arrays held at once (ours "
+                      "followed with a CuPy memory hook over one more step; PyTorch's "
+                      "torch.cuda.max_memory_allocated()). Held by the allocator: the peak "
+                      "of what each caching allocator kept from the GPU, freed blocks "
+                      "included (CuPy's pool total_bytes() after the timed steps; "
+                      "torch.cuda.max_memory_reserved()). Reports from before both were "
+                      "measured show one of them.",
                   "", f"Ratio against PyTorch {PRECISION_NAMES[mode]}, the mode of these "
                       f"kernels' precision: "
                       f"{fmt(ratio(step['tinyvgg_ms'], step.get(f'torch_{mode}_ms')), '.2f')}."]

@@ -153,8 +153,9 @@ def bench_training_step(warmup, repeats, head="compact", batch=BATCH, size=32, n
 
     CPU: one time per conv3x3 implementation of ``implementations``, in seconds, and with
     ``memory`` each one's peak resident memory from a fresh process. GPU: the kernels
-    selected now (``implementations`` is not used), in ms, with the GPU memory CuPy's pool
-    holds for ours and PyTorch's peak in each of its modes."""
+    selected now (``implementations`` is not used), in ms, with each framework's GPU memory
+    measured both ways: the peak in use by live arrays (ours: ``gpu_peak_bytes_in_use``),
+    and what its allocator holds (CuPy's pool, PyTorch's caching allocator)."""
     torch = torch_for(device, torch)
     options = dict(head=head, batch=batch, size=size, num_classes=num_classes, lr=lr,
                    momentum=momentum, device=device, torch=torch)
@@ -188,6 +189,39 @@ def _cpu_step(warmup, repeats, implementations, memory, flops, options) -> dict:
     return result
 
 
+# --- GPU memory of a step: peak in use, and what the allocator holds ------------------------
+
+def gpu_peak_bytes_in_use(step) -> int:
+    """The most GPU memory that live CuPy arrays held at once while ``step()`` ran: the
+    bytes CuPy's memory pool has handed out and not taken back, followed allocation by
+    allocation with a memory hook (CuPy's counterpart of
+    torch.cuda.max_memory_allocated). The pool's total_bytes() is the other measure, the
+    counterpart of torch.cuda.max_memory_reserved: it also counts the freed blocks the
+    pool keeps for reuse."""
+    cupy = backend.cupy_module()
+    pool = cupy.get_default_memory_pool()
+
+    class PeakInUse(cupy.cuda.MemoryHook):
+        name = "tinyvgg_peak_bytes_in_use"
+
+        def __init__(self):
+            super().__init__()
+            self.in_use = self.peak = pool.used_bytes()
+
+        def malloc_postprocess(self, **allocation):
+            self.in_use += allocation["mem_size"]
+            self.peak = max(self.peak, self.in_use)
+
+        def free_postprocess(self, **allocation):
+            self.in_use -= allocation["mem_size"]
+
+    cupy.cuda.Device().synchronize()
+    with PeakInUse() as hook:
+        step()
+        cupy.cuda.Device().synchronize()
+    return hook.peak
+
+
 def _gpu_step(warmup, repeats, flops, options) -> dict:
     batch, size, torch = options["batch"], options["size"], options["torch"]
     cupy = backend.cupy_module()
@@ -203,6 +237,7 @@ def _gpu_step(warmup, repeats, flops, options) -> dict:
                             gemm=choices.selected("gemm_kernel")),
                tinyvgg_ms=1e3 * median_seconds(ours, warmup, repeats, clock("cuda")),
                tinyvgg_pool_bytes=pool.total_bytes())
+    row["tinyvgg_peak_bytes"] = gpu_peak_bytes_in_use(ours)  # one more step, untimed
     # the closure holds the model: drop it so that the pool can give its memory back
     ours = None
     pool.free_all_blocks()
@@ -210,10 +245,12 @@ def _gpu_step(warmup, repeats, flops, options) -> dict:
         theirs = _training_step("torch", **options)
         for mode in TORCH_MODES:
             set_torch_mode(torch, mode)
+            torch.cuda.empty_cache()   # as our pool is emptied: each mode's own reserve
             torch.cuda.reset_peak_memory_stats()
             row[f"torch_{mode}_ms"] = 1e3 * median_seconds(theirs, warmup, repeats,
                                                            clock("cuda", torch))
             row[f"torch_{mode}_peak_bytes"] = torch.cuda.max_memory_allocated()
+            row[f"torch_{mode}_reserved_bytes"] = torch.cuda.max_memory_reserved()
     return row
 
 
