@@ -405,6 +405,45 @@ def test_linear_with_a_zero_size_axis_equals_the_cpu_path(x_shape, w_shape):
         assert_close(ours, expected, rtol=RTOL[np.dtype(np.float64)])
 
 
+@pytest.mark.parametrize("images_per_chunk", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd4x4_in_chunks_of_images_equals_the_cpu_path(images_per_chunk, dtype, select,
+                                                             monkeypatch):
+    """A workspace bound of one or two images' transformed tiles splits a batch of 3
+    into chunks (the last one short): forward, the masked gradients and the weight
+    gradient summed over the chunks are still the CPU's."""
+    select(conv.use_conv3x3_kernel, conv.conv3x3_kernel, "winograd4x4")
+    select(conv.use_conv3x3_wgrad_kernel, conv.conv3x3_wgrad_kernel, "winograd4x4")
+    x, w, b, g = conv_inputs(LADDER_SHAPES["5to7-12x16"], dtype, seed=11)
+    per_image = 36 * 3 * 4 * (x.shape[1] + w.shape[0]) * np.dtype(dtype).itemsize
+    monkeypatch.setattr(conv, "WINOGRAD_WORKSPACE_BYTES", images_per_chunk * per_image + 7)
+    chunks = conv.winograd4x4_image_chunks(x.shape, x.shape[1] + w.shape[0],
+                                           np.dtype(dtype).itemsize)
+    assert [c.stop - c.start for c in chunks] == [images_per_chunk] * (3 // images_per_chunk) \
+        + [1] * (images_per_chunk == 2)
+
+    def on(device):
+        tensors = [tv.tensor(a, requires_grad=True, device=device) for a in (x, w, b)]
+        y = F.conv3x3_relu(*tensors)
+        y.backward(tv.tensor(g, device=device))
+        return [y.numpy()] + [tv.backend.to_numpy(t.grad) for t in tensors]
+    for ours, theirs in zip(on("cuda"), on("cpu")):   # y, dx, dw, db
+        assert_close(ours, theirs, rtol=RTOL[np.dtype(dtype)])
+
+
+def test_winograd4x4_chunks_cover_the_batch_within_the_bound():
+    itemsize, channels = 4, 64 + 64
+    per_image = 36 * 56 * 56 * channels * itemsize    # a 224x224 layer of 64 channels
+    most = conv.WINOGRAD_WORKSPACE_BYTES // per_image
+    chunks = conv.winograd4x4_image_chunks((64, 64, 224, 224), channels, itemsize)
+    assert 1 < most < 64
+    assert chunks == [slice(n, min(n + most, 64)) for n in range(0, 64, most)]
+    # an image larger than the bound is a chunk of its own; an empty batch has no chunks
+    assert conv.winograd4x4_image_chunks((2, 1, 4096, 4096), 2, 4) == [slice(0, 1),
+                                                                        slice(1, 2)]
+    assert conv.winograd4x4_image_chunks((0, 3, 8, 8), 7, 4) == []
+
+
 @pytest.mark.parametrize("forward, weight_grad", [("tile128", "tile128"),
                                                   ("winograd4x4", "winograd4x4"),
                                                   ("tile128", "implicit-gemm"),

@@ -93,6 +93,11 @@ MAX_GRID_Z = 65535      # CUDA's limit on gridDim.z
 # so that about this many blocks run, but give each split at least WGRAD_MIN_COLUMNS pixels.
 WGRAD_TARGET_BLOCKS = 512
 WGRAD_MIN_COLUMNS = 256
+# Winograd's transformed tiles are 2.25x the input (V) plus 2.25x the output (M, or dM):
+# 3.7 GB for VGG-16's 224x224 layers of 64 channels at batch 64, were the whole batch
+# transformed at once. They are made for chunks of images within this many bytes, each
+# chunk's 36 products still tens of thousands of rows (enough blocks for any GPU).
+WINOGRAD_WORKSPACE_BYTES = 2**29
 
 
 #: the rungs, selected like every kernel choice (tinyvgg.choices): use_conv3x3_kernel(name),
@@ -282,34 +287,56 @@ def winograd4x4_matrices_cuda(dtype):
 
 
 def _winograd4x4_plan(x):
-    """(BT, G, AT, tile rows, tile columns, tiles T of the batch) of F(4x4, 3x3) for x."""
-    N, _, H, W = x.shape
+    """(BT, G, AT, tile rows, tile columns) of F(4x4, 3x3) for x."""
+    return (*winograd4x4_matrices_cuda(x.dtype), *winograd4x4_tiles(x.shape[2:]))
+
+
+def winograd4x4_image_chunks(shape, channels: int, itemsize: int) -> list:
+    """The slices of images that F(4x4, 3x3) transforms and multiplies at a time, for an
+    input of ``shape`` (N, C, H, W) whose transformed tiles hold ``channels`` values each
+    (Cin + Cout): as many images as keep V and M (or dM) within WINOGRAD_WORKSPACE_BYTES,
+    at least one."""
+    N, _, H, W = shape
     th, tw = winograd4x4_tiles((H, W))
-    return (*winograd4x4_matrices_cuda(x.dtype), th, tw, N * th * tw)
+    per_image = 36 * th * tw * channels * itemsize
+    images = max(1, min(N, WINOGRAD_WORKSPACE_BYTES // max(per_image, 1)))
+    return [slice(n, min(n + images, N)) for n in range(0, N, images)]
+
+
+def _images(array, images: slice):
+    """array[images] for an optional array (a mask)."""
+    return None if array is None else array[images]
 
 
 def _conv3x3_winograd4x4_cuda(x, weight, bias, has_bias, y, relu=False, mask=None):
     """conv3x3 by Winograd F(4x4, 3x3) into y (ladder step 6 of kernels/conv3x3.cu): V,
     the transformed 6x6 input tiles (36, T, Cin), and U, the transformed kernels (36,
     Cin, Cout), meet in 36 products M[xi] = V[xi] @ U[xi], one batched warptile launch; the output
-    transform turns M into y and adds the bias."""
+    transform turns M into y and adds the bias. U is made once; V, the products and the
+    output transform run per chunk of images (winograd4x4_image_chunks)."""
     N, C_in, H, W = x.shape
     C_out = weight.shape[0]
-    BT, G, AT, th, tw, T = _winograd4x4_plan(x)
-    V = cuda.empty((36, T, C_in), x.dtype)
+    x, mask = cuda.contiguous(x), _contiguous_or_none(mask)
+    BT, G, AT, th, tw = _winograd4x4_plan(x)
     U = cuda.empty((36, C_in, C_out), x.dtype)
-    M = cuda.empty((36, T, C_out), x.dtype)
     if C_in:
-        cuda.launch_elementwise("conv3x3", "winograd4x4_input_transform", x.dtype, T * C_in,
-                                x, _contiguous_or_none(mask), BT, V, C_in, H, W, th, tw,
-                                C_in, 1)
         cuda.launch_elementwise("conv3x3", "winograd4x4_kernel_transform", x.dtype,
                                 C_in * C_out, weight, G, U, C_in, C_out)
-        gemm_batched_gpu(V, U, out=M)   # the 36 products in one launch
-    else:  # no input channels: every product is zero and y is the bias
-        M.fill(0)
-    cuda.launch_elementwise("conv3x3", "winograd4x4_output_transform", x.dtype, T * C_out,
-                            M, AT, bias, y, C_out, H, W, th, tw, has_bias, int(relu))
+    for images in winograd4x4_image_chunks(x.shape, C_in + C_out, x.dtype.itemsize):
+        T = (images.stop - images.start) * th * tw
+        V = cuda.empty((36, T, C_in), x.dtype)
+        M = cuda.empty((36, T, C_out), x.dtype)
+        if C_in:
+            cuda.launch_elementwise("conv3x3", "winograd4x4_input_transform", x.dtype,
+                                    T * C_in, x[images], _images(mask, images), BT, V, C_in,
+                                    H, W, th, tw, C_in, 1)
+            gemm_batched_gpu(V, U, out=M)   # the 36 products in one launch
+        else:  # no input channels: every product is zero and y is the bias
+            M.fill(0)
+        cuda.launch_elementwise("conv3x3", "winograd4x4_output_transform", x.dtype,
+                                T * C_out, M, AT, bias, y[images], C_out, H, W, th, tw,
+                                has_bias, int(relu))
+        V = M = None   # freed before the next chunk's are made
     return y
 
 
@@ -403,18 +430,33 @@ def _conv3x3_weight_grad_winograd4x4_cuda(x, g, mask, dw):
     """dL/dw into dw by F(4x4, 3x3)'s stages transposed (weight-gradient step 3 of
     kernels/conv3x3.cu): V[xi, ci, tile] from x, dM[xi, co, tile] from g, their 36
     products dM[xi] @ V[xi]^T summed over the tiles by one batched warptile launch (split
-    along the tiles, the splits added in order), then dw = G^T dU G."""
+    along the tiles, the splits added in order), then dw = G^T dU G. V and dM are made
+    per chunk of images (winograd4x4_image_chunks), the chunks' dU added in order."""
     N, C_in, H, W = x.shape
     C_out = g.shape[1]
-    BT, G, AT, th, tw, T = _winograd4x4_plan(x)
-    V = cuda.empty((36, C_in, T), x.dtype)
-    dM = cuda.empty((36, C_out, T), x.dtype)
-    cuda.launch_elementwise("conv3x3", "winograd4x4_input_transform", x.dtype, T * C_in,
-                            x, None, BT, V, C_in, H, W, th, tw, 1, T)
-    cuda.launch_elementwise("conv3x3", "winograd4x4_output_adjoint", x.dtype, T * C_out,
-                            g, _contiguous_or_none(mask), AT, dM, C_out, H, W, th, tw)
-    # dU[xi] transposed: the 36 products over the tiles in one launch, split along the tiles
-    dU_t = gemm_batched_gpu(dM, V, trans_b=True)
+    mask = _contiguous_or_none(mask)
+    BT, G, AT, th, tw = _winograd4x4_plan(x)
+    dU_t = None
+    for images in winograd4x4_image_chunks(x.shape, C_in + C_out, x.dtype.itemsize):
+        T = (images.stop - images.start) * th * tw
+        V = cuda.empty((36, C_in, T), x.dtype)
+        dM = cuda.empty((36, C_out, T), x.dtype)
+        cuda.launch_elementwise("conv3x3", "winograd4x4_input_transform", x.dtype, T * C_in,
+                                x[images], None, BT, V, C_in, H, W, th, tw, 1, T)
+        cuda.launch_elementwise("conv3x3", "winograd4x4_output_adjoint", x.dtype,
+                                T * C_out, g[images], _images(mask, images), AT, dM, C_out, H,
+                                W, th, tw)
+        # dU[xi] transposed: the 36 products over the chunk's tiles in one launch, split
+        # along the tiles; the chunks' sums added in order (no atomics: deterministic)
+        part = gemm_batched_gpu(dM, V, trans_b=True)
+        if dU_t is None:
+            dU_t = part
+        else:
+            dU_t += part
+        V = dM = part = None   # freed before the next chunk's are made
+    if dU_t is None:   # no images: no products, a zero gradient
+        dU_t = cuda.empty((36, C_out, C_in), x.dtype)
+        dU_t.fill(0)
     cuda.launch_elementwise("conv3x3", "winograd4x4_kernel_adjoint", x.dtype, C_out * C_in,
                             dU_t, G, dw)
     return dw
