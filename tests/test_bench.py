@@ -118,3 +118,26 @@ def test_gpu_peak_bytes_in_use_follows_every_allocation(monkeypatch):
 
     assert step_module.gpu_peak_bytes_in_use(step) == 1000 + 512 + 256
     assert cupy.hooks == []   # the hook is removed after the step
+
+
+def test_gpu_memory_on_host_counts_the_step_as_the_gpu_would_allocate_it(capsys, tmp_path):
+    """Held between steps: weights, velocities and gradients (3x the parameters) and the
+    batch; in use during a step: that and every layer output backward still needs."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import gpu_memory_on_host
+    from tinyvgg.tools.summary import vgg_summary
+
+    table = vgg_summary("D", (2, 3, 32, 32), head="compact", num_classes=10)
+    memory = gpu_memory_on_host.main(["--batch", "2", "--size", "32", "--head", "compact",
+                                      "--classes", "10", "--out", str(tmp_path / "memory")])
+    batch_bytes = 2 * 3 * 32 * 32 * 4
+    assert memory["held"] == pytest.approx(3 * 4 * table.params + batch_bytes, rel=0.02)
+    assert memory["peak"] > memory["held"] + table.activation_bytes / 2
+    assert "peak in use during a step" in capsys.readouterr().out
+    recorded = json.loads((tmp_path / "memory.json").read_text())
+    assert (recorded["held_bytes"], recorded["peak_bytes"]) == (memory["held"], memory["peak"])
+    assert "--batch 2 --size 32" in (tmp_path / "memory.md").read_text()
+    with pytest.raises(SystemExit):
+        gpu_memory_on_host.main(["conv3x3_kernel"])
