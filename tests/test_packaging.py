@@ -97,8 +97,8 @@ def test_the_test_extra_installs_every_module_the_code_and_the_tests_import():
     from pathlib import Path
 
     root = Path(tinyvgg.__file__).parent
-    local = {p.stem for p in (root.parent / "tests").glob("*.py")} | {
-        "tinyvgg", "host_cuda", "bench_gpu", "bench_cpu", "conftest"}
+    local = {p.stem for folder in ("tests", "benchmarks")
+             for p in (root.parent / folder).glob("*.py")} | {"tinyvgg", "host_cuda"}
     imported = (_imported_modules(root) | _imported_modules(root.parent / "tests")
                 | _imported_modules(root.parent / "notebooks")) - local
     third_party = {m for m in imported if m not in sys.stdlib_module_names} - set(OPTIONAL_MODULES)
