@@ -135,9 +135,34 @@ def test_gpu_memory_on_host_counts_the_step_as_the_gpu_would_allocate_it(capsys,
     batch_bytes = 2 * 3 * 32 * 32 * 4
     assert memory["held"] == pytest.approx(3 * 4 * table.params + batch_bytes, rel=0.02)
     assert memory["peak"] > memory["held"] + table.activation_bytes / 2
-    assert "peak in use during a step" in capsys.readouterr().out
+    assert memory["pool"] >= memory["peak"]
+    assert "held by the pool" in capsys.readouterr().out
     recorded = json.loads((tmp_path / "memory.json").read_text())
-    assert (recorded["held_bytes"], recorded["peak_bytes"]) == (memory["held"], memory["peak"])
+    assert (recorded["held_bytes"], recorded["peak_bytes"], recorded["pool_bytes"]) == (
+        memory["held"], memory["peak"], memory["pool"])
     assert "--batch 2 --size 32" in (tmp_path / "memory.md").read_text()
     with pytest.raises(SystemExit):
         gpu_memory_on_host.main(["conv3x3_kernel"])
+
+
+def test_the_pool_model_splits_merges_and_grows_as_cupys_pool():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from gpu_memory_on_host import PoolModel
+
+    pool = PoolModel()
+    a, b, c = pool.malloc(1000), pool.malloc(3000), pool.malloc(512)
+    assert (pool.total, pool.in_use) == (1024 + 3072 + 512,) * 2   # rounded to 512
+    pool.free(b)
+    d = pool.malloc(1024)            # cut from b's block, 2048 left free
+    assert pool.total == 4608 and d.after is not None and d.after.free
+    pool.free(d)                     # merges back with the rest: one free 3072
+    assert pool.free_sizes == [3072]
+    e = pool.malloc(4096)            # nothing that large is free: a new cudaMalloc
+    assert pool.total == 4608 + 4096
+    assert pool.in_use == pool.peak_in_use == 1024 + 512 + 4096
+    for chunk in (a, c, e):
+        pool.free(chunk)
+    assert pool.in_use == 0 and pool.total == 4608 + 4096   # the pool keeps its blocks
+    assert sorted(pool.free_sizes) == [512, 1024, 3072, 4096]
