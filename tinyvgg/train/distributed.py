@@ -32,7 +32,6 @@ import hashlib
 import os
 import socket
 import sys
-import time
 import traceback
 
 import numpy as np
@@ -44,9 +43,6 @@ from ..data.loader import part_bounds
 MPI_EXTRA = 'python3 -m pip install -e ".[mpi]"'
 #: the default bucket size, as PyTorch DDP's bucket_cap_mb
 BUCKET_MB = 25.0
-#: how long the other ranks leave rank 0 to report ranks started differently and end
-#: the job, before they end it themselves
-ABORT_GRACE_SECONDS = 10
 #: environment variables in which MPI launchers pass the number of ranks
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
 
@@ -278,7 +274,8 @@ def ending_every_rank_on_error(group: Group | None, command: str, codes=()):
     aborts the whole job, so that no rank waits for ever in a sum the failed one will
     never join. ``codes``, pairs (exception class, exit code), are the errors the command
     expects (others exit with 1 and print their traceback too).
-    :class:`RanksDisagree`, found by every rank at once, is printed by rank 0 alone."""
+    :class:`RanksDisagree`, found by every rank at once, is printed by rank 0 alone, and
+    every rank exits with its code without aborting the job."""
     if group is None:
         yield
         return
@@ -290,19 +287,23 @@ def ending_every_rank_on_error(group: Group | None, command: str, codes=()):
         code = next((c for kind, c in codes if isinstance(error, kind)), 1)
         if isinstance(error, KeyboardInterrupt):
             code = 130
-        if group.rank == 0 or not isinstance(error, RanksDisagree):
-            message = str(error).removeprefix("train: ") or type(error).__name__
-            usage = isinstance(error, (KeyboardInterrupt, RanksDisagree,
-                                       *(kind for kind, _ in codes)))
-            if not usage:  # not one the command expects: its kind and where it arose
-                message = f"{type(error).__name__}: {message}"
-            print(f"{command}: rank {group.rank} of {group.size}: {message}",
-                  file=sys.stderr, flush=True)
-            if not usage:
-                traceback.print_exception(error, file=sys.stderr)
-            sys.stderr.flush()
-        else:  # rank 0 says what differs and ends the job; an abort here could come first
-            time.sleep(ABORT_GRACE_SECONDS)
+        if isinstance(error, RanksDisagree):
+            # every rank found it at once, so none waits in a sum: each ends normally, rank
+            # 0 having said what differs, and the launcher forwards the whole message (an
+            # abort can end the job before a loaded machine has passed it on)
+            if group.rank == 0:
+                print(f"{command}: rank 0 of {group.size}: "
+                      f"{str(error).removeprefix('train: ')}", file=sys.stderr, flush=True)
+            raise SystemExit(code) from None
+        message = str(error).removeprefix("train: ") or type(error).__name__
+        usage = isinstance(error, (KeyboardInterrupt, *(kind for kind, _ in codes)))
+        if not usage:  # not one the command expects: its kind and where it arose
+            message = f"{type(error).__name__}: {message}"
+        print(f"{command}: rank {group.rank} of {group.size}: {message}",
+              file=sys.stderr, flush=True)
+        if not usage:
+            traceback.print_exception(error, file=sys.stderr)
+        sys.stderr.flush()
         group.abort(code)
 
 
