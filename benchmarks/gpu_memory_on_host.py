@@ -99,22 +99,22 @@ class PoolModel:
 
     def free(self, chunk: Chunk) -> None:
         self.in_use -= chunk.size
-        after = chunk.after
-        if after is not None and after.free:        # merge with the next piece
-            self._take_free(after)
-            chunk.size += after.size
-            chunk.after = after.after
-            if after.after is not None:
-                after.after.before = chunk
-        before = chunk.before
-        if before is not None and before.free:      # and with the one before
-            self._take_free(before)
-            before.size += chunk.size
-            before.after = chunk.after
-            if chunk.after is not None:
-                chunk.after.before = before
-            chunk = before
+        if chunk.after is not None and chunk.after.free:      # merge with the next piece
+            self._take_free(chunk.after)
+            self._join(chunk, chunk.after)
+        if chunk.before is not None and chunk.before.free:    # and with the one before
+            self._take_free(chunk.before)
+            chunk = self._join(chunk.before, chunk)
         self._add_free(chunk)
+
+    @staticmethod
+    def _join(first: Chunk, second: Chunk) -> Chunk:
+        """first grown over second, the piece right after it in their cudaMalloc."""
+        first.size += second.size
+        first.after = second.after
+        if second.after is not None:
+            second.after.before = first
+        return first
 
 
 class DeviceAllocations:
