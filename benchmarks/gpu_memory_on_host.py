@@ -160,7 +160,6 @@ def step_memory(batch: int, size: int, head: str, num_classes: int, kernels: dic
                                   torch=None)
             peak = 0
             for _ in range(STEPS):
-                held = pool.in_use
                 pool.peak_in_use = pool.in_use
                 step()
                 peak = max(peak, pool.peak_in_use)

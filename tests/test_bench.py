@@ -3,11 +3,15 @@
 Speed itself is never asserted; these tests check that every number the report
 prints comes from a measurement of the right thing."""
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from tinyvgg import bench
 from tinyvgg.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 
 def small_report(names):
@@ -123,9 +127,6 @@ def test_gpu_peak_bytes_in_use_follows_every_allocation(monkeypatch):
 def test_gpu_memory_on_host_counts_the_step_as_the_gpu_would_allocate_it(capsys, tmp_path):
     """Held between steps: weights, velocities and gradients (3x the parameters) and the
     batch; in use during a step: that and every layer output backward still needs."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     import gpu_memory_on_host
     from tinyvgg.tools.summary import vgg_summary
 
@@ -146,9 +147,6 @@ def test_gpu_memory_on_host_counts_the_step_as_the_gpu_would_allocate_it(capsys,
 
 
 def test_the_pool_model_splits_merges_and_grows_as_cupys_pool():
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     from gpu_memory_on_host import PoolModel
 
     pool = PoolModel()

@@ -287,23 +287,22 @@ def ending_every_rank_on_error(group: Group | None, command: str, codes=()):
         code = next((c for kind, c in codes if isinstance(error, kind)), 1)
         if isinstance(error, KeyboardInterrupt):
             code = 130
+        if group.rank == 0 or not isinstance(error, RanksDisagree):
+            message = str(error).removeprefix("train: ") or type(error).__name__
+            usage = isinstance(error, (KeyboardInterrupt, RanksDisagree,
+                                       *(kind for kind, _ in codes)))
+            if not usage:  # not one the command expects: its kind and where it arose
+                message = f"{type(error).__name__}: {message}"
+            print(f"{command}: rank {group.rank} of {group.size}: {message}",
+                  file=sys.stderr, flush=True)
+            if not usage:
+                traceback.print_exception(error, file=sys.stderr)
+            sys.stderr.flush()
         if isinstance(error, RanksDisagree):
-            # every rank found it at once, so none waits in a sum: each ends normally, rank
-            # 0 having said what differs, and the launcher forwards the whole message (an
-            # abort can end the job before a loaded machine has passed it on)
-            if group.rank == 0:
-                print(f"{command}: rank 0 of {group.size}: "
-                      f"{str(error).removeprefix('train: ')}", file=sys.stderr, flush=True)
+            # every rank found it at once, so none waits in a sum: each ends normally, and
+            # the launcher forwards rank 0's whole message (an abort can end the job
+            # before a loaded machine has passed it on)
             raise SystemExit(code) from None
-        message = str(error).removeprefix("train: ") or type(error).__name__
-        usage = isinstance(error, (KeyboardInterrupt, *(kind for kind, _ in codes)))
-        if not usage:  # not one the command expects: its kind and where it arose
-            message = f"{type(error).__name__}: {message}"
-        print(f"{command}: rank {group.rank} of {group.size}: {message}",
-              file=sys.stderr, flush=True)
-        if not usage:
-            traceback.print_exception(error, file=sys.stderr)
-        sys.stderr.flush()
         group.abort(code)
 
 
